@@ -1,0 +1,1 @@
+"""Thin click commands: parse, call the library, print. The library never imports this package."""

@@ -1,0 +1,196 @@
+"""Lazy reader for pairs files.
+
+The small index arrays (clip starts, lengths, tasks, pairs) are read once; frames are read by
+slice on demand. The HDF5 handle is opened per process, so a ``PairsFile`` handed to DataLoader
+workers opens its own handle in each worker (h5py handles must not cross ``fork``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hralign.errors import HRAlignError
+from hralign.pairs import schema as S
+
+
+def open_h5_readonly(path: str | os.PathLike) -> h5py.File:
+    """Open ``path`` read-only as HDF5, turning every failure into one clear :class:`HRAlignError`."""
+    p = Path(path)
+    if not p.exists():
+        raise HRAlignError(f"{p}: file not found")
+    if p.is_dir():
+        raise HRAlignError(f"{p}: is a directory, expected an HDF5 pairs file")
+    if p.stat().st_size == 0:
+        raise HRAlignError(f"{p}: file is empty, expected an HDF5 pairs file")
+    try:
+        if not h5py.is_hdf5(p):
+            raise HRAlignError(f"{p}: not an HDF5 file (no HDF5 signature); expected an hralign pairs file")
+        return h5py.File(p, "r")
+    except HRAlignError:
+        raise
+    except (OSError, RuntimeError) as e:
+        raise HRAlignError(f"{p}: cannot be read as HDF5 ({e}); the file may be truncated or corrupt") from e
+
+
+class PairsFile:
+    """Read-only access to a pairs file (DESIGN.md layout).
+
+    Parameters
+    ----------
+    path : str or Path
+        The pairs file. The format attribute and the index datasets are checked on open; run
+        :func:`hralign.pairs.validate` for the full list of problems.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+        h = self._handle()
+        fmt = h.attrs.get(S.FORMAT_ATTR)
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode()
+        if fmt != S.FORMAT_NAME:
+            raise HRAlignError(f"{self.path}: attribute `{S.FORMAT_ATTR}` is {fmt!r}, expected {S.FORMAT_NAME!r} "
+                               "(not an hralign pairs file)")
+        version = h.attrs.get(S.VERSION_ATTR)
+        if version is None or int(version) != S.FORMAT_VERSION:
+            raise HRAlignError(f"{self.path}: attribute `{S.VERSION_ATTR}` is {version!r}, expected {S.FORMAT_VERSION}")
+        try:
+            self.tasks: list[str] = [t.decode() if isinstance(t, bytes) else str(t) for t in h[S.TASKS][()]] if S.TASKS in h else []
+            self.pairs: np.ndarray = np.asarray(h[S.PAIRS][()], dtype=np.int64).reshape(-1, 2) if S.PAIRS in h else np.zeros((0, 2), np.int64)
+            self.split: np.ndarray | None = np.asarray(h[S.SPLIT][()], dtype=np.uint8) if S.SPLIT in h else None
+            self._index: dict[str, dict[str, np.ndarray]] = {}
+            for d in S.DOMAINS:
+                if d in h and S.FRAMES in h[d]:
+                    self._index[d] = {k: np.asarray(h[d][k][()], dtype=np.int64) for k in S.CLIP_INDEX}
+        except KeyError as e:
+            raise HRAlignError(f"{self.path}: missing dataset {e}; run `hralign pairs validate {self.path}`") from e
+        except (OSError, ValueError, TypeError) as e:
+            raise HRAlignError(f"{self.path}: unreadable index datasets ({e}); run `hralign pairs validate {self.path}`") from e
+
+    # -- handle management ----------------------------------------------------------------------
+    def _handle(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = open_h5_readonly(self.path)
+            self._pid = os.getpid()
+        return self._h5
+
+    def close(self) -> None:
+        """Close the handle of this process (it reopens on the next read)."""
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_h5"] = None  # each worker process opens its own handle
+        state["_pid"] = None
+        return state
+
+    def __enter__(self) -> "PairsFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- counts and metadata --------------------------------------------------------------------
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Domains that have clips, in ("human", "robot") order."""
+        return tuple(d for d in S.DOMAINS if d in self._index and len(self._index[d][S.CLIP_START]) > 0)
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.pairs.shape[0])
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    def num_clips(self, domain: str) -> int:
+        return int(len(self._index[domain][S.CLIP_START])) if domain in self._index else 0
+
+    def num_frames(self, domain: str) -> int:
+        return int(self._handle()[domain][S.FRAMES].shape[0]) if domain in self._index else 0
+
+    def frame_shape(self, domain: str) -> tuple[int, int, int]:
+        """(H, W, 3) of ``domain``'s frames."""
+        self._check_domain(domain)
+        return tuple(int(x) for x in self._handle()[domain][S.FRAMES].shape[1:])  # type: ignore[return-value]
+
+    def clip_starts(self, domain: str) -> np.ndarray:
+        self._check_domain(domain)
+        return self._index[domain][S.CLIP_START]
+
+    def clip_lengths(self, domain: str) -> np.ndarray:
+        self._check_domain(domain)
+        return self._index[domain][S.CLIP_LENGTH]
+
+    def clip_tasks(self, domain: str) -> np.ndarray:
+        self._check_domain(domain)
+        return self._index[domain][S.CLIP_TASK]
+
+    def has(self, domain: str, name: str) -> bool:
+        """Whether ``domain`` stores the optional per-frame dataset ``name`` ("actions" or "state")."""
+        return domain in self._index and name in self._handle()[domain]
+
+    # -- data access ----------------------------------------------------------------------------
+    def read_clip(self, domain: str, clip: int, frames: slice | np.ndarray | list[int] | None = None,
+                  name: str = S.FRAMES) -> np.ndarray:
+        """Frames (uint8 [T, H, W, 3]) or per-frame ``name`` ("actions"/"state") of one clip.
+
+        ``frames`` selects within the clip: a slice or sorted/unsorted indices (read as one
+        contiguous slice covering them, then picked, which is what HDF5 does fastest).
+        """
+        self._check_clip(domain, clip)
+        if name != S.FRAMES and not self.has(domain, name):
+            raise HRAlignError(f"{self.path}: /{domain}/{name} does not exist")
+        start = int(self._index[domain][S.CLIP_START][clip])
+        length = int(self._index[domain][S.CLIP_LENGTH][clip])
+        ds = self._handle()[domain][name]
+        if frames is None:
+            return ds[start:start + length]
+        if isinstance(frames, slice):
+            lo, hi, step = frames.indices(length)
+            return ds[start + lo:start + hi][::step]
+        idx = np.asarray(frames, dtype=np.int64)
+        if idx.size == 0:
+            return ds[start:start][:0]
+        if idx.min() < 0 or idx.max() >= length:
+            raise HRAlignError(f"{domain} clip {clip}: frame indices {idx.min()}..{idx.max()} outside 0..{length - 1}")
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        return ds[start + lo:start + hi][idx - lo]
+
+    def read_frames(self, domain: str, start: int, stop: int) -> np.ndarray:
+        """A raw slice of ``domain``'s frames dataset (uint8 [stop-start, H, W, 3])."""
+        self._check_domain(domain)
+        return self._handle()[domain][S.FRAMES][start:stop]
+
+    def instruction(self, task: int) -> str:
+        return self.tasks[int(task)]
+
+    def pair_split(self) -> np.ndarray | None:
+        """The stored split per pair (0 train, 1 validation), or None when the file has none."""
+        return self.split
+
+    # -- checks (user input) --------------------------------------------------------------------
+    def _check_domain(self, domain: str) -> None:
+        if domain not in S.DOMAINS:
+            raise HRAlignError(f"`domain` should be one of {S.DOMAINS} but the value passed is {domain!r}")
+        if domain not in self._index:
+            raise HRAlignError(f"{self.path}: has no {domain} clips")
+
+    def _check_clip(self, domain: str, clip: int) -> None:
+        self._check_domain(domain)
+        n = self.num_clips(domain)
+        if not 0 <= int(clip) < n:
+            raise HRAlignError(f"{self.path}: {domain} clip {clip} out of range (0..{n - 1})")
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{d}={self.num_clips(d)} clips" for d in self.domains)
+        return f"PairsFile({str(self.path)!r}, tasks={self.num_tasks}, pairs={self.num_pairs}, {counts})"

@@ -1,0 +1,192 @@
+"""Streaming writer for the pairs HDF5 format.
+
+Clips are appended one at a time to resizable, frame-chunked datasets, so a writer never holds
+more than one clip in memory. The file is written under a temporary name and renamed on
+``close()``; an exception inside ``with PairsWriter(...)`` removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hralign.errors import HRAlignError
+from hralign.pairs import schema as S
+
+
+class PairsWriter:
+    """Write a pairs file clip by clip.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file name; nothing appears under it until :meth:`close` succeeds.
+    tasks : list of str, optional
+        Instructions known up front; more can be added with :meth:`add_task`.
+    compression : {None, "gzip", "lzf"}
+        HDF5 filter for frames (chunks are one frame, so reads by slice stay cheap).
+    overwrite : bool
+        Replace an existing file at ``path`` (default: refuse).
+    """
+
+    def __init__(self, path: str | os.PathLike, tasks: list[str] | None = None,
+                 compression: str | None = None, overwrite: bool = False) -> None:
+        if compression not in S.COMPRESSIONS:
+            raise HRAlignError(f"`compression` should be one of {S.COMPRESSIONS} but the value passed is {compression!r}")
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise HRAlignError(f"{self.path}: output exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._h5 = h5py.File(self._tmp, "w")
+        self._compression = compression
+        self._tasks: list[str] = []
+        self._task_ids: dict[str, int] = {}
+        self._clips: dict[str, dict[str, list[int]]] = {d: {k: [] for k in S.CLIP_INDEX} for d in S.DOMAINS}
+        self._n_frames = {d: 0 for d in S.DOMAINS}
+        self._pairs: list[tuple[int, int]] = []
+        self._split: list[int | None] = []
+        self._closed = False
+        for t in tasks or []:
+            self.add_task(t)
+
+    # -- building -----------------------------------------------------------------------------
+    def add_task(self, instruction: str) -> int:
+        """Register an instruction (idempotent) and return its task index."""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise HRAlignError(f"task instruction should be a non-empty string but the value passed is {instruction!r}")
+        if instruction not in self._task_ids:
+            self._task_ids[instruction] = len(self._tasks)
+            self._tasks.append(instruction)
+        return self._task_ids[instruction]
+
+    def add_clip(self, domain: str, frames: np.ndarray, task: int | str,
+                 actions: np.ndarray | None = None, state: np.ndarray | None = None) -> int:
+        """Append one clip to ``domain`` and return its clip index.
+
+        ``frames`` is uint8 of shape (T, H, W, 3); ``actions``/``state`` are per frame, (T, A)/(T, S).
+        All clips of a domain share H, W (and A, S).
+        """
+        self._check_open()
+        if domain not in S.DOMAINS:
+            raise HRAlignError(f"`domain` should be one of {S.DOMAINS} but the value passed is {domain!r}")
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise HRAlignError(f"{domain} clip frames should be uint8 [T, H, W, 3] but got {frames.dtype} {list(frames.shape)}")
+        if frames.shape[0] == 0:
+            raise HRAlignError(f"{domain} clip has no frames; clips need at least 1 frame")
+        task_id = self.add_task(task) if isinstance(task, str) else int(task)
+        if not 0 <= task_id < len(self._tasks):
+            raise HRAlignError(f"{domain} clip task {task_id} is out of range; {len(self._tasks)} tasks are registered")
+        g = self._h5.require_group(domain)
+        t = frames.shape[0]
+        self._append(g, S.FRAMES, frames, chunk_rows=1, compression=self._compression)
+        for name, arr in ((S.ACTIONS, actions), (S.STATE, state)):
+            if arr is None:
+                if name in g:
+                    raise HRAlignError(f"{domain} clip {len(self._clips[domain][S.CLIP_START])} has no {name} but earlier clips do")
+                continue
+            if name not in g and self._n_frames[domain] > 0:
+                raise HRAlignError(f"{domain} clip has {name} but earlier clips of {domain} do not")
+            arr = np.asarray(arr, dtype=np.float32)
+            if arr.ndim != 2 or arr.shape[0] != t:
+                raise HRAlignError(f"{domain} {name} should be float [T={t}, D] but got shape {list(arr.shape)}")
+            self._append(g, name, arr, chunk_rows=1024, compression=None)
+        idx = self._clips[domain]
+        idx[S.CLIP_START].append(self._n_frames[domain])
+        idx[S.CLIP_LENGTH].append(t)
+        idx[S.CLIP_TASK].append(task_id)
+        self._n_frames[domain] += t
+        return len(idx[S.CLIP_START]) - 1
+
+    def add_pair(self, human_clip: int, robot_clip: int, split: int | None = None) -> int:
+        """Pair a human clip with a robot clip (optionally 0 = train, 1 = validation)."""
+        self._check_open()
+        for domain, c in (("human", human_clip), ("robot", robot_clip)):
+            n = len(self._clips[domain][S.CLIP_START])
+            if not 0 <= int(c) < n:
+                raise HRAlignError(f"pair refers to {domain} clip {c} but only {n} {domain} clips were added")
+        if split not in (None, S.SPLIT_TRAIN, S.SPLIT_VAL):
+            raise HRAlignError(f"`split` should be None, 0 (train) or 1 (validation) but the value passed is {split!r}")
+        self._pairs.append((int(human_clip), int(robot_clip)))
+        self._split.append(split)
+        return len(self._pairs) - 1
+
+    # -- finishing ----------------------------------------------------------------------------
+    def close(self) -> Path:
+        """Write the index datasets and attributes, then rename into place. Returns the path."""
+        if self._closed:
+            return self.path
+        h = self._h5
+        try:
+            h.attrs[S.FORMAT_ATTR] = S.FORMAT_NAME
+            h.attrs[S.VERSION_ATTR] = S.FORMAT_VERSION
+            h.create_dataset(S.TASKS, data=np.array(self._tasks, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            for domain in S.DOMAINS:
+                idx = self._clips[domain]
+                if not idx[S.CLIP_START]:
+                    continue
+                g = h.require_group(domain)
+                for name in S.CLIP_INDEX:
+                    g.create_dataset(name, data=np.asarray(idx[name], dtype=np.int64))
+            h.create_dataset(S.PAIRS, data=np.asarray(self._pairs, dtype=np.int64).reshape(-1, 2))
+            if any(s is not None for s in self._split):
+                if any(s is None for s in self._split):
+                    raise HRAlignError("either every pair has a split or none has; some pairs were added without one")
+                h.create_dataset(S.SPLIT, data=np.asarray(self._split, dtype=np.uint8))
+            h.close()
+        except BaseException:
+            self.abort()
+            raise
+        os.replace(self._tmp, self.path)
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far; the final path is untouched."""
+        if self._closed:
+            return
+        try:
+            self._h5.close()
+        except Exception:  # noqa: BLE001 - already failing; the temp file goes regardless
+            pass
+        self._tmp.unlink(missing_ok=True)
+        self._closed = True
+
+    def __enter__(self) -> "PairsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:  # an unclosed writer must not leave its temp file behind
+        if not getattr(self, "_closed", True):
+            self.abort()
+
+    # -- helpers (checked input) --------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HRAlignError(f"{self.path}: writer is closed")
+
+    def _append(self, group: h5py.Group, name: str, arr: np.ndarray, chunk_rows: int, compression: str | None) -> None:
+        if name not in group:
+            group.create_dataset(name, data=arr, maxshape=(None, *arr.shape[1:]),
+                                 chunks=(min(chunk_rows, max(1, arr.shape[0])) if chunk_rows > 1 else 1, *arr.shape[1:]),
+                                 compression=compression)
+            return
+        ds = group[name]
+        if ds.shape[1:] != arr.shape[1:]:
+            raise HRAlignError(f"{group.name}/{name}: every clip must have shape [T, {', '.join(map(str, ds.shape[1:]))}] "
+                               f"but this one has {list(arr.shape)}")
+        n = ds.shape[0]
+        ds.resize(n + arr.shape[0], axis=0)
+        ds[n:] = arr
