@@ -1,0 +1,121 @@
+"""Configuration of a pretraining run (`hralign pretrain`); the CLI options are generated from it.
+
+Defaults follow R3M (Nair et al., 2022, "R3M: A Universal Visual Representation for Robot
+Manipulation"; facebookresearch/r3m ``cfgs/config_rep.yaml``: Adam lr 1e-4, tcn 1.0, lang 1.0,
+L1/L2 1e-5, alpha 0.2, 3 negatives) except where a small CPU demo needs otherwise, which the help
+text says (image size, batch size, steps, scorer width, similarity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from hralign.errors import HRAlignError
+
+SIMILARITIES = ("l2", "cosine")
+DOMAIN_CHOICES = ("human", "robot", "both")
+
+# Fields that may differ between an interrupted run and its resumption (everything else must match).
+RESUMABLE_FIELDS = ("steps", "eval_every", "checkpoint_every", "log_every", "device", "resume", "overwrite", "out")
+
+
+@dataclass
+class PretrainConfig:
+    """Every flag of `hralign pretrain`."""
+
+    pairs: str = field(default="", metadata={"help": "Pairs HDF5 file whose clips are the training video."})
+    out: str = field(default="", metadata={"help": "Output directory: the encoder (hralign.json, model.safetensors), "
+                                                  "R3M-layout model.pt, checkpoints/, metrics.jsonl, summary.json."})
+    domain: str = field(default="human", metadata={"help": "Clips to train on: human | robot | both."})
+    encoder: str = field(default="r3m-resnet18", metadata={"help": "Encoder to train: any registered ResNet/ViT name "
+                                                                    "(r3m-resnet18|34|50, d4r-vit-b16, timm:<name>)."})
+    weights: str | None = field(default=None, metadata={"help": "Start from these local weights (random init if omitted)."})
+    trust_checkpoint: bool = field(default=False, metadata={"help": "Allow full unpickling of --weights (only for files you trust)."})
+    image_size: int | None = field(default=64, metadata={"help": "Training/eval input size (R3M: 224; 64 keeps the CPU demo "
+                                                                 "to minutes). 0 = the encoder's default."})
+    steps: int = field(default=300, metadata={"help": "Optimiser steps (R3M: 1.5M on Ego4D; a few hundred for the demo)."})
+    batch_size: int = field(default=16, metadata={"help": "Clips per step; 5 frames are drawn from each (R3M: 32)."})
+    lr: float = field(default=3e-4, metadata={"help": "Adam learning rate (R3M: 1e-4; 3e-4 converges faster on small data)."})
+    seed: int = field(default=0, metadata={"help": "Seed of init, sampling, crops and negatives; same seed + flags = same weights on CPU."})
+    text_encoder: str = field(default="auto", metadata={"help": "Sentence encoder for the language term: auto (minilm when "
+                                                                "installed, else the term is off), minilm, a local transformers "
+                                                                "directory, or none."})
+    tcn_weight: float = field(default=1.0, metadata={"help": "Weight of the time-contrastive loss (R3M: 1.0)."})
+    lang_weight: float = field(default=1.0, metadata={"help": "Weight of the language-alignment loss (R3M: 1.0)."})
+    l1_weight: float = field(default=1e-5, metadata={"help": "Weight of the L1 penalty on embeddings (R3M: 1e-5)."})
+    l2_weight: float = field(default=1e-5, metadata={"help": "Weight of the L2 penalty on embeddings (R3M: 1e-5)."})
+    similarity: str = field(default="l2", metadata={"help": "Similarity of the time-contrastive loss: l2 = negative L2 "
+                                                           "distance (R3M default) | cosine (divided by --temperature)."})
+    temperature: float | None = field(default=None, metadata={"help": "Logit scale: similarity / temperature (default 1.0 "
+                                                                      "for l2 as R3M, 0.1 for cosine)."})
+    num_negatives: int = field(default=3, metadata={"help": "Negatives from other clips per term (R3M: 3)."})
+    alpha: float = field(default=0.2, metadata={"help": "Language term: the start frame is drawn from the first alpha and "
+                                                        "the goal frame from the last alpha of a clip (R3M: 0.2)."})
+    scorer_hidden: int = field(default=256, metadata={"help": "Width of the language scorer G's 4 hidden layers (R3M: 1024)."})
+    crop_scale: float = field(default=0.6, metadata={"help": "Smallest area share of the random resized crop, the same crop "
+                                                            "across a sample's frames (R3M 'rctraj': 0.2); 1 = no crop."})
+    val_fraction: float = field(default=0.25, metadata={"help": "Share of pairs (or clips, in files without pairs) held out "
+                                                               "for evaluation when the file has no /split."})
+    eval_frames: int = field(default=8, metadata={"help": "Frames per clip averaged into the clip embedding for kNN/retrieval."})
+    knn_k: int = field(default=5, metadata={"help": "Neighbours of the kNN task-accuracy monitor."})
+    eval_every: int = field(default=100, metadata={"help": "Evaluate on held-out clips every N steps (0 = only at start and end)."})
+    checkpoint_every: int = field(default=50, metadata={"help": "Write a resumable checkpoint every N steps (0 = only at the end)."})
+    log_every: int = field(default=10, metadata={"help": "Append the training losses to metrics.jsonl every N steps."})
+    device: str = field(default="cpu", metadata={"help": "cpu | cuda | cuda:N | auto."})
+    resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its last checkpoint."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "lr", "scorer_hidden", "eval_frames", "knn_k", "log_every"):
+            value = getattr(self, name)
+            if value is None or value <= 0:
+                raise HRAlignError(f"`--{_flag(name)}` should be positive but the value passed is {value}")
+        for name in ("tcn_weight", "lang_weight", "l1_weight", "l2_weight", "num_negatives", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise HRAlignError(f"`--{_flag(name)}` should be >= 0 but the value passed is {getattr(self, name)}")
+        if self.image_size is not None and self.image_size < 0:
+            raise HRAlignError(f"`--image-size` should be positive (or 0 for the encoder's default) but the value passed is {self.image_size}")
+        if self.image_size == 0:
+            self.image_size = None
+        if self.domain not in DOMAIN_CHOICES:
+            raise HRAlignError(f"`--domain` should be one of {', '.join(DOMAIN_CHOICES)} but the value passed is {self.domain!r}")
+        if self.similarity not in SIMILARITIES:
+            raise HRAlignError(f"`--similarity` should be one of {', '.join(SIMILARITIES)} but the value passed is {self.similarity!r}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise HRAlignError(f"`--temperature` should be positive but the value passed is {self.temperature}")
+        if self.tcn_weight == 0 and self.lang_weight == 0:
+            raise HRAlignError("`--tcn-weight` and `--lang-weight` are both 0: nothing would be learned; set one of them > 0")
+        if not 0 <= self.alpha <= 0.5:
+            raise HRAlignError(f"`--alpha` should be in [0, 0.5] but the value passed is {self.alpha}")
+        if not 0 < self.crop_scale <= 1:
+            raise HRAlignError(f"`--crop-scale` should be in (0, 1] but the value passed is {self.crop_scale}")
+        if not 0 < self.val_fraction < 1:
+            raise HRAlignError(f"`--val-fraction` should be in (0, 1) but the value passed is {self.val_fraction}")
+
+    @property
+    def logit_temperature(self) -> float:
+        """The temperature actually used: the explicit one, else 1.0 for l2 (R3M) and 0.1 for cosine."""
+        if self.temperature is not None:
+            return float(self.temperature)
+        return 1.0 if self.similarity == "l2" else 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PretrainConfig":
+        """Rebuild from ``to_dict`` output; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HRAlignError(f"pretrain config: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+    def resume_mismatches(self, saved: dict) -> list[str]:
+        """Fields (outside RESUMABLE_FIELDS) whose value differs from the saved run's config."""
+        now = self.to_dict()
+        return [k for k in now if k not in RESUMABLE_FIELDS and k in saved and saved[k] != now[k]]
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
