@@ -118,6 +118,13 @@ class PairsWriter:
         self._split.append(split)
         return len(self._pairs) - 1
 
+    def set_attr(self, name: str, value: str | int | float) -> None:
+        """Store a root attribute (provenance such as the synth config); format attributes are reserved."""
+        self._check_open()
+        if name in (S.FORMAT_ATTR, S.VERSION_ATTR):
+            raise HRAlignError(f"root attribute `{name}` is reserved for the format and is written on close")
+        self._h5.attrs[name] = value
+
     # -- finishing ----------------------------------------------------------------------------
     def close(self) -> Path:
         """Write the index datasets and attributes, then rename into place. Returns the path."""
