@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user errors become one line on stderr and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
+    if debug:  # accepted anywhere on the line, not only before the command group
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
         code = cli.main(args=args, prog_name="hralign", standalone_mode=False)
     except click.exceptions.Abort:
