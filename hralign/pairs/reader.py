@@ -144,8 +144,9 @@ class PairsFile:
                   name: str = S.FRAMES) -> np.ndarray:
         """Frames (uint8 [T, H, W, 3]) or per-frame ``name`` ("actions"/"state") of one clip.
 
-        ``frames`` selects within the clip: a slice or sorted/unsorted indices (read as one
-        contiguous slice covering them, then picked, which is what HDF5 does fastest).
+        ``frames`` selects within the clip: a slice or sorted/unsorted indices (dense indices are
+        read as one contiguous slice covering them, then picked, which is what HDF5 does fastest;
+        sparse ones frame by frame, so a few frames of a long clip cost a few frames).
         """
         self._check_clip(domain, clip)
         if name != S.FRAMES and not self.has(domain, name):
@@ -164,7 +165,11 @@ class PairsFile:
         if idx.min() < 0 or idx.max() >= length:
             raise HRAlignError(f"{domain} clip {clip}: frame indices {idx.min()}..{idx.max()} outside 0..{length - 1}")
         lo, hi = int(idx.min()), int(idx.max()) + 1
-        return ds[start + lo:start + hi][idx - lo]
+        if hi - lo <= 2 * idx.size + 2:  # dense: one contiguous read is fastest
+            return ds[start + lo:start + hi][idx - lo]
+        # sparse (few frames of a long clip): read only the needed frames, each a chunk of its own
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        return np.stack([ds[start + int(i)] for i in uniq])[inverse]
 
     def read_frames(self, domain: str, start: int, stop: int) -> np.ndarray:
         """A raw slice of ``domain``'s frames dataset (uint8 [stop-start, H, W, 3])."""

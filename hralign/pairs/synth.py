@@ -35,6 +35,7 @@ import numpy as np
 
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
+from hralign.pairs.split import make_split
 from hralign.pairs.writer import PairsWriter
 
 # (name, instruction, kind, direction or rotation sign). ``num_tasks`` takes the first N.
@@ -386,20 +387,6 @@ def render_clip(ep: Episode, domain: str, size: int, noise: float, rng: np.rando
 # --------------------------------------------------------------------------------------------
 # The file
 # --------------------------------------------------------------------------------------------
-def stratified_split(tasks: np.ndarray, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """0/1 per pair: ``round(val_fraction * n)`` validation pairs per task (at least 1 when n >= 2)."""
-    split = np.zeros(len(tasks), dtype=np.uint8)
-    if val_fraction <= 0:
-        return split
-    for k in np.unique(tasks):
-        idx = np.flatnonzero(tasks == k)
-        if len(idx) < 2:
-            continue
-        n_val = min(len(idx) - 1, max(1, int(round(val_fraction * len(idx)))))
-        split[rng.choice(idx, size=n_val, replace=False)] = S.SPLIT_VAL
-    return split
-
-
 def synthesize(path: str | os.PathLike, config: SynthConfig | None = None, overwrite: bool = False,
                progress: bool = False) -> Path:
     """Render a paired set to ``path`` (streamed clip by clip, atomic) and return the path.
@@ -413,7 +400,7 @@ def synthesize(path: str | os.PathLike, config: SynthConfig | None = None, overw
     robot_size = cfg.robot_image_size or cfg.image_size
     n_pairs = cfg.num_tasks * cfg.pairs_per_task
     pair_tasks = np.repeat(np.arange(cfg.num_tasks), cfg.pairs_per_task)
-    split = stratified_split(pair_tasks, cfg.val_fraction, np.random.default_rng([cfg.seed, 2**31 - 1]))
+    split = make_split(pair_tasks, cfg.val_fraction, by="pair", seed=cfg.seed)
     iterator = range(n_pairs)
     if progress:
         from tqdm.auto import tqdm  # only the CLI asks for a bar

@@ -1,0 +1,84 @@
+"""Train/validation splits of a pairs file: by pair (stratified by task) or by task (held-out tasks).
+
+The file's ``/split`` wins when present: a dataset author who fixed a split (as RH20T or a
+benchmark does) should get the same split in every run and every tool.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from hralign.errors import HRAlignError
+from hralign.pairs import schema as S
+from hralign.pairs.reader import PairsFile
+
+SPLIT_BY = ("pair", "task")
+
+
+def pair_tasks(pairs: PairsFile) -> np.ndarray:
+    """Task index of every pair (the task of its human clip), int64 [P]."""
+    if pairs.num_pairs == 0:
+        return np.zeros(0, dtype=np.int64)
+    return pairs.clip_tasks("human")[pairs.pairs[:, 0]]
+
+
+def make_split(tasks: np.ndarray, val_fraction: float = 0.1, by: str = "pair", seed: int = 0) -> np.ndarray:
+    """0/1 per pair (1 = validation) computed from the task of each pair.
+
+    ``by="pair"``: within every task, ``round(val_fraction * n)`` pairs (at least one when the task
+    has two or more pairs and ``val_fraction > 0``) go to validation, so every task is seen in both.
+    ``by="task"``: ``round(val_fraction * K)`` whole tasks (at least one, never all) go to
+    validation, for generalisation to unseen tasks.
+    """
+    _check_args(val_fraction, by, seed)
+    tasks = np.asarray(tasks, dtype=np.int64)
+    split = np.zeros(len(tasks), dtype=np.uint8)
+    if val_fraction == 0 or len(tasks) == 0:
+        return split
+    rng = np.random.default_rng([seed, 0x5eed])
+    if by == "pair":
+        for k in np.unique(tasks):
+            idx = np.flatnonzero(tasks == k)
+            if len(idx) < 2:
+                continue
+            n_val = min(len(idx) - 1, max(1, int(round(val_fraction * len(idx)))))
+            split[rng.choice(idx, size=n_val, replace=False)] = S.SPLIT_VAL
+        return split
+    uniq = np.unique(tasks)
+    if len(uniq) < 2:
+        raise HRAlignError(f"split by task needs at least 2 tasks with pairs but found {len(uniq)}; use --by pair")
+    n_val = min(len(uniq) - 1, max(1, int(round(val_fraction * len(uniq)))))
+    val_tasks = rng.choice(uniq, size=n_val, replace=False)
+    split[np.isin(tasks, val_tasks)] = S.SPLIT_VAL
+    return split
+
+
+def split_pairs(pairs_file: PairsFile | str | os.PathLike, val_fraction: float = 0.1, by: str = "pair",
+                seed: int = 0, use_file_split: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(train pair indices, validation pair indices), both sorted int64.
+
+    The file's ``/split`` wins when present (``use_file_split=False`` ignores it); otherwise the
+    split is made by :func:`make_split` with ``val_fraction``, ``by`` and ``seed``.
+    """
+    _check_args(val_fraction, by, seed)
+    pf = pairs_file if isinstance(pairs_file, PairsFile) else PairsFile(pairs_file)
+    stored = pf.split if use_file_split else None
+    if stored is not None:
+        if stored.shape != (pf.num_pairs,) or not np.isin(stored, (S.SPLIT_TRAIN, S.SPLIT_VAL)).all():
+            raise HRAlignError(f"{pf.path}: /split should be uint8 [{pf.num_pairs}] of 0/1 but has shape "
+                               f"{list(stored.shape)} and values {sorted(set(np.unique(stored).tolist()))[:5]}")
+        split = stored
+    else:
+        split = make_split(pair_tasks(pf), val_fraction, by, seed)
+    return np.flatnonzero(split == S.SPLIT_TRAIN).astype(np.int64), np.flatnonzero(split == S.SPLIT_VAL).astype(np.int64)
+
+
+def _check_args(val_fraction: float, by: str, seed: int) -> None:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
+        raise HRAlignError(f"`val_fraction` should be a number in [0, 1) but the value passed is {val_fraction!r}")
+    if by not in SPLIT_BY:
+        raise HRAlignError(f"`by` should be one of {SPLIT_BY} but the value passed is {by!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise HRAlignError(f"`seed` should be a non-negative integer but the value passed is {seed!r}")
