@@ -1,0 +1,233 @@
+"""report.html: one self-contained file (figures and thumbnails embedded as base64, inline JS,
+no network) with the metrics table, the PNG figures and an interactive scatter whose hover shows
+the frame pair x_t -> x_{t+gap} of the latent under the cursor.
+
+The scatter is a <canvas> drawn by ~100 lines of inline JavaScript (no plotting library: the
+report must open offline and stay one file). After drawing, the script writes the number of
+drawn points to the canvas' ``data-points-drawn`` attribute (the browser test reads it).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from hralign.analysis.store import View
+from hralign.atomic import write_text_atomic
+
+# metric key -> (label, what it means)
+METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("embodiment_mixing", "Embodiment mixing", "mean over clusters of the normalised entropy of the human/robot share (1 = mixed, 0 = split)"),
+    ("knn_cross", "Cross-embodiment kNN task acc.", "mean of robot\u2192human and human\u2192robot weighted kNN (k=20) task accuracy"),
+    ("knn_robot_to_human", "kNN robot \u2192 human", "robot latents classified by their human neighbours"),
+    ("knn_human_to_robot", "kNN human \u2192 robot", "human latents classified by their robot neighbours"),
+    ("paired_agreement", "Paired agreement", "share of frame-aligned human/robot latents (same pair, same t) in the same cluster"),
+    ("nmi_pooled", "NMI clusters vs tasks (pooled)", "normalised mutual information, both embodiments"),
+    ("nmi_human", "NMI (human)", ""),
+    ("nmi_robot", "NMI (robot)", ""),
+    ("ari_pooled", "ARI clusters vs tasks (pooled)", "adjusted Rand index"),
+    ("ari_human", "ARI (human)", ""),
+    ("ari_robot", "ARI (robot)", ""),
+    ("probe_r2_actions", "Linear-probe R\u00b2 \u2192 robot actions", "ridge probe, held-out robot clips"),
+    ("silhouette", "Silhouette (sample)", "cluster separation in latent space"),
+    ("num_human", "# human latents", ""),
+    ("num_robot", "# robot latents", ""),
+    ("num_clusters_used", "# non-empty clusters", ""),
+)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "\u2013"
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 1:
+        return str(int(v))
+    return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _b64_png(path: str | os.PathLike) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def build_sprite(frames: list[np.ndarray], thumb: int = 40, cols: int = 32) -> tuple[str, int, int]:
+    """Tile thumbnails into one JPEG data URL; returns (url, thumb, cols)."""
+    cols = max(1, min(cols, len(frames)))
+    rows = max(1, -(-len(frames) // cols))
+    sheet = np.zeros((rows * thumb, cols * thumb, 3), np.uint8)
+    for i, f in enumerate(frames):
+        r, c = divmod(i, cols)
+        sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = np.asarray(
+            Image.fromarray(f).resize((thumb, thumb), Image.BILINEAR))
+    buf = io.BytesIO()
+    Image.fromarray(sheet).save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), thumb, cols
+
+
+def scatter_payload(views: dict[str, View], tasks: list[str], read_frame: Callable[[int, int, int], np.ndarray],
+                    max_points: int = 1500, seed: int = 0, thumb: int = 40) -> dict:
+    """The JSON the inline scatter draws: a sample of points (same for every view) and a sprite."""
+    first = next(iter(views.values())).latents
+    n = len(first)
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=min(n, max_points), replace=False))
+    frame_ids: dict[tuple[int, int, int], int] = {}
+    frames: list[np.ndarray] = []
+
+    def sprite_index(d: int, c: int, t: int) -> int:
+        key = (d, c, t)
+        if key not in frame_ids:
+            frame_ids[key] = len(frames)
+            frames.append(read_frame(d, c, t))
+        return frame_ids[key]
+
+    pts = []
+    for i in idx:
+        d, c, t = int(first.domain[i]), int(first.clip[i]), int(first.t[i])
+        pts.append([d, int(first.task[i]), c, t, sprite_index(d, c, t), sprite_index(d, c, t + first.gap)])
+    sprite, th, cols = build_sprite(frames, thumb=thumb) if frames else ("", thumb, 1)
+    vdata = {}
+    for name, v in views.items():
+        xy = v.map2d[idx].astype(np.float64)
+        lo, hi = xy.min(0), xy.max(0)
+        xy = (xy - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
+        vdata[name] = {"xy": np.round(xy, 4).tolist(), "cluster": v.clusters[idx].astype(int).tolist(),
+                       "method": v.map_method}
+    return {"points": pts, "views": vdata, "tasks": tasks, "gap": int(first.gap), "sprite": sprite,
+            "thumb": th, "cols": cols, "fields": ["domain", "task", "clip", "t", "before", "after"]}
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+h1{font-size:1.5em;margin-bottom:4px} h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;font-size:14px} td,th{padding:4px 10px;border-bottom:1px solid #eee;text-align:right}
+td:first-child,th:first-child{text-align:left} td.desc{color:#777;font-size:12px;text-align:left}
+.up{color:#1a7f37}.down{color:#c62828} .meta{color:#555;font-size:13px} .note{background:#fff8e1;padding:6px 10px;border-left:3px solid #f9a825;margin:6px 0;font-size:14px}
+figure{margin:12px 0} figcaption{font-size:13px;color:#555} img.fig{max-width:100%;border:1px solid #eee}
+#scatter{border:1px solid #ccc;cursor:crosshair;background:#fff}
+#tip{position:absolute;display:none;background:#fff;border:1px solid #999;padding:6px;font-size:12px;box-shadow:0 2px 6px rgba(0,0,0,.2);pointer-events:none}
+.controls{margin:6px 0;font-size:14px} .controls label{margin-right:14px}
+"""
+
+_JS = r"""
+(function () {
+  var D = JSON.parse(document.getElementById('scatter-data').textContent);
+  var cv = document.getElementById('scatter'), ctx = cv.getContext('2d');
+  var tip = document.getElementById('tip'), tipc = document.getElementById('tipcanvas'), tipx = tipc.getContext('2d');
+  var tipt = document.getElementById('tiptext');
+  var names = Object.keys(D.views), view = names[0], colorBy = 'embodiment', M = 14;
+  var sprite = new Image(); var spriteReady = false;
+  sprite.onload = function () { spriteReady = true; };
+  if (D.sprite) { sprite.src = D.sprite; }
+  var vsel = document.getElementById('viewsel'), csel = document.getElementById('colorsel');
+  names.forEach(function (n) { var o = document.createElement('option'); o.value = n; o.textContent = n; vsel.appendChild(o); });
+  function hue(i) { return 'hsl(' + ((i * 137.508) % 360).toFixed(1) + ',65%,48%)'; }
+  function color(i) {
+    var p = D.points[i];
+    if (colorBy === 'embodiment') { return p[0] === 0 ? '#1f77b4' : '#ff7f0e'; }
+    if (colorBy === 'task') { return hue(p[1]); }
+    return hue(D.views[view].cluster[i]);
+  }
+  function pos(i) {
+    var xy = D.views[view].xy[i];
+    return [M + xy[0] * (cv.width - 2 * M), M + (1 - xy[1]) * (cv.height - 2 * M)];
+  }
+  function draw() {
+    ctx.clearRect(0, 0, cv.width, cv.height);
+    var n = 0;
+    for (var i = 0; i < D.points.length; i++) {
+      var q = pos(i);
+      ctx.globalAlpha = 0.75; ctx.fillStyle = color(i);
+      ctx.beginPath(); ctx.arc(q[0], q[1], 3, 0, 2 * Math.PI); ctx.fill(); n++;
+    }
+    ctx.globalAlpha = 1;
+    document.getElementById('maptitle').textContent = view + ' \u2013 ' + D.views[view].method.toUpperCase() + ', coloured by ' + colorBy;
+    cv.setAttribute('data-points-drawn', String(n));
+    cv.setAttribute('data-view', view);
+  }
+  function drawThumb(k, x) {
+    var c = D.cols, r = Math.floor(k / c), s = D.thumb;
+    tipx.drawImage(sprite, (k % c) * s, r * s, s, s, x, 0, 96, 96);
+  }
+  cv.addEventListener('mousemove', function (e) {
+    var b = cv.getBoundingClientRect(), mx = e.clientX - b.left, my = e.clientY - b.top, best = -1, bd = 64;
+    for (var i = 0; i < D.points.length; i++) {
+      var q = pos(i), d = (q[0] - mx) * (q[0] - mx) + (q[1] - my) * (q[1] - my);
+      if (d < bd) { bd = d; best = i; }
+    }
+    if (best < 0) { tip.style.display = 'none'; return; }
+    var p = D.points[best];
+    tipx.fillStyle = '#fff'; tipx.fillRect(0, 0, tipc.width, tipc.height);
+    if (spriteReady) { drawThumb(p[4], 0); drawThumb(p[5], 108); }
+    tipx.fillStyle = '#333'; tipx.font = '16px sans-serif'; tipx.fillText('\u2192', 97, 54);
+    tipt.textContent = (p[0] === 0 ? 'human' : 'robot') + ' clip ' + p[2] + ', t=' + p[3] + '\u2192' + (p[3] + D.gap) +
+      ' | task: ' + (D.tasks[p[1]] || p[1]) + ' | cluster ' + D.views[view].cluster[best];
+    tip.style.left = (e.pageX + 14) + 'px'; tip.style.top = (e.pageY + 14) + 'px'; tip.style.display = 'block';
+  });
+  cv.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
+  vsel.addEventListener('change', function () { view = vsel.value; draw(); });
+  csel.addEventListener('change', function () { colorBy = csel.value; draw(); });
+  draw();
+  console.log('hralign report: drew ' + cv.getAttribute('data-points-drawn') + ' points');
+})();
+"""
+
+
+def write_report(path: str | os.PathLike, *, title: str, info: dict[str, str], notes: list[str],
+                 metrics: dict[str, dict], figures: list[tuple[str, str | os.PathLike]], scatter: dict) -> Path:
+    """Write the self-contained report.html.
+
+    ``metrics``: view name -> metric dict; ``figures``: (caption, png path); ``scatter``: from
+    :func:`scatter_payload`.
+    """
+    vnames = list(metrics)
+    head = "".join(f"<th>{html.escape(v)}</th>" for v in vnames)
+    if len(vnames) == 2:
+        head += "<th>\u0394</th>"
+    rows = []
+    for key, label, desc in METRIC_ROWS:
+        vals = [metrics[v].get(key) for v in vnames]
+        cells = "".join(f"<td>{_fmt(x)}</td>" for x in vals)
+        if len(vnames) == 2:
+            if all(isinstance(x, float) for x in vals) and not key.startswith("num_"):
+                d = vals[1] - vals[0]
+                cells += f"<td class=\"{'up' if d > 0 else 'down' if d < 0 else ''}\">{d:+.3f}</td>"
+            else:
+                cells += "<td></td>"
+        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}<td class=\"desc\">{html.escape(desc)}</td></tr>")
+    info_html = "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(str(v))}" for k, v in info.items())
+    notes_html = "".join(f"<div class=\"note\">{html.escape(n)}</div>" for n in notes)
+    figs_html = "".join(
+        f"<figure><img class=\"fig\" alt=\"{html.escape(cap)}\" src=\"{_b64_png(p)}\"><figcaption>{html.escape(cap)}</figcaption></figure>"
+        for cap, p in figures)
+    data = json.dumps(scatter, separators=(",", ":")).replace("</", "<\\/")
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<div class="meta">{info_html}</div>
+{notes_html}
+<h2>Metrics</h2>
+<table><tr><th>metric</th>{head}<th></th></tr>{''.join(rows)}</table>
+<h2>Interactive map</h2>
+<div class="controls"><label>view <select id="viewsel"></select></label>
+<label>colour by <select id="colorsel"><option value="embodiment">embodiment</option><option value="task">task</option>
+<option value="cluster">cluster</option></select></label> <span id="maptitle" class="meta"></span></div>
+<canvas id="scatter" width="900" height="620" data-points-drawn="0"></canvas>
+<div id="tip"><canvas id="tipcanvas" width="204" height="96"></canvas><div id="tiptext"></div></div>
+<p class="meta">Hover a point to see its frame pair x<sub>t</sub> \u2192 x<sub>t+{scatter.get('gap', 1)}</sub>
+({len(scatter['points'])} points shown).</p>
+<h2>Figures</h2>
+{figs_html}
+<script type="application/json" id="scatter-data">{data}</script>
+<script>{_JS}</script>
+</body></html>
+"""
+    write_text_atomic(path, doc)
+    return Path(path)

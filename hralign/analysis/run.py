@@ -1,0 +1,278 @@
+"""The analysis pipeline behind ``hralign analyze``: latents -> clusters -> 2-D map -> metrics -> report.
+
+With an adapter there are two views of the same latents: "frozen" (both embodiments through the
+frozen encoder) and "adapted" (human through the frozen encoder, robot through the adapted one:
+HR-Align adapts the robot branch only). Every figure and metric is computed for both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from hralign.analysis.cluster import FaissKMeans
+from hralign.analysis.config import AnalyzeConfig
+from hralign.analysis.consistency import consistency_metrics
+from hralign.analysis.embed import PCAEmbedding, UMAPEmbedding
+from hralign.analysis.figures import gallery_figure, map_figure
+from hralign.analysis.latents import (DOMAINS, LatentSet, LatentWhitener, build_latent_set, encode_clips,
+                                      feature_differences, select_clips)
+from hralign.analysis.report import METRIC_ROWS, _fmt, scatter_payload, write_report
+from hralign.analysis.store import View, cache_key, load_latents, save_latents
+from hralign.atomic import atomic_dir, write_text_atomic
+from hralign.errors import HRAlignError
+from hralign.pairs import PairsFile
+from hralign.pairs.split import split_pairs
+
+
+@dataclass
+class AnalysisResult:
+    """What a run produced: the output directory, metrics per view, notes and stage timings."""
+
+    out: Path
+    metrics: dict[str, dict]
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+
+
+def check_output_dir(out: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse to write into an existing non-empty directory unless ``overwrite``."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise HRAlignError(f"--out {p}: exists and is not a directory")
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise HRAlignError(f"--out {p}: directory exists; pass --overwrite to replace it")
+
+
+def select_pairs(pairs: PairsFile, split: str, seed: int) -> np.ndarray:
+    """Pair indices of ``split`` ("all", "train", "val"; file /split wins, else a seeded 10% by pair)."""
+    if split == "all" or pairs.num_pairs == 0:
+        return np.arange(pairs.num_pairs, dtype=np.int64)
+    train, val = split_pairs(pairs, val_fraction=0.1, by="pair", seed=seed)
+    chosen = val if split == "val" else train
+    if chosen.size == 0:
+        raise HRAlignError(f"--split {split}: {pairs.path} has no {split} pairs; use --split all")
+    return chosen
+
+
+def _file_fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _spec_of(model) -> dict:
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, dict):
+        return spec
+    return {"class": type(model).__name__, "id": id(model)}  # never cached across runs
+
+
+def _encoder_fn(model, device: torch.device) -> Callable:
+    """frames (uint8 [B,H,W,3] numpy) -> features; latent action models use their continuous latent."""
+    model.eval()
+
+    def fn(frames: np.ndarray):
+        return model(torch.from_numpy(np.ascontiguousarray(frames)).to(device))
+    return fn
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HRAlignError(f"--device {name}: torch sees no CUDA device")
+    return torch.device(name)
+
+
+def extract_views(pairs: PairsFile, frozen, adapted, selection, config: AnalyzeConfig,
+                  device: torch.device) -> dict[str, LatentSet]:
+    """Latent actions of the frozen view (and the adapted one): human features are computed once."""
+    feats: dict[str, dict[str, list[np.ndarray]]] = {"frozen": {}, "adapted": {}}
+    for d in DOMAINS:
+        if d not in selection:
+            continue
+        clips = selection[d][0]
+        feats["frozen"][d] = encode_clips(pairs, d, clips, _encoder_fn(frozen, device), config.batch_size,
+                                          config.progress, desc=f"frozen {d}")
+        if adapted is not None:
+            feats["adapted"][d] = (feats["frozen"][d] if d == "human" else
+                                   encode_clips(pairs, d, clips, _encoder_fn(adapted, device), config.batch_size,
+                                                config.progress, desc=f"adapted {d}"))
+    out = {}
+    for view, per_domain in feats.items():
+        if not per_domain:
+            continue
+        zs, ts = {}, {}
+        for d, f in per_domain.items():
+            zs[d], ts[d] = feature_differences(f, config.gap)
+        out[view] = build_latent_set(pairs, selection, zs, ts, config.gap)
+    return out
+
+
+def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.nn.Module | None = None,
+                 log: Callable[[str], None] = print, extra_info: dict | None = None) -> AnalysisResult:
+    """Run the whole analysis and write ``config.out`` atomically (a crash leaves the old one).
+
+    ``frozen`` / ``adapted`` follow the Encoder contract (uint8 [B,H,W,3] -> [B, D]).
+    """
+    out = Path(config.out)
+    check_output_dir(out, config.overwrite)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    reused: list[str] = []
+    pairs = PairsFile(config.pairs)
+    device = _resolve_device(config.device)
+    frozen = frozen.to(device)
+    adapted = adapted.to(device) if adapted is not None else None
+
+    domains = pairs.domains
+    if not domains:
+        raise HRAlignError(f"{pairs.path}: has no clips to analyse")
+    if "robot" not in domains:
+        notes.append(f"{pairs.path.name} has no robot clips: analysis of the human embodiment only "
+                     "(no embodiment mixing, paired agreement or cross-embodiment kNN).")
+    if "human" not in domains:
+        notes.append(f"{pairs.path.name} has no human clips: analysis of the robot embodiment only.")
+    if pairs.num_pairs == 0:
+        notes.append("the file has no pairs: every clip is analysed, unpaired.")
+    if adapted is not None and "robot" not in domains:
+        notes.append("--adapter given but there are no robot clips: the adapted view equals the frozen one.")
+    pair_idx = select_pairs(pairs, config.split, config.seed)
+    if config.split == "all" and adapted is not None and pairs.split is not None:
+        notes.append("split=all includes the pairs the adapter was trained on; use --split val for held-out pairs only.")
+    selection = select_clips(pairs, pair_idx)
+
+    # -- cache from a previous run in the same directory (only reachable with --overwrite)
+    cached: dict[str, View] = {}
+    if (out / "latents.h5").is_file():
+        try:
+            cached = load_latents(out / "latents.h5")[0]
+        except HRAlignError as e:
+            log(f"note: ignoring unreadable cache {out / 'latents.h5'} ({e})")
+    base_key = dict(pairs=_file_fingerprint(pairs.path), gap=config.gap, split=config.split, seed=config.seed)
+    lat_keys = {"frozen": cache_key(**base_key, enc=_spec_of(frozen))}
+    if adapted is not None:
+        lat_keys["adapted"] = cache_key(**base_key, enc=_spec_of(frozen), ada=_spec_of(adapted))
+
+    # -- 1. latents
+    t0 = time.perf_counter()
+    latsets: dict[str, LatentSet] = {}
+    if all(v in cached and cached[v].keys.get("latents_key") == k for v, k in lat_keys.items()):
+        latsets = {v: cached[v].latents for v in lat_keys}
+        reused.append("latents")
+    else:
+        latsets = extract_views(pairs, frozen, adapted, selection, config, device)
+    timings["latents_s"] = time.perf_counter() - t0
+    n = len(next(iter(latsets.values())))
+    if config.k > n:
+        raise HRAlignError(f"--k {config.k} is larger than the number of latent actions ({n}); use --k <= {n}")
+
+    # -- 2-4. per view: space, clusters, 2-D map, metrics
+    views: dict[str, View] = {}
+    spaces: dict[str, np.ndarray] = {}
+    metrics: dict[str, dict] = {}
+    timings.update(cluster_s=0.0, map_s=0.0, metrics_s=0.0)
+    for vname, ls in latsets.items():
+        space = LatentWhitener(seed=config.seed).fit_transform(ls.latents) if config.whiten else ls.latents
+        spaces[vname] = space
+        ckey = cache_key(lat=lat_keys[vname], k=config.k, sph=config.spherical, nredo=config.nredo,
+                         niter=config.niter, whiten=config.whiten)
+        mkey = cache_key(lat=lat_keys[vname], whiten=config.whiten, umap=config.umap, nn=config.n_neighbors)
+        old = cached.get(vname)
+        t0 = time.perf_counter()
+        if old is not None and old.keys.get("cluster_key") == ckey and "latents" in reused:
+            clusters, centroids = old.clusters, old.centroids
+            reused.append(f"clusters[{vname}]")
+        else:
+            km = FaissKMeans(k=config.k, spherical=config.spherical, nredo=config.nredo, niter=config.niter,
+                             seed=config.seed).fit(space)
+            clusters, centroids = km.labels_, km.cluster_centers_
+        timings["cluster_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if old is not None and old.keys.get("map_key") == mkey and old.map2d is not None and "latents" in reused:
+            map2d, method = old.map2d, old.map_method
+            reused.append(f"map[{vname}]")
+        else:
+            emb = UMAPEmbedding(n_neighbors=config.n_neighbors, seed=config.seed) if config.umap else PCAEmbedding(config.seed)
+            if config.umap and n < 4:
+                emb = PCAEmbedding(config.seed)
+                notes.append(f"only {n} latents: PCA map instead of UMAP")
+            map2d, method = emb.fit_transform(space), emb.method
+        timings["map_s"] += time.perf_counter() - t0
+        views[vname] = View(latents=ls, clusters=clusters, centroids=centroids, map2d=map2d, map_method=method,
+                            keys={"latents_key": lat_keys[vname], "cluster_key": ckey, "map_key": mkey})
+        t0 = time.perf_counter()
+        metrics[vname] = consistency_metrics(space, clusters, ls.domain.astype(np.int64), ls.task, ls.pair, ls.t,
+                                             actions=ls.actions, clip=ls.clip, knn_k=config.knn_k, seed=config.seed)
+        timings["metrics_s"] += time.perf_counter() - t0
+    method = next(iter(views.values())).map_method
+
+    # -- 5. outputs, written to a temporary directory that replaces `out` at the end
+    t0 = time.perf_counter()
+
+    def read_pair(d: int, clip: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        f = pairs.read_clip(DOMAINS[d], clip, frames=[t, t + config.gap])
+        return f[0], f[1]
+
+    def read_frame(d: int, clip: int, t: int) -> np.ndarray:
+        return pairs.read_clip(DOMAINS[d], clip, frames=[t])[0]
+
+    info = {
+        "pairs": str(pairs.path), "encoder": str(getattr(frozen, "name", type(frozen).__name__)),
+        "adapter": config.adapter or "none", "split": f"{config.split} ({len(pair_idx)} pairs)",
+        "latent": f"z_t = f(x_t+{config.gap}) - f(x_t)" + (", PCA-whitened" if config.whiten else ""),
+        "clusters": f"FAISS k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}",
+        "2-D map": "UMAP (FAISS kNN, n_neighbors=%d, seed %d)" % (config.n_neighbors, config.seed) if method == "umap"
+        else "PCA (first two components; UMAP off)",
+        **(extra_info or {}),
+    }
+    tasks = pairs.tasks
+    with atomic_dir(out) as tmp:
+        save_latents(tmp / "latents.h5", views, tasks, attrs={"config": asdict(config)})
+        figs = []
+        for what in ("embodiment", "task", "cluster"):
+            p = map_figure(tmp / f"{method}_by_{what}.png", views, what, tasks)
+            figs.append((f"{method.upper()} of latent actions by {what}" + (" (frozen | adapted)" if len(views) > 1 else ""), p))
+        for vname, v in views.items():
+            p = gallery_figure(tmp / f"gallery_{vname}.png", v, spaces[vname], read_pair, title=f"{vname} clusters",
+                               max_clusters=config.gallery_clusters)
+            figs.append((f"Cluster gallery ({vname})", p))
+        scatter = scatter_payload(views, tasks, read_frame, max_points=config.max_points, seed=config.seed)
+        timings["outputs_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t_start
+        summary = {"views": metrics, "notes": notes, "timings": timings, "reused": reused,
+                   "config": asdict(config), "map_method": method}
+        write_text_atomic(tmp / "metrics.json", json.dumps(summary, indent=2))
+        write_report(tmp / "report.html", title="hralign latent-action analysis", info=info, notes=notes,
+                     metrics=metrics, figures=figs, scatter=scatter)
+        _share_permissions(tmp)
+    pairs.close()
+    return AnalysisResult(out=out, metrics=metrics, notes=notes, timings=timings, reused=reused)
+
+
+def _share_permissions(directory: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600 entries; give the report the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for p in directory.iterdir():
+        if p.is_file():
+            p.chmod(0o666 & ~umask)
+
+
+def format_metrics(metrics: dict[str, dict]) -> str:
+    """A plain-text table of the main metrics, one column per view (what the CLI prints)."""
+    names = list(metrics)
+    lines = [f"{'metric':38s}" + "".join(f"{n:>12s}" for n in names)]
+    for key, label, _ in METRIC_ROWS:
+        lines.append(f"{label:38s}" + "".join(f"{_fmt(metrics[n].get(key)):>12s}" for n in names))
+    return "\n".join(lines)
