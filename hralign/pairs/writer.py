@@ -56,6 +56,11 @@ class PairsWriter:
         for t in tasks or []:
             self.add_task(t)
 
+    @property
+    def tasks(self) -> list[str]:
+        """Instructions registered so far (index = task id)."""
+        return list(self._tasks)
+
     # -- building -----------------------------------------------------------------------------
     def add_task(self, instruction: str) -> int:
         """Register an instruction (idempotent) and return its task index."""

@@ -1,0 +1,177 @@
+"""``hralign pairs``: synthesise, build, validate, inspect and split paired human/robot clip files.
+
+Thin: parse, call :mod:`hralign.pairs`, print. Option help comes from the config dataclasses so
+the CLI and the library never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import click
+import h5py
+import numpy as np
+
+from hralign.atomic import atomic_path
+from hralign.errors import HRAlignError
+from hralign.pairs import schema as S
+from hralign.pairs.build import BuildConfig, build_from_manifest
+from hralign.pairs.info import format_info, pairs_info
+from hralign.pairs.split import SPLIT_BY, make_split, pair_tasks
+from hralign.pairs.reader import PairsFile
+from hralign.pairs.synth import SynthConfig, synthesize
+from hralign.pairs.validate import check_valid, validate
+
+
+def _help(cls: type, name: str) -> str:
+    """The ``help`` metadata of dataclass field ``name``."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+_SYNTH = SynthConfig()
+_COMPRESSION = click.Choice(["none", "gzip", "lzf"])
+
+
+@click.group("pairs")
+def pairs() -> None:
+    """Build, synthesise, validate and inspect paired human/robot clip files.
+
+    \b
+    Example:
+      hralign pairs synth --out demo.h5
+      hralign pairs validate demo.h5 && hralign pairs info demo.h5
+    """
+
+
+@pairs.command("synth", short_help="Render a procedural paired human/robot demo set.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
+@click.option("--tasks", "num_tasks", type=int, default=_SYNTH.num_tasks, show_default=True, help=_help(SynthConfig, "num_tasks"))
+@click.option("--pairs-per-task", type=int, default=_SYNTH.pairs_per_task, show_default=True, help=_help(SynthConfig, "pairs_per_task"))
+@click.option("--frames", type=int, default=_SYNTH.frames, show_default=True, help=_help(SynthConfig, "frames"))
+@click.option("--image-size", type=int, default=_SYNTH.image_size, show_default=True, help=_help(SynthConfig, "image_size"))
+@click.option("--robot-image-size", type=int, default=None, help=_help(SynthConfig, "robot_image_size"))
+@click.option("--seed", type=int, default=_SYNTH.seed, show_default=True, help=_help(SynthConfig, "seed"))
+@click.option("--noise", type=float, default=_SYNTH.noise, show_default=True, help=_help(SynthConfig, "noise"))
+@click.option("--val-fraction", type=float, default=_SYNTH.val_fraction, show_default=True, help=_help(SynthConfig, "val_fraction"))
+@click.option("--compression", type=_COMPRESSION, default="none", show_default=True, help=_help(SynthConfig, "compression"))
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def synth(out: str, num_tasks: int, pairs_per_task: int, frames: int, image_size: int, robot_image_size: int | None,
+          seed: int, noise: float, val_fraction: float, compression: str, overwrite: bool) -> None:
+    """Render a procedural paired human/robot set (frame-aligned, robot actions and state).
+
+    \b
+    Example:
+      hralign pairs synth --out demo.h5 --tasks 8 --pairs-per-task 5 --frames 16 --image-size 64
+    """
+    cfg = SynthConfig(num_tasks=num_tasks, pairs_per_task=pairs_per_task, frames=frames, image_size=image_size,
+                      robot_image_size=robot_image_size, seed=seed, noise=noise, val_fraction=val_fraction,
+                      compression=None if compression == "none" else compression)
+    if Path(out).exists() and not overwrite:
+        raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
+    path = synthesize(out, cfg, overwrite=overwrite, progress=True)
+    n = cfg.num_tasks * cfg.pairs_per_task
+    click.echo(f"wrote {path}: {n} pairs, {cfg.num_tasks} tasks, {cfg.frames} frames of {cfg.image_size}px per clip")
+
+
+@pairs.command("build", short_help="Build a pairs file from videos listed in a CSV manifest.")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False),
+              help="CSV with columns human, robot, task (and optionally split: train/val); paths relative to the CSV.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
+@click.option("--image-size", type=int, default=None, help=_help(BuildConfig, "image_size"))
+@click.option("--fps", type=float, default=None, help=_help(BuildConfig, "fps"))
+@click.option("--folder-fps", type=float, default=BuildConfig().folder_fps, show_default=True, help=_help(BuildConfig, "folder_fps"))
+@click.option("--max-frames", type=int, default=None, help=_help(BuildConfig, "max_frames"))
+@click.option("--compression", type=_COMPRESSION, default="none", show_default=True, help=_help(BuildConfig, "compression"))
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def build(manifest: str, out: str, image_size: int | None, fps: float | None, folder_fps: float, max_frames: int | None,
+          compression: str, overwrite: bool) -> None:
+    """Build a pairs file from videos (mp4/webm/gif) or image folders listed in a CSV manifest.
+
+    \b
+    Example (pairs.csv: "human,robot,task" then "h/001.mp4,r/001.mp4,open the drawer"):
+      hralign pairs build --manifest pairs.csv --out data.h5 --image-size 128 --fps 10
+    """
+    cfg = BuildConfig(image_size=image_size, fps=fps, folder_fps=folder_fps, max_frames=max_frames,
+                      compression=None if compression == "none" else compression)
+    path = build_from_manifest(manifest, out, overwrite=overwrite, config=cfg)
+    pf = PairsFile(path)
+    click.echo(f"wrote {path}: {pf.num_pairs} pairs, {pf.num_tasks} tasks, "
+               f"{pf.num_clips('human')} human / {pf.num_clips('robot')} robot clips")
+
+
+@click.command("validate", short_help="Check a pairs file; print every problem (exit 2 if any).")
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate_cmd(file: str) -> None:
+    """Check a pairs file and print every problem (exit code 2 if there is any).
+
+    \b
+    Example:
+      hralign pairs validate demo.h5
+    """
+    problems = validate(file)
+    for p in problems:
+        click.echo(p)
+    if len(problems) == 1:
+        raise HRAlignError(problems[0])
+    if problems:
+        raise HRAlignError(f"{file}: {len(problems)} problems found (listed on stdout)")
+    pf = PairsFile(file)
+    click.echo(f"{file}: valid ({pf.num_pairs} pairs, {pf.num_tasks} tasks, "
+               + ", ".join(f"{pf.num_clips(d)} {d} clips" for d in pf.domains) + ")")
+
+
+pairs.add_command(validate_cmd, "validate")
+
+
+@pairs.command("info", short_help="Counts, tasks, shapes, bytes and pixel statistics.")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--sample", type=int, default=256, show_default=True, help="Frames per domain sampled for pixel statistics.")
+def info(file: str, as_json: bool, sample: int) -> None:
+    """Counts, tasks, shapes, bytes and per-domain pixel statistics of a pairs file.
+
+    \b
+    Example:
+      hralign pairs info demo.h5 --json
+    """
+    if sample < 1:
+        raise HRAlignError(f"--sample should be a positive integer but the value passed is {sample}")
+    summary = pairs_info(file, max_frames=sample)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
+
+
+@pairs.command("split", short_help="Copy a pairs file with a new train/validation split.")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Copy of FILE with the new /split (FILE itself is only read; --out FILE --overwrite rewrites it atomically).")
+@click.option("--val", "val_fraction", type=float, default=0.1, show_default=True, help="Validation fraction (of pairs, or of tasks with --by task).")
+@click.option("--by", type=click.Choice(list(SPLIT_BY)), default="pair", show_default=True,
+              help="pair: validation pairs in every task; task: whole held-out tasks.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random split.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def split(file: str, out: str, val_fraction: float, by: str, seed: int, overwrite: bool) -> None:
+    """Write a copy of a pairs file with a new train/validation /split.
+
+    \b
+    Example:
+      hralign pairs split demo.h5 --val 0.25 --by task --out demo_tasksplit.h5
+    """
+    check_valid(file)
+    if Path(out).exists() and not overwrite:
+        raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
+    pf = PairsFile(file)
+    tasks = pair_tasks(pf)
+    values = make_split(tasks, val_fraction, by=by, seed=seed)
+    pf.close()
+    with atomic_path(out) as tmp:
+        shutil.copyfile(file, tmp)
+        with h5py.File(tmp, "r+") as h:
+            if S.SPLIT in h:
+                del h[S.SPLIT]
+            h.create_dataset(S.SPLIT, data=values.astype(np.uint8))
+    n_val = int(values.sum())
+    val_tasks = sorted(set(tasks[values == S.SPLIT_VAL].tolist()))
+    click.echo(f"wrote {out}: {len(values) - n_val} train, {n_val} val pairs (by {by}); val tasks: {val_tasks}")
