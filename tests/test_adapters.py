@@ -1,0 +1,112 @@
+"""Adapters: identity at init, only adapter parameters train, BN buffers fixed, save/load round trips."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from hralign.adapters import (
+    attach_adapter,
+    backbone_parameters,
+    read_adapter_meta,
+    save_adapter,
+    trainable_parameters,
+)
+from hralign.encoders import RandomInitWarning, load_encoder
+from hralign.errors import HRAlignError
+
+METHODS = ["bottleneck", "lora", "loha", "lokr", "ia3"]
+
+
+def _load(name="r3m-resnet18", size=32):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomInitWarning)
+        return load_encoder(name, image_size=size)
+
+
+@pytest.fixture(scope="module")
+def enc18():
+    return _load()
+
+
+def _images(n=4, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8)
+
+
+def test_resnet50_default_bottleneck_has_hralign_parameter_count():
+    enc = _load("r3m-resnet50", 32)
+    model = attach_adapter(enc, "bottleneck")
+    assert trainable_parameters(model) == 1_582_080
+    assert backbone_parameters(model) == sum(p.numel() for p in enc.parameters()) == 23_508_032
+    assert model.stage_names[-2:] == ["adapter.late", "head"]
+    assert model.first_adapted_stage == "adapter.late"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fresh_adapter_is_identity_and_input_untouched(enc18, method):
+    x = _images()
+    before = {k: v.clone() for k, v in enc18.state_dict().items()}
+    model = attach_adapter(enc18, method)
+    assert torch.equal(model(x), enc18(x))
+    assert trainable_parameters(model) > 0 and trainable_parameters(enc18) == 0
+    assert all(torch.equal(v, enc18.state_dict()[k]) for k, v in before.items())
+    assert set(enc18.state_dict()) == set(before)  # no PEFT layers injected into the input encoder
+
+
+@pytest.mark.parametrize("method", ["bottleneck", "lora"])
+def test_one_step_changes_only_adapter_and_keeps_bn_buffers(enc18, method):
+    model = attach_adapter(enc18, method)
+    model.train()  # a wrapper calling .train() must not unfreeze BatchNorm statistics
+    named = dict(model.named_parameters())
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):  # the zero-initialised last layer makes step 2 the first to move every layer
+        opt.zero_grad()
+        loss = model(_images(seed=1)).pow(2).mean() + model(_images(seed=2)).sum()
+        loss.backward()
+        opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    trainable = {k for k, p in named.items() if p.requires_grad}
+    assert changed and changed <= trainable
+    bn = [k for k in before if "running_" in k or "num_batches_tracked" in k]
+    assert bn and all(torch.equal(before[k], after[k]) for k in bn)
+    if method == "bottleneck":  # every adapter layer learns (no dead zero-init layer)
+        assert {k.rsplit(".", 1)[0] for k in changed} >= {f"adapters.late.{i}.{l}" for i in range(3) for l in ("down", "mid", "up")}
+
+
+def _perturb(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_save_load_round_trip(enc18, tmp_path, method):
+    model = attach_adapter(enc18, method)
+    _perturb(model)
+    x = _images()
+    assert not torch.allclose(model(x), enc18(x))
+    save_adapter(model, tmp_path / "ad")
+    back = load_encoder(tmp_path / "ad")
+    assert torch.equal(back(x), model(x))
+    assert trainable_parameters(back) == 0 and not back.training
+    meta = read_adapter_meta(tmp_path / "ad")
+    assert meta["method"] == method and meta["encoder"]["name"] == "r3m-resnet18"
+    assert meta["trainable_parameters"] == trainable_parameters(model)
+
+
+def test_unsupported_combinations(enc18):
+    with pytest.raises(HRAlignError, match="placement"):
+        attach_adapter(enc18, "lora", placement="early")
+    with pytest.raises(HRAlignError, match="placement"):
+        attach_adapter(enc18, "bottleneck", placement="everywhere")
+    with pytest.raises(HRAlignError, match="known: "):
+        attach_adapter(enc18, "prefix-tuning")
+    with pytest.raises(HRAlignError, match="stem"):
+        attach_adapter(enc18, "lora", target=r"model\.conv1")
