@@ -9,6 +9,7 @@ state in ``*_`` attributes like ``sklearn.cluster.KMeans``.
 from __future__ import annotations
 
 import math
+import warnings
 
 import faiss
 import numpy as np
@@ -27,6 +28,19 @@ def _as_points(x: np.ndarray, name: str = "X") -> np.ndarray:
 
 def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+_INIT = ("k-means++", "random")
+
+
+def _init_kwargs(init: str) -> dict:
+    if init == "random":
+        return {}
+    method = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None)
+    if method is None:
+        warnings.warn("this faiss has no k-means++ init (needs faiss >= 1.12); using random init", stacklevel=3)
+        return {}
+    return {"init_method": method}
 
 
 def _gpu_count(use_gpu: bool | str) -> int:
@@ -55,6 +69,10 @@ class FaissKMeans:
         Seed of faiss' centroid initialisation; same data + seed give the same clusters on CPU.
     use_gpu : bool or "auto"
         "auto" uses every GPU faiss sees (none with faiss-cpu).
+    init : {"k-means++", "random"}
+        Centroid initialisation. "k-means++" (scikit-learn's default, D^2 sampling) avoids the
+        merged-blob local optima of faiss' default uniform "random" init; it needs faiss >= 1.12
+        (older versions fall back to "random" with a warning).
     max_points : int or None
         Cap on the points used to train the centroids. ``None`` (default) trains on all points;
         faiss by default silently subsamples to ``max_points_per_centroid * k`` (256 * k) points.
@@ -68,13 +86,14 @@ class FaissKMeans:
     """
 
     def __init__(self, k: int = 16, spherical: bool = False, nredo: int = 1, niter: int = 25, seed: int = 0,
-                 use_gpu: bool | str = "auto", max_points: int | None = None) -> None:
+                 use_gpu: bool | str = "auto", init: str = "k-means++", max_points: int | None = None) -> None:
         self.k = k
         self.spherical = spherical
         self.nredo = nredo
         self.niter = niter
         self.seed = seed
         self.use_gpu = use_gpu
+        self.init = init
         self.max_points = max_points
 
     def _check_params(self, n: int) -> None:
@@ -86,6 +105,8 @@ class FaissKMeans:
             raise HRAlignError(f"`k` ({self.k}) is larger than the number of points ({n}); use k <= {n}")
         if self.use_gpu not in ("auto", True, False):
             raise HRAlignError(f"`use_gpu` should be 'auto', True or False but the value passed is {self.use_gpu!r}")
+        if self.init not in _INIT:
+            raise HRAlignError(f"`init` should be one of {', '.join(_INIT)} but the value passed is {self.init!r}")
         if self.max_points is not None and self.max_points < self.k:
             raise HRAlignError(f"`max_points` ({self.max_points}) should be None or at least k ({self.k})")
 
@@ -107,6 +128,7 @@ class FaissKMeans:
             max_points_per_centroid=max(1, math.ceil(cap / self.k)),
             # faiss warns below 39 points per centroid; small analyses are legitimate, so allow 1.
             min_points_per_centroid=1,
+            **_init_kwargs(self.init),
         )
         km.train(x)
         self.cluster_centers_ = np.asarray(km.centroids, dtype=np.float32).reshape(self.k, d)
@@ -147,7 +169,7 @@ class FaissKMeans:
 
     def __repr__(self) -> str:
         return (f"FaissKMeans(k={self.k}, spherical={self.spherical}, nredo={self.nredo}, niter={self.niter}, "
-                f"seed={self.seed}, use_gpu={self.use_gpu!r}, max_points={self.max_points})")
+                f"seed={self.seed}, use_gpu={self.use_gpu!r}, init={self.init!r}, max_points={self.max_points})")
 
 
 def knn_search(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
