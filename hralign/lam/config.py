@@ -1,0 +1,114 @@
+"""Configuration of a latent action model (LAM), beside the model it configures.
+
+Defaults follow LAPA's latent action quantisation (Ye et al., 2024, "Latent Action Pretraining from
+Videos"): codebook of 8, 4 tokens per step, 256 px images cut into 32 px patches. This module
+imports no torch (as LeRobot's ``configuration_*.py``), so the CLI can build options from it cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hralign.errors import HRAlignError
+
+LAM_FORMAT = "lam"
+LAM_FORMAT_VERSION = 1
+
+IDM_KINDS = ("transformer", "conv")
+QUANTIZERS = ("nsvq", "ste")
+TARGETS = ("pixels", "features")
+
+
+@dataclass
+class LAMConfig:
+    """Architecture of a LAM: inverse dynamics model (IDM), quantiser, forward dynamics model (FDM)."""
+
+    image_size: int = field(default=256, metadata={"help": "Side of the square frames the LAM reads (pixels). "
+                                                          "Frames of another size are an error, never resized silently."})
+    patch_size: int = field(default=32, metadata={"help": "Side of the square patches (transformer IDM and the FDM)."})
+    gap: int = field(default=1, metadata={"help": "H: the LAM explains the change from frame t to frame t+H."})
+    codebook_size: int = field(default=8, metadata={"help": "Number of codebook entries (LAPA: 8)."})
+    tokens: int = field(default=4, metadata={"help": "Latent action tokens per step (LAPA: 4)."})
+    code_dim: int = field(default=32, metadata={"help": "Dimension of each codebook entry / latent token (LAPA: 32)."})
+    idm: str = field(default="transformer", metadata={"help": "IDM kind: 'transformer' (spatio-temporal, LAPA/Genie) "
+                                                               "or 'conv' (small conv net for small images)."})
+    dim: int = field(default=128, metadata={"help": "Width of the transformer blocks (IDM and FDM)."})
+    idm_depth: int = field(default=2, metadata={"help": "Spatio-temporal blocks in the transformer IDM."})
+    fdm_depth: int = field(default=2, metadata={"help": "Decoder blocks in the FDM."})
+    heads: int = field(default=4, metadata={"help": "Attention heads."})
+    conv_channels: int = field(default=64, metadata={"help": "Base channel count of the conv IDM."})
+    quantizer: str = field(default="nsvq", metadata={"help": "Gradient through the quantiser: 'nsvq' (noise "
+                                                              "substitution, LAPA) or 'ste' (straight-through, VQ-VAE)."})
+    commitment: float = field(default=0.25, metadata={"help": "Commitment weight beta (only for 'ste')."})
+    dead_code_threshold: float = field(default=0.1, metadata={"help": "A code is dead when it gets less than this "
+                                                                       "fraction of its uniform share of assignments."})
+    target: str = field(default="pixels", metadata={"help": "What the FDM rebuilds at t+H: 'pixels' (LAPA) or "
+                                                             "'features' of a frozen encoder (UniVLA)."})
+    target_encoder: str | None = field(default=None, metadata={"help": "Encoder spec for target='features' "
+                                                                        "(anything hralign.encoders.load_encoder takes)."})
+    target_tokens: int | None = field(default=None, metadata={"help": "Number of FDM tokens (set from the target; "
+                                                                       "pixels: patches per frame)."})
+    target_token_dim: int | None = field(default=None, metadata={"help": "Size of each FDM token (set from the "
+                                                                          "target; pixels: 3*patch*patch)."})
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "gap", "codebook_size", "tokens", "code_dim", "dim",
+                     "idm_depth", "fdm_depth", "heads", "conv_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise HRAlignError(f"`{name}` should be a positive integer but the value passed is {value!r}")
+        if self.codebook_size < 2:
+            raise HRAlignError(f"`codebook_size` should be at least 2 but the value passed is {self.codebook_size}")
+        if self.image_size % self.patch_size:
+            raise HRAlignError(f"`patch_size` {self.patch_size} should divide `image_size` {self.image_size}")
+        if self.dim % self.heads:
+            raise HRAlignError(f"`heads` {self.heads} should divide `dim` {self.dim}")
+        if self.idm not in IDM_KINDS:
+            raise HRAlignError(f"`idm` should be one of {IDM_KINDS} but the value passed is {self.idm!r}")
+        if self.idm == "conv" and self.image_size < 16:
+            raise HRAlignError(f"`image_size` should be at least 16 for the conv IDM but is {self.image_size}")
+        if self.quantizer not in QUANTIZERS:
+            raise HRAlignError(f"`quantizer` should be one of {QUANTIZERS} but the value passed is {self.quantizer!r}")
+        if self.target not in TARGETS:
+            raise HRAlignError(f"`target` should be one of {TARGETS} but the value passed is {self.target!r}")
+        if self.target == "features" and not self.target_encoder:
+            raise HRAlignError("`target_encoder` is required when `target` is 'features' (e.g. --target-encoder r3m-resnet18)")
+        if self.target == "pixels" and self.target_encoder:
+            raise HRAlignError(f"`target_encoder` {self.target_encoder!r} is only used with target='features'; "
+                               "pass --target features or drop it")
+        if not 0.0 <= self.dead_code_threshold < 1.0:
+            raise HRAlignError(f"`dead_code_threshold` should be in [0, 1) but the value passed is {self.dead_code_threshold}")
+        if self.commitment < 0:
+            raise HRAlignError(f"`commitment` should be >= 0 but the value passed is {self.commitment}")
+        if self.target == "pixels":
+            n = (self.image_size // self.patch_size) ** 2
+            p = 3 * self.patch_size ** 2
+            if self.target_tokens not in (None, n) or self.target_token_dim not in (None, p):
+                raise HRAlignError(f"`target_tokens`/`target_token_dim` are {self.target_tokens}/{self.target_token_dim}, "
+                                   f"expected {n}/{p} for pixel targets")
+            self.target_tokens, self.target_token_dim = n, p
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the continuous latent action: tokens * code_dim."""
+        return self.tokens * self.code_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "LAMConfig":
+        """Rebuild from :meth:`to_dict`; unknown keys are an error naming ``source``."""
+        if not isinstance(data, dict):
+            raise HRAlignError(f"{source}: LAM config should be a JSON object but is {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HRAlignError(f"{source}: unknown LAM config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,108 @@
+"""Saving and loading LAM directories (the one module that reads and writes LAM weights).
+
+Layout of a LAM directory (what ``hralign lam train --out DIR`` leaves)::
+
+    DIR/lam.json            {"hralign_format": "lam", "hralign_version": 1, "config": LAMConfig,
+                             "weights_sha256": ..., "train": {...}}
+    DIR/model.safetensors   the IDM, quantiser and FDM state dict
+    DIR/metrics.jsonl       training log (one JSON object per line)
+    DIR/checkpoints/last/   resumable state (model + optimiser + step)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hralign.atomic import atomic_path, write_text_atomic
+from hralign.errors import HRAlignError
+from hralign.lam.config import LAM_FORMAT, LAM_FORMAT_VERSION, LAMConfig
+from hralign.lam.model import LatentActionModel
+
+META_FILE = "lam.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """State dict -> safetensors, atomically (contiguous CPU copies, as safetensors requires)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp))
+
+
+def load_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load safetensors weights into ``model``; missing/unexpected keys are one readable error."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise HRAlignError(f"{path}: cannot read safetensors weights ({e})") from e
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or bad:
+        raise HRAlignError(f"{path}: weights do not match the LAM config (missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                           f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}, "
+                           f"wrong shape {bad[:3]}{'...' if len(bad) > 3 else ''})")
+    model.load_state_dict(state)
+
+
+def save_lam(model: LatentActionModel, directory: str | os.PathLike, train: dict[str, Any] | None = None) -> Path:
+    """Write ``lam.json`` + ``model.safetensors`` into ``directory`` (each file atomically)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    save_state(model, d / WEIGHTS_FILE)
+    meta = {"hralign_format": LAM_FORMAT, "hralign_version": LAM_FORMAT_VERSION, "config": model.config.to_dict(),
+            "weights_sha256": sha256_file(d / WEIGHTS_FILE), "train": train or {}}
+    write_text_atomic(d / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return d
+
+
+def read_lam_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``lam.json`` (format name and version) of a LAM directory."""
+    d = Path(directory)
+    meta_path = d / META_FILE
+    if not d.is_dir():
+        raise HRAlignError(f"{d}: LAM directory not found (expected a directory written by `hralign lam train`)")
+    if not meta_path.is_file():
+        raise HRAlignError(f"{meta_path}: not found; {d} is not a LAM directory written by `hralign lam train`")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HRAlignError(f"{meta_path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or meta.get("hralign_format") != LAM_FORMAT:
+        found = meta.get("hralign_format") if isinstance(meta, dict) else type(meta).__name__
+        raise HRAlignError(f"{meta_path}: `hralign_format` is {found!r}, expected {LAM_FORMAT!r}")
+    if meta.get("hralign_version") != LAM_FORMAT_VERSION:
+        raise HRAlignError(f"{meta_path}: `hralign_version` is {meta.get('hralign_version')!r}, expected "
+                           f"{LAM_FORMAT_VERSION} (written by another hralign version; retrain or convert it)")
+    return meta
+
+
+def load_lam(directory: str | os.PathLike, verify: bool = True) -> LatentActionModel:
+    """Rebuild a LAM from its directory, in eval mode. ``verify`` checks the weights' sha256."""
+    d = Path(directory)
+    meta = read_lam_meta(d)
+    config = LAMConfig.from_dict(meta.get("config"), source=str(d / META_FILE))
+    weights = d / WEIGHTS_FILE
+    if not weights.is_file():
+        raise HRAlignError(f"{weights}: not found (the LAM directory has lam.json but no weights)")
+    if verify and meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
+        raise HRAlignError(f"{weights}: sha256 does not match lam.json (file changed or corrupt)")
+    model = LatentActionModel(config)
+    load_state(model, weights)
+    return model.eval()

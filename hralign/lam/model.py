@@ -1,0 +1,125 @@
+"""The latent action model: IDM -> quantiser -> FDM (LAPA's LAQ; Genie's latent action model).
+
+``LatentActionModel.forward`` takes a batch of frame pairs (x_t, x_{t+H}) and returns the training
+loss with the figures the trainer logs (reconstruction error, the copy-x_t baseline, codes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hralign.errors import HRAlignError
+from hralign.lam.config import LAMConfig
+from hralign.lam.fdm import FDM
+from hralign.lam.idm import build_idm
+from hralign.lam.layers import patchify
+from hralign.lam.quantizer import QuantOut, VectorQuantizer
+
+
+@dataclass
+class LAMOutput:
+    loss: torch.Tensor  # scalar: reconstruction MSE + quantiser loss
+    recon_mse: torch.Tensor  # scalar, detached: MSE of the FDM's prediction of x_{t+H}
+    copy_mse: torch.Tensor  # scalar, detached: MSE of predicting x_{t+H} = x_t
+    codes: torch.Tensor  # (B, tokens) int64
+    latents: torch.Tensor  # (B, tokens, code_dim) continuous IDM output
+    prediction: torch.Tensor  # (B, N, P) predicted target tokens of x_{t+H}
+
+
+def to_frame_pairs(images, image_size: int, what: str = "frames") -> torch.Tensor:
+    """Check and convert frame pairs to float (B, 2, 3, S, S) in [0, 1].
+
+    Accepts uint8 (B, 2, H, W, 3) arrays/tensors (as stored in pairs files) or float tensors
+    (B, 2, 3, H, W) in [0, 1]. Frames must already be ``image_size`` square: a LAM never resizes
+    silently (its latents would mean something else).
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise HRAlignError(f"{what}: expected a uint8 array (B, 2, H, W, 3) or float tensor (B, 2, 3, H, W), "
+                           f"got {type(images).__name__}")
+    shape = list(images.shape)
+    if images.dtype == torch.uint8:
+        if images.ndim != 5 or shape[1] != 2 or shape[-1] != 3:
+            raise HRAlignError(f"{what}: uint8 frame pairs should have shape (B, 2, H, W, 3) but have {shape}")
+        hw = shape[2:4]
+        x = images.permute(0, 1, 4, 2, 3).float() / 255.0
+    elif images.is_floating_point():
+        if images.ndim != 5 or shape[1] != 2 or shape[2] != 3:
+            raise HRAlignError(f"{what}: float frame pairs should have shape (B, 2, 3, H, W) but have {shape}")
+        hw = shape[3:5]
+        if images.numel() and (float(images.min()) < 0.0 or float(images.max()) > 1.0):
+            raise HRAlignError(f"{what}: float frames should be in [0, 1] but range over "
+                               f"[{float(images.min()):.3g}, {float(images.max()):.3g}]")
+        x = images.float()
+    else:
+        raise HRAlignError(f"{what}: dtype {images.dtype} not supported; expected uint8 or float in [0, 1]")
+    if hw != [image_size, image_size]:
+        raise HRAlignError(f"{what}: frames are {hw[0]}x{hw[1]} but the LAM was trained on {image_size}x{image_size}; "
+                           "resample the frames or train a LAM at this size")
+    return x
+
+
+class LatentActionModel(nn.Module):
+    """IDM + vector quantiser + FDM. Build with a :class:`LAMConfig` (``target_tokens`` set)."""
+
+    def __init__(self, config: LAMConfig) -> None:
+        super().__init__()
+        if config.target_tokens is None or config.target_token_dim is None:
+            raise HRAlignError("LAM config: `target_tokens`/`target_token_dim` are unset; "
+                               "build feature-target LAMs with hralign.lam.train.build_lam")
+        self.config = config
+        self.idm = build_idm(config)
+        self.quantizer = VectorQuantizer(config.codebook_size, config.code_dim, config.quantizer, config.commitment)
+        self.fdm = FDM(config)
+
+    # -- inputs --------------------------------------------------------------------------------
+    def preprocess(self, images) -> torch.Tensor:
+        """Frame pairs (see :func:`to_frame_pairs`) -> the IDM's input, float (B, 2, 3, S, S) in [-1, 1]."""
+        x = to_frame_pairs(images, self.config.image_size)
+        return (x.to(self.quantizer.codebook.device) - 0.5) / 0.5
+
+    def pixel_tokens(self, frames01: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> patch tokens (B, N, 3*p*p): the FDM's pixel target."""
+        return patchify(frames01, self.config.patch_size)
+
+    # -- inference -----------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed pairs -> continuous latent action tokens (B, tokens, code_dim)."""
+        return self.idm(x)
+
+    def quantize(self, z: torch.Tensor) -> QuantOut:
+        return self.quantizer(z)
+
+    @torch.no_grad()
+    def codes(self, images) -> torch.Tensor:
+        """Frame pairs -> latent action codes (B, tokens) int64."""
+        return self.quantizer.lookup(self.encode(self.preprocess(images)))
+
+    # -- training ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, current: torch.Tensor | None = None,
+                target: torch.Tensor | None = None) -> LAMOutput:
+        """x: preprocessed pairs (B, 2, 3, S, S) in [-1, 1]. ``current``/``target``: FDM tokens of x_t
+        and x_{t+H} (B, N, P); default (pixel target) the patches of the two frames in [0, 1]."""
+        if current is None or target is None:
+            if self.config.target != "pixels":
+                raise HRAlignError("feature-target LAM: pass the target encoder's tokens as `current` and `target`")
+            x01 = x * 0.5 + 0.5
+            current, target = self.pixel_tokens(x01[:, 0]), self.pixel_tokens(x01[:, 1])
+        z = self.encode(x)
+        q = self.quantize(z)
+        pred = self.fdm(current, q.quantized)
+        recon = F.mse_loss(pred, target)
+        with torch.no_grad():
+            copy = F.mse_loss(current, target)
+        return LAMOutput(recon + q.loss, recon.detach(), copy, q.codes, z, pred)
+
+
+def psnr(mse: float, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB for pixel values in [0, peak]."""
+    return float(10.0 * np.log10(peak ** 2 / max(float(mse), 1e-12)))

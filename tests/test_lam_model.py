@@ -1,0 +1,191 @@
+"""LAM pieces on random tensors: config checks, patches, staged IDM, quantiser, dead-code restart, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hralign.errors import HRAlignError
+from hralign.lam.config import LAMConfig
+from hralign.lam.io import load_lam, save_lam
+from hralign.lam.layers import patchify, unpatchify
+from hralign.lam.model import LatentActionModel, to_frame_pairs
+from hralign.lam.quantizer import VectorQuantizer, perplexity
+
+
+def tiny_config(**kw) -> LAMConfig:
+    base = dict(image_size=32, patch_size=8, dim=32, heads=2, idm_depth=1, fdm_depth=1, code_dim=8, conv_channels=8)
+    base.update(kw)
+    return LAMConfig(**base)
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(patch_size=7), "patch_size"),
+    (dict(idm="mlp"), "idm"),
+    (dict(quantizer="gumbel"), "quantizer"),
+    (dict(codebook_size=1), "codebook_size"),
+    (dict(target="features"), "target_encoder"),
+    (dict(tokens=0), "tokens"),
+])
+def test_config_rejects_bad_values_naming_the_field(kw, field):
+    with pytest.raises(HRAlignError, match=field):
+        tiny_config(**kw)
+
+
+def test_lapa_defaults():
+    c = LAMConfig()
+    assert (c.codebook_size, c.tokens, c.image_size, c.patch_size) == (8, 4, 256, 32)
+    assert (c.target_tokens, c.target_token_dim) == (64, 3 * 32 * 32)
+
+
+def test_patchify_roundtrip_and_layout():
+    x = torch.rand(2, 3, 16, 16)
+    p = patchify(x, 4)
+    assert p.shape == (2, 16, 48)
+    # patch 1 is the top row, second column block
+    assert torch.equal(p[0, 1].reshape(3, 4, 4), x[0, :, 0:4, 4:8])
+    assert torch.equal(unpatchify(p, 4, 16), x)
+
+
+@pytest.mark.parametrize("idm", ["transformer", "conv"])
+def test_staged_idm_equals_full_forward(idm):
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config(idm=idm)).eval()
+    x = m.preprocess(torch.randint(0, 256, (3, 2, 32, 32, 3), dtype=torch.uint8))
+    full = m.idm(x)
+    assert full.shape == (3, 4, 8)
+    for stage in m.idm.stage_names:
+        h = m.idm.forward_until(x, stage)
+        torch.testing.assert_close(m.idm.forward_from(h, stage), full)
+
+
+def test_untrained_fdm_is_the_copy_baseline_and_the_latent_gets_gradient():
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config()).train()
+    x = m.preprocess(torch.randint(0, 256, (4, 2, 32, 32, 3), dtype=torch.uint8))
+    out = m(x)
+    torch.testing.assert_close(out.recon_mse, out.copy_mse)
+    out.loss.backward()
+    assert m.fdm.out.weight.grad.abs().sum() > 0
+    # after one step away from zero init the IDM receives gradient through the quantiser
+    with torch.no_grad():
+        m.fdm.out.weight.normal_(0, 0.01)
+    m.zero_grad()
+    m(x).loss.backward()
+    assert m.idm.head.proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["nsvq", "ste"])
+def test_quantizer_gradients_and_hard_codes_in_eval(mode):
+    torch.manual_seed(0)
+    q = VectorQuantizer(6, 4, mode=mode).train()
+    z = torch.randn(5, 3, 4, requires_grad=True)
+    out = q(z)
+    assert out.codes.shape == (5, 3) and out.codes.dtype == torch.int64
+    (out.quantized.pow(2).sum() + out.loss).backward()
+    assert z.grad.abs().sum() > 0
+    assert q.codebook.grad is not None and q.codebook.grad.abs().sum() > 0
+    q.eval()
+    e = q(z.detach())
+    torch.testing.assert_close(e.quantized, q.codebook[e.codes])
+    # nearest code by brute force
+    d = ((z.detach()[:, :, None, :] - q.codebook[None, None]) ** 2).sum(-1)
+    assert torch.equal(e.codes, d.argmin(-1))
+
+
+def test_perplexity_bounds():
+    assert perplexity(torch.zeros(100, dtype=torch.long), 8) == pytest.approx(1.0)
+    assert perplexity(torch.arange(800) % 8, 8) == pytest.approx(8.0)
+
+
+def _starved_run(restart_every: int, steps: int = 40) -> tuple[int, float]:
+    """A tiny VQ autoencoder on 8 data clusters whose codebook starts starved: code 0 near the
+    data, codes 1..7 far away, so nearest-neighbour assignment never picks them."""
+    torch.manual_seed(0)
+    centres = torch.randn(8, 4) * 3
+    enc, dec = nn.Linear(4, 4), nn.Linear(4, 4)
+    q = VectorQuantizer(8, 4, mode="ste").train()
+    with torch.no_grad():
+        q.codebook.copy_(torch.full((8, 4), 50.0))
+        q.codebook[0] = 0.0
+        q.initialized.fill_(True)
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters(), q.codebook], lr=1e-2)
+    for step in range(1, steps + 1):
+        x = centres[torch.randint(0, 8, (64,))] + 0.1 * torch.randn(64, 4)
+        out = q(enc(x)[:, None, :])
+        loss = ((dec(out.quantized[:, 0]) - x) ** 2).mean() + out.loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if restart_every and step % restart_every == 0:
+            q.restart_dead_codes(0.1)
+    q.eval()
+    codes = q(enc(centres.repeat(20, 1) + 0.1 * torch.randn(160, 4))[:, None, :]).codes
+    return int(torch.unique(codes).numel()), perplexity(codes, 8)
+
+
+def test_dead_code_restart_brings_starved_codes_back():
+    used_without, ppl_without = _starved_run(restart_every=0)
+    used_with, ppl_with = _starved_run(restart_every=10)
+    assert used_without == 1 and ppl_without == pytest.approx(1.0)
+    assert used_with >= 5 and ppl_with > 4.0  # above half the codebook
+
+
+def test_restart_moves_only_dead_codes():
+    torch.manual_seed(0)
+    q = VectorQuantizer(4, 2, mode="nsvq").train()
+    q(torch.randn(10, 1, 2))  # data init
+    with torch.no_grad():
+        q.codebook[3] = 1e3  # starve code 3
+        q.usage.zero_()
+    z = torch.randn(50, 1, 2)
+    q(z)
+    before = q.codebook.detach().clone()
+    dead = q.dead_codes(0.1).tolist()
+    assert 3 in dead
+    assert q.restart_dead_codes(0.1) == len(dead)
+    live = [i for i in range(4) if i not in dead]
+    torch.testing.assert_close(q.codebook[live], before[live])
+    assert q.codebook[3].abs().max() < 20  # moved onto the data
+    assert float(q.usage.sum()) == 0.0
+
+
+def test_frame_pair_input_checks():
+    ok = np.zeros((2, 2, 32, 32, 3), np.uint8)
+    assert to_frame_pairs(ok, 32).shape == (2, 2, 3, 32, 32)
+    with pytest.raises(HRAlignError, match="48x48 but the LAM was trained on 32x32"):
+        to_frame_pairs(np.zeros((2, 2, 48, 48, 3), np.uint8), 32)
+    with pytest.raises(HRAlignError, match=r"\(B, 2, H, W, 3\)"):
+        to_frame_pairs(np.zeros((2, 32, 32, 3), np.uint8), 32)
+    with pytest.raises(HRAlignError, match=r"\[0, 1\]"):
+        to_frame_pairs(torch.full((1, 2, 3, 32, 32), 255.0), 32)
+
+
+def test_save_load_roundtrip_and_version_check(tmp_path):
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config()).eval()
+    save_lam(m, tmp_path / "lam")
+    back = load_lam(tmp_path / "lam")
+    x = m.preprocess(torch.randint(0, 256, (2, 2, 32, 32, 3), dtype=torch.uint8))
+    torch.testing.assert_close(back.idm(x), m.idm(x))
+    meta_path = tmp_path / "lam" / "lam.json"
+    meta = json.loads(meta_path.read_text())
+    meta["hralign_version"] = 99
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(HRAlignError, match="hralign_version` is 99, expected 1"):
+        load_lam(tmp_path / "lam")
+
+
+def test_changed_weights_are_refused(tmp_path):
+    m = LatentActionModel(tiny_config())
+    save_lam(m, tmp_path / "lam")
+    w = tmp_path / "lam" / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(HRAlignError, match="sha256 does not match"):
+        load_lam(tmp_path / "lam")
