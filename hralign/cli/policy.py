@@ -1,0 +1,178 @@
+"""``hralign policy train|eval``: thin wrappers over :mod:`hralign.policy`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable
+
+import click
+
+from hralign.errors import HRAlignError
+
+# Import-light: the policy package (torch) is imported inside the commands so `--help` is fast.
+_MODEL_FIELDS_SKIP = ("head",)
+
+
+def _model_options(func: Callable) -> Callable:
+    """One option per field of LatentPolicyConfig (a superset of BCConfig), default None = the class's."""
+    from hralign.policy.config import BCConfig, LatentPolicyConfig
+
+    bc_defaults = {f.name: f.default for f in dataclasses.fields(BCConfig)}
+    for f in reversed(dataclasses.fields(LatentPolicyConfig)):
+        if f.name in _MODEL_FIELDS_SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default_txt = f"default {f.default}" if bc_defaults.get(f.name, f.default) == f.default or f.name not in bc_defaults \
+            else f"default bc {bc_defaults[f.name]}, latent {f.default}"
+        help_text = f"{f.metadata.get('help', '')} [{default_txt}]"
+        if f.type in (bool, "bool"):
+            func = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)(func)
+        else:
+            typ = {"int": int, "str": str, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            func = click.option(flag, f.name, type=typ, default=None, help=help_text)(func)
+    return func
+
+
+def _train_options(func: Callable) -> Callable:
+    from hralign.policy.config import TrainConfig
+
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        flag = "--" + f.name.replace("_", "-")
+        typ = {"int": int, "str": str, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        func = click.option(flag, f.name, type=typ, default=f.default, show_default=True,
+                            help=f.metadata.get("help", ""))(func)
+    return func
+
+
+def _encoder_options(required: bool) -> Callable:
+    def deco(func: Callable) -> Callable:
+        opts = [
+            click.option("--encoder", required=required, default=None,
+                         help="Encoder name (r3m-resnet18, timm:..., hf:DIR, lam:DIR) or saved encoder/adapter dir."
+                         + ("" if required else " Default: the one recorded in the policy.")),
+            click.option("--weights", default=None, type=click.Path(dir_okay=False),
+                         help="Official checkpoint for a named encoder (R3M model.pt, ...)."),
+            click.option("--adapter", default=None, type=click.Path(file_okay=False),
+                         help="Adapter dir (hralign adapt's runs/X/adapter) applied to robot frames; human frames "
+                              "use the frozen --encoder."),
+            click.option("--image-size", type=int, default=None, help="Encoder input side override."),
+            click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of --weights (trusted files only)."),
+        ]
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+    return deco
+
+
+@click.group("policy")
+def policy() -> None:
+    """Train and evaluate policies on (adapted) encoder features.
+
+    \b
+    Example:
+      hralign policy train --pairs demo/pairs.h5 --encoder r3m-resnet18 \\
+          --adapter runs/demo/adapter --head bc --out runs/policy_bc
+      hralign policy eval --pairs demo/pairs.h5 --policy runs/policy_bc
+    """
+
+
+@policy.command("train")
+@click.option("--pairs", "pairs_path", required=True, type=click.Path(dir_okay=False), help="Pairs file (HDF5).")
+@_encoder_options(required=True)
+@click.option("--head", type=click.Choice(["bc", "continuous", "binned"]), default="bc", show_default=True,
+              help="bc: R3M's MSE baseline; continuous: GR-1 smooth-L1 + gripper BCE; binned: LAPA 256 quantile bins.")
+@click.option("--lam", default=None, type=click.Path(file_okay=False),
+              help="LAM dir (hralign lam train): label every clip, then train the latent policy + action head.")
+@click.option("--labels", default=None, type=click.Path(dir_okay=False),
+              help="labels.h5 from `hralign lam label`: train the latent policy + action head on it.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Policy directory to write.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@_model_options
+@_train_options
+def train_cmd(pairs_path: str, encoder: str, weights: str | None, adapter: str | None, image_size: int | None,
+              trust_checkpoint: bool, head: str, lam: str | None, labels: str | None, out: str, resume: bool,
+              overwrite: bool, progress: bool, **options: Any) -> None:
+    """Train a BC policy, or (with --lam/--labels) a latent-action policy + robot action head.
+
+    \b
+    Examples:
+      # R3M-protocol BC on the adapted encoder, held-out split from the file
+      hralign policy train --pairs demo/pairs.h5 --encoder r3m-resnet18 --adapter runs/demo/adapter \\
+          --head bc --out runs/bc
+      # latent policy on LAM labels of human + robot clips, action head on 20% of robot clips
+      hralign policy train --pairs demo/pairs.h5 --encoder r3m-resnet18 --labels runs/lam/labels.h5 \\
+          --head continuous --robot-fraction 0.2 --out runs/latent
+    """
+    from hralign.policy import BCConfig, EncoderSource, LatentPolicyConfig, TrainConfig, train_policy
+
+    if lam is not None and labels is not None:
+        raise HRAlignError("pass either --lam or --labels, not both")
+    latent = lam is not None or labels is not None
+    if latent and head == "bc":
+        raise HRAlignError("--head bc is the R3M baseline on features alone; with --lam/--labels use --head "
+                           "continuous or binned")
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    tcfg = TrainConfig(**{k: v for k, v in options.items() if k in train_fields})
+    cls = LatentPolicyConfig if latent else BCConfig
+    model_fields = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in options.items() if k not in train_fields and v is not None}
+    ignored = sorted(set(given) - model_fields)
+    if ignored:
+        raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in ignored)} only apply to the latent policy "
+                           "(--lam/--labels)")
+    cfg = cls(head=head, **given)
+    source = EncoderSource(encoder=encoder, weights=weights, adapter=adapter, image_size=image_size,
+                           trust_checkpoint=trust_checkpoint)
+    summary = train_policy(pairs_path, source, out, cfg, tcfg, labels=labels, lam=lam, resume=resume,
+                           overwrite=overwrite, progress=progress)
+    click.echo(f"wrote {summary['out']} ({summary['kind']} policy, head {head}; "
+               f"{summary['robot_action_clips']} robot clips / {summary['robot_action_frames']} frames with actions)")
+    for stage, logs in summary["final"].items():
+        click.echo(f"  {stage}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+
+
+@policy.command("eval")
+@click.option("--pairs", "pairs_path", required=True, type=click.Path(dir_okay=False), help="Pairs file (HDF5).")
+@click.option("--policy", "policy_dir", required=True, type=click.Path(file_okay=False),
+              help="Policy directory from `hralign policy train`.")
+@_encoder_options(required=False)
+@click.option("--labels", default=None, type=click.Path(dir_okay=False),
+              help="labels.h5 for latent-token accuracy (default: the one recorded at training).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def eval_cmd(pairs_path: str, policy_dir: str, encoder: str | None, weights: str | None, adapter: str | None,
+             image_size: int | None, trust_checkpoint: bool, labels: str | None, as_json: bool) -> None:
+    """Offline evaluation on held-out clips: action MSE / L1 per dim, latent-token accuracy per embodiment.
+
+    \b
+    Example:
+      hralign policy eval --pairs demo/pairs.h5 --policy runs/latent
+    """
+    from hralign.policy import EncoderSource, evaluate_policy
+
+    source = None
+    if encoder is not None or adapter is not None:
+        if encoder is None:
+            raise HRAlignError("--adapter needs --encoder (the frozen base for human frames)")
+        source = EncoderSource(encoder=encoder, weights=weights, adapter=adapter, image_size=image_size,
+                               trust_checkpoint=trust_checkpoint)
+    res = evaluate_policy(policy_dir, pairs_path, source=source, labels=labels)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo(f"policy {policy_dir} ({res['kind']}), held-out clips: "
+               + ", ".join(f"{d} {n}" for d, n in res["heldout_clips"].items()))
+    if "action" in res:
+        a = res["action"]
+        click.echo(f"  action error on {a['frames']} frames of {a['clips']} robot clips: "
+                   f"MSE {a['mse_mean']:.4g}, L1 {a['l1_mean']:.4g}")
+        click.echo("    per dim MSE " + " ".join(f"{x:.4g}" for x in a["mse"]))
+        click.echo("    per dim L1  " + " ".join(f"{x:.4g}" for x in a["l1"]))
+    for d, r in (res.get("latent") or {}).items():
+        if d == "skipped":
+            click.echo(f"  latent tokens: skipped ({r})")
+            continue
+        click.echo(f"  latent-token accuracy {d}: {r['token_accuracy']:.3f} per token, {r['all_tokens_accuracy']:.3f} "
+                   f"all tokens ({r['frames']} frames; majority-code rate {r['chance']:.3f})")

@@ -1,0 +1,167 @@
+"""Policy configs (no torch import, as LeRobot's ``configuration_*.py``): one dataclass per model + training.
+
+* :class:`BCConfig` - R3M's behaviour-cloning protocol (Nair et al., 2022): BatchNorm on the
+  frozen features, two hidden layers of 256, optional proprioception; the output is one of the
+  action heads (``bc`` = MSE as R3M, ``continuous`` = GR-1, ``binned`` = LAPA).
+* :class:`LatentPolicyConfig` - LAPA / IGOR's latent-action policy (Ye et al., 2024; Chen et
+  al., 2024): features of the current frame(s) + instruction embedding -> the LAM's latent tokens,
+  then a small action head on the policy's hidden state + features, trained on a few robot demos.
+* :class:`TrainConfig` - steps, learning rate, seed, the robot fraction and the split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from hralign.errors import HRAlignError
+
+HEAD_NAMES = ("bc", "continuous", "binned")
+
+
+def _positive_int(obj: Any, name: str, lo: int = 1) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise HRAlignError(f"`{name}` should be an integer >= {lo} but the value passed is {v!r}")
+
+
+def parse_gripper_dims(spec: str, action_dim: int) -> list[int]:
+    """``"last"`` -> [A-1], ``"none"`` -> [], ``"3"`` / ``"3,4"`` -> those (negative counts from the end)."""
+    spec = str(spec).strip().lower()
+    if spec == "none" or spec == "":
+        return []
+    if spec == "last":
+        return [action_dim - 1]
+    try:
+        dims = [int(s) for s in spec.split(",")]
+    except ValueError:
+        raise HRAlignError(f"`gripper_dims` should be 'last', 'none' or comma-separated integers but the value "
+                           f"passed is {spec!r}") from None
+    out = sorted({d % action_dim for d in dims if -action_dim <= d < action_dim})
+    if len(out) != len(set(dims)):
+        raise HRAlignError(f"`gripper_dims` {spec!r}: indices must lie in -{action_dim}..{action_dim - 1} "
+                           f"(the actions have {action_dim} dims)")
+    return out
+
+
+def _check_gripper_spec(spec: str) -> None:
+    s = str(spec).strip().lower()
+    if s in ("last", "none", ""):
+        return
+    try:
+        [int(x) for x in s.split(",")]
+    except ValueError:
+        raise HRAlignError(f"`gripper_dims` should be 'last', 'none' or comma-separated integers but the value "
+                           f"passed is {spec!r}") from None
+
+
+@dataclass
+class ActionConfig:
+    """The robot action head shared by BC and the latent policy."""
+
+    head: str = field(default="continuous", metadata={"help": "Action head: 'bc' (MSE, R3M), 'continuous' "
+                                                                "(smooth-L1 arm + BCE gripper, GR-1) or 'binned' "
+                                                                "(256 quantile bins per dim + cross-entropy, LAPA)."})
+    hidden_dim: int = field(default=256, metadata={"help": "Width of the two hidden layers (R3M: 256)."})
+    num_layers: int = field(default=2, metadata={"help": "Hidden layers of the action MLP (R3M: 2)."})
+    proprio: bool = field(default=True, metadata={"help": "Feed the robot state (/robot/state) as proprioception "
+                                                          "when the file has it."})
+    num_bins: int = field(default=256, metadata={"help": "Bins per action dim for the 'binned' head (LAPA: 256)."})
+    gripper_dims: str = field(default="last", metadata={"help": "Action dims trained with BCE by the 'continuous' "
+                                                                 "head: 'last', 'none' or e.g. '3' / '6,7'."})
+    context_frames: int = field(default=1, metadata={"help": "Frames of features fed per step: t-k+1..t "
+                                                             "(clamped at the clip start)."})
+    instruction: bool = field(default=False, metadata={"help": "Also feed the frozen MiniLM embedding of the task "
+                                                               "instruction."})
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_NAMES:
+            raise HRAlignError(f"`head` should be one of {', '.join(HEAD_NAMES)} but the value passed is {self.head!r}")
+        for name in ("hidden_dim", "num_layers", "context_frames"):
+            _positive_int(self, name)
+        _positive_int(self, "num_bins", 2)
+        _check_gripper_spec(self.gripper_dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ActionConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HRAlignError(f"{source}: unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class BCConfig(ActionConfig):
+    """R3M's behaviour-cloning baseline on frozen (or adapted) encoder features."""
+
+    head: str = field(default="bc", metadata={"help": "Action head: 'bc' (MSE, R3M), 'continuous' (GR-1) or "
+                                                        "'binned' (LAPA)."})
+
+
+@dataclass
+class LatentPolicyConfig(ActionConfig):
+    """Latent-action policy (LAPA/IGOR) + robot action head on its hidden state and the features."""
+
+    context_frames: int = field(default=2, metadata={"help": "Frames of features fed per step: t-k+1..t "
+                                                             "(clamped at the clip start)."})
+    instruction: bool = field(default=True, metadata={"help": "Feed the frozen MiniLM embedding of the task "
+                                                              "instruction (LAPA conditions on language)."})
+    latent_hidden_dim: int = field(default=256, metadata={"help": "Width of the latent policy's hidden layers."})
+    latent_layers: int = field(default=2, metadata={"help": "Hidden layers of the latent policy."})
+    finetune_trunk: bool = field(default=False, metadata={"help": "Let the action loss update the latent policy's "
+                                                                  "trunk (default: frozen after latent training)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int(self, "latent_hidden_dim")
+        _positive_int(self, "latent_layers")
+
+
+@dataclass
+class TrainConfig:
+    """How a policy is trained (the model config says what it is)."""
+
+    steps: int = field(default=1500, metadata={"help": "Optimiser steps of the action stage."})
+    latent_steps: int = field(default=1500, metadata={"help": "Optimiser steps of the latent-token stage "
+                                                                "(latent policy only)."})
+    batch_size: int = field(default=256, metadata={"help": "Frames per step."})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
+    seed: int = field(default=0, metadata={"help": "Seed of init, robot-clip subset and batches (CPU runs repeat "
+                                                   "exactly)."})
+    robot_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training robot clips whose actions "
+                                                                 "are used (e.g. 0.2: few labelled demos)."})
+    val_fraction: float = field(default=0.2, metadata={"help": "Held-out fraction of pairs when the file has no "
+                                                               "/split (the file's /split wins)."})
+    split_by: str = field(default="pair", metadata={"help": "Held-out unit when the file has no /split: 'pair' or "
+                                                            "'task'."})
+    log_every: int = field(default=100, metadata={"help": "Steps between metrics.jsonl lines."})
+    checkpoint_every: int = field(default=500, metadata={"help": "Steps between resumable checkpoints."})
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            _positive_int(self, name)
+        _positive_int(self, "latent_steps", 0)
+        _positive_int(self, "seed", 0)
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "lr" and v == 0):
+                raise HRAlignError(f"`{name}` should be a {'positive' if name == 'lr' else 'non-negative'} number "
+                                   f"but the value passed is {v!r}")
+        if isinstance(self.robot_fraction, bool) or not isinstance(self.robot_fraction, (int, float)) \
+                or not 0.0 < self.robot_fraction <= 1.0:
+            raise HRAlignError(f"`robot_fraction` should be a number in (0, 1] but the value passed is "
+                               f"{self.robot_fraction!r}")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
+                or not 0.0 < self.val_fraction < 1.0:
+            raise HRAlignError(f"`val_fraction` should be a number in (0, 1) but the value passed is "
+                               f"{self.val_fraction!r}")
+        if self.split_by not in ("pair", "task"):
+            raise HRAlignError(f"`split_by` should be 'pair' or 'task' but the value passed is {self.split_by!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

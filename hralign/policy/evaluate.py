@@ -1,0 +1,119 @@
+"""Offline evaluation of a saved policy on held-out clips (``hralign policy eval``).
+
+* action error: MSE and L1 per action dim (and their means) between ``select_action`` and
+  ``/robot/actions`` on every frame of the held-out robot clips;
+* latent-token accuracy per embodiment (latent policies): the fraction of (frame, token) whose
+  predicted code equals the LAM's label, on held-out human and robot clips separately.
+
+Held-out clips are the ones recorded at training time (the split of ``split_pairs``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hralign.errors import HRAlignError
+from hralign.pairs import PairsFile
+from hralign.policy.data import action_table, batch_of, check_robot_actions, clip_split, token_table
+from hralign.policy.features import encode_clips
+from hralign.policy.io import EncoderSource, check_feature_dim, load_policy
+from hralign.policy.labels import TokenLabels, load_token_labels
+from hralign.policy.train import instruction_table
+
+
+def _heldout(meta: dict[str, Any], pairs: PairsFile) -> dict[str, np.ndarray]:
+    recorded = meta.get("data", {}).get("heldout_clips")
+    same_file = meta.get("data", {}).get("pairs") == str(Path(pairs.path).resolve())
+    if recorded and same_file:
+        return {d: np.asarray(v, dtype=np.int64) for d, v in recorded.items()}
+    t = meta.get("train", {})
+    return clip_split(pairs, t.get("val_fraction", 0.2), t.get("split_by", "pair"), t.get("seed", 0))[1]
+
+
+def action_errors(pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    """MSE / L1 per dim and their means."""
+    err = pred.float() - target.float()
+    mse, l1 = (err ** 2).mean(0), err.abs().mean(0)
+    return {"mse": [float(x) for x in mse], "l1": [float(x) for x in l1], "mse_mean": float(mse.mean()),
+            "l1_mean": float(l1.mean()), "frames": int(err.shape[0])}
+
+
+def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike,
+                    source: EncoderSource | None = None, labels: str | os.PathLike | TokenLabels | None = None,
+                    progress: bool = False) -> dict[str, Any]:
+    """Held-out action error and latent-token accuracy of the policy in ``policy_dir`` on ``pairs_path``.
+
+    ``source`` overrides the encoder recorded in the policy (its feature dim must match);
+    ``labels`` overrides the labels.h5 recorded at training time.
+    """
+    policy, meta = load_policy(policy_dir)
+    where = str(Path(policy_dir) / "config.json")
+    pairs = PairsFile(pairs_path)
+    if source is None:
+        rec = meta.get("encoder", {}).get("source")
+        if not isinstance(rec, dict) or "encoder" not in rec:
+            raise HRAlignError(f"{where}: no recorded encoder; pass --encoder")
+        source = EncoderSource(**rec)
+    robot_enc = source.robot_encoder()
+    check_feature_dim(meta, robot_enc, where)
+    held = _heldout(meta, pairs)
+    k = policy.config.context_frames
+    instructions = instruction_table(pairs.tasks, policy.config.instruction)
+    if instructions is not None and list(pairs.tasks) != list(meta.get("tasks", pairs.tasks)):
+        warnings.warn(f"{pairs.path}: task instructions differ from the training file's", stacklevel=2)
+    result: dict[str, Any] = {"policy": str(policy_dir), "kind": policy.name,
+                              "heldout_clips": {d: len(v) for d, v in held.items()}}
+    robot_held = held.get("robot", np.zeros(0, np.int64))
+    robot_feats = encode_clips(robot_enc, pairs, "robot", robot_held, progress=progress) if len(robot_held) else {}
+    if len(robot_held):
+        check_robot_actions(pairs, policy.config.head)
+        want_state = policy.dims.get("state_dim", 0) > 0
+        if want_state and not pairs.has("robot", "state"):
+            raise HRAlignError(f"{pairs.path}: /robot/state does not exist but the policy was trained with proprioception")
+        table = action_table(pairs, robot_feats, robot_held, k, want_state)
+        if table["action"].shape[1] != policy.dims["action_dim"]:
+            raise HRAlignError(f"{pairs.path}: /robot/actions has {table['action'].shape[1]} dims, the policy "
+                               f"predicts {policy.dims['action_dim']}")
+        pred = policy.select_action(batch_of(table, None, instructions))
+        result["action"] = action_errors(pred, table["action"])
+        result["action"]["clips"] = int(len(robot_held))
+    if policy.name == "latent":
+        src = labels if labels is not None else meta.get("data", {}).get("labels")
+        if src is None or (not isinstance(src, TokenLabels) and not Path(src).is_file()):
+            result["latent"] = {"skipped": f"labels file {src} not found; pass --labels"}
+            return result
+        tl = src if isinstance(src, TokenLabels) else load_token_labels(src, pairs)
+        if tl.num_tokens != policy.dims["num_tokens"] or tl.codebook_size != policy.dims["codebook_size"]:
+            raise HRAlignError(f"{tl.source}: {tl.num_tokens} tokens x {tl.codebook_size} codes, the policy predicts "
+                               f"{policy.dims['num_tokens']} x {policy.dims['codebook_size']}")
+        result["latent"] = {}
+        for d in ("human", "robot"):
+            rows = tl.select(d, held.get(d, np.zeros(0, np.int64)))
+            if not len(rows[0]):
+                continue
+            if d == "robot":
+                feats = robot_feats
+            else:
+                feats = encode_clips(source.human_encoder(robot_enc), pairs, d, np.unique(rows[0]), progress=progress)
+            tab = token_table(pairs, d, feats, rows, k)
+            pred = policy.predict_tokens(batch_of(tab, None, instructions))
+            hit = (pred == tab["tokens"]).float()
+            result["latent"][d] = {"token_accuracy": float(hit.mean()), "all_tokens_accuracy": float(hit.all(1).float().mean()),
+                                   "frames": int(hit.shape[0]),
+                                   "chance": float(_majority_rate(tl, d, tab["tokens"]))}
+    return result
+
+
+def _majority_rate(tl: TokenLabels, domain: str, tokens: torch.Tensor) -> float:
+    """Accuracy of always predicting each token's most frequent code (a floor to compare against)."""
+    rates = []
+    for j in range(tokens.shape[1]):
+        counts = torch.bincount(tokens[:, j], minlength=tl.codebook_size)
+        rates.append(float(counts.max()) / max(1, int(tokens.shape[0])))
+    return float(np.mean(rates)) if rates else 0.0

@@ -1,0 +1,267 @@
+"""``train_policy``: features once, then the latent-token stage (latent policy) and the action stage.
+
+Both stages are plain AdamW loops over cached features. Batches are drawn by a generator seeded
+with (seed, stage, step), so a run resumed from ``checkpoints/last.pt`` draws exactly the batches
+the uninterrupted run would have drawn, and the same seed gives the same weights on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hralign.atomic import atomic_path
+from hralign.errors import HRAlignError
+from hralign.hashing import sha256_file
+from hralign.pairs import PairsFile
+from hralign.policy.bc import BCPolicy
+from hralign.policy.config import ActionConfig, LatentPolicyConfig, TrainConfig
+from hralign.policy.data import (
+    action_table,
+    batch_of,
+    check_robot_actions,
+    clip_split,
+    concat_tables,
+    pick_fraction,
+    token_table,
+)
+from hralign.policy.features import encode_clips
+from hralign.policy.io import CONFIG_FILE, EncoderSource, save_policy
+from hralign.policy.labels import TokenLabels, label_with_lam, load_token_labels
+from hralign.policy.latent import LatentPolicy
+
+CHECKPOINT = "checkpoints/last.pt"
+METRICS = "metrics.jsonl"
+STAGES = ("latent", "action")
+
+
+def instruction_table(tasks: list[str], enabled: bool) -> torch.Tensor | None:
+    """Frozen MiniLM embeddings of the task instructions [K, 384] (None when not used)."""
+    if not enabled:
+        return None
+    from hralign.encoders.text import load_text_encoder
+
+    return load_text_encoder().encode(list(tasks)).float()
+
+
+def _batch_rows(n: int, batch_size: int, seed: int, stage: int, step: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + stage * 100_003 + int(step))
+    return torch.randint(0, n, (max(2, min(batch_size, n)),), generator=g)
+
+
+def _run_stage(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], instructions: torch.Tensor | None,
+               cfg: TrainConfig, steps: int, out: Path, start: int = 0, optim_state: dict | None = None,
+               progress: bool = True) -> dict[str, float]:
+    n = int(next(iter(table.values())).shape[0])
+    if n < 2:
+        raise HRAlignError(f"{stage} stage: {n} training frame(s); need at least 2 (BatchNorm), add clips or raise "
+                           "--robot-fraction")
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optim_state is not None:
+        optim.load_state_dict(optim_state)
+    sid = STAGES.index(stage)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=f"policy {stage}", unit="step", dynamic_ncols=True)
+    logs: dict[str, float] = {}
+    policy.train()
+    for step in range(start, steps):
+        batch = batch_of(table, _batch_rows(n, cfg.batch_size, cfg.seed, sid, step), instructions)
+        if stage == "latent":
+            batch.pop("action", None)
+        loss, logs = policy(batch)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        done = step + 1
+        if done % cfg.log_every == 0 or done == steps:
+            with open(out / METRICS, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"stage": stage, "step": done, **logs}) + "\n")
+        if done % cfg.checkpoint_every == 0 or done == steps:
+            _save_checkpoint(out, policy, optim, stage, done)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:3]})
+    if bar is not None:
+        bar.close()
+    return logs
+
+
+def _save_checkpoint(out: Path, policy: nn.Module, optim: torch.optim.Optimizer, stage: str, step: int) -> None:
+    with atomic_path(out / CHECKPOINT, suffix=".pt") as tmp:
+        torch.save({"stage": stage, "step": step, "model": policy.state_dict(), "optim": optim.state_dict()}, tmp)
+
+
+def _load_checkpoint(out: Path) -> dict[str, Any] | None:
+    path = out / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of a damaged file
+        raise HRAlignError(f"{path}: unreadable checkpoint ({e}); delete it or train without --resume") from e
+    if not isinstance(ck, dict) or ck.get("stage") not in STAGES:
+        raise HRAlignError(f"{path}: not a policy checkpoint")
+    return ck
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool, run: dict[str, Any]) -> dict[str, Any] | None:
+    """Check/prepare the run dir; returns the checkpoint to resume from (or None)."""
+    run_file = out / "run.json"
+    if resume:
+        if not run_file.is_file():
+            raise HRAlignError(f"--resume: {run_file} not found; nothing to resume in {out}")
+        old = json.loads(run_file.read_text(encoding="utf-8"))
+        if old != run:
+            diff = sorted(k for k in set(old) | set(run) if old.get(k) != run.get(k))
+            raise HRAlignError(f"--resume: {out} was started with other settings (differs in {', '.join(diff)}); "
+                               "use the same flags or --overwrite")
+        return _load_checkpoint(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise HRAlignError(f"--out {out}: exists and is not empty; pass --resume to continue or --overwrite")
+        for name in (CONFIG_FILE, METRICS, "run.json", "labels.h5", "model.safetensors"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_file) as tmp:
+        tmp.write_text(json.dumps(run, indent=2), encoding="utf-8")
+    return None
+
+
+def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path, config: ActionConfig,
+                 train: TrainConfig | None = None, labels: str | Path | TokenLabels | None = None,
+                 lam: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True) -> dict[str, Any]:
+    """Train a BC policy (``BCConfig``) or a latent policy + action head (``LatentPolicyConfig``) into ``out``.
+
+    Parameters
+    ----------
+    pairs_path : path
+        Pairs file; robot clips must have ``/robot/actions``.
+    source : EncoderSource
+        Encoder (+ adapter) whose frozen features the policy reads.
+    out : path
+        Policy directory (config.json, model.safetensors, metrics.jsonl, checkpoints/).
+    config : BCConfig or LatentPolicyConfig
+        What to train; a latent policy needs ``labels`` (labels.h5 / TokenLabels) or ``lam`` (a LAM dir).
+    train : TrainConfig
+        Steps, learning rate, seed, robot fraction, split.
+
+    Returns a summary dict (clip counts, final losses, output path).
+    """
+    train = train or TrainConfig()
+    out = Path(out)
+    latent = isinstance(config, LatentPolicyConfig)
+    if latent and labels is None and lam is None:
+        raise HRAlignError("a latent policy needs LAM labels: pass --labels labels.h5 or --lam DIR")
+    if not latent and (labels is not None or lam is not None):
+        raise HRAlignError("--labels/--lam train a latent policy; drop them for the BC baseline")
+    pairs = PairsFile(pairs_path)
+    check_robot_actions(pairs, config.head)
+    run = {"pairs": str(Path(pairs_path).resolve()), "pairs_sha256": sha256_file(pairs_path),
+           "encoder": source.to_dict(), "kind": "latent" if latent else "bc", "config": config.to_dict(),
+           "train": {k: v for k, v in train.to_dict().items() if k not in ("log_every", "checkpoint_every")},
+           "labels": None if labels is None or isinstance(labels, TokenLabels) else str(Path(labels).resolve()),
+           "lam": None if lam is None else str(Path(lam).resolve())}
+    ckpt = _prepare_out(out, resume, overwrite, run)
+
+    train_clips, held = clip_split(pairs, train.val_fraction, train.split_by, train.seed)
+    if "robot" not in train_clips or not len(train_clips["robot"]):
+        raise HRAlignError(f"{pairs.path}: no training robot clips after the split")
+    action_clips = pick_fraction(train_clips["robot"], train.robot_fraction, train.seed)
+
+    robot_enc = source.robot_encoder()
+    k = config.context_frames
+    instructions = instruction_table(pairs.tasks, config.instruction)
+
+    token_labels: TokenLabels | None = None
+    if latent:
+        if isinstance(labels, TokenLabels):
+            token_labels = labels
+            token_labels.check_against(pairs)
+        else:
+            path = labels if labels is not None else label_with_lam(lam, pairs_path, out / "labels.h5", progress)
+            token_labels = load_token_labels(path, pairs)
+            if labels is None:
+                run["labels_written"] = str(out / "labels.h5")
+    robot_clips = set(action_clips.tolist())
+    if token_labels is not None:
+        robot_clips |= set(token_labels.select("robot", train_clips["robot"])[0].tolist())
+    robot_feats = encode_clips(robot_enc, pairs, "robot", robot_clips, progress=progress)
+    table = action_table(pairs, robot_feats, action_clips, k, config.proprio)
+    dims = {"feature_dim": int(robot_enc.feature_dim), "action_dim": int(table["action"].shape[1]),
+            "state_dim": int(table["state"].shape[1]) if "state" in table else 0,
+            "instruction_dim": int(instructions.shape[1]) if instructions is not None else 0}
+
+    torch.manual_seed(train.seed)
+    counts: dict[str, Any] = {"robot_action_clips": len(action_clips), "robot_action_frames": int(table["action"].shape[0]),
+                              "train_clips": {d: len(v) for d, v in train_clips.items()},
+                              "heldout_clips": {d: len(v) for d, v in held.items()}}
+    stages: list[tuple[str, int, dict[str, torch.Tensor]]] = []
+    if latent:
+        assert token_labels is not None  # set above whenever latent (internal invariant, not user input)
+        human_enc = source.human_encoder(robot_enc) if "human" in token_labels.domains else None
+        if human_enc is not None and int(human_enc.feature_dim) != dims["feature_dim"]:
+            raise HRAlignError(f"human encoder gives {human_enc.feature_dim}-d features, robot encoder "
+                               f"{dims['feature_dim']}-d; they must agree")
+        tok_tables = []
+        for d, enc, feats in (("human", human_enc, None), ("robot", robot_enc, robot_feats)):
+            if d not in token_labels.domains or d not in train_clips:
+                continue
+            rows = token_labels.select(d, train_clips[d])
+            if not len(rows[0]):
+                continue
+            if feats is None:
+                feats = encode_clips(enc, pairs, d, np.unique(rows[0]), progress=progress)
+            tok_tables.append(token_table(pairs, d, feats, rows, k))
+            counts[f"token_rows_{d}"] = int(len(rows[0]))
+        if not tok_tables:
+            raise HRAlignError(f"{token_labels.source}: no labelled frames in the training clips")
+        policy: nn.Module = LatentPolicy(config, dims["feature_dim"], dims["action_dim"], token_labels.num_tokens,
+                                         token_labels.codebook_size, dims["state_dim"], dims["instruction_dim"])
+        stages.append(("latent", train.latent_steps, concat_tables(tok_tables)))
+    else:
+        policy = BCPolicy(config, dims["feature_dim"], dims["action_dim"], dims["state_dim"], dims["instruction_dim"])
+    policy.fit_head(table["action"])
+    stages.append(("action", train.steps, table))
+
+    if ckpt is not None:
+        policy.load_state_dict(ckpt["model"])
+    finals: dict[str, dict[str, float]] = {}
+    for stage, steps, tab in stages:
+        if stage == "action" and latent:
+            policy.freeze_trunk(not config.finetune_trunk)
+        start, optim_state = 0, None
+        if ckpt is not None:
+            done_idx = STAGES.index(ckpt["stage"])
+            if STAGES.index(stage) < done_idx:
+                continue
+            if stage == ckpt["stage"]:
+                start, optim_state = int(ckpt["step"]), ckpt["optim"]
+        if steps == 0 or start >= steps:
+            continue
+        finals[stage] = _run_stage(policy, stage, tab, instructions, train, steps, out, start, optim_state, progress)
+
+    enc_meta = {"source": source.to_dict(), "name": getattr(robot_enc, "name", "?"), "spec": robot_enc.spec,
+                "feature_dim": dims["feature_dim"], "image_size": int(robot_enc.image_size)}
+    meta = {"encoder": enc_meta, "train": train.to_dict(),
+            "text_encoder": "minilm" if instructions is not None else None,
+            "tasks": list(pairs.tasks),
+            "data": {"pairs": run["pairs"], "pairs_sha256": run["pairs_sha256"],
+                     "robot_action_clips": action_clips.tolist(),
+                     "heldout_clips": {d: v.tolist() for d, v in held.items()},
+                     "labels": run.get("labels_written") or run["labels"],
+                     "labels_gap": token_labels.gap if token_labels is not None else None},
+            "counts": counts, "final": finals}
+    save_policy(policy, out, meta)
+    return {"out": str(out), "kind": policy.name, **counts, "final": finals}
