@@ -106,7 +106,10 @@ def load_encoder(
             state = load_file(str(wpath))
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise HRAlignError(f"{wpath}: not a readable safetensors file ({e})") from e
-        load_state_checked(enc, state, str(wpath), enc.name)
+        if set(state) == set(enc.state_dict()):  # hralign's own layout (save_encoder)
+            load_state_checked(enc, state, str(wpath), enc.name)
+        else:  # an official checkpoint stored as safetensors (timm, transformers)
+            load_state_checked(enc.backbone(), enc.convert_checkpoint(state, str(wpath)), str(wpath), enc.name)
     else:
         obj = torch_load(wpath, trust_checkpoint=trust_checkpoint)
         state = enc.convert_checkpoint(obj, str(wpath))
