@@ -170,7 +170,9 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
     check_robot_actions(pairs, config.head)
     run = {"pairs": str(Path(pairs_path).resolve()), "pairs_sha256": sha256_file(pairs_path),
            "encoder": source.to_dict(), "kind": "latent" if latent else "bc", "config": config.to_dict(),
-           "train": {k: v for k, v in train.to_dict().items() if k not in ("log_every", "checkpoint_every")},
+           # steps may grow on --resume (continue a finished run); everything else must match
+           "train": {k: v for k, v in train.to_dict().items()
+                     if k not in ("log_every", "checkpoint_every", "steps", "latent_steps")},
            "labels": None if labels is None or isinstance(labels, TokenLabels) else str(Path(labels).resolve()),
            "lam": None if lam is None else str(Path(lam).resolve())}
     ckpt = _prepare_out(out, resume, overwrite, run)
