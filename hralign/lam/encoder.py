@@ -69,6 +69,28 @@ class LAMEncoder(Encoder):
     def backbone(self) -> nn.Module:
         return self.idm
 
+    def stage_modules(self) -> dict[str, list[str]]:
+        mods = {name: [f"idm.{name}"] for name in self.idm.stage_names}
+        if "patch_embed" in mods:
+            mods["patch_embed"] += ["idm.pos", "idm.time"]
+        return mods
+
+    def adapter_sites(self) -> dict[str, tuple[str, str, int]]:
+        """Bottleneck placements: after the first / middle / last IDM stage before the head.
+
+        Transformer stages output tokens (B, 2, N, dim) -> token adapters of width ``dim``; conv
+        stages output maps (B, C, h, w) -> conv adapters of width C.
+        """
+        body = [n for n in self.idm.stage_names if n != "head"]
+        if self.lam_config.idm == "transformer":
+            width = {n: self.lam_config.dim for n in body}
+            kind = "token"
+        else:
+            width = {n: int(self.idm.convs[int(n.split(".")[1])][0].out_channels) for n in body}
+            kind = "conv"
+        picks = {"early": body[0], "middle": body[len(body) // 2], "late": body[-1]}
+        return {p: (s, kind, width[s]) for p, s in picks.items()}
+
     def preprocess(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Frame pairs uint8 (B, 2, H, W, 3) or float (B, 2, 3, H, W) in [0, 1] -> (B, 2, 3, S, S) in [-1, 1]."""
         x = to_frame_pairs(images, self.image_size, what=f"lam encoder input")

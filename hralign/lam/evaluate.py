@@ -118,7 +118,7 @@ def probe_actions(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray, 
         for tr, te in cv.split(x, yy, groups):
             model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
             model.fit(x[tr], yy[tr])
-            pred[te] = model.predict(x[te])
+            pred[te] = model.predict(x[te]).reshape(len(te), -1)
         return float(r2_score(yy, pred, multioutput="variance_weighted"))
 
     rng = np.random.default_rng(seed)

@@ -1,0 +1,210 @@
+"""`hralign lam` end to end on tiny synthetic pairs: train, resume, label, eval, lam: encoder, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from safetensors.torch import load_file
+
+from hralign.errors import HRAlignError
+
+TINY = ["--idm", "conv", "--conv-channels", "8", "--patch-size", "8", "--dim", "32", "--heads", "2",
+        "--idm-depth", "1", "--fdm-depth", "1", "--code-dim", "8", "--batch-size", "8", "--log-every", "5",
+        "--eval-pairs", "32", "--restart-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def lam_run(tiny_pairs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lam") / "lam"
+    code, stdout, stderr = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--gap", "2",
+                                   "--steps", "20", *TINY)
+    assert code == 0, stderr
+    return out, stdout
+
+
+def test_train_writes_lam_dir_metrics_and_prints_baseline(lam_run):
+    out, stdout = lam_run
+    assert "vs copy-x_t baseline" in stdout and "codebook perplexity" in stdout
+    for name in ("lam.json", "model.safetensors", "metrics.jsonl", "train_config.json", "checkpoints/last/state.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [5, 10, 15, 20]
+    for r in train_rows:
+        assert r["copy_psnr"] > 0 and r["psnr"] > 0
+        assert 1.0 <= r["perplexity"] <= 8.0
+        assert len(r["usage_per_token"]) == 4 and all(1 <= u <= 8 for u in r["usage_per_token"])
+    assert "restarted_codes" in train_rows[0]
+    final = rows[-1]
+    assert final["kind"] == "eval" and final["eval_pairs"] == 32
+    assert final["psnr"] == pytest.approx(10 * np.log10(1 / final["recon_mse"]))
+    meta = json.loads((out / "lam.json").read_text())
+    assert meta["hralign_format"] == "lam" and meta["hralign_version"] == 1
+    assert meta["config"]["image_size"] == 32 and meta["config"]["gap"] == 2
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_pairs, tmp_path):
+    args = ["--pairs", str(tiny_pairs), "--gap", "2", *TINY, "--checkpoint-every", "6"]
+    code, _, err = run_cli("lam", "train", "--out", str(tmp_path / "a"), "--steps", "12", *args)
+    assert code == 0, err
+    code, _, err = run_cli("lam", "train", "--out", str(tmp_path / "b"), "--steps", "6", *args)
+    assert code == 0, err
+    # resume needs only --steps; the other options come from the run being resumed
+    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "b"), "--steps", "12", "--resume")
+    assert code == 0, err
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    # the first run's rows stay (its last window and final eval at step 6), then the resumed ones
+    assert [r["step"] for r in rows if "loss" in r] == [5, 6, 10, 12]
+    assert [r["step"] for r in rows if r.get("kind") == "eval"] == [6, 12]
+    # an architecture flag that contradicts the run is refused
+    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "b"), "--steps", "14",
+                           "--resume", "--tokens", "2")
+    assert code == 2 and "--tokens 4" in err and len(err.strip().splitlines()) == 1
+
+
+def test_existing_out_needs_resume_or_overwrite(lam_run, tiny_pairs):
+    out, _ = lam_run
+    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--steps", "1", *TINY)
+    assert code == 2 and "--resume" in err and "Traceback" not in err
+
+
+def test_label_writes_documented_format(lam_run, tiny_pairs, tmp_path):
+    from hralign.lam.io import sha256_file
+    from hralign.lam.labels import read_labels
+    from hralign.pairs import PairsFile
+
+    out, _ = lam_run
+    path = tmp_path / "labels.h5"
+    code, stdout, err = run_cli("lam", "label", "--pairs", str(tiny_pairs), "--lam", str(out), "--out", str(path))
+    assert code == 0, err
+    lab = read_labels(path)
+    a = lab["attrs"]
+    assert (a["gap"], a["codebook_size"], a["tokens"], a["latent_dim"]) == (2, 8, 4, 32)
+    assert a["pairs_sha256"] == sha256_file(tiny_pairs)
+    pf = PairsFile(tiny_pairs)
+    for d in ("human", "robot"):
+        rows = lab[d]
+        n = int((pf.clip_lengths(d) - 2).clip(min=0).sum())
+        assert rows["codes"].shape == (n, 4) and rows["codes"].dtype == np.int64
+        assert rows["latents"].shape == (n, 32) and rows["latents"].dtype == np.float32
+        assert rows["codes"].min() >= 0 and rows["codes"].max() < 8
+        assert (rows["t"] + 2 < pf.clip_lengths(d)[rows["clip"]]).all()
+    # the labels are the lam: encoder's output on those frame pairs
+    import hralign
+
+    enc = hralign.load_encoder(f"lam:{out}")
+    r = lab["robot"]
+    frames = np.stack([pf.read_clip("robot", int(c), [int(t), int(t) + 2]) for c, t in zip(r["clip"][:6], r["t"][:6])])
+    np.testing.assert_allclose(enc(frames).numpy(), r["latents"][:6], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(enc.codes(frames).numpy(), r["codes"][:6])
+    # read_labels refuses other files
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.attrs["hralign_format"] = "pairs"
+    with pytest.raises(HRAlignError, match="expected 'lam_labels'"):
+        read_labels(tmp_path / "other.h5")
+
+
+def test_eval_prints_agreement_and_probe(lam_run, tiny_pairs, tmp_path):
+    out, _ = lam_run
+    path = tmp_path / "labels.h5"
+    assert run_cli("lam", "label", "--pairs", str(tiny_pairs), "--lam", str(out), "--out", str(path))[0] == 0
+    code, stdout, err = run_cli("lam", "eval", "--pairs", str(tiny_pairs), "--labels", str(path), "--json")
+    assert code == 0, err
+    res = json.loads(stdout)
+    ag = res["agreement"]
+    assert ag["matched"] == 12 * 6  # 12 frame-aligned pairs x (8 - gap) frames
+    assert 0.0 <= ag["agreement_mean"] <= 1.0 and 0.0 < ag["chance_mean"] <= 1.0
+    assert res["probe"]["rows"] == 12 * 6 and res["probe"]["clips"] == 12
+    code, stdout, _ = run_cli("lam", "eval", "--pairs", str(tiny_pairs), "--labels", str(path))
+    assert "chance" in stdout and "shuffled-label control" in stdout
+
+
+def test_code_agreement_counts_matches(tiny_pairs):
+    from hralign.lam.evaluate import code_agreement
+    from hralign.pairs import PairsFile
+
+    pf = PairsFile(tiny_pairs)
+    rng = np.random.default_rng(0)
+
+    def rows(domain):
+        clips = np.repeat(np.arange(pf.num_clips(domain)), 6)
+        return {"clip": clips, "t": np.tile(np.arange(6), pf.num_clips(domain)),
+                "codes": rng.integers(0, 4, (len(clips), 2)), "latents": rng.normal(size=(len(clips), 3)).astype(np.float32)}
+
+    lab = {"attrs": {"codebook_size": 4}, "human": rows("human"), "robot": rows("robot")}
+    lab["robot"]["codes"] = lab["human"]["codes"].copy()  # synth pairs human clip i with robot clip i
+    lab["robot"]["codes"][::2, 0] = (lab["robot"]["codes"][::2, 0] + 1) % 4  # half of token 0 disagrees
+    res = code_agreement(lab, pf)
+    assert res["agreement_per_token"] == pytest.approx([0.5, 1.0])
+    assert res["agreement_all"] == pytest.approx(0.5)
+
+
+def test_probe_finds_a_linear_signal_and_not_a_shuffled_one():
+    from hralign.lam.evaluate import probe_actions
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8))
+    y = np.stack([x[:, 0] - 2 * x[:, 3], np.zeros(400)], 1) + 0.1 * rng.normal(size=(400, 2)) * [1, 0]
+    res = probe_actions(x, y, groups=np.repeat(np.arange(40), 10))
+    assert res["r2"] > 0.9 and res["r2_shuffled"] < 0.1
+    assert res["target_columns"] == [0]  # the constant column is dropped
+
+
+def test_lam_encoder_contract_and_adapters(lam_run):
+    import hralign
+    from hralign.encoders import build_from_spec
+
+    out, _ = lam_run
+    enc = hralign.load_encoder(f"lam:{out}")
+    assert enc.feature_dim == 32 and enc.image_size == 32 and enc.frozen
+    assert not any(p.requires_grad for p in enc.parameters())
+    pairs_u8 = torch.randint(0, 256, (3, 2, 32, 32, 3), dtype=torch.uint8)
+    full = enc(pairs_u8)
+    assert full.shape == (3, 32)
+    x = enc.preprocess(pairs_u8)
+    for stage in enc.stage_names:
+        torch.testing.assert_close(enc.forward_from(enc.forward_until(x, stage), stage), full)
+    torch.testing.assert_close(build_from_spec(enc.spec)(pairs_u8), full)
+    with pytest.raises(HRAlignError, match="48x48 but the LAM was trained on 32x32"):
+        enc(torch.zeros(1, 2, 48, 48, 3, dtype=torch.uint8))
+    # PEFT LoRA on the IDM's conv head and HR-Align's bottleneck after the last conv stage
+    lora = hralign.attach_adapter(enc, "lora", target=r"^idm\.head\.[13]$", r=4)
+    assert 0 < sum(p.numel() for p in lora.parameters() if p.requires_grad) < 5000
+    torch.testing.assert_close(lora(pairs_u8), full)  # LoRA B starts at zero
+    bott = hralign.attach_adapter(enc, "bottleneck", placement="late", groups=1)
+    assert bott.first_adapted_stage == "adapter.late"
+    torch.testing.assert_close(bott(pairs_u8), full)
+
+
+def test_bad_inputs_exit_2_with_one_line(lam_run, tiny_pairs, small_pairs, tmp_path):
+    out, _ = lam_run
+    # --gap longer than the clips (tiny clips have 8 frames)
+    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "g"), "--gap", "20",
+                           "--steps", "1", *TINY)
+    assert code == 2 and "--gap` 20 is longer than every clip" in err
+    assert len(err.strip().splitlines()) == 1
+    # frames of the wrong size for the trained LAM (small_pairs has 48 px frames)
+    code, _, err = run_cli("lam", "label", "--pairs", str(small_pairs), "--lam", str(out), "--out", str(tmp_path / "l.h5"))
+    assert code == 2 and "48x48 but the LAM reads 32x32" in err
+    assert len(err.strip().splitlines()) == 1
+    # a LAM directory from another version
+    other = tmp_path / "other_lam"
+    other.mkdir()
+    for name in ("model.safetensors",):
+        (other / name).write_bytes((out / name).read_bytes())
+    meta = json.loads((out / "lam.json").read_text())
+    meta["hralign_version"] = 2
+    (other / "lam.json").write_text(json.dumps(meta))
+    code, _, err = run_cli("lam", "label", "--pairs", str(tiny_pairs), "--lam", str(other), "--out", str(tmp_path / "l.h5"))
+    assert code == 2 and "`hralign_version` is 2, expected 1" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "l.h5").exists()
