@@ -1,0 +1,1 @@
+"""Plug-ins that put hralign encoders into other libraries' policies (LeRobot)."""
