@@ -92,8 +92,8 @@ def default_cache_dir() -> Path:
 
 
 @torch.no_grad()
-def _encode_clips(pairs: PairsFile, domain: str, clips: list[int], frozen: nn.Module, stage: str | None,
-                  device: torch.device, batch_frames: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, int]]:
+def _encode_clips(pairs: PairsFile, domain: str, clips: list[int], frozen: nn.Module, adapted: nn.Module | None,
+                  stage: str | None, device: torch.device, batch_frames: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, int]]:
     feats, trunks, offsets, row = [], [], {}, 0
     lengths = pairs.clip_lengths(domain)
     for clip in tqdm(clips, desc=f"caching {domain} features", disable=not progress, unit="clip"):
@@ -101,28 +101,31 @@ def _encode_clips(pairs: PairsFile, domain: str, clips: list[int], frozen: nn.Mo
         frames = pairs.read_clip(domain, clip)
         for lo in range(0, len(frames), batch_frames):
             x = torch.from_numpy(frames[lo:lo + batch_frames]).to(device)
-            if stage is None:
-                feats.append(frozen(x).float().cpu())
-            else:
-                trunk = frozen.forward_until(frozen.preprocess(x), stage)
-                feats.append(frozen.forward_from(trunk, stage).float().cpu())
-                trunks.append(trunk.float().cpu())
+            feats.append(frozen(x).float().cpu())
+            if adapted is not None:
+                # Below its first adapted stage the adapted network is the frozen one, but the cut
+                # may be a stage only the adapted network has (an inserted bottleneck): ask it.
+                trunks.append(adapted.forward_until(adapted.preprocess(x), stage).float().cpu())
         row += int(lengths[clip])
     return torch.cat(feats), (torch.cat(trunks) if trunks else None), offsets
 
 
-def build_feature_cache(pairs: PairsFile, frozen: nn.Module, stage: str, human_clips: list[int], robot_clips: list[int],
+def build_feature_cache(pairs: PairsFile, frozen: nn.Module, adapted: nn.Module, stage: str, human_clips: list[int], robot_clips: list[int],
                         device: torch.device, cache_file: Path | None, batch_frames: int = 128,
                         progress: bool = True) -> FeatureCache:
-    """Compute (or load from ``cache_file``) the frozen features and robot trunk activations."""
+    """Compute (or load from ``cache_file``) the frozen features and robot trunk activations.
+
+    ``adapted`` is used only below ``stage`` (its first adapted stage), where it is frozen.
+    """
     if cache_file is not None and cache_file.exists():
         data = load_file(str(cache_file))
         meta = json.loads(cache_file.with_suffix(".json").read_text())
         return FeatureCache(data["human_feat"], data["robot_feat"], data["robot_trunk"],
                             {int(k): v for k, v in meta["human_offset"].items()},
                             {int(k): v for k, v in meta["robot_offset"].items()})
-    h_feat, _, h_off = _encode_clips(pairs, "human", human_clips, frozen, None, device, batch_frames, progress)
-    r_feat, r_trunk, r_off = _encode_clips(pairs, "robot", robot_clips, frozen, stage, device, batch_frames, progress)
+    h_feat, _, h_off = _encode_clips(pairs, "human", human_clips, frozen, None, None, device, batch_frames, progress)
+    r_feat, r_trunk, r_off = _encode_clips(pairs, "robot", robot_clips, frozen, adapted, stage, device, batch_frames,
+                                           progress)
     cache = FeatureCache(h_feat, r_feat, r_trunk, h_off, r_off)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)

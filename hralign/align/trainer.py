@@ -264,10 +264,10 @@ def _run(config: AdaptConfig, dist: D.DistInfo, progress: bool, echo) -> dict:
         cdir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         cfile = cdir / f"{cache_key(frozen.spec, pairs_sha, stage, hc, rc)}.safetensors"
         if dist.is_main:
-            cache = build_feature_cache(data.pairs, frozen, stage, hc, rc, device, cfile, progress=show)
+            cache = build_feature_cache(data.pairs, frozen, adapted, stage, hc, rc, device, cfile, progress=show)
         D.barrier(dist)
         if not dist.is_main:
-            cache = build_feature_cache(data.pairs, frozen, stage, hc, rc, device, cfile, progress=False)
+            cache = build_feature_cache(data.pairs, frozen, adapted, stage, hc, rc, device, cfile, progress=False)
     else:
         pairs_sha = sha256_file(config.pairs)
     batches = Batches(data, cache, text, config.augment, device)
