@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -117,7 +118,10 @@ def export_adapter(adapter: str | os.PathLike | AdaptedEncoder, fmt: str, out: s
             save_file(state, str(tmp), metadata=meta)
         return target
     example = torch.zeros(1, model.image_size, model.image_size, 3, dtype=torch.uint8)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The input checks are Python branches; tracing fixes them for uint8 [B, S, S, 3], which is
+        # the documented input of the exported module, so TracerWarning about them is expected.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(_Traceable(exported.eval()), example, check_trace=False)
     with atomic_path(target, suffix=".pt") as tmp:
         traced.save(str(tmp))

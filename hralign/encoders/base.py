@@ -57,13 +57,11 @@ class Encoder(nn.Module):
         self.name = name
         self.feature_dim = int(feature_dim)
         self.image_size = int(image_size)
-        # uint8 -> normalised float in one fused multiply-add: x * scale + shift
-        # == (x / 255 - mean) / std. Buffers are not persistent: they are not weights.
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("_scale255", 1.0 / (255.0 * std_t), persistent=False)
-        self.register_buffer("_scale1", 1.0 / std_t, persistent=False)
-        self.register_buffer("_shift", -mean_t / std_t, persistent=False)
+        # (x / 255 - mean) / std in exactly the order R3M / torchvision's Normalize compute it, so
+        # features match the original pipelines bit for bit (a fused x * a + b differs by ~1e-6
+        # relative). Buffers are not persistent: they are not weights.
+        self.register_buffer("_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._frozen = False
         self._spec: dict[str, Any] = {"name": name, "image_size": self.image_size, "weights": None, "sha256": None}
         self._weights_modified = False
@@ -139,7 +137,7 @@ class Encoder(nn.Module):
             images = torch.from_numpy(np.ascontiguousarray(images))
         if not isinstance(images, torch.Tensor):
             raise HRAlignError(f"images: expected a uint8 array or tensor, got {type(images).__name__}")
-        device = self._shift.device
+        device = self._mean.device
         if images.dtype == torch.uint8:
             if images.ndim == 3:
                 images = images.unsqueeze(0)
@@ -147,8 +145,7 @@ class Encoder(nn.Module):
                 raise HRAlignError(
                     f"images: uint8 input must be [B, H, W, 3] (channels last), got shape {list(images.shape)}"
                 )
-            x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-            scale = self._scale255
+            x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         elif images.is_floating_point():
             if images.ndim != 4 or images.shape[1] != 3:
                 raise HRAlignError(
@@ -161,12 +158,11 @@ class Encoder(nn.Module):
                     f"images: float input must lie in [0, 1], found values in [{lo.item():.3g}, {hi.item():.3g}]"
                     " (pass uint8 for 0-255 images)"
                 )
-            scale = self._scale1
         else:
             raise HRAlignError(f"images: expected dtype uint8 or float in [0, 1], got {images.dtype}")
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
-        return torch.addcmul(self._shift, x, scale)
+        return (x - self._mean).div_(self._std)
 
     # ----------------------------------------------------------------- freezing
     def freeze(self) -> "Encoder":
