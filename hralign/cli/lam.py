@@ -156,3 +156,6 @@ def evaluate(pairs: str, labels_path: str, folds: int, seed: int, as_json: bool)
         p = res["probe"]
         click.echo(f"linear probe latents -> robot actions over the gap: R^2 {p['r2']:.3f} "
                    f"vs shuffled-label control {p['r2_shuffled']:.3f} ({p['rows']} rows, {p['clips']} clips)")
+        cols = ", ".join(f"col {c}: {r:.3f} ({s:.3f})" for c, r, s in
+                         zip(p["target_columns"], p["r2_per_column"], p["r2_shuffled_per_column"]))
+        click.echo(f"  per action column R^2 (shuffled): {cols}")

@@ -92,8 +92,9 @@ def gap_targets(pairs: PairsFile, domain: str, clips: np.ndarray, ts: np.ndarray
 def probe_actions(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray, folds: int = 5,
                   seed: int = 0) -> dict[str, Any]:
     """Ridge probe latents -> targets, R^2 under grouped K-fold (groups = clips), and the same
-    probe on row-shuffled targets (control). R^2 is variance-weighted over target columns with
-    non-zero variance (constant columns, e.g. dz on push-only data, carry no signal)."""
+    probe on row-shuffled targets (control). ``r2`` is the mean of the per-column R^2
+    (``r2_per_column``) over target columns with non-zero variance (constant columns, e.g. dz on
+    push-only data, carry no signal); a plain mean so a high-variance column cannot hide the others."""
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import r2_score
     from sklearn.model_selection import GroupKFold
@@ -113,17 +114,19 @@ def probe_actions(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray, 
         raise HRAlignError(f"probe: needs rows from at least 2 clips, got {n_groups}")
     cv = GroupKFold(n_splits=min(folds, n_groups))
 
-    def cv_r2(yy: np.ndarray) -> float:
+    def cv_r2(yy: np.ndarray) -> np.ndarray:
         pred = np.zeros_like(yy)
         for tr, te in cv.split(x, yy, groups):
             model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
             model.fit(x[tr], yy[tr])
             pred[te] = model.predict(x[te]).reshape(len(te), -1)
-        return float(r2_score(yy, pred, multioutput="variance_weighted"))
+        return np.asarray(r2_score(yy, pred, multioutput="raw_values"), dtype=np.float64)
 
     rng = np.random.default_rng(seed)
-    return {"r2": cv_r2(y), "r2_shuffled": cv_r2(y[rng.permutation(len(y))]), "rows": int(len(y)),
-            "clips": int(n_groups), "target_columns": [int(i) for i in np.flatnonzero(keep)]}
+    real, shuffled = cv_r2(y), cv_r2(y[rng.permutation(len(y))])
+    return {"r2": float(real.mean()), "r2_shuffled": float(shuffled.mean()),
+            "r2_per_column": [float(v) for v in real], "r2_shuffled_per_column": [float(v) for v in shuffled],
+            "rows": int(len(y)), "clips": int(n_groups), "target_columns": [int(i) for i in np.flatnonzero(keep)]}
 
 
 def probe_labels(labels: dict[str, Any], pairs: PairsFile, domain: str = "robot", folds: int = 5,
