@@ -339,3 +339,24 @@ def test_umap_not_imported_at_module_level():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] == "umap" for n in names), f"{f.name} imports umap at module level"
     assert "import umap" in (pathlib.Path(hralign.analysis.__file__).parent / "embed.py").read_text()
+
+
+def test_cli_latent_action_model(tiny_pairs, tmp_path):
+    # a (barely trained) LAM directory from the LAM CLI; the analysis uses its latents and codes
+    lam_dir = tmp_path / "lam"
+    code, _, stderr = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(lam_dir), "--gap", "2",
+                              "--steps", "2", "--idm", "conv", "--conv-channels", "8", "--patch-size", "8", "--dim", "32",
+                              "--heads", "2", "--idm-depth", "1", "--fdm-depth", "1", "--code-dim", "8",
+                              "--batch-size", "8", "--eval-pairs", "8")
+    assert code == 0, stderr
+    out = tmp_path / "r"
+    code, stdout, stderr = run_cli("analyze", "--pairs", str(tiny_pairs), "--encoder", f"lam:{lam_dir}", "--out", str(out),
+                                   "--k", "4", "--no-umap", "--gap", "1")
+    assert code == 0, stderr
+    assert "its own gap 2 is used (--gap 1 ignored)" in stdout
+    views, _, _ = load_latents(out / "latents.h5")
+    ls = views["frozen"].latents
+    assert ls.gap == 2 and len(ls) == 12 * 2 * 6
+    assert ls.codes is not None and ls.codes.shape[0] == len(ls)
+    m = json.loads((out / "metrics.json").read_text())["views"]["frozen"]
+    assert 0.0 <= m["paired_code_agreement"] <= 1.0 and m["num_codes_used"] >= 1

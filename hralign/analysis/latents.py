@@ -120,6 +120,31 @@ def encode_clips(pairs: PairsFile, domain: str, clips: Iterable[int], encoder: C
     return [f for f in feats]  # type: ignore[misc]
 
 
+@torch.inference_mode()
+def encode_frame_pairs(pairs: PairsFile, domain: str, clips: Iterable[int], encoder: Callable, gap: int,
+                       batch_size: int = 64, progress: bool = True, desc: str | None = None) -> list[np.ndarray]:
+    """Latents of a latent action model: ``encoder`` maps frame pairs uint8 (B, 2, H, W, 3) to (B, D).
+
+    Returns per clip a float32 array (clip length - gap, D) for the pairs (x_t, x_{t+gap}).
+    """
+    if batch_size < 1:
+        raise HRAlignError(f"`batch_size` should be a positive integer but the value passed is {batch_size}")
+    clips = [int(c) for c in clips]
+    lengths = pairs.clip_lengths(domain)[clips] if clips else np.zeros(0, np.int64)
+    bar = tqdm(total=int(np.maximum(lengths - gap, 0).sum()), desc=desc or f"encode {domain}", unit="pair",
+               disable=not progress, leave=False)
+    out: list[np.ndarray] = []
+    for c in clips:
+        frames = pairs.read_clip(domain, c)
+        n = max(0, len(frames) - gap)
+        fp = np.stack([frames[:n], frames[gap:gap + n]], axis=1)  # (n, 2, H, W, 3)
+        parts = [_to_numpy(encoder(fp[i:i + batch_size])) for i in range(0, n, batch_size)]
+        out.append(np.concatenate(parts) if parts else np.zeros((0, 0), np.float32))
+        bar.update(n)
+    bar.close()
+    return out
+
+
 def feature_differences(features: list[np.ndarray], gap: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """z_t = f_{t+gap} - f_t per clip; returns (latents per clip, t indices per clip)."""
     zs, ts = [], []

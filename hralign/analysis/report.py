@@ -36,12 +36,17 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("ari_pooled", "ARI clusters vs tasks (pooled)", "adjusted Rand index"),
     ("ari_human", "ARI (human)", ""),
     ("ari_robot", "ARI (robot)", ""),
+    ("paired_code_agreement", "Paired code agreement (LAM)", "share of frame-aligned human/robot latents with the same discrete code"),
+    ("num_codes_used", "# distinct codes (LAM)", ""),
     ("probe_r2_actions", "Linear-probe R\u00b2 \u2192 robot actions", "ridge probe, held-out robot clips"),
     ("silhouette", "Silhouette (sample)", "cluster separation in latent space"),
     ("num_human", "# human latents", ""),
     ("num_robot", "# robot latents", ""),
     ("num_clusters_used", "# non-empty clusters", ""),
 )
+
+
+LAM_ONLY = ("paired_code_agreement", "num_codes_used")
 
 
 def _fmt(v) -> str:
@@ -193,6 +198,8 @@ def write_report(path: str | os.PathLike, *, title: str, info: dict[str, str], n
     rows = []
     for key, label, desc in METRIC_ROWS:
         vals = [metrics[v].get(key) for v in vnames]
+        if key in LAM_ONLY and all(x is None for x in vals):
+            continue
         cells = "".join(f"<td>{_fmt(x)}</td>" for x in vals)
         if len(vnames) == 2:
             if all(isinstance(x, float) for x in vals) and not key.startswith("num_"):

@@ -22,12 +22,14 @@ from hralign.analysis.config import AnalyzeConfig
 from hralign.analysis.consistency import consistency_metrics
 from hralign.analysis.embed import PCAEmbedding, UMAPEmbedding
 from hralign.analysis.figures import gallery_figure, map_figure
+from hralign.analysis.consistency import paired_agreement
 from hralign.analysis.latents import (DOMAINS, LatentSet, LatentWhitener, build_latent_set, encode_clips,
-                                      feature_differences, select_clips)
-from hralign.analysis.report import METRIC_ROWS, _fmt, scatter_payload, write_report
+                                      encode_frame_pairs, feature_differences, select_clips)
+from hralign.analysis.report import LAM_ONLY, METRIC_ROWS, _fmt, scatter_payload, write_report
 from hralign.analysis.store import View, cache_key, load_latents, save_latents
 from hralign.atomic import atomic_dir, write_text_atomic
 from hralign.errors import HRAlignError
+from hralign.lam.encoder import find_codebook, latents_to_codes
 from hralign.pairs import PairsFile
 from hralign.pairs.split import split_pairs
 
@@ -92,6 +94,43 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def is_latent_action_model(model) -> bool:
+    """A ``lam:`` encoder (or an adapted one): its input is a frame pair and its output a latent action."""
+    return bool(getattr(model, "frame_pairs", False) or getattr(getattr(model, "base", None), "frame_pairs", False))
+
+
+def lam_gap(model) -> int:
+    cfg = getattr(model, "lam_config", None) or getattr(getattr(model, "base", None), "lam_config", None)
+    return int(cfg.gap)
+
+
+def extract_lam_views(pairs: PairsFile, frozen, adapted, selection, gap: int, config: AnalyzeConfig,
+                      device: torch.device) -> dict[str, LatentSet]:
+    """Latent action model: its continuous latent of (x_t, x_{t+gap}) and its code (nearest codebook
+    entries of the frozen LAM, also for the adapted view)."""
+    codebook = find_codebook(frozen)
+    lat: dict[str, dict[str, list[np.ndarray]]] = {"frozen": {}, "adapted": {}}
+    for d in DOMAINS:
+        if d not in selection:
+            continue
+        clips = selection[d][0]
+        lat["frozen"][d] = encode_frame_pairs(pairs, d, clips, _encoder_fn(frozen, device), gap, config.batch_size,
+                                              config.progress, desc=f"frozen {d}")
+        if adapted is not None:
+            lat["adapted"][d] = (lat["frozen"][d] if d == "human" else
+                                 encode_frame_pairs(pairs, d, clips, _encoder_fn(adapted, device), gap,
+                                                    config.batch_size, config.progress, desc=f"adapted {d}"))
+    out = {}
+    for view, per_domain in lat.items():
+        if not per_domain:
+            continue
+        ts = {d: [np.arange(len(z), dtype=np.int64) for z in zs] for d, zs in per_domain.items()}
+        codes = {d: [latents_to_codes(torch.from_numpy(z).to(codebook.device), codebook).cpu().numpy()
+                     if len(z) else np.zeros((0, 1), np.int64) for z in zs] for d, zs in per_domain.items()}
+        out[view] = build_latent_set(pairs, selection, per_domain, ts, gap, codes=codes)
+    return out
+
+
 def extract_views(pairs: PairsFile, frozen, adapted, selection, config: AnalyzeConfig,
                   device: torch.device) -> dict[str, LatentSet]:
     """Latent actions of the frozen view (and the adapted one): human features are computed once."""
@@ -146,6 +185,11 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
         notes.append("the file has no pairs: every clip is analysed, unpaired.")
     if adapted is not None and "robot" not in domains:
         notes.append("--adapter given but there are no robot clips: the adapted view equals the frozen one.")
+    lam = is_latent_action_model(frozen)
+    gap = lam_gap(frozen) if lam else config.gap
+    if lam and gap != config.gap:
+        notes.append(f"latent action model: its own gap {gap} is used (--gap {config.gap} ignored); latents are "
+                     "the LAM's continuous latents, codes its nearest codebook entries.")
     pair_idx = select_pairs(pairs, config.split, config.seed)
     if config.split == "all" and adapted is not None and pairs.split is not None:
         notes.append("split=all includes the pairs the adapter was trained on; use --split val for held-out pairs only.")
@@ -158,7 +202,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
             cached = load_latents(out / "latents.h5")[0]
         except HRAlignError as e:
             log(f"note: ignoring unreadable cache {out / 'latents.h5'} ({e})")
-    base_key = dict(pairs=_file_fingerprint(pairs.path), gap=config.gap, split=config.split, seed=config.seed)
+    base_key = dict(pairs=_file_fingerprint(pairs.path), gap=gap, split=config.split, seed=config.seed)
     lat_keys = {"frozen": cache_key(**base_key, enc=_spec_of(frozen))}
     if adapted is not None:
         lat_keys["adapted"] = cache_key(**base_key, enc=_spec_of(frozen), ada=_spec_of(adapted))
@@ -170,7 +214,8 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
         latsets = {v: cached[v].latents for v in lat_keys}
         reused.append("latents")
     else:
-        latsets = extract_views(pairs, frozen, adapted, selection, config, device)
+        latsets = (extract_lam_views(pairs, frozen, adapted, selection, gap, config, device) if lam
+                   else extract_views(pairs, frozen, adapted, selection, config, device))
     timings["latents_s"] = time.perf_counter() - t0
     n = len(next(iter(latsets.values())))
     if config.k > n:
@@ -213,6 +258,10 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
         t0 = time.perf_counter()
         metrics[vname] = consistency_metrics(space, clusters, ls.domain.astype(np.int64), ls.task, ls.pair, ls.t,
                                              actions=ls.actions, clip=ls.clip, knn_k=config.knn_k, seed=config.seed)
+        if ls.codes is not None:  # LAM: do matched human/robot frames get the same discrete code?
+            code_id = np.unique(ls.codes.reshape(len(ls), -1), axis=0, return_inverse=True)[1].reshape(-1)
+            metrics[vname]["paired_code_agreement"] = paired_agreement(code_id, ls.domain, ls.pair, ls.t)
+            metrics[vname]["num_codes_used"] = float(np.unique(code_id).size)
         timings["metrics_s"] += time.perf_counter() - t0
     method = next(iter(views.values())).map_method
 
@@ -220,7 +269,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
     t0 = time.perf_counter()
 
     def read_pair(d: int, clip: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-        f = pairs.read_clip(DOMAINS[d], clip, frames=[t, t + config.gap])
+        f = pairs.read_clip(DOMAINS[d], clip, frames=[t, t + gap])
         return f[0], f[1]
 
     def read_frame(d: int, clip: int, t: int) -> np.ndarray:
@@ -229,7 +278,8 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
     info = {
         "pairs": str(pairs.path), "encoder": str(getattr(frozen, "name", type(frozen).__name__)),
         "adapter": config.adapter or "none", "split": f"{config.split} ({len(pair_idx)} pairs)",
-        "latent": f"z_t = f(x_t+{config.gap}) - f(x_t)" + (", PCA-whitened" if config.whiten else ""),
+        "latent": (f"LAM continuous latent of (x_t, x_t+{gap})" if lam else f"z_t = f(x_t+{gap}) - f(x_t)")
+        + (", PCA-whitened" if config.whiten else ""),
         "clusters": f"FAISS k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}",
         "2-D map": "UMAP (FAISS kNN, n_neighbors=%d, seed %d)" % (config.n_neighbors, config.seed) if method == "umap"
         else "PCA (first two components; UMAP off)",
@@ -274,5 +324,7 @@ def format_metrics(metrics: dict[str, dict]) -> str:
     names = list(metrics)
     lines = [f"{'metric':38s}" + "".join(f"{n:>12s}" for n in names)]
     for key, label, _ in METRIC_ROWS:
+        if key in LAM_ONLY and all(metrics[n].get(key) is None for n in names):
+            continue
         lines.append(f"{label:38s}" + "".join(f"{_fmt(metrics[n].get(key)):>12s}" for n in names))
     return "\n".join(lines)
