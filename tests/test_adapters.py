@@ -110,3 +110,21 @@ def test_unsupported_combinations(enc18):
         attach_adapter(enc18, "prefix-tuning")
     with pytest.raises(HRAlignError, match="stem"):
         attach_adapter(enc18, "lora", target=r"model\.conv1")
+
+
+def test_vit_presets_are_anchored_and_round_trip(tmp_path):
+    enc = _load("timm:vit_tiny_patch16_224", 32)
+    late = attach_adapter(enc, "lora", placement="late", last_n=2)
+    assert late.adapted_modules and all(n.startswith(("model.blocks.10.", "model.blocks.11.")) for n in late.adapted_modules)
+    assert late.first_adapted_stage == "blocks.10"
+    every = attach_adapter(enc, "ia3", placement="all")
+    assert len(every.adapted_modules) == 4 * 12 and not any("patch_embed" in n for n in every.adapted_modules)
+    tokens = attach_adapter(enc, "bottleneck")
+    assert tokens.stage_names[-2:] == ["adapter.late", "head"]
+    x = _images(2)
+    assert torch.equal(tokens(x), enc(x))
+    _perturb(late, seed=3)
+    save_adapter(late, tmp_path / "vit")
+    assert torch.equal(load_encoder(tmp_path / "vit")(x), late(x))
+    with pytest.raises(HRAlignError, match="placement"):
+        attach_adapter(enc, "bottleneck", placement="early")
