@@ -125,6 +125,11 @@ def build_from_spec(spec: dict[str, Any]) -> Encoder:
     """Rebuild a frozen encoder from ``Encoder.spec`` (name, image size, weights path + sha256)."""
     if not isinstance(spec, dict) or "name" not in spec:
         raise HRAlignError(f"encoder spec: expected a dict with a 'name', found {spec!r:.120}")
+    if spec.get("adapter"):
+        raise HRAlignError(
+            f"encoder spec of {spec['name']} carries an unsaved {spec['adapter']} adapter; "
+            "save it with hralign.save_adapter(model, dir) and rebuild with load_encoder(dir)"
+        )
     with warnings.catch_warnings():
         if spec.get("weights") is None:
             warnings.simplefilter("ignore", RandomInitWarning)  # recorded as random init: expected
