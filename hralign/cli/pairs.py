@@ -104,14 +104,15 @@ def build(manifest: str, out: str, image_size: int | None, fps: float | None, fo
 
 @click.command("validate", short_help="Check a pairs file; print every problem (exit 2 if any).")
 @click.argument("file", type=click.Path(dir_okay=False))
-def validate_cmd(file: str) -> None:
+@click.option("--deep", is_flag=True, help="Also read every frame to find corrupt chunks (streamed; slower on big files).")
+def validate_cmd(file: str, deep: bool) -> None:
     """Check a pairs file and print every problem (exit code 2 if there is any).
 
     \b
     Example:
-      hralign pairs validate demo.h5
+      hralign pairs validate demo.h5 --deep
     """
-    problems = validate(file)
+    problems = validate(file, deep=deep)
     for p in problems:
         click.echo(p)
     if len(problems) == 1:

@@ -20,6 +20,7 @@ from hralign.pairs import schema as S
 from hralign.pairs.reader import open_h5_readonly
 
 CHUNK_ROWS = 65536  # rows of actions/state scanned at a time
+FRAME_BLOCK = 256  # frames read at a time by a deep check
 MAX_EXAMPLES = 5  # offending indices quoted per problem
 
 
@@ -104,7 +105,7 @@ def _scan_finite(ds: h5py.Dataset, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: NaN or inf at row {', '.join(map(str, rows))}{more} ({count} rows in all), expected finite values")
 
 
-def _check_domain(h: h5py.File, d: str, num_tasks: int | None, problems: list[str]) -> int | None:
+def _check_domain(h: h5py.File, d: str, num_tasks: int | None, problems: list[str], deep: bool) -> int | None:
     """Check /d and return its clip count (None when its index cannot be used)."""
     g = h[d]
     if not isinstance(g, h5py.Group):
@@ -126,11 +127,15 @@ def _check_domain(h: h5py.File, d: str, num_tasks: int | None, problems: list[st
                 problems.append(f"/{d}/{S.FRAMES}: {fr.shape[-1]} channels (shape {list(fr.shape)}), expected 3 (RGB)")
             n_frames = int(fr.shape[0]) if fr.ndim >= 1 else None
             if n_frames:
-                for row in {0, n_frames - 1}:
+                # Quick mode reads the first and last frame (truncation); deep mode streams them all.
+                blocks = range(0, n_frames, FRAME_BLOCK) if deep else sorted({0, n_frames - 1})
+                for lo in blocks:
                     try:
-                        fr[row]
+                        fr[lo:lo + (FRAME_BLOCK if deep else 1)]
                     except Exception as e:  # noqa: BLE001 - a corrupt/truncated chunk is a finding, not a crash
-                        problems.append(f"/{d}/{S.FRAMES}: frame {row} unreadable ({e}); the file may be truncated")
+                        problems.append(f"/{d}/{S.FRAMES}: frames from {lo} unreadable ({type(e).__name__}: {e}); "
+                                        "the file may be truncated or corrupt")
+                        break
     index = {k: _read_1d_int(h, f"{d}/{k}", problems) for k in S.CLIP_INDEX}
     if any(v is None for v in index.values()):
         return None
@@ -227,8 +232,12 @@ def _guard(problems: list[str], where: str, fn: Callable[[], object]) -> object:
         return None
 
 
-def validate(path: str | os.PathLike) -> list[str]:
-    """Every problem of the pairs file ``path``, one line each; an empty list means valid."""
+def validate(path: str | os.PathLike, deep: bool = False) -> list[str]:
+    """Every problem of the pairs file ``path``, one line each; an empty list means valid.
+
+    ``deep=True`` also reads every frame (streamed, 256 at a time) to find corrupt chunks; the
+    default reads only the first and last frame of each domain.
+    """
     p = Path(path)
     try:
         h = open_h5_readonly(p)
@@ -243,15 +252,18 @@ def validate(path: str | os.PathLike) -> list[str]:
         num_tasks = _guard(problems, f"/{S.TASKS}", lambda: _check_tasks(h, problems))
         clips: dict[str, int | None] = {}
         tasks: dict[str, np.ndarray | None] = {}
+        present = {d: _guard(problems, f"/{d}", lambda d=d: d in h) for d in S.DOMAINS}
         for d in S.DOMAINS:
-            if d not in h:
+            if not present[d]:
                 continue
-            clips[d] = _guard(problems, f"/{d}", lambda d=d: _check_domain(h, d, num_tasks, problems))  # type: ignore[assignment]
+            clips[d] = _guard(problems, f"/{d}", lambda d=d: _check_domain(h, d, num_tasks, problems, deep))  # type: ignore[assignment]
             tasks[d] = _guard(problems, f"/{d}/{S.CLIP_TASK}",
                               lambda d=d: np.asarray(h[d][S.CLIP_TASK][()], dtype=np.int64)) if clips[d] is not None else None
-        if not clips:
+        if not any(present.values()):
             problems.append(f"/: no {' or '.join(S.DOMAINS)} group, expected clips in at least one domain")
         _guard(problems, f"/{S.PAIRS}", lambda: _check_pairs(h, clips, tasks, problems))
+    except Exception as e:  # noqa: BLE001 - last guard: whatever the file holds, report it
+        problems.append(f"/: unreadable ({type(e).__name__}: {e})")
     finally:
         try:
             h.close()
