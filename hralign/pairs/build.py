@@ -195,7 +195,7 @@ def build_from_manifest(manifest_csv: str | os.PathLike, out: str | os.PathLike,
 
     with PairsWriter(out, compression=cfg.compression, overwrite=overwrite) as w:
         cache: dict[tuple[str, Path], tuple[int, int]] = {}  # (domain, file) -> (clip, task)
-        for r in tqdm(rows, desc="build", unit="pair", disable=not progress):
+        for r in tqdm(rows, desc="build", unit="pair", disable=None if progress else True):  # None: off when not a TTY
             task = w.add_task(r.task)
             ids = []
             for d, p in (("human", r.human), ("robot", r.robot)):

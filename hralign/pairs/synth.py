@@ -405,7 +405,7 @@ def synthesize(path: str | os.PathLike, config: SynthConfig | None = None, overw
     if progress:
         from tqdm.auto import tqdm  # only the CLI asks for a bar
 
-        iterator = tqdm(iterator, desc="synth", unit="pair")
+        iterator = tqdm(iterator, desc="synth", unit="pair", disable=None)  # off when stderr is not a TTY
     with PairsWriter(path, tasks=[t[1] for t in SYNTH_TASKS[:cfg.num_tasks]], compression=cfg.compression,
                      overwrite=overwrite) as w:
         w.set_attr("synth_config", json.dumps(asdict(cfg)))
