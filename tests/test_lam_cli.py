@@ -208,3 +208,36 @@ def test_bad_inputs_exit_2_with_one_line(lam_run, tiny_pairs, small_pairs, tmp_p
     assert code == 2 and "`hralign_version` is 2, expected 1" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "l.h5").exists()
+
+
+def test_label_with_an_adapter_on_the_robot_branch(lam_run, tiny_pairs, tmp_path):
+    import hralign
+    from hralign.lam.labels import read_labels
+
+    out, _ = lam_run
+    model = hralign.attach_adapter(hralign.load_encoder(f"lam:{out}"), "bottleneck", placement="late", groups=1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.5)  # a visibly non-identity adapter
+    hralign.save_adapter(model, tmp_path / "adapter")
+    code, _, err = run_cli("lam", "label", "--pairs", str(tiny_pairs), "--lam", str(out), "--out", str(tmp_path / "a.h5"),
+                           "--robot-lam", str(tmp_path / "adapter"))
+    assert code == 0, err
+    code, _, err = run_cli("lam", "label", "--pairs", str(tiny_pairs), "--lam", str(out), "--out", str(tmp_path / "b.h5"))
+    assert code == 0, err
+    after, before = read_labels(tmp_path / "a.h5"), read_labels(tmp_path / "b.h5")
+    np.testing.assert_array_equal(after["human"]["latents"], before["human"]["latents"])  # human branch stays frozen
+    assert not np.allclose(after["robot"]["latents"], before["robot"]["latents"])
+    reloaded = hralign.load_encoder(str(tmp_path / "adapter"))
+    from hralign.pairs import PairsFile
+
+    pf = PairsFile(tiny_pairs)
+    r = after["robot"]
+    frames = np.stack([pf.read_clip("robot", int(c), [int(t), int(t) + 2]) for c, t in zip(r["clip"][:4], r["t"][:4])])
+    np.testing.assert_allclose(reloaded(frames).numpy(), r["latents"][:4], rtol=1e-4, atol=1e-5)
+    code, stdout, err = run_cli("lam", "eval", "--pairs", str(tiny_pairs), "--labels", str(tmp_path / "a.h5"),
+                                "--split", "val", "--json")
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["split"] == "val" and 0 < res["agreement"]["matched"] < 12 * 6

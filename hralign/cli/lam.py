@@ -23,6 +23,7 @@ def lam() -> None:
       hralign lam train --pairs demo.h5 --out runs/lam --idm conv --patch-size 8 --gap 3 --steps 1500
       hralign lam label --pairs demo.h5 --lam runs/lam --out runs/lam/labels.h5
       hralign lam eval --pairs demo.h5 --labels runs/lam/labels.h5
+      hralign lam eval --pairs demo.h5 --labels runs/adapt_lam/labels.h5 --split val
     """
 
 
@@ -87,9 +88,11 @@ def format_eval(r: dict) -> str:
 @click.option("--pairs", required=True, help="Pairs file to label (both embodiments).")
 @click.option("--lam", "lam_dir", required=True, help="LAM directory (from `lam train`), lam:DIR, or an adapter saved over a lam: encoder.")
 @click.option("--out", required=True, help="Output labels.h5.")
+@click.option("--robot-lam", default=None, help="Encode robot frame pairs with this instead (e.g. an HR-Align adapter "
+              "saved over the LAM: HR-Align adapts the robot branch only).")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Frame pairs per forward pass.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace an existing --out.")
-def label(pairs: str, lam_dir: str, out: str, batch_size: int, overwrite: bool) -> None:
+def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size: int, overwrite: bool) -> None:
     """Label every frame pair (x_t, x_{t+gap}) of both embodiments with latent action codes and latents.
 
     The format (codes int64 [N, tokens], latents float32 [N, D], clip and t per row, per domain;
@@ -99,11 +102,12 @@ def label(pairs: str, lam_dir: str, out: str, batch_size: int, overwrite: bool) 
     \b
     Example:
       hralign lam label --pairs demo.h5 --lam runs/lam --out runs/lam/labels.h5
-      hralign lam label --pairs demo.h5 --lam runs/adapt_lam/adapter --out runs/adapt_lam/labels.h5
+      hralign lam label --pairs demo.h5 --lam runs/lam --robot-lam runs/adapt_lam/adapter --out runs/adapt_lam/labels.h5
     """
     from hralign.lam.labels import label_pairs, read_labels
 
-    path = label_pairs(pairs, lam_dir, out, batch_size=batch_size, progress=True, overwrite=overwrite)
+    path = label_pairs(pairs, lam_dir, out, batch_size=batch_size, progress=True, overwrite=overwrite,
+                       robot_lam=robot_lam)
     lab = read_labels(path)
     counts = ", ".join(f"{d} {len(lab[d]['t'])} frame pairs" for d in ("human", "robot") if d in lab)
     click.echo(f"wrote {path} ({counts}; gap {lab['attrs']['gap']}, {lab['attrs']['tokens']} tokens of "
@@ -113,10 +117,12 @@ def label(pairs: str, lam_dir: str, out: str, batch_size: int, overwrite: bool) 
 @lam.command("eval")
 @click.option("--pairs", required=True, help="The pairs file the labels were made from.")
 @click.option("--labels", "labels_path", required=True, help="labels.h5 from `hralign lam label`.")
+@click.option("--split", "which", type=click.Choice(["all", "train", "val"]), default="all", show_default=True,
+              help="Pairs whose agreement is measured (the file's /split, else a 10% seeded split).")
 @click.option("--folds", type=int, default=5, show_default=True, help="Grouped (by clip) folds of the action probe.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffled-label control.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def evaluate(pairs: str, labels_path: str, folds: int, seed: int, as_json: bool) -> None:
+def evaluate(pairs: str, labels_path: str, which: str, folds: int, seed: int, as_json: bool) -> None:
     """Cross-embodiment code agreement on frame-aligned pairs and a linear probe latents -> robot actions.
 
     Agreement compares the human and robot code at the same pair and frame t (meaningful when the
@@ -127,6 +133,7 @@ def evaluate(pairs: str, labels_path: str, folds: int, seed: int, as_json: bool)
     \b
     Example:
       hralign lam eval --pairs demo.h5 --labels runs/lam/labels.h5
+      hralign lam eval --pairs demo.h5 --labels runs/adapt_lam/labels.h5 --split val
     """
     from hralign.errors import HRAlignError
     from hralign.lam.evaluate import code_agreement, probe_labels
@@ -138,14 +145,19 @@ def evaluate(pairs: str, labels_path: str, folds: int, seed: int, as_json: bool)
     if lab["attrs"].get("pairs_sha256") and lab["attrs"]["pairs_sha256"] != sha256_file(pairs):
         raise HRAlignError(f"--labels {labels_path}: made from another pairs file (sha256 differs from {pairs})")
     pf = PairsFile(pairs)
-    res = {"agreement": code_agreement(lab, pf)}
+    indices = None
+    if which != "all":
+        from hralign.pairs.split import split_pairs
+
+        indices = split_pairs(pf)[0 if which == "train" else 1]
+    res = {"split": which, "agreement": code_agreement(lab, pf, indices)}
     if "robot" in lab and pf.has("robot", "actions"):
         res["probe"] = probe_labels(lab, pf, "robot", folds=folds, seed=seed)
     if as_json:
         click.echo(json.dumps(res))
         return
     a = res["agreement"]
-    click.echo(f"code agreement human vs robot at matched (pair, t), {a['matched']} rows: "
+    click.echo(f"code agreement human vs robot at matched (pair, t), {which} pairs, {a['matched']} rows: "
                f"{a['agreement_mean']:.3f} per token (chance {a['chance_mean']:.3f}); "
                f"all {len(a['agreement_per_token'])} tokens equal {a['agreement_all']:.3f}")
     click.echo(f"  per token: {', '.join(f'{x:.3f}' for x in a['agreement_per_token'])}  "

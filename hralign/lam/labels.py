@@ -8,7 +8,9 @@ labels.h5 format (version 1), what policies and analysis read
                              gap (int, H), codebook_size (int, K), tokens (int), code_dim (int),
                              latent_dim (int, D = tokens * code_dim),
                              pairs_path (str), pairs_sha256 (str, of the source pairs file),
-                             lam (str, the LAM directory or encoder spec), lam_sha256 (str)
+                             lam (str, the LAM directory or encoder spec), lam_sha256 (str),
+                             robot_lam (str, "" unless the robot rows came from another encoder,
+                             e.g. an HR-Align adapter over the LAM)
     /<domain>/        one group per domain present ("human", "robot"); attrs image_size
       codes           int64   [N, tokens]  nearest codebook entry per latent token (0..K-1)
       latents         float32 [N, D]       the IDM's continuous latent (before quantisation)
@@ -77,14 +79,27 @@ def encode_pairs(encoder: nn.Module, data: FramePairs, rows: np.ndarray, batch_s
 
 
 def label_pairs(pairs_path: str | os.PathLike, lam: str | os.PathLike, out: str | os.PathLike,
-                batch_size: int = 256, progress: bool = False, overwrite: bool = False) -> Path:
-    """Write labels.h5 (module docstring) for every frame pair of both embodiments; returns ``out``."""
+                batch_size: int = 256, progress: bool = False, overwrite: bool = False,
+                robot_lam: str | os.PathLike | None = None) -> Path:
+    """Write labels.h5 (module docstring) for every frame pair of both embodiments; returns ``out``.
+
+    ``robot_lam`` encodes the robot frame pairs with another LAM encoder, typically an HR-Align
+    adapter saved over ``lam`` (HR-Align adapts the robot branch only; human pairs keep the
+    frozen LAM), which gives the "after adaptation" labels.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise HRAlignError(f"--out {out}: exists; pass --overwrite to replace it")
     if batch_size < 1:
         raise HRAlignError(f"`--batch-size` should be a positive integer but the value passed is {batch_size}")
     encoder, cfg = resolve_lam_encoder(lam)
+    encoders = {"human": encoder, "robot": encoder}
+    if robot_lam is not None:
+        encoders["robot"], rcfg = resolve_lam_encoder(robot_lam)
+        for key in ("gap", "image_size", "tokens", "code_dim", "codebook_size"):
+            if getattr(rcfg, key) != getattr(cfg, key):
+                raise HRAlignError(f"--robot-lam {robot_lam}: {key} {getattr(rcfg, key)} differs from --lam {lam} "
+                                   f"({getattr(cfg, key)}); it should be an adapter over the same LAM")
     pairs = PairsFile(pairs_path)
     domains = pairs.domains
     if not domains:
@@ -97,7 +112,7 @@ def label_pairs(pairs_path: str | os.PathLike, lam: str | os.PathLike, out: str 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(len(s) for s in sources.values()), desc="lam label", unit="pair", dynamic_ncols=True)
-    results = {d: encode_pairs(encoder, s, np.arange(len(s)), batch_size, bar) for d, s in sources.items()}
+    results = {d: encode_pairs(encoders[d], s, np.arange(len(s)), batch_size, bar) for d, s in sources.items()}
     if bar is not None:
         bar.close()
     lam_meta_sha = getattr(next(m for m in encoder.modules() if isinstance(m, LAMEncoder)), "spec", {}).get("lam_sha256")
@@ -107,7 +122,8 @@ def label_pairs(pairs_path: str | os.PathLike, lam: str | os.PathLike, out: str 
                             "codebook_size": cfg.codebook_size, "tokens": cfg.tokens, "code_dim": cfg.code_dim,
                             "latent_dim": cfg.latent_dim, "pairs_path": str(Path(pairs_path).resolve()),
                             "pairs_sha256": sha256_file(pairs_path), "lam": os.fspath(lam),
-                            "lam_sha256": lam_meta_sha or ""})
+                            "lam_sha256": lam_meta_sha or "",
+                            "robot_lam": os.fspath(robot_lam) if robot_lam is not None else ""})
             for d, (lat, codes) in results.items():
                 g = f.create_group(d)
                 g.attrs["image_size"] = cfg.image_size
