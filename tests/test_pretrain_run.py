@@ -16,6 +16,7 @@ from hralign.pairs import PairsWriter
 from hralign.pretrain.config import PretrainConfig
 from hralign.pretrain.trainer import pretrain
 
+SMALL = "timm:resnet10t"
 TINY = ["--steps", "4", "--batch-size", "4", "--image-size", "32", "--eval-every", "2", "--checkpoint-every", "2",
         "--log-every", "1", "--eval-frames", "3", "--quiet"]
 
@@ -70,20 +71,22 @@ class _Interrupt(Exception):
 
 
 def test_resume_after_interruption_gives_identical_weights(tiny_pairs, tmp_path):
-    common = dict(pairs=str(tiny_pairs), steps=6, batch_size=4, image_size=32, checkpoint_every=2, eval_every=0,
-                  log_every=1, eval_frames=3, crop_scale=0.5, text_encoder="minilm")
+    # a small timm ResNet keeps this fast and covers "any registered ResNet" (no R3M model.pt for timm)
+    common = dict(pairs=str(tiny_pairs), encoder=SMALL, steps=5, batch_size=4, image_size=32, checkpoint_every=2,
+                  eval_every=0, log_every=1, eval_frames=2, crop_scale=0.5, text_encoder="minilm")
     full = pretrain(PretrainConfig(out=str(tmp_path / "full"), **common), progress=False, log=lambda s: None)
     assert full.language.startswith("on")
+    assert full.r3m_checkpoint is None and full.notes
 
-    def stop_at_5(step, _):
-        if step == 5:
+    def stop_at_3(step, _):
+        if step == 3:
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        pretrain(PretrainConfig(out=str(tmp_path / "cut"), **common), progress=False, log=lambda s: None, on_step=stop_at_5)
+        pretrain(PretrainConfig(out=str(tmp_path / "cut"), **common), progress=False, log=lambda s: None, on_step=stop_at_3)
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     resumed = pretrain(PretrainConfig(out=str(tmp_path / "cut"), resume=True, **common), progress=False, log=lambda s: None)
-    assert resumed.resumed_from == 4
+    assert resumed.resumed_from == 2
 
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
@@ -95,17 +98,18 @@ def test_resume_after_interruption_gives_identical_weights(tiny_pairs, tmp_path)
     # metrics.jsonl has each training step once, as the uninterrupted run
     steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["split"] == "train"]
-    assert steps == [1, 2, 3, 4, 5, 6]
-
-    # a different seed gives different weights (the comparison above is not vacuous)
-    other = pretrain(PretrainConfig(out=str(tmp_path / "seed1"), seed=1, **common), progress=False, log=lambda s: None)
-    c = load_file(str(other.out / "model.safetensors"))
-    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert steps == [1, 2, 3, 4, 5]
+    # the comparison is not vacuous: the weights did move away from the initial ones
+    with pytest.warns(RandomInitWarning):
+        init = hralign.load_encoder(SMALL, image_size=32).state_dict()
+    trained = hralign.load_encoder(str(tmp_path / "full")).state_dict()
+    assert not all(torch.equal(init[k], trained[k]) for k in init)
 
 
 def test_resume_with_changed_options_is_refused(tiny_pairs, tmp_path):
     out = tmp_path / "run"
-    args = ["pretrain", "--pairs", str(tiny_pairs), "--out", str(out), "--text-encoder", "none", *TINY]
+    args = ["pretrain", "--pairs", str(tiny_pairs), "--out", str(out), "--encoder", SMALL, "--text-encoder", "none", *TINY,
+            "--steps", "2"]
     assert run_cli(*args)[0] == 0
     code, _, stderr = run_cli(*args, "--resume", "--lr", "0.1")
     assert code == 2 and "--lr" in stderr and len(stderr.strip().splitlines()) == 1
@@ -161,8 +165,8 @@ def test_auto_text_encoder_turns_the_term_off_and_says_so(tiny_pairs, tmp_path, 
 
     monkeypatch.setattr(text, "_packaged_minilm", lambda: None)
     notes = []
-    result = pretrain(PretrainConfig(pairs=str(tiny_pairs), out=str(tmp_path / "o"), steps=1, batch_size=4, image_size=32,
-                                     eval_frames=2), progress=False, log=notes.append)
+    result = pretrain(PretrainConfig(pairs=str(tiny_pairs), out=str(tmp_path / "o"), encoder=SMALL, steps=1, batch_size=4,
+                                     image_size=32, eval_frames=2), progress=False, log=notes.append)
     assert result.language.startswith("off") and any("language term: off" in n for n in notes)
     records = [json.loads(x) for x in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     assert all("lang_loss" not in r for r in records)
