@@ -189,3 +189,21 @@ def test_changed_weights_are_refused(tmp_path):
     w.write_bytes(bytes(data))
     with pytest.raises(HRAlignError, match="sha256 does not match"):
         load_lam(tmp_path / "lam")
+
+
+def test_feature_target_lam_trains_on_a_frozen_encoders_map(tiny_pairs, tmp_path):
+    """UniVLA-style target: the FDM rebuilds the frozen encoder's pre-pooling map of x_{t+H}."""
+    import warnings
+
+    from hralign.encoders import load_encoder, save_encoder
+    from hralign.lam.train import LAMTrainConfig, train_lam
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_encoder(load_encoder("r3m-resnet18", image_size=64), tmp_path / "enc")
+    cfg = tiny_config(target="features", target_encoder=str(tmp_path / "enc"), gap=2, idm="conv")
+    res = train_lam(cfg, LAMTrainConfig(pairs=str(tiny_pairs), out=str(tmp_path / "lam"), steps=3, batch_size=4,
+                                        eval_pairs=8, log_every=1), progress=False)
+    assert "psnr" not in res and res["copy_mse"] > 0 and res["recon_mse"] > 0
+    back = load_lam(tmp_path / "lam")
+    assert (back.config.target_tokens, back.config.target_token_dim) == (4, 512)  # layer4 of 64 px: 2x2x512

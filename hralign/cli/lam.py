@@ -20,7 +20,7 @@ def lam() -> None:
 
     \b
     Example:
-      hralign lam train --pairs demo.h5 --out runs/lam --idm conv --patch-size 8 --gap 3 --steps 1500
+      hralign lam train --pairs demo.h5 --out runs/lam --idm conv --conv-channels 32 --patch-size 8 --dim 64 --gap 3 --steps 1500
       hralign lam label --pairs demo.h5 --lam runs/lam --out runs/lam/labels.h5
       hralign lam eval --pairs demo.h5 --labels runs/lam/labels.h5
       hralign lam eval --pairs demo.h5 --labels runs/adapt_lam/labels.h5 --split val
@@ -43,7 +43,7 @@ def train(ctx: click.Context, **kwargs) -> None:
     \b
     Example:
       hralign pairs synth --out demo.h5
-      hralign lam train --pairs demo.h5 --out runs/lam --idm conv --patch-size 8 --gap 3 --steps 1500
+      hralign lam train --pairs demo.h5 --out runs/lam --idm conv --conv-channels 32 --patch-size 8 --dim 64 --gap 3 --steps 1500
       hralign lam train --pairs demo.h5 --out runs/lam --steps 3000 --resume
       hralign lam train --pairs demo.h5 --out runs/lam_f --target features --target-encoder r3m-resnet18
     """

@@ -69,10 +69,11 @@ class LAMTrainConfig:
 # Targets
 # ------------------------------------------------------------------------------------------------
 class FeatureTarget:
-    """Tokens of a frozen encoder (UniVLA: reconstruct DINOv2 features, not pixels).
+    """Tokens of a frozen encoder (UniVLA: reconstruct DINOv2 patch features, not pixels).
 
-    Uses ``forward_features`` when the encoder has it and it returns a spatial map (B, C, h, w)
-    -> (B, h*w, C); otherwise the pooled feature (B, D) as one token.
+    The tokens are the input of the encoder's last stage (before pooling): a ResNet's layer4 map
+    (B, C, h, w) -> (B, h*w, C), a ViT's tokens (B, N, D) as they are; when that is already a
+    vector, the pooled feature (B, D) is one token.
     """
 
     def __init__(self, spec: str) -> None:
@@ -82,13 +83,11 @@ class FeatureTarget:
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> (B, tokens, dim)."""
         enc = self.encoder
-        fn = getattr(enc, "forward_features", None)
-        if callable(fn):
-            f = fn(frames)
-            if f.ndim == 4:
-                return f.flatten(2).transpose(1, 2).float()
-            if f.ndim == 3:
-                return f.float()
+        f = enc.forward_until(enc.preprocess(frames), enc.stage_names[-1])
+        if f.ndim == 4:
+            return f.flatten(2).transpose(1, 2).float()
+        if f.ndim == 3:
+            return f.float()
         return enc(frames).float()[:, None, :]
 
 
