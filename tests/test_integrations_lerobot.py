@@ -79,6 +79,18 @@ def test_bottleneck_is_swapped_into_diffusion_backbone():
     assert trainable and all(".adapters." in f".{n}" or n.startswith("encoder.adapters") for n in trainable)
 
 
+def test_frozen_weights_route_keeps_batchnorm_statistics():
+    enc = hralign.load_encoder("r3m-resnet18", image_size=32)
+    policy = _fake_diffusion()
+    install_encoder(policy, enc)
+    backbone = policy.diffusion.rgb_encoder.backbone
+    backbone.train()
+    x = _x() * 5 + 3
+    first = backbone(x)
+    assert torch.equal(first, backbone(x))  # train mode, yet statistics do not move
+    assert torch.allclose(first, enc.forward_until(x, "head"), atol=1e-4)
+
+
 def test_wrong_backbone_and_non_resnet_are_one_line_errors():
     enc = hralign.load_encoder("r3m-resnet18", image_size=32)
     policy = _fake_act()
@@ -137,3 +149,29 @@ def test_real_lerobot_act_with_adapted_backbone_trains_one_step():
     policy.reset()
     action = policy.select_action({k: v[:1] for k, v in batch.items() if k.startswith("observation")})
     assert action.shape == (1, 4)
+
+
+def test_real_lerobot_diffusion_with_merged_lora_backbone():
+    FeatureType, PolicyFeature, _, _ = _lerobot()
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+    torch.manual_seed(0)
+    cfg = DiffusionConfig(
+        input_features={"observation.images.top": PolicyFeature(FeatureType.VISUAL, (3, 64, 64)),
+                        "observation.state": PolicyFeature(FeatureType.STATE, (8,))},
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (4,))},
+        vision_backbone="resnet18", pretrained_backbone_weights=None, use_group_norm=False, crop_shape=None,
+        down_dims=(16, 32), horizon=8, n_action_steps=4, n_obs_steps=2, num_train_timesteps=10, device="cpu")
+    policy = DiffusionPolicy(cfg)
+    adapted = _perturbed(hralign.attach_adapter(hralign.load_encoder("r3m-resnet18", image_size=64), "lora"))
+    assert install_encoder(policy, adapted) == "weights"
+    x = torch.rand(1, 3, 64, 64)
+    policy.train()
+    assert torch.allclose(policy.diffusion.rgb_encoder.backbone(x), adapted.forward_until(x, "head"), atol=1e-4)
+    batch = {"observation.images.top": torch.rand(2, 2, 3, 64, 64), "observation.state": torch.randn(2, 2, 8),
+             "action": torch.randn(2, 8, 4), "action_is_pad": torch.zeros(2, 8, dtype=torch.bool)}
+    loss, _ = policy(batch)
+    loss.backward()
+    torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-3).step()
+    assert torch.isfinite(loss)

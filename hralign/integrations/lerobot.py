@@ -127,6 +127,24 @@ def _load_into(target: nn.Module, state: dict[str, torch.Tensor], kind: str) -> 
             own[k].copy_(v)
 
 
+def _freeze_batchnorm(module: nn.Module) -> None:
+    """BatchNorm2d -> torchvision's FrozenBatchNorm2d (what ACT uses), so LeRobot's ``policy.train()``
+    cannot move the encoder's statistics (Diffusion keeps plain BatchNorm2d)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                frozen.weight.copy_(child.weight)
+                frozen.bias.copy_(child.bias)
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _freeze_batchnorm(child)
+
+
 def install_encoder(policy: nn.Module, encoder: nn.Module, route: str = "auto", train_backbone: bool = False) -> str:
     """Install ``encoder`` as the vision backbone of a LeRobot ACT/Diffusion ``policy``; returns the route.
 
@@ -160,6 +178,8 @@ def install_encoder(policy: nn.Module, encoder: nn.Module, route: str = "auto", 
             target = getattr(parent, attr)
             _load_into(target, state, kind)
             target.requires_grad_(train_backbone)
+            if not train_backbone:
+                _freeze_batchnorm(target)
         return route
     for parent, attr in sites:
         enc = copy.deepcopy(encoder)  # one copy per camera encoder; the caller's encoder stays untouched
