@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 
 from hralign.align.pooling import POOLING_METHODS
@@ -23,6 +24,7 @@ class AdaptConfig:
     image_size: int | None = field(default=None, metadata={"help": "Input size of the encoder (its default unless given)."})
     adapter: str = field(default="bottleneck", metadata={"help": "Adapter method: bottleneck | lora | loha | lokr | ia3."})
     placement: str | None = field(default=None, metadata={"help": "Where adapters go (method default if omitted): late | middle | early | all ..."})
+    adapter_options: str | None = field(default=None, metadata={"help": "More adapter options as JSON, e.g. '{\"groups\": 1}' or '{\"target\": \"^idm\\\\.head\\\\.[13]$\"}'."})
     rank: int | None = field(default=None, metadata={"help": "Rank r of LoRA-family adapters (method default if omitted)."})
     frames: int = field(default=5, metadata={"help": "Frames T sampled per clip and pooled (HR-Align: 5)."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per step, summed over processes (HR-Align: 200)."})
@@ -72,8 +74,19 @@ class AdaptConfig:
         for name in ("warmup", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise HRAlignError(f"`--{name.replace('_', '-')}` should be >= 0 but the value passed is {getattr(self, name)}")
+        if self.adapter_options:
+            try:
+                opts = json.loads(self.adapter_options)
+            except json.JSONDecodeError as e:
+                raise HRAlignError(f"`--adapter-options` should be a JSON object but {self.adapter_options!r} is not JSON ({e})") from e
+            if not isinstance(opts, dict):
+                raise HRAlignError(f"`--adapter-options` should be a JSON object but the value passed is {self.adapter_options!r}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise HRAlignError("`--grad-clip` and `--weight-decay` should be >= 0")
+
+    def adapter_options_dict(self) -> dict:
+        """``--adapter-options`` parsed (checked in __post_init__)."""
+        return json.loads(self.adapter_options) if self.adapter_options else {}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,6 +28,15 @@ from hralign.pairs import PairsFile
 CACHE_VERSION = 1
 
 
+def read_units(pairs: PairsFile, domain: str, clip: int, idx: np.ndarray, gap: int) -> np.ndarray:
+    """Encoder inputs of one clip at unit indices (T,): frames (T, H, W, 3), or with ``gap`` > 0
+    frame pairs (T, 2, H, W, 3) = (x_t, x_{t+gap}) for latent action models."""
+    if gap == 0:
+        return pairs.read_clip(domain, clip, idx)
+    both = pairs.read_clip(domain, clip, np.concatenate([idx, idx + gap]))  # (2T, H, W, 3)
+    return both.reshape(2, len(idx), *both.shape[1:]).swapaxes(0, 1)
+
+
 class AlignModel(nn.Module):
     """Frozen human, frozen robot and adapted robot branches followed by frame pooling.
 
@@ -80,10 +89,11 @@ class FeatureCache:
                 "robot_trunk": self.robot_trunk[rrow].to(device)}
 
 
-def cache_key(encoder_spec: dict, pairs_sha256: str, stage: str, human_clips: list[int], robot_clips: list[int]) -> str:
-    """Cache identity: encoder spec (incl. weights hash), pairs file content, cut stage and clips used."""
+def cache_key(encoder_spec: dict, pairs_sha256: str, stage: str, human_clips: list[int], robot_clips: list[int],
+              gap: int = 0) -> str:
+    """Cache identity: encoder spec (incl. weights hash), pairs file content, cut stage, clips used, frame-pair gap."""
     payload = json.dumps({"v": CACHE_VERSION, "encoder": encoder_spec, "pairs": pairs_sha256, "stage": stage,
-                          "human": human_clips, "robot": robot_clips}, sort_keys=True, default=str)
+                          "human": human_clips, "robot": robot_clips, "gap": gap}, sort_keys=True, default=str)
     return sha256_text(payload)[:24]
 
 
@@ -93,12 +103,13 @@ def default_cache_dir() -> Path:
 
 @torch.no_grad()
 def _encode_clips(pairs: PairsFile, domain: str, clips: list[int], frozen: nn.Module, adapted: nn.Module | None,
-                  stage: str | None, device: torch.device, batch_frames: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, int]]:
+                  stage: str | None, device: torch.device, batch_frames: int, progress: bool, gap: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, int]]:
     feats, trunks, offsets, row = [], [], {}, 0
     lengths = pairs.clip_lengths(domain)
     for clip in tqdm(clips, desc=f"caching {domain} features", disable=not progress, unit="clip"):
         offsets[clip] = row
-        frames = pairs.read_clip(domain, clip)
+        units = int(lengths[clip]) - gap  # frames, or frame pairs (t, t+gap) for a LAM encoder
+        frames = read_units(pairs, domain, clip, np.arange(units), gap)
         for lo in range(0, len(frames), batch_frames):
             x = torch.from_numpy(frames[lo:lo + batch_frames]).to(device)
             feats.append(frozen(x).float().cpu())
@@ -106,12 +117,12 @@ def _encode_clips(pairs: PairsFile, domain: str, clips: list[int], frozen: nn.Mo
                 # Below its first adapted stage the adapted network is the frozen one, but the cut
                 # may be a stage only the adapted network has (an inserted bottleneck): ask it.
                 trunks.append(adapted.forward_until(adapted.preprocess(x), stage).float().cpu())
-        row += int(lengths[clip])
+        row += units
     return torch.cat(feats), (torch.cat(trunks) if trunks else None), offsets
 
 
 def build_feature_cache(pairs: PairsFile, frozen: nn.Module, adapted: nn.Module, stage: str, human_clips: list[int], robot_clips: list[int],
-                        device: torch.device, cache_file: Path | None, batch_frames: int = 128,
+                        device: torch.device, cache_file: Path | None, gap: int = 0, batch_frames: int = 128,
                         progress: bool = True) -> FeatureCache:
     """Compute (or load from ``cache_file``) the frozen features and robot trunk activations.
 
@@ -123,9 +134,9 @@ def build_feature_cache(pairs: PairsFile, frozen: nn.Module, adapted: nn.Module,
         return FeatureCache(data["human_feat"], data["robot_feat"], data["robot_trunk"],
                             {int(k): v for k, v in meta["human_offset"].items()},
                             {int(k): v for k, v in meta["robot_offset"].items()})
-    h_feat, _, h_off = _encode_clips(pairs, "human", human_clips, frozen, None, None, device, batch_frames, progress)
+    h_feat, _, h_off = _encode_clips(pairs, "human", human_clips, frozen, None, None, device, batch_frames, progress, gap)
     r_feat, r_trunk, r_off = _encode_clips(pairs, "robot", robot_clips, frozen, adapted, stage, device, batch_frames,
-                                           progress)
+                                           progress, gap)
     cache = FeatureCache(h_feat, r_feat, r_trunk, h_off, r_off)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,8 @@ from hralign.adapters import attach_adapter, save_adapter, trainable_parameters
 from hralign.align import distributed as D
 from hralign.align.config import AdaptConfig
 from hralign.align.evaluate import compare, format_table
-from hralign.align.features import AlignModel, FeatureCache, build_feature_cache, cache_key, default_cache_dir
+from hralign.align.features import (AlignModel, FeatureCache, build_feature_cache, cache_key, default_cache_dir,
+                                    read_units)
 from hralign.align.loss import hralign_loss
 from hralign.align.pooling import FramePooling, PoolingConfig
 from hralign.align.sampling import positions_to_indices, relative_positions, step_batch, step_positions
@@ -53,11 +54,12 @@ class RunData:
     human_clip: np.ndarray  # (P,) clip of each pair
     robot_clip: np.ndarray
     task: np.ndarray  # (P,) task of each pair (from the human clip)
-    human_len: np.ndarray  # (P,) clip lengths
+    human_len: np.ndarray  # (P,) units per clip: frames, or frame pairs (t, t+gap) for a LAM
     robot_len: np.ndarray
+    gap: int = 0  # > 0 when the encoder reads frame pairs (x_t, x_{t+gap}) (lam: encoders)
 
 
-def _load_run_data(config: AdaptConfig, world_size: int) -> RunData:
+def _load_run_data(config: AdaptConfig, world_size: int, gap: int) -> RunData:
     pairs = PairsFile(config.pairs)
     if pairs.num_pairs == 0:
         raise HRAlignError(f"{config.pairs}: /pairs is empty; adapt needs paired human/robot clips")
@@ -74,8 +76,12 @@ def _load_run_data(config: AdaptConfig, world_size: int) -> RunData:
         raise HRAlignError(f"{config.pairs}: {len(val)} validation pairs, fewer than `--batch-size` {config.batch_size}; "
                            "lower --batch-size or raise --val-fraction")
     hc, rc = pairs.pairs[:, 0], pairs.pairs[:, 1]
-    return RunData(pairs, train, val, hc, rc, pairs.clip_tasks("human")[hc],
-                   pairs.clip_lengths("human")[hc], pairs.clip_lengths("robot")[rc])
+    hlen, rlen = pairs.clip_lengths("human")[hc] - gap, pairs.clip_lengths("robot")[rc] - gap
+    short = np.flatnonzero((hlen < 1) | (rlen < 1))
+    if len(short):
+        raise HRAlignError(f"{config.pairs}: pair {int(short[0])} has a clip of at most {gap} frames; the LAM encoder "
+                           f"needs frame pairs (t, t+{gap}) inside each clip")
+    return RunData(pairs, train, val, hc, rc, pairs.clip_tasks("human")[hc], hlen, rlen, gap)
 
 
 def _prepare_run_dir(config: AdaptConfig, is_main: bool) -> Path | None:
@@ -111,9 +117,9 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def _read_frames(pairs: PairsFile, domain: str, clips: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) frames of clips at per-clip indices (B, T)."""
-    return torch.from_numpy(np.stack([pairs.read_clip(domain, int(c), i) for c, i in zip(clips, idx)]))
+def _read_frames(pairs: PairsFile, domain: str, clips: np.ndarray, idx: np.ndarray, gap: int) -> torch.Tensor:
+    """uint8 (B, T, [2,] H, W, 3) inputs of clips at per-clip unit indices (B, T)."""
+    return torch.from_numpy(np.stack([read_units(pairs, domain, int(c), i, gap) for c, i in zip(clips, idx)]))
 
 
 def _augment(frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -143,9 +149,9 @@ class Batches:
         if self.cache is not None:
             batch = self.cache.batch(d.human_clip[pair_ids], hidx, d.robot_clip[pair_ids], ridx, self.device)
         else:
-            human = _read_frames(d.pairs, "human", d.human_clip[pair_ids], hidx)
-            robot = _read_frames(d.pairs, "robot", d.robot_clip[pair_ids], ridx)
-            if self.augment and rng is not None:
+            human = _read_frames(d.pairs, "human", d.human_clip[pair_ids], hidx, d.gap)
+            robot = _read_frames(d.pairs, "robot", d.robot_clip[pair_ids], ridx, d.gap)
+            if self.augment and rng is not None and d.gap == 0:
                 human, robot = _augment(human, rng), _augment(robot, rng)
             batch = {"human": human.to(self.device), "robot": robot.to(self.device)}
         if self.text is not None:
@@ -211,7 +217,7 @@ def _versions() -> dict:
 
 
 def _adapter_options(config: AdaptConfig) -> dict:
-    opts = {}
+    opts = dict(config.adapter_options_dict())
     if config.placement is not None:
         opts["placement"] = config.placement
     if config.rank is not None:
@@ -233,17 +239,19 @@ def run_adapt(config: AdaptConfig, progress: bool = True, echo=print) -> dict:
 
 
 def _run(config: AdaptConfig, dist: D.DistInfo, progress: bool, echo) -> dict:
-    data = _load_run_data(config, dist.world_size)
-    resume_from = _prepare_run_dir(config, dist.is_main)
-    D.barrier(dist)
-    out = Path(config.out)
     device = dist.device
     show = progress and dist.is_main
-
     torch.manual_seed(config.seed)
     frozen = load_encoder(config.encoder, weights=config.weights, image_size=config.image_size,
                           trust_checkpoint=config.trust_checkpoint).to(device)
+    gap = int(frozen.gap) if getattr(frozen, "frame_pairs", False) else 0
+    if gap and config.augment:
+        raise HRAlignError("`--augment` is not supported for frame-pair (lam:) encoders: a crop would change the motion")
+    data = _load_run_data(config, dist.world_size, gap)
     adapted = attach_adapter(frozen, config.adapter, **_adapter_options(config)).to(device)
+    resume_from = _prepare_run_dir(config, dist.is_main)
+    D.barrier(dist)
+    out = Path(config.out)
     stage = getattr(adapted, "first_adapted_stage", None)
 
     text = None
@@ -262,12 +270,12 @@ def _run(config: AdaptConfig, dist: D.DistInfo, progress: bool, echo) -> dict:
         hc = sorted(set(data.human_clip.tolist()))
         rc = sorted(set(data.robot_clip.tolist()))
         cdir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        cfile = cdir / f"{cache_key(frozen.spec, pairs_sha, stage, hc, rc)}.safetensors"
+        cfile = cdir / f"{cache_key(frozen.spec, pairs_sha, stage, hc, rc, gap)}.safetensors"
         if dist.is_main:
-            cache = build_feature_cache(data.pairs, frozen, adapted, stage, hc, rc, device, cfile, progress=show)
+            cache = build_feature_cache(data.pairs, frozen, adapted, stage, hc, rc, device, cfile, gap, progress=show)
         D.barrier(dist)
         if not dist.is_main:
-            cache = build_feature_cache(data.pairs, frozen, adapted, stage, hc, rc, device, cfile, progress=False)
+            cache = build_feature_cache(data.pairs, frozen, adapted, stage, hc, rc, device, cfile, gap, progress=False)
     else:
         pairs_sha = sha256_file(config.pairs)
     batches = Batches(data, cache, text, config.augment, device)
