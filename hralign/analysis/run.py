@@ -304,19 +304,8 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
         write_text_atomic(tmp / "metrics.json", json.dumps(summary, indent=2))
         write_report(tmp / "report.html", title="hralign latent-action analysis", info=info, notes=notes,
                      metrics=metrics, figures=figs, scatter=scatter)
-        _share_permissions(tmp)
     pairs.close()
     return AnalysisResult(out=out, metrics=metrics, notes=notes, timings=timings, reused=reused)
-
-
-def _share_permissions(directory: Path) -> None:
-    """mkdtemp/mkstemp create 0700/0600 entries; give the report the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-    for p in directory.iterdir():
-        if p.is_file():
-            p.chmod(0o666 & ~umask)
 
 
 def format_metrics(metrics: dict[str, dict]) -> str:
