@@ -4,7 +4,8 @@
   the share where sim(s1, s2) > sim(s0, s2) and sim(s0, s1) > sim(s0, s2) (R3M's "aligned"
   metric, ``r3m/trainer.py``); chance is 1/3 (the s0-s2 pair is the least similar of three);
 * kNN task accuracy (``hralign.metrics.knn_accuracy``): held-out clips classified by the clips
-  of the other pairs, one clip embedding = the mean over ``eval_frames`` evenly spaced frames;
+  of the other pairs; a clip's descriptor is [mean feature, end - start feature] over
+  ``eval_frames`` evenly spaced frames (see :func:`embed_clips`);
 * the domain gap: the same kNN on robot clips, robot clips classified against *human*
   references, and human->robot retrieval of each pair's partner (``retrieval_topk``).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from hralign.metrics import knn_accuracy, retrieval_topk
 from hralign.pretrain.data import PretrainData
@@ -32,21 +34,23 @@ def _embed(encoder: torch.nn.Module, frames: np.ndarray, batch_size: int = 128) 
 
 @torch.no_grad()
 def embed_clips(encoder: torch.nn.Module, data: PretrainData, domain: str, clips: np.ndarray, frames: int = 8) -> np.ndarray:
-    """Clip embeddings float32 [n, D]: the mean encoder feature of ``frames`` evenly spaced frames."""
+    """Clip descriptors float32 [n, 2D]: [mean feature, end - start feature], each L2-normalised.
+
+    ``frames`` evenly spaced frames are encoded; start/end are the means of the first/last quarter
+    of them. The change term is there because a task is a *change* (R3M's language reward reads
+    the task from the start and goal embeddings); a plain mean mostly measures where things are,
+    which varies within a task.
+    """
     pf = data.pairs
     lengths = pf.clip_lengths(domain)
-    stacks, owners = [], []
-    for i, c in enumerate(np.asarray(clips, dtype=np.int64)):
+    out = []
+    for c in np.asarray(clips, dtype=np.int64):
         pos = _frame_positions(int(lengths[c]), frames)
-        stacks.append(pf.read_clip(domain, int(c), pos))
-        owners += [i] * len(pos)
-    if not stacks:
-        return np.zeros((0, 0), np.float32)
-    feats = _embed(encoder, np.concatenate(stacks))  # (sum T, D)
-    owner = torch.tensor(owners)
-    sums = torch.zeros(len(stacks), feats.shape[1]).index_add_(0, owner, feats)
-    counts = torch.bincount(owner, minlength=len(stacks)).clamp_min(1).unsqueeze(1)
-    return (sums / counts).numpy().astype(np.float32)
+        feats = _embed(encoder, pf.read_clip(domain, int(c), pos))  # (T, D)
+        q = max(1, len(pos) // 4)
+        change = feats[-q:].mean(0) - feats[:q].mean(0)
+        out.append(torch.cat([F.normalize(feats.mean(0), dim=0), F.normalize(change, dim=0)]))
+    return torch.stack(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
 def _similarity_matrix(e: torch.Tensor, kind: str) -> torch.Tensor:
