@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -79,6 +80,9 @@ def test_writer_is_atomic_and_refuses_to_clobber(tmp_path):
     with pytest.raises(HRAlignError, match="exists"):
         PairsWriter(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 4, 4, 3), np.float32), np.zeros((2, 4, 4, 4), np.uint8),

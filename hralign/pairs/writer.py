@@ -156,6 +156,10 @@ class PairsWriter:
         except BaseException:
             self.abort()
             raise
+        # mkstemp made the temporary file 0600; give the output the mode a plain open() would (as hralign.atomic does)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self._tmp, 0o666 & ~mask)
         os.replace(self._tmp, self.path)
         self._closed = True
         return self.path
