@@ -259,3 +259,67 @@ def transfer_cmd(pairs: str, lam_dir: str, source: str | None, target: str | Non
             click.echo(format_table(report))
     if as_json:
         click.echo(json.dumps(result))
+
+
+@lam.command("imagine")
+@click.option("--pairs", required=True, help="Pairs file holding the start clip and the task instructions.")
+@click.option("--clip", "clip_ref", required=True, help="Start clip, DOMAIN:CLIP (e.g. robot:3); its first frame starts every rollout.")
+@click.option("--policy", "policy_dir", required=True, help="Latent policy from `hralign policy train --lam DIR` (or --labels).")
+@click.option("--steps", type=int, required=True, help="Policy + world-model steps (each `gap` frames), 1..64.")
+@click.option("--lam", "lam_dir", default=None, help="LAM directory [default: the one recorded with the policy's labels].")
+@click.option("--tasks", default=None, help="Comma-separated task indices to imagine [default: all, the clip's own first].")
+@click.option("--out", default=None, help="Side-by-side video (.gif or .mp4) [default: imagine_<domain>_<clip>.gif]; a .png figure beside it.")
+@click.option("--fps", type=float, default=2.0, show_default=True, help="Frames per second of the video.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def imagine_cmd(pairs: str, clip_ref: str, policy_dir: str, steps: int, lam_dir: str | None, tasks: str | None,
+                out: str | None, fps: float, as_json: bool) -> None:
+    """Instruction following by rollout (IGOR): the latent policy proposes codes, the LAM renders them.
+
+    From the clip's first frame, for each instruction: the policy reads the current (rendered)
+    frame's features and the instruction, predicts latent action codes, and the LAM's FDM renders
+    the next frame; repeated --steps times. The clip's own instruction is scored against the clip's
+    real frames next to the copy-start-frame baseline.
+
+    \b
+    Example:
+      hralign policy train --pairs demo.h5 --encoder r3m-resnet18 --image-size 64 --lam runs/lam --head continuous --out runs/latent
+      hralign lam imagine --pairs demo.h5 --clip robot:3 --policy runs/latent --steps 5 --out imagine.gif
+    """
+    from pathlib import Path
+
+    from hralign.errors import HRAlignError
+    from hralign.lam.transfer import parse_clip_ref
+    from hralign.lam.video import side_by_side, write_strip_figure, write_video
+    from hralign.policy.imagine import imagine_clip
+
+    clip = parse_clip_ref(clip_ref, "--clip")
+    task_list = None
+    if tasks is not None:
+        try:
+            task_list = [int(t) for t in tasks.split(",") if t.strip()]
+        except ValueError:
+            raise HRAlignError(f"--tasks {tasks!r}: expected comma-separated task indices, e.g. 0,2,5") from None
+    out = out or f"imagine_{clip[0]}_{clip[1]}.gif"
+    if Path(out).suffix.lower() not in (".gif", ".mp4"):
+        raise HRAlignError(f"--out {out}: expected a .gif or .mp4 path")
+    im = imagine_clip(policy_dir, pairs, clip, steps, task_list, lam_dir)
+    cols = [(f"task {t}" + (" (own)" if t == im.clip_task else ""), f) for t, f in zip(im.tasks, im.frames)]
+    rows = [(f"task {t}: {s[:28]}", f) for t, s, f in zip(im.tasks, im.instructions, im.frames)]
+    if im.real is not None:
+        cols.append((f"{clip_ref} real", im.real))
+        rows.append((f"real {clip_ref}", im.real))
+    video = write_video(out, side_by_side(cols), fps=fps)
+    figure = write_strip_figure(Path(out).with_suffix(".png"), rows,
+                                f"imagined from {clip_ref}: {steps} steps of {im.gap} frames")
+    res = {"video": str(video), "figure": str(figure), "tasks": im.tasks, "instructions": im.instructions,
+           "codes": im.codes.tolist(), "errors": im.errors}
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    click.echo(f"wrote {video} and {figure}")
+    for t, s, c in zip(im.tasks, im.instructions, im.codes):
+        click.echo(f"  task {t} {s!r}: codes {' '.join(''.join(str(x) for x in row) for row in c)}")
+    if im.errors:
+        e = im.errors
+        click.echo(f"own instruction vs the real clip over {e['compared_steps']} steps: imagined MSE "
+                   f"{e['imagined_mse']:.5f} vs copy-start-frame {e['copy_start_mse']:.5f}")
