@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# `make demo`: synthesise the built-in paired set, check it, and run the pipeline on it.
+# `make demo`: the whole hralign pipeline on the built-in synthetic paired set, on CPU.
+#   synth -> validate -> info -> pretrain (R3M objective, human clips) -> adapt (HR-Align) -> analyze
+# Every step overwrites its output, so the demo can be run again. Times are printed per step.
 set -euo pipefail
 out=${1:-demo}
 hr=.venv/bin/hralign
 mkdir -p "$out"
-$hr pairs synth --out "$out/pairs.h5" --overwrite
-$hr pairs validate "$out/pairs.h5"
-$hr pairs info "$out/pairs.h5"
+step() { local name=$1; shift; local t0=$SECONDS; echo; echo "== $name: hralign $*"; "$hr" "$@"; echo "== $name took $((SECONDS - t0)) s"; }
+
+step synth    pairs synth --out "$out/pairs.h5" --tasks 8 --pairs-per-task 12 --overwrite
+step validate pairs validate "$out/pairs.h5"
+step info     pairs info "$out/pairs.h5"
+step pretrain pretrain --pairs "$out/pairs.h5" --domain human --encoder r3m-resnet18 --image-size 64 \
+                       --out "$out/encoder" --overwrite
+step adapt    adapt --pairs "$out/pairs.h5" --encoder "$out/encoder" --adapter bottleneck --batch-size 16 \
+                    --steps 300 --out "$out/adapt" --overwrite
+step analyze  analyze --pairs "$out/pairs.h5" --encoder "$out/encoder" --adapter "$out/adapt/adapter" \
+                      --out "$out/report" --overwrite
+echo
+echo "report: $out/report/report.html"

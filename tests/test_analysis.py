@@ -7,7 +7,6 @@ see test_analysis_umap.py, marked slow).
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 
 import h5py

@@ -78,7 +78,7 @@ def test_existing_out_needs_resume_or_overwrite(lam_run, tiny_pairs):
 
 
 def test_label_writes_documented_format(lam_run, tiny_pairs, tmp_path):
-    from hralign.lam.io import sha256_file
+    from hralign.hashing import sha256_file
     from hralign.lam.labels import read_labels
     from hralign.pairs import PairsFile
 

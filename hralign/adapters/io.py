@@ -22,11 +22,12 @@ from safetensors.torch import load_file, save_file
 from hralign.adapters.model import AdaptedEncoder, attach_adapter, backbone_parameters, trainable_parameters
 from hralign.adapters.peft_methods import ADAPTER_PREFIXES, peft_state, set_peft_state
 from hralign.atomic import atomic_dir
-from hralign.encoders import RandomInitWarning, build_from_spec, load_encoder, read_meta, register_directory_format
+from hralign.encoders import RandomInitWarning, build_from_spec, read_meta, register_directory_format
 from hralign.encoders.api import FORMAT_VERSION, META_FILE, state_for_safetensors
 from hralign.encoders.base import Encoder
-from hralign.encoders.checkpoint import describe_mismatch, sha256_file
+from hralign.encoders.checkpoint import describe_mismatch
 from hralign.errors import HRAlignError
+from hralign.hashing import sha256_file
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

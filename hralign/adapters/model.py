@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from hralign.adapters.bottleneck import BottleneckConfig, make_stack

@@ -17,14 +17,10 @@ from safetensors.torch import load_file, save_file
 
 from hralign.atomic import atomic_dir
 from hralign.encoders.base import Encoder
-from hralign.encoders.checkpoint import (
-    check_weights_file,
-    load_state_checked,
-    sha256_file,
-    torch_load,
-)
+from hralign.encoders.checkpoint import check_weights_file, load_state_checked, torch_load
 from hralign.encoders.registry import ENCODERS, directory_loader, known_names, register_directory_format, resolve_prefix
 from hralign.errors import HRAlignError
+from hralign.hashing import sha256_file
 
 META_FILE = "hralign.json"
 ENCODER_WEIGHTS = "model.safetensors"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hralign.encoders.registry import register_encoder
 from hralign.encoders import external as _external  # noqa: F401  (registers timm: and hf:)
+from hralign.encoders.registry import register_encoder
 from hralign.encoders.resnet import D4RResNetEncoder, R3MEncoder
 from hralign.encoders.vit import d4r_vit_b16
 

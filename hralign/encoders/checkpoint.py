@@ -7,7 +7,6 @@ caller gets one line naming the file and the first disagreeing keys, never a raw
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -19,15 +18,6 @@ from torch import nn
 from hralign.errors import HRAlignError
 
 _SHOW = 3  # how many disagreeing keys a message names
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (weights files are identified by content, not by name)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def torch_load(path: str | os.PathLike, trust_checkpoint: bool = False) -> Any:

@@ -93,7 +93,7 @@ class LAMEncoder(Encoder):
 
     def preprocess(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Frame pairs uint8 (B, 2, H, W, 3) or float (B, 2, 3, H, W) in [0, 1] -> (B, 2, 3, S, S) in [-1, 1]."""
-        x = to_frame_pairs(images, self.image_size, what=f"lam encoder input")
+        x = to_frame_pairs(images, self.image_size, what="lam encoder input")
         return (x.to(self.codebook.device) - 0.5) / 0.5
 
     @torch.no_grad()

@@ -11,7 +11,6 @@ Layout of a LAM directory (what ``hralign lam train --out DIR`` leaves)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,19 +22,12 @@ from safetensors.torch import load_file, save_file
 
 from hralign.atomic import atomic_path, write_text_atomic
 from hralign.errors import HRAlignError
+from hralign.hashing import sha256_file
 from hralign.lam.config import LAM_FORMAT, LAM_FORMAT_VERSION, LAMConfig
 from hralign.lam.model import LatentActionModel
 
 META_FILE = "lam.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_state(model: torch.nn.Module, path: str | os.PathLike) -> None:

@@ -35,10 +35,11 @@ from torch import nn
 from hralign.atomic import atomic_path
 from hralign.encoders import load_encoder
 from hralign.errors import HRAlignError
+from hralign.hashing import sha256_file
 from hralign.lam.config import LAMConfig
 from hralign.lam.data import FramePairs, check_frame_size
 from hralign.lam.encoder import LAMEncoder, find_codebook, latents_to_codes
-from hralign.lam.io import META_FILE, sha256_file
+from hralign.lam.io import META_FILE
 from hralign.pairs import PairsFile, open_h5_readonly
 
 LABELS_FORMAT = "lam_labels"
