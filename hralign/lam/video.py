@@ -66,7 +66,9 @@ def write_video(path: str | os.PathLike, video: np.ndarray, fps: float = 2.0) ->
         else:
             # H.264 wants even sides
             h, w = video.shape[1] - video.shape[1] % 2, video.shape[2] - video.shape[2] % 2
-            iio.imwrite(tmp, video[:, :h, :w], extension=".mp4", fps=fps, codec="libx264")
+            # the temporary name ends in .tmp, so name the container instead of letting imageio guess
+            with iio.imopen(tmp, "w", plugin="pyav", container="mp4") as f:
+                f.write(np.ascontiguousarray(video[:, :h, :w]), codec="libx264", fps=fps)
     return path
 
 
