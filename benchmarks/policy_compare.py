@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--adapt-steps", type=int, default=200)
     ap.add_argument("--lam-steps", type=int, default=600)
+    ap.add_argument("--lam-args", default="--idm conv --conv-channels 32 --patch-size 8 --dim 64",
+                    help="extra `hralign lam train` flags (a small conv LAM: 2 shared CPU cores)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--fraction", type=float, default=0.2)
     ap.add_argument("--seeds", type=int, default=3)
@@ -57,7 +59,8 @@ def main() -> None:
         adapter = str(out / "adapt" / "adapter")
     labels = a.labels
     if labels is None:
-        sh("lam", "train", "--pairs", pairs, "--out", str(out / "lam"), "--steps", str(a.lam_steps), "--overwrite")
+        sh("lam", "train", "--pairs", pairs, "--out", str(out / "lam"), "--steps", str(a.lam_steps), "--overwrite",
+           *a.lam_args.split())
         sh("lam", "label", "--pairs", pairs, "--lam", str(out / "lam"), "--out", str(out / "labels.h5"), "--overwrite")
         labels = str(out / "labels.h5")
     print(f"[setup {time.time() - t0:.0f}s]", flush=True)
