@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from hralign.errors import HRAlignError
@@ -64,6 +66,15 @@ def load_state_checked(module: nn.Module, state: dict[str, torch.Tensor], where:
     if problem:
         raise HRAlignError(f"{where}: checkpoint does not fit {what} ({problem})")
     module.load_state_dict(state, strict=True)
+
+
+def load_safetensors_checked(module: nn.Module, path: str | os.PathLike, what: str) -> None:
+    """Read a safetensors file into ``module`` strictly; unreadable file or key mismatch -> one line."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise HRAlignError(f"{path}: cannot read safetensors weights ({e})") from e
+    load_state_checked(module, state, str(path), what)
 
 
 def check_weights_file(path: str | os.PathLike, hint: str | None) -> Path:

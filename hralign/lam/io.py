@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from hralign.atomic import atomic_path, write_text_atomic
+from hralign.encoders.checkpoint import load_safetensors_checked
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
 from hralign.lam.config import LAM_FORMAT, LAM_FORMAT_VERSION, LAMConfig
@@ -39,18 +39,7 @@ def save_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 def load_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Load safetensors weights into ``model``; missing/unexpected keys are one readable error."""
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise HRAlignError(f"{path}: cannot read safetensors weights ({e})") from e
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or bad:
-        raise HRAlignError(f"{path}: weights do not match the LAM config (missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                           f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}, "
-                           f"wrong shape {bad[:3]}{'...' if len(bad) > 3 else ''})")
-    model.load_state_dict(state)
+    load_safetensors_checked(model, path, "the LAM config")
 
 
 def save_lam(model: LatentActionModel, directory: str | os.PathLike, train: dict[str, Any] | None = None) -> Path:

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from hralign.atomic import atomic_path, write_text_atomic
 from hralign.encoders import RandomInitWarning, build_from_spec, load_encoder
+from hralign.encoders.checkpoint import load_safetensors_checked
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
 from hralign.policy.bc import BCPolicy
@@ -161,17 +161,7 @@ def load_policy(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]
         raise HRAlignError(f"{wpath}: missing")
     if meta.get("weights_sha256") and sha256_file(wpath) != meta["weights_sha256"]:
         raise HRAlignError(f"{wpath}: sha256 differs from config.json's weights_sha256 (file replaced?)")
-    try:
-        state = load_file(str(wpath))
-    except (SafetensorError, OSError) as e:
-        raise HRAlignError(f"{wpath}: cannot read safetensors weights ({e})") from e
-    own = policy.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or bad:
-        raise HRAlignError(f"{wpath}: weights do not fit config.json (missing {missing[:3]}, unexpected "
-                           f"{unexpected[:3]}, wrong shape {bad[:3]})")
-    policy.load_state_dict(state)
+    load_safetensors_checked(policy, wpath, "config.json")
     policy.eval()
     return policy, meta
 
