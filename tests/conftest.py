@@ -31,6 +31,22 @@ def small_pairs(tmp_path_factory):
     return path
 
 
+# A latent action model small enough to train in seconds (conv IDM, 8 channels, 32-d tokens).
+TINY_LAM_ARGS = ["--idm", "conv", "--conv-channels", "8", "--patch-size", "8", "--dim", "32", "--heads", "2",
+                 "--idm-depth", "1", "--fdm-depth", "1", "--code-dim", "8", "--batch-size", "8", "--log-every", "5",
+                 "--eval-pairs", "32", "--restart-every", "5"]
+
+
+@pytest.fixture(scope="session")
+def tiny_lam(tiny_pairs, tmp_path_factory):
+    """(directory, stdout) of `hralign lam train` on ``tiny_pairs``: gap 2, 20 steps. Read-only for tests."""
+    out = tmp_path_factory.mktemp("lam") / "lam"
+    code, stdout, stderr = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--gap", "2",
+                                   "--steps", "20", *TINY_LAM_ARGS)
+    assert code == 0, stderr
+    return out, stdout
+
+
 def run_cli(*args: str):
     """Run the CLI in-process; returns (exit_code, stdout, stderr)."""
     import contextlib

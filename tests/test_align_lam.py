@@ -8,22 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
 from hralign.align.config import AdaptConfig
 from hralign.align.trainer import run_adapt
 
-TINY_LAM = ["--idm", "conv", "--conv-channels", "8", "--patch-size", "8", "--dim", "32", "--heads", "2",
-            "--idm-depth", "1", "--fdm-depth", "1", "--code-dim", "8", "--batch-size", "8", "--log-every", "5",
-            "--eval-pairs", "16", "--restart-every", "5"]
 
-
-@pytest.fixture(scope="module")
-def lam_dir(tiny_pairs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lam") / "lam"
-    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--gap", "2", "--steps", "5",
-                           *TINY_LAM)
-    assert code == 0, err
-    return out
+@pytest.fixture(scope="session")
+def lam_dir(tiny_lam):
+    return tiny_lam[0]
 
 
 def _metrics(run):

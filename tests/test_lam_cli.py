@@ -8,23 +8,16 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_LAM_ARGS as TINY
 from conftest import run_cli
 from safetensors.torch import load_file
 
 from hralign.errors import HRAlignError
 
-TINY = ["--idm", "conv", "--conv-channels", "8", "--patch-size", "8", "--dim", "32", "--heads", "2",
-        "--idm-depth", "1", "--fdm-depth", "1", "--code-dim", "8", "--batch-size", "8", "--log-every", "5",
-        "--eval-pairs", "32", "--restart-every", "5"]
 
-
-@pytest.fixture(scope="module")
-def lam_run(tiny_pairs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lam") / "lam"
-    code, stdout, stderr = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--gap", "2",
-                                   "--steps", "20", *TINY)
-    assert code == 0, stderr
-    return out, stdout
+@pytest.fixture(scope="session")
+def lam_run(tiny_lam):
+    return tiny_lam
 
 
 def test_train_writes_lam_dir_metrics_and_prints_baseline(lam_run):

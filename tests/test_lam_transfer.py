@@ -13,18 +13,9 @@ from hralign.lam.io import load_lam
 from hralign.lam.transfer import evaluate_transfer, transfer
 from hralign.pairs import PairsFile
 
-TINY = ["--idm", "conv", "--conv-channels", "8", "--patch-size", "8", "--dim", "32", "--heads", "2",
-        "--idm-depth", "1", "--fdm-depth", "1", "--code-dim", "8", "--batch-size", "8", "--log-every", "10",
-        "--eval-pairs", "16", "--restart-every", "5"]
-
-
-@pytest.fixture(scope="module")
-def lam_dir(tiny_pairs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("wm") / "lam"
-    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--gap", "2",
-                           "--steps", "20", *TINY)
-    assert code == 0, err
-    return out
+@pytest.fixture(scope="session")
+def lam_dir(tiny_lam):
+    return tiny_lam[0]
 
 
 def test_transfer_writes_video_and_figure_and_scores_against_baselines(tiny_pairs, lam_dir, tmp_path):
