@@ -1,8 +1,8 @@
 """Cross-embodiment code agreement of a LAM before and after HR-Align adaptation (issue 7).
 
 Takes a trained LAM (``hralign lam train``) and its pairs file, trains an HR-Align adapter on the
-LAM's IDM (robot branch only; frozen human and frozen robot latents of frame pairs (x_t, x_{t+gap})
-at the same t, HR-Align loss, one t per pair per step), then labels the file before (frozen LAM
+LAM's IDM with ``hralign adapt``'s own trainer (robot branch only; frozen human and frozen robot
+latents of frame pairs (x_t, x_{t+gap}) at the same t), then labels the file before (frozen LAM
 for both) and after (adapter on robot pairs) and prints code agreement on train and held-out
 pairs, next to chance and the robot action probe. Prints measured figures; asserts nothing.
 
@@ -12,31 +12,16 @@ pairs, next to chance and the robot action probe. Prints measured figures; asser
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from hralign.adapters import attach_adapter, save_adapter, trainable_parameters
-from hralign.align.loss import hralign_loss
-from hralign.encoders import load_encoder
+from hralign.align.config import AdaptConfig
+from hralign.align.trainer import run_adapt
 from hralign.lam.evaluate import code_agreement, probe_labels
 from hralign.lam.labels import label_pairs, read_labels
 from hralign.pairs import PairsFile
 from hralign.pairs.split import split_pairs
-
-
-def frame_pair_batch(pf: PairsFile, pair_ids: np.ndarray, gap: int, rng: np.random.Generator):
-    """uint8 (B, 2, H, W, 3) human and robot frame pairs at one shared t per pair."""
-    hs, rs = [], []
-    for p in pair_ids:
-        h, r = (int(x) for x in pf.pairs[p])
-        n = min(int(pf.clip_lengths("human")[h]), int(pf.clip_lengths("robot")[r])) - gap
-        t = int(rng.integers(0, n))
-        hs.append(pf.read_clip("human", h, [t, t + gap]))
-        rs.append(pf.read_clip("robot", r, [t, t + gap]))
-    return np.stack(hs), np.stack(rs)
 
 
 def main() -> None:
@@ -46,42 +31,27 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--method", default="bottleneck", help="bottleneck (late, groups=1) or lora (IDM head)")
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=8, help="pairs per step (at most the validation pairs)")
+    ap.add_argument("--frames", type=int, default=1, help="frame pairs per clip per step, mean-pooled")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    options = {"groups": 1} if args.method == "bottleneck" else {"target": r"^idm\.head\.[13]$", "r": 8}
+    config = AdaptConfig(pairs=args.pairs, out=str(out / "adapt"), encoder=f"lam:{args.lam}", adapter=args.method,
+                         adapter_options=json.dumps(options), frames=args.frames, batch_size=args.batch_size,
+                         steps=args.steps, lr=args.lr, seed=args.seed, eval_every=0, save_every=0, device="cpu",
+                         overwrite=True)
+    t0 = time.time()
+    run_adapt(config, progress=False, echo=print)
+    print(f"adapt: {args.steps} steps of {args.batch_size} pairs x {args.frames} frame pairs, seed {args.seed}, "
+          f"{time.time() - t0:.0f} s")
 
-    frozen = load_encoder(f"lam:{args.lam}")
-    gap = frozen.gap
-    options = {"placement": "late", "groups": 1} if args.method == "bottleneck" else {"target": r"^idm\.head\.[13]$", "r": 8}
-    model = attach_adapter(frozen, args.method, **options)
     pf = PairsFile(args.pairs)
     train_idx, val_idx = split_pairs(pf)
-    print(f"adapter {args.method}: {trainable_parameters(model)} trainable parameters; "
-          f"{len(train_idx)} train / {len(val_idx)} held-out pairs; gap {gap}")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
-    model.train()
-    t0 = time.time()
-    for step in range(1, args.steps + 1):
-        ids = rng.choice(train_idx, size=min(args.batch_size, len(train_idx)), replace=False)
-        hum, rob = frame_pair_batch(pf, ids, gap, rng)
-        with torch.no_grad():
-            h, r = frozen(hum), frozen(rob)
-        loss = hralign_loss(h, r, model(rob))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 50 == 0 or step == args.steps:
-            print(f"step {step} loss {loss.item():.4f} ({(time.time() - t0) / step:.3f} s/step)")
-    model.eval()
-    save_adapter(model, out / "adapter")
-
+    adapter = out / "adapt" / "adapter"
     before = label_pairs(args.pairs, args.lam, out / "labels_before.h5", overwrite=True)
-    after = label_pairs(args.pairs, args.lam, out / "labels_after.h5", overwrite=True, robot_lam=out / "adapter")
+    after = label_pairs(args.pairs, args.lam, out / "labels_after.h5", overwrite=True, robot_lam=adapter)
     for name, path in (("before", before), ("after", after)):
         lab = read_labels(path)
         for split, idx in (("train", train_idx), ("held-out", val_idx)):
