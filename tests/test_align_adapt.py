@@ -176,3 +176,17 @@ def test_bad_input_is_one_line_exit_2(case, tiny_pairs, tmp_path):
         assert "validation pairs" in err
     if case != "exists":
         assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_attention_pooling_is_trained_recorded_and_saved(cached_run, tiny_pairs, tmp_path):
+    from safetensors.torch import load_file as load_st
+
+    root, _ = cached_run
+    run_adapt(_cfg(tiny_pairs, tmp_path / "attn", root / "cache", pooling="attention", steps=3), progress=False,
+              echo=lambda *_: None)
+    cfg = json.loads((tmp_path / "attn" / "config.json").read_text())
+    assert cfg["config"]["pooling"] == "attention" and cfg["resolved"]["pooling"] == "attention"
+    weights = load_st(str(tmp_path / "attn" / "pooling.safetensors"))
+    assert weights["query.weight"].shape == (512, 384)  # frame feature dim x MiniLM dim
+    # the trainable query counts among the run's parameters, beside the adapter
+    assert cfg["resolved"]["trainable_parameters"] == cfg["resolved"]["adapter_parameters"] + 512 * 384 + 512

@@ -265,8 +265,8 @@ def _run(config: AdaptConfig, dist: D.DistInfo, progress: bool, echo) -> dict:
 
     use_cache = config.cache and not config.augment and stage is not None
     cache = None
+    pairs_sha = sha256_file(config.pairs)  # provenance in config.json, and part of the cache key
     if use_cache:
-        pairs_sha = sha256_file(config.pairs)
         hc = sorted(set(data.human_clip.tolist()))
         rc = sorted(set(data.robot_clip.tolist()))
         cdir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -276,8 +276,6 @@ def _run(config: AdaptConfig, dist: D.DistInfo, progress: bool, echo) -> dict:
         D.barrier(dist)
         if not dist.is_main:
             cache = build_feature_cache(data.pairs, frozen, adapted, stage, hc, rc, device, cfile, gap, progress=False)
-    else:
-        pairs_sha = sha256_file(config.pairs)
     batches = Batches(data, cache, text, config.augment, device)
 
     steps = config.steps or (max(1, round(config.epochs * len(data.train) / config.batch_size)) if config.epochs else DEFAULT_STEPS)
