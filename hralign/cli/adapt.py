@@ -25,5 +25,6 @@ def adapt(**kwargs) -> None:
       hralign adapt --pairs data.h5 --encoder r3m-resnet50 --weights ~/.r3m/r3m_50/model.pt \\
                     --adapter lora --placement late --steps 8000 --batch-size 200 --out runs/r3m
       torchrun --nproc_per_node 2 -m hralign.cli.main adapt --pairs data.h5 --out runs/ddp
+      accelerate launch --multi_gpu --num_processes 2 -m hralign.cli.main adapt --pairs data.h5 --out runs/acc
     """
     run_adapt(AdaptConfig(**kwargs), progress=True, echo=click.echo)
