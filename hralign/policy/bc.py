@@ -15,6 +15,7 @@ from torch import nn
 
 from hralign.errors import HRAlignError
 from hralign.policy.config import BCConfig, parse_gripper_dims
+from hralign.policy.future import FutureHead
 from hralign.policy.nets import ActionNet
 
 
@@ -47,6 +48,9 @@ class BCPolicy(nn.Module):
                      "instruction_dim": int(instruction_dim) if config.instruction else 0}
         self.net = ActionNet(self._in_dim(), action_dim, config.head, config.hidden_dim, config.num_layers,
                              config.num_bins, parse_gripper_dims(config.gripper_dims, action_dim))
+        # GR-1's [OBS] auxiliary (hralign.policy.future): features of frame t+delta from the trunk's hidden state
+        self.future_head = (FutureHead(config.hidden_dim, feature_dim, config.future_loss)
+                            if config.future_features else None)
 
     def _keys(self) -> list[tuple[str, int]]:
         d = self.dims
@@ -60,10 +64,20 @@ class BCPolicy(nn.Module):
         """Fit the head's statistics (standardisation or quantile bins) to the training actions."""
         self.net.head.fit(actions)
 
+    def fit_future(self, features: torch.Tensor) -> None:
+        """Standardisation of the future-feature targets (no-op without the auxiliary)."""
+        if self.future_head is not None:
+            self.future_head.fit(features)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        raw = self.net(gather_inputs(batch, self._keys()))
-        loss, logs = self.net.head.loss(raw, batch["action"].float())
-        return loss, {"action_loss": float(loss.detach()), **logs}
+        h = self.net.trunk(gather_inputs(batch, self._keys()))
+        loss, logs = self.net.head.loss(self.net.head(h), batch["action"].float())
+        logs = {"action_loss": float(loss.detach()), **logs}
+        if self.future_head is not None and "future" in batch:
+            fl = self.future_head.loss(h, batch["future"], batch["future_valid"])
+            loss = loss + self.config.future_weight * fl
+            logs["future_loss"] = float(fl.detach())
+        return loss, logs
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -73,6 +73,13 @@ class ActionConfig:
                                                              "(clamped at the clip start)."})
     instruction: bool = field(default=False, metadata={"help": "Also feed the frozen MiniLM embedding of the task "
                                                                "instruction."})
+    future_features: int = field(default=0, metadata={"help": "GR-1-style auxiliary: also predict the frozen encoder "
+                                                              "features of frame t+DELTA from the trunk's hidden state "
+                                                              "(0 = off)."})
+    future_weight: float = field(default=0.5, metadata={"help": "Weight of the future-feature loss beside the action "
+                                                                "(or token) loss."})
+    future_loss: str = field(default="mse", metadata={"help": "Future-feature loss on standardised features: 'mse' "
+                                                              "or 'cosine'."})
 
     def __post_init__(self) -> None:
         if self.head not in HEAD_NAMES:
@@ -80,7 +87,13 @@ class ActionConfig:
         for name in ("hidden_dim", "num_layers", "context_frames"):
             _positive_int(self, name)
         _positive_int(self, "num_bins", 2)
+        _positive_int(self, "future_features", 0)
         _check_gripper_spec(self.gripper_dims)
+        w = self.future_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+            raise HRAlignError(f"`future_weight` should be a non-negative number but the value passed is {w!r}")
+        if self.future_loss not in ("mse", "cosine"):
+            raise HRAlignError(f"`future_loss` should be 'mse' or 'cosine' but the value passed is {self.future_loss!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

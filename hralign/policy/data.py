@@ -14,6 +14,7 @@ from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.pairs.split import split_pairs
 from hralign.policy.features import context_features
+from hralign.policy.future import future_columns
 
 
 def clip_split(pairs: PairsFile, val_fraction: float, by: str, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -48,17 +49,23 @@ def check_robot_actions(pairs: PairsFile, head: str) -> None:
 
 
 def action_table(pairs: PairsFile, feats: dict[int, torch.Tensor], clips: np.ndarray, k: int,
-                 proprio: bool) -> dict[str, torch.Tensor]:
-    """One row per frame of each robot clip in ``clips``: features, action, optional state."""
+                 proprio: bool, future: int = 0) -> dict[str, torch.Tensor]:
+    """One row per frame of each robot clip in ``clips``: features, action, optional state
+    (and ``future``/``future_valid``, the features of frame t+future, when ``future`` > 0)."""
     use_state = proprio and pairs.has("robot", "state")
     cols: dict[str, list] = {"features": [], "action": [], "task": [], "clip": [], "t": []}
     if use_state:
         cols["state"] = []
+    if future:
+        cols["future"], cols["future_valid"] = [], []
     tasks = pairs.clip_tasks("robot")
     for c in np.asarray(clips, dtype=np.int64):
         f = feats[int(c)]
         t = np.arange(len(f))
         cols["features"].append(context_features(f, t, k))
+        if future:
+            for key, v in future_columns(f, t, future).items():
+                cols[key].append(v)
         cols["action"].append(torch.from_numpy(np.asarray(pairs.read_clip("robot", int(c), name="actions"), np.float32)))
         if use_state:
             cols["state"].append(torch.from_numpy(np.asarray(pairs.read_clip("robot", int(c), name="state"), np.float32)))
@@ -75,24 +82,31 @@ def action_table(pairs: PairsFile, feats: dict[int, torch.Tensor], clips: np.nda
 
 
 def token_table(pairs: PairsFile, domain: str, feats: dict[int, torch.Tensor], rows: tuple[np.ndarray, np.ndarray, np.ndarray],
-                k: int) -> dict[str, torch.Tensor]:
-    """One row per labelled (clip, t) of ``domain``: features of frames t-k+1..t and the LAM tokens."""
+                k: int, future: int = 0) -> dict[str, torch.Tensor]:
+    """One row per labelled (clip, t) of ``domain``: features of frames t-k+1..t and the LAM tokens
+    (and ``future``/``future_valid`` when ``future`` > 0, as :func:`action_table`)."""
     clip, t, codes = rows
     order = np.lexsort((t, clip))  # rows grouped by clip, as the per-clip features below
     clip, t, codes = clip[order], t[order], codes[order]
     tasks = pairs.clip_tasks(domain)
-    parts = []
+    parts, fut = [], []
     for c in np.unique(clip):
         sel = clip == c
         parts.append(context_features(feats[int(c)], t[sel], k))
+        if future:
+            fut.append(future_columns(feats[int(c)], t[sel], future))
     d = next(iter(feats.values())).shape[1] if feats else 0
-    return {
+    table = {
         "features": torch.cat(parts) if parts else torch.zeros(0, d * k),
         "tokens": torch.from_numpy(codes.astype(np.int64)),
         "task": torch.from_numpy(tasks[clip].astype(np.int64)),
         "clip": torch.from_numpy(clip.astype(np.int64)),
         "t": torch.from_numpy(t.astype(np.int64)),
     }
+    if future:
+        table["future"] = torch.cat([x["future"] for x in fut]) if fut else torch.zeros(0, d)
+        table["future_valid"] = torch.cat([x["future_valid"] for x in fut]) if fut else torch.zeros(0)
+    return table
 
 
 def concat_tables(tables: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from hralign.policy.bc import gather_inputs
 from hralign.policy.config import LatentPolicyConfig, parse_gripper_dims
+from hralign.policy.future import FutureHead
 from hralign.policy.nets import ActionNet, MLPTrunk
 
 
@@ -41,6 +42,10 @@ class LatentPolicy(nn.Module):
         action_in = config.latent_hidden_dim + feature_dim * k + self.dims["state_dim"]
         self.action_net = ActionNet(action_in, action_dim, config.head, config.hidden_dim, config.num_layers,
                                     config.num_bins, parse_gripper_dims(config.gripper_dims, action_dim))
+        # GR-1's [OBS] auxiliary on the latent trunk (hralign.policy.future): trained with the tokens, on
+        # human and robot clips alike (each through its own encoder), since the trunk learns there
+        self.future_head = (FutureHead(config.latent_hidden_dim, feature_dim, config.future_loss)
+                            if config.future_features else None)
         self._trunk_trainable = True
 
     # -- stages -------------------------------------------------------------------------------------
@@ -49,6 +54,8 @@ class LatentPolicy(nn.Module):
         self._trunk_trainable = not frozen
         self.trunk.requires_grad_(not frozen)
         self.token_head.requires_grad_(not frozen)
+        if self.future_head is not None:
+            self.future_head.requires_grad_(not frozen)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> "LatentPolicy":
@@ -60,6 +67,11 @@ class LatentPolicy(nn.Module):
 
     def fit_head(self, actions: torch.Tensor) -> None:
         self.action_net.head.fit(actions)
+
+    def fit_future(self, features: torch.Tensor) -> None:
+        """Standardisation of the future-feature targets (no-op without the auxiliary)."""
+        if self.future_head is not None:
+            self.future_head.fit(features)
 
     # -- network --------------------------------------------------------------------------------------
     def hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -97,6 +109,10 @@ class LatentPolicy(nn.Module):
             loss = loss + al
             logs["action_loss"] = float(al.detach())
             logs.update(alogs)
+        if self.future_head is not None and self._trunk_trainable and "future" in batch:
+            fl = self.future_head.loss(h, batch["future"], batch["future_valid"])
+            loss = loss + self.config.future_weight * fl
+            logs["future_loss"] = float(fl.detach())
         return loss, logs
 
     @torch.no_grad()

@@ -200,7 +200,8 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
     if token_labels is not None:
         robot_clips |= set(token_labels.select("robot", train_clips["robot"])[0].tolist())
     robot_feats = encode_clips(robot_enc, pairs, "robot", robot_clips, progress=progress)
-    table = action_table(pairs, robot_feats, action_clips, k, config.proprio)
+    fut = config.future_features
+    table = action_table(pairs, robot_feats, action_clips, k, config.proprio, fut)
     dims = {"feature_dim": int(robot_enc.feature_dim), "action_dim": int(table["action"].shape[1]),
             "state_dim": int(table["state"].shape[1]) if "state" in table else 0,
             "instruction_dim": int(instructions.shape[1]) if instructions is not None else 0}
@@ -225,16 +226,25 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
                 continue
             if feats is None:
                 feats = encode_clips(enc, pairs, d, np.unique(rows[0]), progress=progress)
-            tok_tables.append(token_table(pairs, d, feats, rows, k))
+            tok_tables.append(token_table(pairs, d, feats, rows, k, fut))
             counts[f"token_rows_{d}"] = int(len(rows[0]))
         if not tok_tables:
             raise HRAlignError(f"{token_labels.source}: no labelled frames in the training clips")
         policy: nn.Module = LatentPolicy(config, dims["feature_dim"], dims["action_dim"], token_labels.num_tokens,
                                          token_labels.codebook_size, dims["state_dim"], dims["instruction_dim"])
-        stages.append(("latent", train.latent_steps, concat_tables(tok_tables)))
+        tok_all = concat_tables(tok_tables)
+        stages.append(("latent", train.latent_steps, tok_all))
+        fut_table = tok_all
     else:
         policy = BCPolicy(config, dims["feature_dim"], dims["action_dim"], dims["state_dim"], dims["instruction_dim"])
+        fut_table = table
     policy.fit_head(table["action"])
+    if fut:
+        valid = fut_table["future_valid"] > 0
+        if not bool(valid.any()):
+            raise HRAlignError(f"--future-features {fut}: no training frame has a frame {fut} steps later in its clip "
+                               f"(clips of {int(pairs.clip_lengths('robot').max())} frames at most)")
+        policy.fit_future(fut_table["future"][valid])
     stages.append(("action", train.steps, table))
 
     if ckpt is not None:
