@@ -23,3 +23,16 @@ def test_positions_are_stratified_and_map_into_each_clip():
     assert np.array_equal(idx[0], np.arange(5))  # a 5-frame clip gives every frame once
     centres = relative_positions(1, 4, None)
     assert np.allclose(centres, [[0.125, 0.375, 0.625, 0.875]])
+
+
+def test_feature_cache_key_changes_with_encoder_file_stage_and_clips():
+    from hralign.align.features import cache_key
+
+    spec = {"name": "r3m-resnet18", "image_size": 64, "weights": "w.pt", "sha256": "aa"}
+    base = cache_key(spec, "f" * 64, "layer4", [0, 1], [0, 1])
+    assert base == cache_key(dict(spec), "f" * 64, "layer4", [0, 1], [0, 1])
+    assert base != cache_key({**spec, "sha256": "bb"}, "f" * 64, "layer4", [0, 1], [0, 1])  # new weights
+    assert base != cache_key(spec, "e" * 64, "layer4", [0, 1], [0, 1])  # edited pairs file
+    assert base != cache_key(spec, "f" * 64, "layer3", [0, 1], [0, 1])  # adapter moved
+    assert base != cache_key(spec, "f" * 64, "layer4", [0, 1], [0, 2])  # other clips
+    assert base != cache_key(spec, "f" * 64, "layer4", [0, 1], [0, 1], gap=2)  # frame pairs of a LAM
