@@ -163,3 +163,40 @@ def test_imagine_refuses_a_bc_policy(tiny_pairs, lam_dir, tmp_path):
     code, _, err = run_cli("lam", "imagine", "--pairs", str(tiny_pairs), "--clip", "robot:0", "--policy", str(out),
                            "--steps", "2", "--lam", str(lam_dir), "--out", str(tmp_path / "i.gif"))
     assert code == 2 and "proposes no latent actions" in err
+
+
+def test_moving_region_score_is_computed_from_the_real_frames(tiny_pairs, lam_dir):
+    """mse_moving: the copy baseline recomputed by hand over the pixels that change in the real clip."""
+    from hralign.lam.transfer import moving_mask
+
+    res = transfer(load_lam(lam_dir), PairsFile(tiny_pairs), ("human", 1), ("robot", 1))
+    real = PairsFile(tiny_pairs).read_clip("robot", 1, [0, 2, 4, 6]).astype(np.float64) / 255
+    mask = (np.abs(real[1:] - real[:1]).max(-1) > 0.1).any(0)  # (H, W)
+    assert 0 < mask.mean() < 0.5 and res.moving_fraction == pytest.approx(mask.mean())
+    copy_moving = np.mean([((real[s] - real[0]) ** 2).mean(-1)[mask].mean() for s in (1, 2, 3)])
+    assert res.mse_moving["copy"] == pytest.approx(copy_moving, rel=1e-5)
+    # the static background dilutes whole-frame MSE: restricted to where things move, every error is larger
+    for m in ("transfer", "copy", "random", "oracle"):
+        assert res.mse_moving[m] > res.mse[m]
+    import torch
+
+    assert torch.equal(moving_mask(torch.from_numpy(real).permute(0, 3, 1, 2)), torch.from_numpy(mask))
+    # a threshold above every change leaves nothing moving: no moving score, whole-frame scores unchanged
+    still = transfer(load_lam(lam_dir), PairsFile(tiny_pairs), ("human", 1), ("robot", 1), motion_threshold=0.999)
+    assert still.mse_moving == {} and still.moving_fraction == 0.0 and still.mse == res.mse
+    from hralign.errors import HRAlignError
+
+    with pytest.raises(HRAlignError, match="motion_threshold"):
+        transfer(load_lam(lam_dir), PairsFile(tiny_pairs), ("human", 1), ("robot", 1), motion_threshold=1.5)
+
+
+def test_all_val_reports_the_moving_region_beside_whole_frame(tiny_pairs, lam_dir):
+    report = evaluate_transfer(load_lam(lam_dir), PairsFile(tiny_pairs))
+    rows = [r for r in report["rows"] if r["mse_moving"]]
+    assert report["pairs_moving"] == len(rows) > 0
+    for m in ("transfer", "copy", "random", "oracle"):
+        assert report["mean_mse_moving"][m] == pytest.approx(np.mean([r["mse_moving"][m] for r in rows]))
+    assert report["wins_moving"]["random"] == sum(r["mse_moving"]["transfer"] < r["mse_moving"]["random"] for r in rows)
+    code, out, err = run_cli("lam", "transfer", "--pairs", str(tiny_pairs), "--lam", str(lam_dir), "--all-val")
+    assert code == 0, err
+    assert "moving region" in out and f"{report['mean_mse_moving']['copy']:.5f}" in out

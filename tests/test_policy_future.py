@@ -39,13 +39,12 @@ def test_future_head_loss_masks_rows_and_uses_standardised_targets():
     # with a head that outputs exactly the standardised target, the loss is 0; the masked rows do not count
     head.proj.weight.data.zero_()
     head.proj.bias.data.zero_()
-    torch.set_grad_enabled(False)
-    h = torch.zeros(2, 4)
-    target = torch.stack([feats.mean(0), feats.mean(0) + 100])  # row 2 is far off but masked
-    assert float(head.loss(h, target, torch.tensor([1.0, 0.0]))) == pytest.approx(0.0, abs=1e-6)
-    assert float(head.loss(h, target, torch.tensor([1.0, 1.0]))) > 10
-    assert float(head.loss(h, target, torch.zeros(2))) == 0.0
-    torch.set_grad_enabled(True)
+    with torch.no_grad():
+        h = torch.zeros(2, 4)
+        target = torch.stack([feats.mean(0), feats.mean(0) + 100])  # row 2 is far off but masked
+        assert float(head.loss(h, target, torch.tensor([1.0, 0.0]))) == pytest.approx(0.0, abs=1e-6)
+        assert float(head.loss(h, target, torch.tensor([1.0, 1.0]))) > 10
+        assert float(head.loss(h, target, torch.zeros(2))) == 0.0
 
 
 def test_config_checks_future_options():

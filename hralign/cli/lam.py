@@ -247,7 +247,8 @@ def transfer_cmd(pairs: str, lam_dir: str, source: str | None, target: str | Non
                            f"{res.steps}):")
                 for m, name in (("transfer", "transfer"), ("copy", "copy-first-frame"), ("random", "random-latent"),
                                 ("oracle", "oracle (own latents)")):
-                    click.echo(f"  {name:<22} MSE {res.mse[m]:.5f}  PSNR {res.psnr[m]:.2f} dB")
+                    click.echo(f"  {name:<22} MSE {res.mse[m]:.5f}  PSNR {res.psnr[m]:.2f} dB"
+                               + (f"  moving-region MSE {res.mse_moving[m]:.5f}" if res.mse_moving else ""))
             else:
                 click.echo(f"{source} and {target} are not a pair (or the target is too short): no reference to score against")
     if all_val:
