@@ -171,7 +171,7 @@ def test_moving_region_score_is_computed_from_the_real_frames(tiny_pairs, lam_di
 
     res = transfer(load_lam(lam_dir), PairsFile(tiny_pairs), ("human", 1), ("robot", 1))
     real = PairsFile(tiny_pairs).read_clip("robot", 1, [0, 2, 4, 6]).astype(np.float64) / 255
-    mask = (np.abs(real[1:] - real[:1]).max(-1) > 0.1).any(0)  # (H, W)
+    mask = (np.abs(real[1:] - real[:1]).max(-1) > 0.2).any(0)  # (H, W), the default threshold
     assert 0 < mask.mean() < 0.5 and res.moving_fraction == pytest.approx(mask.mean())
     copy_moving = np.mean([((real[s] - real[0]) ** 2).mean(-1)[mask].mean() for s in (1, 2, 3)])
     assert res.mse_moving["copy"] == pytest.approx(copy_moving, rel=1e-5)
@@ -200,3 +200,16 @@ def test_all_val_reports_the_moving_region_beside_whole_frame(tiny_pairs, lam_di
     code, out, err = run_cli("lam", "transfer", "--pairs", str(tiny_pairs), "--lam", str(lam_dir), "--all-val")
     assert code == 0, err
     assert "moving region" in out and f"{report['mean_mse_moving']['copy']:.5f}" in out
+
+
+def test_cli_motion_threshold_option(tiny_pairs, lam_dir, tmp_path):
+    code, out, err = run_cli("lam", "transfer", "--pairs", str(tiny_pairs), "--lam", str(lam_dir), "--source", "human:1",
+                             "--target", "robot:1", "--out", str(tmp_path / "m.gif"), "--motion-threshold", "0.05",
+                             "--json")
+    assert code == 0, err
+    loose = json.loads(out)["transfer"]
+    strict = transfer(load_lam(lam_dir), PairsFile(tiny_pairs), ("human", 1), ("robot", 1))  # default 0.2
+    assert loose["moving_fraction"] > strict.moving_fraction
+    code, _, err = run_cli("lam", "transfer", "--pairs", str(tiny_pairs), "--lam", str(lam_dir), "--all-val",
+                           "--motion-threshold", "2")
+    assert code == 2 and "motion_threshold" in err and len(err.strip().splitlines()) == 1

@@ -187,10 +187,14 @@ def _lam_dir(spec: str) -> str:
 @click.option("--all-val", is_flag=True, help="Also score human->robot transfer on every validation pair (table).")
 @click.option("--random-draws", type=int, default=4, show_default=True, help="Random-code rollouts averaged for the random-latent baseline.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random-latent baseline.")
+@click.option("--motion-threshold", type=float, default=0.2, show_default=True,
+              help="Pixel change (0..1, max over RGB) vs the target's first frame that puts a pixel in the moving "
+                   "region scored separately (moving-region MSE).")
 @click.option("--fps", type=float, default=2.0, show_default=True, help="Frames per second of the video.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def transfer_cmd(pairs: str, lam_dir: str, source: str | None, target: str | None, out: str | None, steps: int | None,
-                 all_val: bool, random_draws: int, seed: int, fps: float, as_json: bool) -> None:
+                 all_val: bool, random_draws: int, seed: int, motion_threshold: float, fps: float,
+                 as_json: bool) -> None:
     """Move a clip's motion onto another clip's first frame with the LAM world model (IGOR).
 
     The IDM labels the source clip's frame pairs (0, gap), (gap, 2 gap), ...; the FDM applies those
@@ -226,7 +230,8 @@ def transfer_cmd(pairs: str, lam_dir: str, source: str | None, target: str | Non
     pf = PairsFile(pairs)
     result: dict = {}
     if src is not None:
-        res = transfer(model, pf, src, tgt, steps=steps, random_draws=random_draws, seed=seed)
+        res = transfer(model, pf, src, tgt, steps=steps, random_draws=random_draws, seed=seed,
+                       motion_threshold=motion_threshold)
         cols = [(f"{source} (source)", res.source_frames), ("rollout", res.rollout)]
         rows = [(f"source {source}", res.source_frames), (f"rollout on {target}", res.rollout)]
         if res.real is not None:
@@ -252,7 +257,8 @@ def transfer_cmd(pairs: str, lam_dir: str, source: str | None, target: str | Non
             else:
                 click.echo(f"{source} and {target} are not a pair (or the target is too short): no reference to score against")
     if all_val:
-        report = evaluate_transfer(model, pf, steps=steps, random_draws=random_draws, seed=seed)
+        report = evaluate_transfer(model, pf, steps=steps, random_draws=random_draws, seed=seed,
+                                   motion_threshold=motion_threshold)
         result["all_val"] = report
         if not as_json:
             click.echo(f"human -> robot transfer on {report['pairs']} validation pairs (MSE, PSNR vs the real robot "
