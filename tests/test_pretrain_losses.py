@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hralign.errors import HRAlignError
 from hralign.pretrain.config import PretrainConfig
 from hralign.pretrain.losses import (LanguageScorer, language_loss, lp_penalties, make_similarity, negative_indices,
-                                     tcn_loss)
+                                     standardize_instructions, tcn_loss)
 from hralign.pretrain.sampling import crop_frames, crop_params, sample_frame_indices
 
 
@@ -115,6 +115,31 @@ def test_language_loss_mask_drops_clips_without_instruction():
     assert not torch.isclose(full, only_first)
 
 
+def test_standardize_instructions_keeps_what_tells_near_identical_instructions_apart():
+    # the demo's instructions under MiniLM: unit norm, pairwise cosine ~0.98 (a shared sentence,
+    # one differing word); the scorer saw them as one instruction at 1/20 of the image scale
+    torch.manual_seed(1)
+    raw = torch.nn.functional.normalize(torch.randn(1, 384) + 0.15 * torch.randn(4, 384), dim=-1)
+    raw_cos = torch.nn.functional.normalize(raw, dim=-1) @ torch.nn.functional.normalize(raw, dim=-1).T
+    assert raw_cos[~torch.eye(4, dtype=torch.bool)].min() > 0.97
+    out = standardize_instructions(raw)
+    assert torch.allclose(out.mean(0), torch.zeros(384), atol=1e-5)  # centred on the instructions
+    assert out.std(0, unbiased=False).mean().item() == pytest.approx(1.0, abs=1e-4)  # unit scale per dimension
+    cos = torch.nn.functional.normalize(out, dim=-1) @ torch.nn.functional.normalize(out, dim=-1).T
+    assert cos[~torch.eye(4, dtype=torch.bool)].max() < 0.0  # now clearly different directions
+    # only the differences matter: a shared offset or a global scale changes nothing
+    assert torch.allclose(standardize_instructions(3.0 * raw + 5.0), out, atol=1e-4)
+    # repeated instructions (several clips of one task) do not weigh in the statistics
+    assert torch.allclose(standardize_instructions(torch.cat([raw, raw[:1].repeat(5, 1)]))[:4], out, atol=1e-5)
+    # rows without an instruction are left out of the statistics and zeroed
+    masked = standardize_instructions(torch.cat([raw, torch.randn(1, 384)]), torch.tensor([1.0, 1, 1, 1, 0]))
+    assert torch.allclose(masked[:4], out, atol=1e-5) and torch.count_nonzero(masked[4]) == 0
+    # a single instruction is not centred away, only rescaled to unit per-dimension size
+    one = standardize_instructions(raw[:1])
+    assert torch.allclose(torch.nn.functional.normalize(one, dim=-1), raw[:1], atol=1e-5)
+    assert one.pow(2).mean().sqrt().item() == pytest.approx(1.0, abs=1e-4)
+
+
 def test_lp_penalties_values():
     e = torch.tensor([[3.0, -4.0], [0.0, 0.0]])
     l1, l2 = lp_penalties(e)
@@ -164,7 +189,7 @@ def test_same_crop_across_a_samples_frames():
 
 @pytest.mark.parametrize("kwargs, flag", [
     ({"steps": 0}, "--steps"), ({"batch_size": -1}, "--batch-size"), ({"domain": "dog"}, "--domain"),
-    ({"similarity": "dot"}, "--similarity"), ({"crop_scale": 0.0}, "--crop-scale"), ({"alpha": 0.7}, "--alpha"),
+    ({"similarity": "dot"}, "--similarity"), ({"lang_norm": "l2"}, "--lang-norm"), ({"crop_scale": 0.0}, "--crop-scale"), ({"alpha": 0.7}, "--alpha"),
     ({"tcn_weight": 0.0, "lang_weight": 0.0}, "--tcn-weight"), ({"l1_weight": -1.0}, "--l1-weight"),
 ])
 def test_config_rejects_bad_values_naming_the_flag(kwargs, flag):

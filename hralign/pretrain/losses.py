@@ -159,6 +159,32 @@ def language_loss(scorer: LanguageScorer, e0: torch.Tensor, eg: torch.Tensor, es
     return (loss * mask).sum() / denom, ((acc * mask).sum() / denom).detach()
 
 
+def standardize_instructions(table: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Centre instruction embeddings (K, L) on their mean and scale to unit variance per dimension.
+
+    Why: a sentence encoder maps a file's instructions close together ("push the red block to the
+    left" vs "... to the right": MiniLM cosine 0.98) and to unit norm (per-dimension size ~0.04,
+    twenty times below a ResNet feature's), so the scorer G([e0, e_t, l]) barely sees which
+    instruction it is given and the language term cannot carry task information. Standardising
+    over the file's distinct instructions keeps exactly what tells them apart, at the scale of the
+    image features. Rows with ``mask == 0`` (no instruction) are left out of the statistics and
+    set to 0. A single distinct instruction is only rescaled (centring would erase it).
+    """
+    keep = mask.bool() if mask is not None else torch.ones(len(table), dtype=torch.bool, device=table.device)
+    rows = table[keep]
+    if len(rows) == 0:
+        return table.clone()
+    distinct = torch.unique(rows, dim=0)
+    if len(distinct) >= 2:
+        centred = table - distinct.mean(0)
+        scale = distinct.std(0, unbiased=False).mean()  # one scale: keeps the geometry between instructions
+    else:
+        centred = table
+        scale = distinct.pow(2).mean().sqrt()
+    out = centred / scale.clamp_min(1e-12)
+    return torch.where(keep[:, None], out, torch.zeros_like(out))
+
+
 def lp_penalties(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean L1 and L2 norms of embeddings (N, D): R3M's sparsity/compactness penalties."""
     return embeddings.abs().sum(-1).mean(), embeddings.pow(2).sum(-1).add(1e-12).sqrt().mean()

@@ -39,7 +39,8 @@ from hralign.errors import HRAlignError
 from hralign.pretrain.config import PretrainConfig
 from hralign.pretrain.data import PretrainData
 from hralign.pretrain.evaluate import evaluate
-from hralign.pretrain.losses import LanguageScorer, language_loss, lp_penalties, make_similarity, negative_indices, tcn_loss
+from hralign.pretrain.losses import (LanguageScorer, language_loss, lp_penalties, make_similarity, negative_indices,
+                                     standardize_instructions, tcn_loss)
 
 RUN_KIND = "hralign-pretrain"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -212,6 +213,9 @@ def pretrain(config: PretrainConfig, progress: bool = True, log: Callable[[str],
     if text is not None:
         lang_table = text.encode(data.instructions).float().to(device)  # (K, L)
         mask_table = torch.tensor([1.0 if t.strip() else 0.0 for t in data.instructions], device=device)
+        if config.lang_norm == "standardize":  # see standardize_instructions: raw MiniLM rows are near-identical
+            lang_table = standardize_instructions(lang_table, mask_table)
+            lang_note = lang_note.replace(", frozen)", ", frozen, instructions standardized)")
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(config.seed)
             scorer = LanguageScorer(encoder.feature_dim, lang_table.shape[1], config.scorer_hidden).to(device)
