@@ -1,0 +1,227 @@
+"""``evaluate_sim``: BC on a protocol's demos, executed closed loop in MetaWorld from the robot view.
+
+Protocols (issue 10; HR-Align's downstream evaluation is ``robot``, Zhou et al., 2024):
+
+* ``transfer`` - BC trained on *human-view* demos only (features of the frozen base encoder), executed
+  from the *robot* view through the (adapted) robot encoder: human->robot transfer as in IGOR.
+* ``few-shot`` - human-view demos plus ``few_shot`` robot-view demos per task.
+* ``robot`` - robot-view demos only (R3M/HR-Align's protocol; a control).
+
+The policy is :class:`hralign.policy.BCPolicy` (R3M's BC head) trained by hralign.policy's own loop;
+this module only builds the per-frame tables and runs the rollouts. Every variant and every training
+seed is evaluated on the same goals (drawn from ``eval_seed``), so differences are the encoder's.
+Success rate is reported per seed, with mean, std and standard error over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hralign.atomic import write_text_atomic
+from hralign.errors import HRAlignError
+from hralign.pairs import PairsFile
+from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
+from hralign.policy.features import encode_clips
+from hralign.policy.train import _run_stage  # the BC training loop of hralign.policy (no second BC here)
+from hralign.sim.collect import read_sim_meta
+from hralign.sim.env import SimEnv, seed_rng
+
+PROTOCOLS = ("transfer", "few-shot", "robot")
+PROPRIO_ROW = "proprio-only"
+
+
+@dataclass
+class SimEvalConfig:
+    """How policies are trained and rolled out."""
+
+    protocol: str = field(default="transfer", metadata={"help": "transfer (human-view demos -> robot view), "
+                                                                "few-shot (human + a few robot demos) or robot."})
+    rollouts: int = field(default=10, metadata={"help": "Closed-loop rollouts per task and seed."})
+    seeds: int = field(default=3, metadata={"help": "Training seeds 0..K-1 (mean +- std over them)."})
+    few_shot: int = field(default=3, metadata={"help": "Robot-view demos per task added under few-shot."})
+    steps: int = field(default=1000, metadata={"help": "BC optimiser steps."})
+    batch_size: int = field(default=256, metadata={"help": "BC frames per step."})
+    max_steps: int = field(default=200, metadata={"help": "Step limit of a rollout."})
+    eval_seed: int = field(default=10_000, metadata={"help": "Seed of the rollout goals (same for every variant)."})
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise HRAlignError(f"`protocol` should be one of {', '.join(PROTOCOLS)} but the value passed is "
+                               f"{self.protocol!r}")
+        for name in ("rollouts", "seeds", "few_shot", "steps", "batch_size", "max_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def demo_clips(pairs: PairsFile, protocol: str, few_shot: int, seed: int) -> dict[str, np.ndarray]:
+    """Clips per domain the protocol trains on (few-shot: a seeded choice of ``few_shot`` robot clips per task)."""
+    human = np.arange(pairs.num_clips("human"))
+    robot = np.arange(pairs.num_clips("robot"))
+    if protocol == "transfer":
+        return {"human": human}
+    if protocol == "robot":
+        return {"robot": robot}
+    tasks = pairs.clip_tasks("robot")
+    rng = seed_rng(seed, "few-shot")
+    chosen = [np.sort(rng.choice(robot[tasks == k], size=min(few_shot, int((tasks == k).sum())), replace=False))
+              for k in np.unique(tasks)]
+    return {"human": human, "robot": np.sort(np.concatenate(chosen))}
+
+
+def demo_table(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]] | None,
+               clips: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """One row per demo frame: ``features`` [N, D] (empty when None), ``state`` [N, S], ``action`` [N, A], ``task``."""
+    cols: dict[str, list[torch.Tensor]] = {"features": [], "state": [], "action": [], "task": []}
+    for d, cs in clips.items():
+        for name in ("actions", "state"):
+            if not pairs.has(d, name):
+                raise HRAlignError(f"{pairs.path}: /{d}/{name} does not exist; write the file with `hralign sim collect`")
+        tasks = pairs.clip_tasks(d)
+        for c in cs:
+            act = torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="actions"), np.float32))
+            cols["action"].append(act)
+            cols["state"].append(torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="state"), np.float32)))
+            cols["task"].append(torch.full((len(act),), int(tasks[c]), dtype=torch.long))
+            cols["features"].append(feats[d][int(c)] if feats is not None else torch.zeros(len(act), 0))
+    return {k: torch.cat(v) for k, v in cols.items()}
+
+
+@torch.no_grad()
+def rollout(env: SimEnv, policy: BCPolicy, encoder: nn.Module | None, goal: np.ndarray, max_steps: int) -> bool:
+    """One closed-loop episode from the robot view; True when MetaWorld reports success."""
+    obs = env.reset(goal)
+    policy.eval()
+    for _ in range(max_steps):
+        batch = {"state": torch.from_numpy(env.proprio(obs))[None]}
+        if encoder is not None:
+            batch["features"] = encoder(env.render(human=False)[None]).float()  # (1, D)
+        action = policy.select_action(batch)[0].numpy()
+        obs, success = env.step(action)
+        if success:
+            return True
+    return False
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return {"mean": float(a.mean()), "std": std, "sem": std / math.sqrt(len(a)) if len(a) > 1 else 0.0}
+
+
+def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, EncoderSource | None],
+                 config: SimEvalConfig | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train and roll out one BC policy per (variant, seed); ``None`` as a variant = proprio-only.
+
+    Writes ``out/<variant>/seed<k>.json`` as each finishes (``resume`` skips those present) and
+    ``out/results.json`` (per-variant success mean/std/sem over seeds, per task, timings).
+    """
+    cfg = config or SimEvalConfig()
+    out = Path(out)
+    meta = read_sim_meta(pairs_path)
+    pairs = PairsFile(pairs_path)
+    ccfg = meta["config"]
+    tasks = list(ccfg["tasks"])
+    envs = {t: SimEnv(t, int(ccfg["image_size"]), ccfg["camera"]) for t in tasks}  # one env per task, reused
+    goals = {t: [envs[t].sample_goal(seed_rng(cfg.eval_seed, envs[t].name, r, 0)) for r in range(cfg.rollouts)]
+             for t in tasks}
+    results: dict[str, Any] = {"pairs": str(pairs_path), "config": cfg.to_dict(), "collect": ccfg, "variants": {}}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(variants) * cfg.seeds * len(tasks) * cfg.rollouts, desc=f"sim eval {cfg.protocol}",
+                   unit="rollout", dynamic_ncols=True)
+    for vname, source in variants.items():
+        vdir = out / vname
+        vdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        robot_enc = human_enc = None
+        feats: dict[str, dict[int, torch.Tensor]] | None = None
+        per_seed: list[dict[str, Any]] = []
+        for s in range(cfg.seeds):
+            done = vdir / f"seed{s}.json"
+            if resume and done.is_file():
+                per_seed.append(json.loads(done.read_text(encoding="utf-8")))
+                if bar is not None:
+                    bar.update(len(tasks) * cfg.rollouts)
+                continue
+            clips = demo_clips(pairs, cfg.protocol, cfg.few_shot, s)
+            if source is not None and robot_enc is None:
+                robot_enc = source.robot_encoder()
+                human_enc = source.human_encoder(robot_enc) if source.adapter is not None else robot_enc
+                if int(human_enc.feature_dim) != int(robot_enc.feature_dim):
+                    raise HRAlignError(f"{vname}: human encoder gives {human_enc.feature_dim}-d features, robot "
+                                       f"encoder {robot_enc.feature_dim}-d; they must agree")
+            if source is not None:
+                feats = feats or {}
+                for d, cs in clips.items():  # human clips through the frozen base, robot clips adapted
+                    enc = human_enc if d == "human" else robot_enc
+                    have = feats.setdefault(d, {})
+                    missing = [int(c) for c in cs if int(c) not in have]
+                    have.update(encode_clips(enc, pairs, d, missing))
+            table = demo_table(pairs, feats if source is not None else None, clips)
+            fdim = int(table["features"].shape[1])
+            torch.manual_seed(s)
+            policy = BCPolicy(BCConfig(head="bc", proprio=True), fdim, int(table["action"].shape[1]),
+                              int(table["state"].shape[1]))
+            policy.fit_head(table["action"])
+            run = vdir / f"seed{s}"
+            run.mkdir(exist_ok=True)
+            (run / "metrics.jsonl").unlink(missing_ok=True)
+            train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=s, log_every=max(1, cfg.steps // 10),
+                                checkpoint_every=cfg.steps)
+            t_train = time.perf_counter()
+            final = _run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
+            t_train = time.perf_counter() - t_train
+            per_task: dict[str, float] = {}
+            t_roll = time.perf_counter()
+            for t in tasks:
+                wins = 0
+                for g in goals[t]:
+                    wins += rollout(envs[t], policy, robot_enc if source is not None else None, g, cfg.max_steps)
+                    if bar is not None:
+                        bar.update(1)
+                per_task[t] = wins / cfg.rollouts
+            rec = {"seed": s, "success": float(np.mean(list(per_task.values()))), "per_task": per_task,
+                   "demo_frames": int(table["action"].shape[0]), "demo_clips": {d: len(c) for d, c in clips.items()},
+                   "final_loss": final.get("action_loss"), "train_s": t_train,
+                   "rollout_s": time.perf_counter() - t_roll}
+            write_text_atomic(done, json.dumps(rec, indent=2))
+            per_seed.append(rec)
+        row = {"source": source.to_dict() if source is not None else None, "per_seed": per_seed,
+               **_stats([r["success"] for r in per_seed]),
+               "per_task": {t: _stats([r["per_task"][t] for r in per_seed]) for t in tasks},
+               "seconds": time.perf_counter() - t0}
+        results["variants"][vname] = row
+    if bar is not None:
+        bar.close()
+    for env in envs.values():
+        env.close()
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A markdown table: variant, success mean +- std (sem) over seeds, per task."""
+    cfg = results["config"]
+    tasks = list(results["collect"]["tasks"])
+    lines = [f"protocol {cfg['protocol']}: {cfg['rollouts']} rollouts/task x {cfg['seeds']} seeds",
+             "| variant | success (mean +- std, sem) | " + " | ".join(tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
+    for name, row in results["variants"].items():
+        cells = [f"{row['per_task'][t]['mean']:.2f}" for t in tasks]
+        lines.append(f"| {name} | {row['mean']:.2f} +- {row['std']:.2f} ({row['sem']:.2f}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
