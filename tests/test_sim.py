@@ -1,0 +1,162 @@
+"""hralign sim: MetaWorld collect + closed-loop eval (tiny CI configuration), configs and bad input.
+
+The MetaWorld tests are skipped, with the reason, where the [sim] extra is not importable.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from hralign.errors import HRAlignError
+from hralign.sim.collect import CollectConfig
+from hralign.sim.env import metaworld_available
+from hralign.sim.evaluate import SimEvalConfig, demo_clips
+
+_OK, _WHY = metaworld_available()
+needs_mw = pytest.mark.skipif(not _OK, reason=f"[sim] extra not usable: {_WHY}")
+
+TINY = ["--tasks", "push", "--episodes", "2", "--image-size", "32", "--max-steps", "150"]
+
+
+@pytest.fixture(scope="module")
+def mw_pairs(tmp_path_factory):
+    if not _OK:
+        pytest.skip(f"[sim] extra not usable: {_WHY}")
+    out = tmp_path_factory.mktemp("sim") / "mw.h5"
+    code, stdout, stderr = run_cli("sim", "collect", *TINY, "--out", str(out), "--json")
+    assert code == 0, stderr
+    return out, json.loads(stdout)
+
+
+def test_configs_reject_bad_values():
+    with pytest.raises(HRAlignError, match="episodes"):
+        CollectConfig(episodes=0)
+    with pytest.raises(HRAlignError, match="tasks"):
+        CollectConfig(tasks=" , ")
+    with pytest.raises(HRAlignError, match="noise"):
+        CollectConfig(noise=2.0)
+    with pytest.raises(HRAlignError, match="protocol"):
+        SimEvalConfig(protocol="zero-shot")
+    with pytest.raises(HRAlignError, match="rollouts"):
+        SimEvalConfig(rollouts=0)
+    assert CollectConfig(tasks="push, pick-place").tasks == ("push", "pick-place")
+
+
+def test_demo_clips_per_protocol(tiny_pairs):
+    from hralign.pairs import PairsFile
+
+    pf = PairsFile(tiny_pairs)  # 4 tasks x 3 pairs
+    assert set(demo_clips(pf, "transfer", 2, 0)) == {"human"}
+    assert set(demo_clips(pf, "robot", 2, 0)) == {"robot"}
+    few = demo_clips(pf, "few-shot", 2, 0)
+    assert len(few["human"]) == pf.num_clips("human")
+    tasks = pf.clip_tasks("robot")[few["robot"]]
+    assert sorted(np.bincount(tasks).tolist()) == [2, 2, 2, 2]  # two robot demos per task
+    assert not np.array_equal(few["robot"], demo_clips(pf, "few-shot", 2, 1)["robot"]) or \
+        not np.array_equal(few["robot"], demo_clips(pf, "few-shot", 2, 2)["robot"])  # seeded choice varies
+
+
+def test_eval_refuses_a_file_not_from_sim_collect(tiny_pairs, tmp_path):
+    code, _, stderr = run_cli("sim", "eval", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "ev"))
+    assert code == 2
+    assert "hralign_sim" in stderr and "Traceback" not in stderr
+
+
+@needs_mw
+def test_unknown_task_and_camera_exit_2(tmp_path):
+    code, _, stderr = run_cli("sim", "collect", "--tasks", "pushh", "--episodes", "1", "--out", str(tmp_path / "a.h5"))
+    assert code == 2 and "pushh" in stderr and "pick-place" in stderr
+    code, _, stderr = run_cli("sim", "collect", "--tasks", "push", "--episodes", "1", "--human-camera", "nocam",
+                              "--out", str(tmp_path / "b.h5"))
+    assert code == 2 and "nocam" in stderr and "corner" in stderr
+    assert not (tmp_path / "b.h5").exists()
+
+
+@needs_mw
+def test_collect_writes_frame_aligned_pairs(mw_pairs):
+    from hralign.pairs import PairsFile
+    from hralign.pairs.validate import validate
+    from hralign.sim.collect import read_sim_meta
+
+    path, summary = mw_pairs
+    assert validate(path) == []
+    pf = PairsFile(path)
+    assert pf.num_pairs == 2 and pf.tasks == ["push the puck to the goal"]
+    assert pf.frame_shape("robot") == (32, 32, 3) == pf.frame_shape("human")
+    meta = read_sim_meta(path)
+    assert [c["task"] for c in meta["clips"]] == ["push", "push"]
+    for h, r in pf.pairs:
+        rob, hum = pf.read_clip("robot", int(r)), pf.read_clip("human", int(h))
+        assert rob.shape == hum.shape  # frame-aligned: one human frame per robot frame
+        assert rob.std() > 5 and hum.std() > 5  # not the constant (black) frames of a second rendering env
+        diff = np.abs(rob.astype(int) - hum.astype(int)).mean(-1)
+        assert (diff > 30).mean() > 0.05  # re-skinned arm and table change a good part of the image
+        np.testing.assert_array_equal(pf.read_clip("robot", int(r), name="actions"),
+                                      pf.read_clip("human", int(h), name="actions"))
+        np.testing.assert_array_equal(pf.read_clip("robot", int(r), name="state"),
+                                      pf.read_clip("human", int(h), name="state"))
+        acts = pf.read_clip("robot", int(r), name="actions")
+        assert acts.shape == (len(rob), 4) and np.abs(acts).max() <= 1.0
+        assert not np.allclose(rob[0], rob[-1])  # the arm moved during the episode
+    goals = [tuple(c["goal"]) for c in meta["clips"]]
+    assert goals[0] != goals[1]
+    assert summary["renders"] == 2 * pf.num_frames("robot")
+
+
+@needs_mw
+def test_collect_is_deterministic(mw_pairs, tmp_path):
+    from hralign.sim.collect import content_hash
+
+    path, summary = mw_pairs
+    code, stdout, stderr = run_cli("sim", "collect", *TINY, "--out", str(tmp_path / "again.h5"), "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["content_sha256"] == summary["content_sha256"] == content_hash(path)
+    code, stdout, stderr = run_cli("sim", "collect", *TINY, "--seed", "1", "--out", str(tmp_path / "other.h5"), "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["content_sha256"] != summary["content_sha256"]
+
+
+@needs_mw
+def test_goal_sampling_is_seeded():
+    from hralign.sim.env import SimEnv, seed_rng
+
+    env = SimEnv("push", 32)
+    try:
+        a = env.sample_goal(seed_rng(3, "x"))
+        b = env.sample_goal(seed_rng(3, "x"))
+        c = env.sample_goal(seed_rng(4, "x"))
+    finally:
+        env.close()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+@needs_mw
+def test_eval_tiny_transfer_and_resume(mw_pairs, tmp_path):
+    path, _ = mw_pairs
+    out = tmp_path / "ev"
+    args = ["sim", "eval", "--pairs", str(path), "--encoder", "r3m-resnet18", "--name", "frozen",
+            "--protocol", "transfer", "--rollouts", "1", "--seeds", "1", "--steps", "20", "--batch-size", "32",
+            "--max-steps", "15", "--out", str(out)]
+    code, stdout, stderr = run_cli(*args, "--json")
+    assert code == 0, stderr
+    res = json.loads(stdout)
+    assert set(res["variants"]) == {"proprio-only", "frozen"}
+    from hralign.pairs import PairsFile
+
+    human_frames = PairsFile(path).num_frames("human")
+    for row in res["variants"].values():
+        (seed,) = row["per_seed"]
+        assert 0.0 <= row["mean"] <= 1.0 and seed["per_task"].keys() == {"push"}
+        assert seed["demo_clips"] == {"human": 2} and seed["demo_frames"] == human_frames  # transfer: human demos only
+        assert np.isfinite(seed["final_loss"])
+    assert json.loads((out / "results.json").read_text())["variants"].keys() == res["variants"].keys()
+    before = (out / "frozen" / "seed0.json").read_text()
+    code, stdout, stderr = run_cli(*args, "--resume")
+    assert code == 0, stderr
+    assert (out / "frozen" / "seed0.json").read_text() == before  # resumed: the finished seed was not redone
+    assert "frozen" in stdout and "+-" in stdout
