@@ -78,6 +78,8 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
 @click.option("--weights", default=None, help="Official checkpoint of a named --encoder.")
 @click.option("--adapter", default=None, type=click.Path(file_okay=False),
               help="Adapter dir applied to robot-view frames (HR-Align adapts the robot branch).")
+@click.option("--encoder-image-size", type=int, default=None,
+              help="Encoder input side override (default: the encoder's own, e.g. 224 for R3M).")
 @click.option("--name", default=None, help="Row name of the encoder variant (default: encoder[+adapter]).")
 @click.option("--proprio-row/--no-proprio-row", default=True, show_default=True,
               help="Also evaluate a proprio-only policy (the floor).")
@@ -93,7 +95,8 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run dir (results.json, per-seed files).")
 @click.option("--resume", is_flag=True, help="Skip (variant, seed) results already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
-def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None, name: str | None,
+def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None, encoder_image_size: int | None,
+             name: str | None,
              proprio_row: bool, protocol: str, rollouts: int, seeds: int, few_shot: int, steps: int, batch_size: int,
              max_steps: int, eval_seed: int, out: str, resume: bool, as_json: bool) -> None:
     """Train R3M's BC head on the protocol's demos and execute it closed loop from the robot view.
@@ -115,7 +118,8 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
         raise HRAlignError("--adapter needs --encoder (the frozen base that encodes the human-view demos)")
     if encoder is not None:
         variants[name or (encoder + ("+adapter" if adapter else ""))] = EncoderSource(encoder, weights=weights,
-                                                                                     adapter=adapter)
+                                                                                     adapter=adapter,
+                                                                                     image_size=encoder_image_size)
     if not variants:
         raise HRAlignError("nothing to evaluate: pass --encoder or keep --proprio-row")
     results = evaluate_sim(pairs_path, out, variants, cfg, resume=resume, progress=True)
