@@ -8,9 +8,9 @@ import typing
 
 import click
 
-from hralign.pretrain.config import DOMAIN_CHOICES, SIMILARITIES, PretrainConfig
+from hralign.pretrain.config import DOMAIN_CHOICES, LANG_NORMS, SIMILARITIES, PretrainConfig
 
-_CHOICES = {"domain": DOMAIN_CHOICES, "similarity": SIMILARITIES}
+_CHOICES = {"domain": DOMAIN_CHOICES, "similarity": SIMILARITIES, "lang_norm": LANG_NORMS}
 _REQUIRED = ("pairs", "out")
 
 

@@ -3,7 +3,9 @@
 Defaults follow R3M (Nair et al., 2022, "R3M: A Universal Visual Representation for Robot
 Manipulation"; facebookresearch/r3m ``cfgs/config_rep.yaml``: Adam lr 1e-4, tcn 1.0, lang 1.0,
 L1/L2 1e-5, alpha 0.2, 3 negatives) except where a small CPU demo needs otherwise, which the help
-text says (image size, batch size, steps, scorer width, similarity).
+text says (image size, batch size, steps, scorer width, similarity, language weight), and the
+instruction embeddings are standardized before the scorer sees them (``--lang-norm``; why in
+``hralign.pretrain.losses.standardize_instructions`` and docs/pretrain.md).
 """
 
 from __future__ import annotations
