@@ -160,3 +160,26 @@ def test_eval_tiny_transfer_and_resume(mw_pairs, tmp_path):
     assert code == 0, stderr
     assert (out / "frozen" / "seed0.json").read_text() == before  # resumed: the finished seed was not redone
     assert "frozen" in stdout and "+-" in stdout
+
+
+@needs_mw
+def test_bench_metaworld_tiny_table(mw_pairs, tmp_path):
+    import shutil
+
+    path, summary = mw_pairs
+    out = tmp_path / "bench"
+    out.mkdir()
+    shutil.copy(path, out / "mw.h5")  # --resume reuses the collected file
+    code, _, stderr = run_cli("bench", "metaworld", "--out", str(out), "--protocols", "robot,bogus")
+    assert code == 2 and "bogus" in stderr
+    code, stdout, stderr = run_cli("bench", "metaworld", "--out", str(out), "--resume", "--protocols", "robot,transfer",
+                                   "--encoder-image-size", "32", "--rollouts", "1", "--seeds", "1", "--steps", "10",
+                                   "--max-steps", "10")
+    assert code == 0, stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["collect"]["content_sha256"] == summary["content_sha256"] and res["collect"]["reused"]
+    assert list(res["table"]) == ["robot", "transfer"]
+    assert set(res["table"]["robot"]) == {"proprio-only", "random-init"}
+    md = (out / "results.md").read_text()
+    assert "| random-init |" in md and "wall time" in md and md in stdout + "\n"
+    assert (out / "results.png").stat().st_size > 1000
