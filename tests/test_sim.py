@@ -183,3 +183,7 @@ def test_bench_metaworld_tiny_table(mw_pairs, tmp_path):
     md = (out / "results.md").read_text()
     assert "| random-init |" in md and "wall time" in md and md in stdout + "\n"
     assert (out / "results.png").stat().st_size > 1000
+    m = res["alignment"]["random-init"]
+    assert set(m) == {"r2h_top1", "r2h_top5", "knn_h2h", "knn_r2r", "knn_r2h", "chance"}
+    assert m["r2h_top5"] == 1.0  # only 2 pairs: the partner is always in the top 5
+    assert "proprio-only" not in res["alignment"] and "kNN r->h" in md

@@ -18,6 +18,7 @@ from typing import Any
 from hralign.atomic import atomic_path, write_text_atomic
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
+from hralign.sim.alignment import alignment_metrics
 from hralign.sim.collect import CollectConfig, collect, content_hash
 from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim
 
@@ -78,7 +79,10 @@ def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, e
         tables[protocol] = evaluate_sim(pairs, out / "eval" / protocol, bench.variants(), cfg, resume=resume,
                                         progress=progress)
         timings[f"eval {protocol}"] = time.perf_counter() - t
-    results = {"collect": {**collect_cfg.to_dict(), **{k: v for k, v in summary.items() if k != "out"}},
+    t = time.perf_counter()
+    alignment = {v: alignment_metrics(str(pairs), src) for v, src in bench.variants().items() if src is not None}
+    timings["alignment metrics"] = time.perf_counter() - t
+    results = {"alignment": alignment, "collect": {**collect_cfg.to_dict(), **{k: v for k, v in summary.items() if k != "out"}},
                "eval": eval_cfg.to_dict(), "timings_s": timings,
                "table": {p: {v: {k: row[k] for k in ("mean", "std", "sem", "per_task")}
                              for v, row in r["variants"].items()} for p, r in tables.items()}}
@@ -102,6 +106,11 @@ def format_table(results: dict[str, Any]) -> str:
         cells = [f"{results['table'][p][v]['mean']:.2f} +- {results['table'][p][v]['std']:.2f} "
                  f"({results['table'][p][v]['sem']:.2f})" for p in protocols]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += ["", "Clip-level alignment on the benchmark pairs (robot->human pair retrieval; kNN task accuracy):", "",
+              "| variant | r->h top1 | r->h top5 | kNN h->h | kNN r->r | kNN r->h |", "|---|---|---|---|---|---|"]
+    for v, m in results.get("alignment", {}).items():
+        lines.append(f"| {v} | {m['r2h_top1']:.2f} | {m['r2h_top5']:.2f} | {m['knn_h2h']:.2f} | {m['knn_r2r']:.2f} | "
+                     f"{m['knn_r2h']:.2f} |")
     lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in results["timings_s"].items())]
     return "\n".join(lines) + "\n"
 
