@@ -42,8 +42,8 @@ def main() -> None:
     ap.add_argument("--renders", type=int, default=200)
     args = ap.parse_args()
 
-    from hralign.sim.env import SimEnv, require_metaworld, seed_rng
     from hralign.sim.collect import CollectConfig, expert_episode
+    from hralign.sim.env import SimEnv, require_metaworld, seed_rng
 
     require_metaworld()
     name = args.task if args.task.endswith("-v3") else args.task + "-v3"

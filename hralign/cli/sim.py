@@ -12,10 +12,16 @@ import json
 
 import click
 
-from hralign.sim.collect import CollectConfig, collect
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
-from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim, format_results
+from hralign.sim.collect import CollectConfig, collect
+from hralign.sim.evaluate import (
+    PROPRIO_ROW,
+    PROTOCOLS,
+    SimEvalConfig,
+    evaluate_sim,
+    format_results,
+)
 
 
 def _help(cls: type, name: str) -> str:

@@ -98,9 +98,9 @@ def format_table(results: dict[str, Any]) -> str:
     variants = list(next(iter(results["table"].values())))
     ev = results["eval"]
     lines = ["# MetaWorld closed-loop success", "",
-             f"tasks {', '.join(results['collect']['tasks'])}; {results['collect']['episodes']} demos/task at "
-             f"{results['collect']['image_size']} px; {ev['rollouts']} rollouts/task x {ev['seeds']} seeds; "
-             "mean +- std over seeds (standard error)", "",
+             (f"tasks {', '.join(results['collect']['tasks'])}; {results['collect']['episodes']} demos/task at "
+              f"{results['collect']['image_size']} px; {ev['rollouts']} rollouts/task x {ev['seeds']} seeds; "
+              "mean +- std over seeds (standard error)"), "",
              "| variant | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
     for v in variants:
         cells = [f"{results['table'][p][v]['mean']:.2f} +- {results['table'][p][v]['std']:.2f} "

@@ -22,7 +22,14 @@ import numpy as np
 
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsWriter
-from hralign.sim.env import SimEnv, check_frame, env_name, instruction, seed_rng, short_name
+from hralign.sim.env import (
+    SimEnv,
+    check_frame,
+    env_name,
+    instruction,
+    seed_rng,
+    short_name,
+)
 
 SIM_ATTR = "hralign_sim"  # root attribute: JSON with the collect config and per-clip goals
 
@@ -139,7 +146,7 @@ def collect(out: str | Path, config: CollectConfig | None = None, overwrite: boo
                 r = w.add_clip("robot", ep["robot"], task_id, actions=ep["actions"], state=ep["state"])
                 w.add_pair(h, r)
                 clips_meta.append({"task": short_name(name), "episode": tried - 1, "goal": [float(x) for x in goal],
-                                   "steps": int(len(ep["actions"])), "success_step": int(ep["success_step"])})
+                                   "steps": len(ep["actions"]), "success_step": int(ep["success_step"])})
                 summary["renders"] += 2 * len(ep["actions"])
                 kept += 1
                 if bar is not None:

@@ -51,8 +51,8 @@ def require_metaworld() -> Any:
     """Import metaworld (EGL rendering unless MUJOCO_GL is set) or raise a one-line HRAlignError."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
-        import metaworld  # noqa: F401
-        import metaworld.policies  # noqa: F401
+        import metaworld
+        import metaworld.policies
         import mujoco  # noqa: F401
     except Exception as e:  # ImportError, or a GL backend that fails to load
         raise HRAlignError(f"MetaWorld is not usable here ({type(e).__name__}: {e}); install it with {INSTALL_HINT}") from e
@@ -83,7 +83,7 @@ def env_name(task: str) -> str:
 
 
 def short_name(task: str) -> str:
-    return task[:-3] if task.endswith("-v3") else task
+    return task.removesuffix("-v3")
 
 
 def instruction(task: str) -> str:

@@ -31,7 +31,9 @@ from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
 from hralign.policy.features import encode_clips
-from hralign.policy.train import _run_stage  # the BC training loop of hralign.policy (no second BC here)
+from hralign.policy.train import (
+    _run_stage,  # the BC training loop of hralign.policy (no second BC here)
+)
 from hralign.sim.collect import read_sim_meta
 from hralign.sim.env import SimEnv, seed_rng
 
