@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--delta", type=int, default=3, help="frames ahead whose features are predicted")
     ap.add_argument("--weights", default="0.5", help="comma-separated future-loss weights, each one run")
-    ap.add_argument("--loss", default="mse", choices=["mse", "cosine"])
+    ap.add_argument("--loss", default="cosine", choices=["mse", "cosine"])
     ap.add_argument("--head", default="continuous")
     ap.add_argument("--instruction", action="store_true", help="also feed the instruction embedding (BC)")
     ap.add_argument("--labels", default=None, help="labels.h5 (hralign lam label): train the latent policy + action "

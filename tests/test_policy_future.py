@@ -57,7 +57,7 @@ def test_config_checks_future_options():
 
 
 def test_bc_future_auxiliary_trains_and_roundtrips(tiny_pairs, tmp_path):
-    cfg = BCConfig(head="continuous", future_features=2, future_weight=1.0)
+    cfg = BCConfig(head="continuous", future_features=2, future_weight=1.0, future_loss="mse")
     train_policy(tiny_pairs, ENC, tmp_path / "fut", cfg, TrainConfig(**{**FAST, "steps": 120, "log_every": 10}),
                  progress=False)
     fl = _metrics(tmp_path / "fut", "future_loss")
@@ -92,17 +92,17 @@ def test_latent_policy_future_auxiliary_trains_on_both_embodiments(small_pairs, 
     assert len(fl) == 10 and np.mean(fl[-3:]) < np.mean(fl[:2]), fl
     assert not _metrics(tmp_path / "lat", "future_loss", stage="action")  # trunk frozen in the action stage
     policy, meta = load_policy(tmp_path / "lat")
-    assert policy.future_head is not None and meta["config"]["future_loss"] == "mse"
+    assert policy.future_head is not None and meta["config"]["future_loss"] == "cosine"
 
 
 def test_cli_future_features_option(tiny_pairs, tmp_path):
     code, out, err = run_cli("policy", "train", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18",
-                             "--image-size", "32", "--head", "bc", "--future-features", "1", "--future-loss", "cosine",
+                             "--image-size", "32", "--head", "bc", "--future-features", "1", "--future-loss", "mse",
                              "--steps", "20", "--batch-size", "32", "--no-progress", "--out", str(tmp_path / "c"))
     assert code == 0, err
     assert "future_loss" in out
     meta = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert meta["config"]["future_features"] == 1 and meta["config"]["future_loss"] == "cosine"
+    assert meta["config"]["future_features"] == 1 and meta["config"]["future_loss"] == "mse"
     code, _, err = run_cli("policy", "train", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18",
                            "--image-size", "32", "--future-features", "100", "--steps", "5", "--no-progress",
                            "--out", str(tmp_path / "d"))

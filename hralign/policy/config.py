@@ -78,7 +78,7 @@ class ActionConfig:
                                                               "(0 = off)."})
     future_weight: float = field(default=0.5, metadata={"help": "Weight of the future-feature loss beside the action "
                                                                 "(or token) loss."})
-    future_loss: str = field(default="mse", metadata={"help": "Future-feature loss on standardised features: 'mse' "
+    future_loss: str = field(default="cosine", metadata={"help": "Future-feature loss on standardised features: 'mse' "
                                                               "or 'cosine'."})
 
     def __post_init__(self) -> None:
