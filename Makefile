@@ -1,4 +1,5 @@
-# The two README commands. Both create .venv and install on a fresh clone.
+# The two README commands. Both create .venv and install on a fresh clone ([sim] included, so the
+# tiny MetaWorld configuration runs in CI).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ export MPLBACKEND := Agg
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,sim]'
 	touch $(STAMP)
 
 install: $(STAMP)

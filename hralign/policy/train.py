@@ -55,9 +55,15 @@ def _batch_rows(n: int, batch_size: int, seed: int, stage: int, step: int) -> to
     return torch.randint(0, n, (max(2, min(batch_size, n)),), generator=g)
 
 
-def _run_stage(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], instructions: torch.Tensor | None,
+def run_stage(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], instructions: torch.Tensor | None,
                cfg: TrainConfig, steps: int, out: Path, start: int = 0, optim_state: dict | None = None,
                progress: bool = True) -> dict[str, float]:
+    """Train one stage ("tokens" or "action") of ``policy`` on a ready feature ``table``; returns its last logs.
+
+    The one training loop of hralign's policies: ``hralign policy train`` and the MetaWorld
+    evaluation (``hralign.sim``) both call it. Batches are seeded per step, so a resumed stage
+    (``start``, ``optim_state``) continues exactly.
+    """
     n = int(next(iter(table.values())).shape[0])
     if n < 2:
         raise HRAlignError(f"{stage} stage: {n} training frame(s); need at least 2 (BatchNorm), add clips or raise "
@@ -262,7 +268,7 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
                 start, optim_state = int(ckpt["step"]), ckpt["optim"]
         if steps == 0 or start >= steps:
             continue
-        finals[stage] = _run_stage(policy, stage, tab, instructions, train, steps, out, start, optim_state, progress)
+        finals[stage] = run_stage(policy, stage, tab, instructions, train, steps, out, start, optim_state, progress)
 
     enc_meta = {"source": source.to_dict(), "name": getattr(robot_enc, "name", "?"), "spec": robot_enc.spec,
                 "feature_dim": dims["feature_dim"], "image_size": int(robot_enc.image_size)}

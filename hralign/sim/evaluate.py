@@ -32,7 +32,7 @@ from hralign.pairs import PairsFile
 from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
 from hralign.policy.features import encode_clips
 from hralign.policy.train import (
-    _run_stage,  # the BC training loop of hralign.policy (no second BC here)
+    run_stage,  # the BC training loop of hralign.policy (no second BC here)
 )
 from hralign.sim.collect import read_sim_meta
 from hralign.sim.env import SimEnv, seed_rng
@@ -186,7 +186,7 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
             train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=s, log_every=max(1, cfg.steps // 10),
                                 checkpoint_every=cfg.steps)
             t_train = time.perf_counter()
-            final = _run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
+            final = run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
             t_train = time.perf_counter() - t_train
             per_task: dict[str, float] = {}
             t_roll = time.perf_counter()
