@@ -44,7 +44,14 @@ def main() -> None:
                     "instead of training them again")
     a = ap.parse_args()
     warnings.filterwarnings("ignore", message=".*randomly initialised.*")
-    from hralign.policy import BCConfig, EncoderSource, LatentPolicyConfig, TrainConfig, evaluate_policy, train_policy
+    from hralign.policy import (
+        BCConfig,
+        EncoderSource,
+        LatentPolicyConfig,
+        TrainConfig,
+        evaluate_policy,
+        train_policy,
+    )
 
     out = Path(a.out)
     src = EncoderSource(a.encoder, image_size=a.image_size)
@@ -56,7 +63,8 @@ def main() -> None:
     for frac in fractions:
         for delta, w in conds:
             for seed in range(a.seeds):
-                opts = dict(head=a.head, future_features=delta, future_weight=w if delta else 0.5, future_loss=a.loss)
+                opts = {"head": a.head, "future_features": delta, "future_weight": w if delta else 0.5,
+                        "future_loss": a.loss}
                 cfg = LatentPolicyConfig(**opts) if a.labels else BCConfig(instruction=a.instruction, **opts)
                 run = out / f"f{frac}_d{delta}_w{w}_s{seed}"
                 tcfg = TrainConfig(steps=a.steps, latent_steps=a.steps, seed=seed, robot_fraction=frac)

@@ -12,7 +12,13 @@ from test_policy import ENC, FAST, _oracle_labels
 
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
-from hralign.policy import BCConfig, LatentPolicyConfig, TrainConfig, load_policy, train_policy
+from hralign.policy import (
+    BCConfig,
+    LatentPolicyConfig,
+    TrainConfig,
+    load_policy,
+    train_policy,
+)
 from hralign.policy.features import encode_clips
 from hralign.policy.future import FutureHead, future_columns
 

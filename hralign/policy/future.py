@@ -39,7 +39,7 @@ class FutureHead(nn.Module):
         self.register_buffer("std", torch.ones(feature_dim))
 
     @torch.no_grad()
-    def fit(self, features: torch.Tensor) -> "FutureHead":
+    def fit(self, features: torch.Tensor) -> FutureHead:
         """Per-dim mean/std of the training features (std floored: frozen features have dead dims)."""
         f = features.float()
         self.mean.copy_(f.mean(0))
