@@ -13,10 +13,10 @@ step validate pairs validate "$out/pairs.h5"
 step info     pairs info "$out/pairs.h5"
 step pretrain pretrain --pairs "$out/pairs.h5" --domain human --encoder r3m-resnet18 --image-size 64 \
                        --out "$out/encoder" --overwrite
-# LoRA on layer3 (placement "middle"): the human-pretrained encoder maps every robot clip to nearly
-# the same layer4 feature, so an adapter after the last stage has nothing to work with on this data
-# (measured: late bottleneck/LoRA leave kNN task accuracy at chance). lr 1e-3 because the demo runs
-# 600 steps, not HR-Align's ~8k at 1e-4.
+# LoRA on layer3 (placement "middle"). HR-Align's late bottleneck (the default) aligns clip features
+# about as well here, but leaves the latent actions (feature differences) as mixed-up across
+# embodiments as before; LoRA on layer3 improves both (measured: docs/adapt.md). lr 1e-3 because
+# the demo runs 600 steps, not HR-Align's ~8k at 1e-4.
 step adapt    adapt --pairs "$out/pairs.h5" --encoder "$out/encoder" --adapter lora --placement middle \
                     --lr 1e-3 --steps 600 --batch-size 16 --out "$out/adapt" --overwrite
 step analyze  analyze --pairs "$out/pairs.h5" --encoder "$out/encoder" --adapter "$out/adapt/adapter" \
