@@ -21,6 +21,7 @@ from hralign.encoders.checkpoint import check_weights_file, load_state_checked, 
 from hralign.encoders.registry import ENCODERS, directory_loader, known_names, register_directory_format, resolve_prefix
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
+from hralign.metafile import read_meta_json
 
 META_FILE = "hralign.json"
 ENCODER_WEIGHTS = "model.safetensors"
@@ -140,18 +141,7 @@ def build_from_spec(spec: dict[str, Any]) -> Encoder:
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """The ``hralign.json`` of a saved encoder/adapter directory, checked for shape."""
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        raise HRAlignError(f"{path}: missing; expected a directory written by hralign save_encoder/save_adapter")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HRAlignError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(meta, dict) or "hralign_format" not in meta:
-        raise HRAlignError(f"{path}: expected a JSON object with 'hralign_format', found {str(meta)[:80]}")
-    if meta.get("hralign_version") != FORMAT_VERSION:
-        raise HRAlignError(f"{path}: hralign_version {meta.get('hralign_version')!r}, expected {FORMAT_VERSION}")
-    return meta
+    return read_meta_json(Path(directory) / META_FILE, None, FORMAT_VERSION, "hralign save_encoder/save_adapter")
 
 
 def state_for_safetensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:

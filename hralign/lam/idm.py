@@ -35,7 +35,25 @@ class TokenPool(nn.Module):
         return self.proj(torch.einsum("bnk,bnd->bkd", w, x))  # (B, tokens, code_dim)
 
 
-class TransformerIDM(nn.Module):
+class StagedIDM(nn.Module):
+    """The staged forward of the Encoder contract, from a subclass's ``stage_names`` and ``_run``."""
+
+    stage_names: list[str]
+
+    def _run(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, 0, len(self.stage_names))
+
+    def forward_until(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        return self._run(x, 0, self.stage_names.index(stage))
+
+    def forward_from(self, h: torch.Tensor, stage: str) -> torch.Tensor:
+        return self._run(h, self.stage_names.index(stage), len(self.stage_names))
+
+
+class TransformerIDM(StagedIDM):
     def __init__(self, config: LAMConfig) -> None:
         super().__init__()
         self.config = config
@@ -59,17 +77,8 @@ class TransformerIDM(nn.Module):
                 x = self.blocks[i - 1](x)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, 0, len(self.stage_names))
 
-    def forward_until(self, x: torch.Tensor, stage: str) -> torch.Tensor:
-        return self._run(x, 0, self.stage_names.index(stage))
-
-    def forward_from(self, h: torch.Tensor, stage: str) -> torch.Tensor:
-        return self._run(h, self.stage_names.index(stage), len(self.stage_names))
-
-
-class ConvIDM(nn.Module):
+class ConvIDM(StagedIDM):
     def __init__(self, config: LAMConfig) -> None:
         super().__init__()
         self.config = config
@@ -94,15 +103,6 @@ class ConvIDM(nn.Module):
             else:
                 x = self.convs[i](x)
         return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, 0, len(self.stage_names))
-
-    def forward_until(self, x: torch.Tensor, stage: str) -> torch.Tensor:
-        return self._run(x, 0, self.stage_names.index(stage))
-
-    def forward_from(self, h: torch.Tensor, stage: str) -> torch.Tensor:
-        return self._run(h, self.stage_names.index(stage), len(self.stage_names))
 
 
 def build_idm(config: LAMConfig) -> nn.Module:

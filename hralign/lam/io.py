@@ -23,6 +23,7 @@ from hralign.atomic import atomic_path, write_text_atomic
 from hralign.encoders.checkpoint import load_safetensors_checked
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
+from hralign.metafile import read_meta_json
 from hralign.lam.config import LAM_FORMAT, LAM_FORMAT_VERSION, LAMConfig
 from hralign.lam.model import LatentActionModel
 
@@ -59,19 +60,7 @@ def read_lam_meta(directory: str | os.PathLike) -> dict[str, Any]:
     meta_path = d / META_FILE
     if not d.is_dir():
         raise HRAlignError(f"{d}: LAM directory not found (expected a directory written by `hralign lam train`)")
-    if not meta_path.is_file():
-        raise HRAlignError(f"{meta_path}: not found; {d} is not a LAM directory written by `hralign lam train`")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HRAlignError(f"{meta_path}: not valid JSON ({e})") from e
-    if not isinstance(meta, dict) or meta.get("hralign_format") != LAM_FORMAT:
-        found = meta.get("hralign_format") if isinstance(meta, dict) else type(meta).__name__
-        raise HRAlignError(f"{meta_path}: `hralign_format` is {found!r}, expected {LAM_FORMAT!r}")
-    if meta.get("hralign_version") != LAM_FORMAT_VERSION:
-        raise HRAlignError(f"{meta_path}: `hralign_version` is {meta.get('hralign_version')!r}, expected "
-                           f"{LAM_FORMAT_VERSION} (written by another hralign version; retrain or convert it)")
-    return meta
+    return read_meta_json(meta_path, (LAM_FORMAT,), LAM_FORMAT_VERSION, "`hralign lam train`")
 
 
 def load_lam(directory: str | os.PathLike, verify: bool = True) -> LatentActionModel:

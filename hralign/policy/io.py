@@ -31,6 +31,7 @@ from hralign.encoders import RandomInitWarning, build_from_spec, load_encoder
 from hralign.encoders.checkpoint import load_safetensors_checked
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
+from hralign.metafile import read_meta_json
 from hralign.policy.bc import BCPolicy
 from hralign.policy.config import BCConfig, LatentPolicyConfig
 from hralign.policy.latent import LatentPolicy
@@ -137,18 +138,7 @@ def read_policy_meta(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not Path(directory).is_dir():
         raise HRAlignError(f"--policy {directory}: not a directory (expected one written by `hralign policy train`)")
-    if not path.is_file():
-        raise HRAlignError(f"{path}: missing; expected a directory written by `hralign policy train`")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HRAlignError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(meta, dict) or meta.get("hralign_format") != POLICY_FORMAT:
-        raise HRAlignError(f"{path}: hralign_format is {meta.get('hralign_format') if isinstance(meta, dict) else None!r}, "
-                           f"expected {POLICY_FORMAT!r}")
-    if meta.get("hralign_version") != POLICY_VERSION:
-        raise HRAlignError(f"{path}: hralign_version {meta.get('hralign_version')!r}, expected {POLICY_VERSION}")
-    return meta
+    return read_meta_json(path, (POLICY_FORMAT,), POLICY_VERSION, "`hralign policy train`")
 
 
 def load_policy(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
