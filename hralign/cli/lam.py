@@ -7,6 +7,7 @@ import json
 import click
 
 from hralign.cli.options import dataclass_options
+from hralign.hashing import sha256_file
 from hralign.lam.config import LAMConfig
 from hralign.lam.train import LAMTrainConfig
 
@@ -138,7 +139,6 @@ def evaluate(pairs: str, labels_path: str, which: str, folds: int, seed: int, as
     from hralign.errors import HRAlignError
     from hralign.lam.evaluate import code_agreement, probe_labels
     from hralign.lam.labels import read_labels
-    from hralign.lam.io import sha256_file
     from hralign.pairs import PairsFile
 
     lab = read_labels(labels_path)

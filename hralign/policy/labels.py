@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hralign.errors import HRAlignError
+from hralign.hashing import sha256_file
 from hralign.pairs import PairsFile
 
 
@@ -85,7 +86,6 @@ def load_token_labels(path: str | os.PathLike, pairs: PairsFile | None = None) -
         labels.check_against(pairs)
         recorded = str(attrs.get("pairs_sha256", ""))
         if recorded:
-            from hralign.lam.io import sha256_file
 
             if sha256_file(pairs.path) != recorded:
                 warnings.warn(f"{path}: labels were made from a pairs file with another checksum than {pairs.path}",
