@@ -88,6 +88,15 @@ def check_weights_file(path: str | os.PathLike, hint: str | None) -> Path:
     return p
 
 
+def unwrap_state(obj: Any, keys: tuple[str, ...] = ("features", "model", "state_dict")) -> Any:
+    """The state dict inside a training checkpoint: the first of ``keys`` holding a dict (D4R/MAE/timm layouts)."""
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+    return obj
+
+
 def strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Keys starting with ``prefix``, with it removed (R3M's ``module.convnet.``, D4R's ``_model.``)."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

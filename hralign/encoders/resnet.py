@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from hralign.encoders.base import Encoder, Stage
-from hralign.encoders.checkpoint import strip_prefix
+from hralign.encoders.checkpoint import strip_prefix, unwrap_state
 from hralign.errors import HRAlignError
 
 RESNET_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
@@ -113,11 +113,7 @@ class D4RResNetEncoder(ResNetEncoder):
     PREFIX = "_model."
 
     def convert_checkpoint(self, obj: Any, path: str) -> dict[str, torch.Tensor]:
-        if isinstance(obj, dict):
-            for key in ("features", "model", "state_dict"):
-                if key in obj and isinstance(obj[key], dict):
-                    obj = obj[key]
-                    break
+        obj = unwrap_state(obj)
         if not isinstance(obj, dict):
             raise HRAlignError(f"{path}: expected a state dict, found {type(obj).__name__}")
         state = strip_prefix(obj, self.PREFIX)

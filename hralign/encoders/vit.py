@@ -16,6 +16,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from hralign.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder, Stage
+from hralign.encoders.checkpoint import unwrap_state
 from hralign.errors import HRAlignError
 
 _DROP_PREFIXES = ("decoder", "mask_token", "head.", "fc_norm.")
@@ -63,11 +64,7 @@ class ViTEncoder(Encoder):
 
     def convert_checkpoint(self, obj: Any, path: str) -> dict[str, torch.Tensor]:
         """MAE/timm state dict -> this model's keys: unwrap, drop decoder/mask token/heads, resize pos_embed."""
-        if isinstance(obj, dict):
-            for key in ("features", "model", "state_dict"):
-                if key in obj and isinstance(obj[key], dict):
-                    obj = obj[key]
-                    break
+        obj = unwrap_state(obj)
         if not isinstance(obj, dict) or not obj:
             raise HRAlignError(f"{path}: expected a ViT state dict (under 'features' or 'model'), found {type(obj).__name__}")
         state = dict(obj)
