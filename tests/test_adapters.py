@@ -17,7 +17,7 @@ from hralign.adapters import (
 from hralign.encoders import RandomInitWarning, load_encoder
 from hralign.errors import HRAlignError
 
-METHODS = ["bottleneck", "lora", "loha", "lokr", "ia3"]
+METHODS = ["bottleneck", "lora", "loha", "lokr", "ia3", "full"]
 
 
 def _load(name="r3m-resnet18", size=32):
@@ -99,6 +99,25 @@ def test_save_load_round_trip(enc18, tmp_path, method):
     meta = read_adapter_meta(tmp_path / "ad")
     assert meta["method"] == method and meta["encoder"]["name"] == "r3m-resnet18"
     assert meta["trainable_parameters"] == trainable_parameters(model)
+
+
+def test_full_finetune_trains_every_weight_of_a_copy_and_saves_them(enc18, tmp_path):
+    before = {k: v.clone() for k, v in enc18.state_dict().items()}
+    model = attach_adapter(enc18, "full")
+    assert trainable_parameters(model) == sum(p.numel() for p in enc18.parameters())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    model(_images(seed=1)).pow(2).mean().backward()
+    opt.step()
+    changed = {k for k, v in model.base.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.endswith("conv1.weight") for k in changed) and any("layer4" in k for k in changed)
+    assert all(torch.equal(v, enc18.state_dict()[k]) for k, v in before.items())  # the input encoder is untouched
+    save_adapter(model.freeze(), tmp_path / "ft")
+    assert (tmp_path / "ft" / "base_encoder.safetensors").is_file()
+    x = _images(seed=3)
+    assert torch.equal(load_encoder(tmp_path / "ft")(x), model(x))
+    with pytest.raises(HRAlignError, match="takes no options"):
+        attach_adapter(enc18, "full", r=4)
 
 
 def test_unsupported_combinations(enc18):

@@ -178,6 +178,20 @@ def test_bad_input_is_one_line_exit_2(case, tiny_pairs, tmp_path):
         assert not (tmp_path / "run" / "adapter").exists()
 
 
+def test_full_finetune_run_changes_the_robot_encoder_only(cached_run, tiny_pairs, tmp_path):
+    import hralign
+
+    root, _ = cached_run
+    run_adapt(_cfg(tiny_pairs, tmp_path / "full", root / "cache", adapter="full", steps=3), progress=False,
+              echo=lambda *_: None)
+    cfg = json.loads((tmp_path / "full" / "config.json").read_text())
+    base = hralign.load_encoder("r3m-resnet18", image_size=32)
+    assert cfg["resolved"]["trainable_parameters"] == sum(p.numel() for p in base.parameters())
+    x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    tuned = hralign.load_encoder(str(tmp_path / "full" / "adapter"))
+    assert not torch.allclose(tuned(x), base(x))
+
+
 def test_attention_pooling_is_trained_recorded_and_saved(cached_run, tiny_pairs, tmp_path):
     from safetensors.torch import load_file as load_st
 

@@ -27,7 +27,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import save_file
 from torch import nn
 
-from hralign.adapters.model import AdaptedEncoder
+from hralign.adapters.model import FULL, AdaptedEncoder
 from hralign.atomic import atomic_path
 from hralign.encoders import load_encoder
 from hralign.encoders.base import Encoder
@@ -46,6 +46,11 @@ def merge_adapter(model: AdaptedEncoder) -> Encoder:
     """
     if not isinstance(model, AdaptedEncoder):
         raise HRAlignError(f"merge_adapter: expected an adapted encoder, got {type(model).__name__}")
+    if model.adapter_method == FULL:  # the fine-tuned weights are the encoder
+        base = copy.deepcopy(model.base)
+        base._spec = {**model.base.spec, "merged_adapter": FULL}
+        base._weights_modified = True
+        return base.freeze()
     if model.peft_config is None:
         raise HRAlignError(
             f"merge_adapter: a {model.adapter_method} adapter is a module of its own (non-linear), it cannot be "
@@ -70,7 +75,7 @@ def _plain_resnet(model: AdaptedEncoder, fmt: str) -> nn.Module:
             f"export --format {fmt}: needs a plain torchvision (BatchNorm) ResNet encoder, this adapter is on {base.name}; "
             "use --format safetensors or torchscript"
         )
-    if model.peft_config is None:
+    if model.peft_config is None and model.adapter_method != FULL:
         raise HRAlignError(
             f"export --format {fmt}: a {model.adapter_method} adapter adds modules a plain ResNet does not have, "
             f"so the {fmt} layout cannot hold it; use --format safetensors or torchscript"

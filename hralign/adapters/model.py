@@ -91,6 +91,9 @@ class AdaptedEncoder(Encoder):
         if not flag:
             return self.freeze()
         self._frozen = False
+        if self.adapter_method == FULL:
+            self.base.set_trainable(True)  # every weight of the robot branch (marks them modified for saving)
+            return self
         for n, p in self.named_parameters():
             p.requires_grad_(_is_adapter_param(n))
         return self
@@ -126,6 +129,22 @@ def _attach_peft(model: AdaptedEncoder, options: dict[str, Any]) -> None:
     model.placement = placement
 
 
+FULL = "full"
+
+
+def _attach_full(model: AdaptedEncoder, options: dict[str, Any]) -> None:
+    """Full fine-tune, HR-Align's strongest baseline: no adapter module, every robot-branch weight trains.
+
+    The trained weights are saved as ``base_encoder.safetensors`` beside an empty adapter file, so
+    the directory loads like any other adapter and the human branch keeps the untouched encoder.
+    """
+    extra = sorted(k for k in options if k != "placement" or options[k] not in ("all", None))
+    if extra:
+        raise HRAlignError(f"adapter full: takes no options (fine-tunes every weight), got {extra}")
+    model.adapter_config = {"peft_type": "HRALIGN_FULL", "method": FULL}
+    model.placement = "all"
+
+
 # method -> function that installs it on a fresh AdaptedEncoder (plain-dict registry)
 METHODS: dict[str, Callable[[AdaptedEncoder, dict[str, Any]], None]] = {}
 
@@ -138,6 +157,7 @@ def register_method(name: str, attach: Callable[[AdaptedEncoder, dict[str, Any]]
 
 
 register_method("bottleneck", _attach_bottleneck)
+register_method(FULL, _attach_full)
 for _m in PEFT_CONFIGS:
     register_method(_m, _attach_peft)
 
@@ -149,10 +169,11 @@ def attach_adapter(encoder: Encoder, method: str = "bottleneck", **options: Any)
     ----------
     encoder : Encoder
         A (frozen) encoder from :func:`hralign.load_encoder`.
-    method : {"bottleneck", "lora", "loha", "lokr", "ia3"}
+    method : {"bottleneck", "lora", "loha", "lokr", "ia3", "full"}
         ``bottleneck`` is HR-Align's residual adapter (Options: placement, num_adapters,
         reduction, groups, zero_init); PEFT methods take placement (late/middle/all preset) or
         target (anchored regex), last_n (ViTs), and the method's own options (r, alpha, ...).
+        ``full`` trains every weight of the copy (the full fine-tune baseline).
     """
     if not isinstance(encoder, Encoder):
         raise HRAlignError(f"attach_adapter: expected an hralign Encoder, got {type(encoder).__name__}")

@@ -22,7 +22,7 @@ class AdaptConfig:
     weights: str | None = field(default=None, metadata={"help": "Local weights file for the encoder (random init if omitted)."})
     trust_checkpoint: bool = field(default=False, metadata={"help": "Allow full unpickling of --weights (only for files you trust)."})
     image_size: int | None = field(default=None, metadata={"help": "Input size of the encoder (its default unless given)."})
-    adapter: str = field(default="bottleneck", metadata={"help": "Adapter method: bottleneck | lora | loha | lokr | ia3."})
+    adapter: str = field(default="bottleneck", metadata={"help": "Adapter method: bottleneck | lora | loha | lokr | ia3 | full (fine-tune every weight: the baseline)."})
     placement: str | None = field(default=None, metadata={"help": "Where adapters go (method default if omitted): late | middle | early | all ..."})
     adapter_options: str | None = field(default=None, metadata={"help": "More adapter options as JSON, e.g. '{\"groups\": 1}' or '{\"target\": \"^idm\\\\.head\\\\.[13]$\"}'."})
     rank: int | None = field(default=None, metadata={"help": "Rank r of LoRA-family adapters (method default if omitted)."})
