@@ -136,6 +136,24 @@ def test_goal_sampling_is_seeded():
 
 
 @needs_mw
+@needs_mw
+def test_two_task_envs_render_their_own_frames():
+    """Each env's GL context is made current before it renders (else the second env corrupts the first)."""
+    from hralign.sim.env import SimEnv, seed_rng
+
+    a, b = SimEnv("drawer-open", 32), SimEnv("button-press-topdown", 32)
+    try:
+        for e in (a, b):
+            e.reset(e.sample_goal(seed_rng(1, e.name, 0, 0)))
+        first_a = a.render()
+        first_b = b.render()
+        assert np.array_equal(a.render(), first_a) and np.array_equal(b.render(), first_b)
+        assert np.array_equal(a.render(human=True), a.render(human=True))
+    finally:
+        a.close()
+        b.close()
+
+
 def test_eval_tiny_transfer_and_resume(mw_pairs, tmp_path):
     path, _ = mw_pairs
     out = tmp_path / "ev"

@@ -186,8 +186,12 @@ class SimEnv:
     # -- rendering -----------------------------------------------------------------------------
     def _prepare_viewer(self) -> None:
         if self._viewer_ready:
+            # Each env owns a GL context and gymnasium makes it current only when one renderer holds
+            # several viewers: after another task's env rendered, this one would draw into the wrong
+            # context (measured: a different frame of the same state). Make ours current every time.
+            self._viewer.make_context_current()
             return
-        viewer = self.env.mujoco_renderer._get_viewer("rgb_array")
+        self._viewer = viewer = self.env.mujoco_renderer._get_viewer("rgb_array")
         flags = self._mujoco.mjtRndFlag
         viewer.scn.flags[flags.mjRND_SHADOW] = 0
         viewer.scn.flags[flags.mjRND_REFLECTION] = 0
