@@ -31,41 +31,51 @@ def bench() -> None:
     """
 
 
-@bench.command("metaworld", short_help="Collect MetaWorld pairs, then BC success per encoder variant and protocol.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Benchmark dir (mw.h5, eval/, results.*).")
+_B = BenchConfig()
+
+
+@bench.command("metaworld", short_help="Collect, pretrain, adapt, then BC success per encoder variant and protocol.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Benchmark dir (mw.h5, pretrain/, adapt/, "
+                                                                             "eval/, results.*).")
 @click.option("--tasks", default=",".join(_C.tasks), show_default=True, help=_help(CollectConfig, "tasks"))
 @click.option("--episodes", type=int, default=_C.episodes, show_default=True, help=_help(CollectConfig, "episodes"))
 @click.option("--image-size", type=int, default=_C.image_size, show_default=True, help=_help(CollectConfig, "image_size"))
 @click.option("--human-camera", default=None, help=_help(CollectConfig, "human_camera"))
-@click.option("--seed", type=int, default=_C.seed, show_default=True, help=_help(CollectConfig, "seed"))
-@click.option("--protocols", default=",".join(BenchConfig().protocols), show_default=True,
-              help=_help(BenchConfig, "protocols"))
-@click.option("--encoder", default="r3m-resnet18", show_default=True, help=_help(BenchConfig, "encoder"))
+@click.option("--collect-seed", type=int, default=_C.seed, show_default=True, help=_help(CollectConfig, "seed"))
+@click.option("--protocols", default=",".join(_B.protocols), show_default=True, help=_help(BenchConfig, "protocols"))
+@click.option("--encoder", default=_B.encoder, show_default=True, help=_help(BenchConfig, "encoder"))
 @click.option("--weights", default=None, help=_help(BenchConfig, "weights"))
 @click.option("--encoder-image-size", type=int, default=None, help=_help(BenchConfig, "encoder_image_size"))
-@click.option("--adapter", "adapters", multiple=True, type=click.Path(file_okay=False),
-              help="Adapter dir (repeatable), e.g. from `hralign adapt --pairs OUT/mw.h5`.")
+@click.option("--pretrain-steps", type=int, default=_B.pretrain_steps, show_default=True,
+              help=_help(BenchConfig, "pretrain_steps"))
+@click.option("--adapters", default=",".join(_B.adapters), show_default=True, help=_help(BenchConfig, "adapters"))
+@click.option("--adapt-steps", type=int, default=_B.adapt_steps, show_default=True, help=_help(BenchConfig, "adapt_steps"))
+@click.option("--adapt-lr", type=float, default=_B.adapt_lr, show_default=True, help=_help(BenchConfig, "adapt_lr"))
+@click.option("--seed", type=int, default=_B.seed, show_default=True, help=_help(BenchConfig, "seed"))
 @click.option("--rollouts", type=int, default=_E.rollouts, show_default=True, help=_help(SimEvalConfig, "rollouts"))
 @click.option("--seeds", type=int, default=_E.seeds, show_default=True, help=_help(SimEvalConfig, "seeds"))
 @click.option("--few-shot", type=int, default=_E.few_shot, show_default=True, help=_help(SimEvalConfig, "few_shot"))
 @click.option("--steps", type=int, default=_E.steps, show_default=True, help=_help(SimEvalConfig, "steps"))
 @click.option("--max-steps", type=int, default=_E.max_steps, show_default=True, help=_help(SimEvalConfig, "max_steps"))
-@click.option("--resume", is_flag=True, help="Reuse OUT/mw.h5 and finished (variant, seed) results.")
-def metaworld(out: str, tasks: str, episodes: int, image_size: int, human_camera: str | None, seed: int,
-              protocols: str, encoder: str, weights: str | None, encoder_image_size: int | None,
-              adapters: tuple[str, ...], rollouts: int, seeds: int, few_shot: int, steps: int, max_steps: int,
-              resume: bool) -> None:
-    """Collect paired MetaWorld demos, then evaluate proprio-only / random-init / frozen / adapted rows
-    under each protocol; writes results.json, results.md and results.png.
+@click.option("--resume", is_flag=True, help="Reuse OUT/mw.h5 and every finished stage (pretrain, adapters, seeds).")
+def metaworld(out: str, tasks: str, episodes: int, image_size: int, human_camera: str | None, collect_seed: int,
+              protocols: str, encoder: str, weights: str | None, encoder_image_size: int | None, pretrain_steps: int,
+              adapters: str, adapt_steps: int, adapt_lr: float, seed: int, rollouts: int, seeds: int, few_shot: int,
+              steps: int, max_steps: int, resume: bool) -> None:
+    """Collect paired MetaWorld demos, pretrain the base on the human views, adapt the robot branch
+    (adapters and a full fine-tune), then evaluate proprio-only / random-init / frozen / adapted /
+    full fine-tune rows under each protocol; writes results.json, results.md and results.png.
 
     \b
     Example:
-      MUJOCO_GL=egl hralign bench metaworld --out bench/ --tasks push,pick-place --episodes 15 \\
-          --weights r3m/model.pt --adapter runs/mw/adapter --rollouts 20 --seeds 3
+      MUJOCO_GL=egl hralign bench metaworld --out bench/ --tasks drawer-open,button-press-topdown \\
+          --episodes 20 --rollouts 10 --seeds 3
     """
-    ccfg = CollectConfig(tasks=tasks, episodes=episodes, image_size=image_size, human_camera=human_camera, seed=seed)
+    ccfg = CollectConfig(tasks=tasks, episodes=episodes, image_size=image_size, human_camera=human_camera,
+                         seed=collect_seed)
     bcfg = BenchConfig(protocols=protocols, encoder=encoder, weights=weights, encoder_image_size=encoder_image_size,
-                       adapters=tuple(adapters))
+                       pretrain_steps=pretrain_steps, adapters=adapters, adapt_steps=adapt_steps, adapt_lr=adapt_lr,
+                       seed=seed)
     ecfg = SimEvalConfig(rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps, max_steps=max_steps)
     results = run_bench(out, ccfg, bcfg, ecfg, resume=resume, progress=True)
     click.echo(format_table(results))

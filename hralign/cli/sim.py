@@ -53,11 +53,13 @@ def sim() -> None:
 @click.option("--noise", type=float, default=_C.noise, show_default=True, help=_help(CollectConfig, "noise"))
 @click.option("--max-steps", type=int, default=_C.max_steps, show_default=True, help=_help(CollectConfig, "max_steps"))
 @click.option("--tail-steps", type=int, default=_C.tail_steps, show_default=True, help=_help(CollectConfig, "tail_steps"))
+@click.option("--val-fraction", type=float, default=_C.val_fraction, show_default=True,
+              help=_help(CollectConfig, "val_fraction"))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_camera: str | None, seed: int,
-                noise: float, max_steps: int, tail_steps: int, out: str, overwrite: bool, as_json: bool) -> None:
+                noise: float, max_steps: int, tail_steps: int, val_fraction: float, out: str, overwrite: bool, as_json: bool) -> None:
     """Roll out MetaWorld's scripted experts; render each step as the robot view and a re-skinned "human" view.
 
     \b
@@ -66,7 +68,8 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
       hralign sim collect --tasks push --episodes 5 --human-camera corner2 --out mw_xview.h5   # cross-view
     """
     cfg = CollectConfig(tasks=tasks, episodes=episodes, image_size=image_size, camera=camera,
-                        human_camera=human_camera, seed=seed, noise=noise, max_steps=max_steps, tail_steps=tail_steps)
+                        human_camera=human_camera, seed=seed, noise=noise, max_steps=max_steps, tail_steps=tail_steps,
+                        val_fraction=val_fraction)
     summary = collect(out, cfg, overwrite=overwrite, progress=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

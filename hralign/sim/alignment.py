@@ -13,31 +13,49 @@ from typing import Any
 
 import numpy as np
 
+from hralign.errors import HRAlignError
 from hralign.metrics import knn_accuracy, retrieval_topk
 from hralign.pairs import PairsFile
 from hralign.policy import EncoderSource
 from hralign.policy.features import encode_clips
 
 
-def clip_descriptors(encoder: Any, pairs: PairsFile, domain: str) -> np.ndarray:
-    """Mean-pooled features per clip of ``domain``: float32 [C, D]."""
-    feats = encode_clips(encoder, pairs, domain, range(pairs.num_clips(domain)))
-    return np.stack([feats[c].mean(0).numpy() for c in sorted(feats)]).astype(np.float32)
+def clip_descriptors(encoder: Any, pairs: PairsFile, domain: str, clips: Any = None) -> np.ndarray:
+    """Mean-pooled features per clip of ``domain`` (all clips, or ``clips`` in that order): float32 [C, D]."""
+    clips = [int(c) for c in (range(pairs.num_clips(domain)) if clips is None else clips)]
+    feats = encode_clips(encoder, pairs, domain, clips)
+    return np.stack([feats[c].mean(0).numpy() for c in clips]).astype(np.float32)
 
 
-def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str, float]:
-    """robot->human top-1/top-5 pair retrieval and kNN task accuracy (h->h, r->r leave-one-out, r->h)."""
+SUBSETS = ("all", "train", "val")
+
+
+def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset: str = "all") -> dict[str, float]:
+    """robot->human top-1/top-5 pair retrieval and kNN task accuracy (h->h, r->r leave-one-out, r->h).
+
+    ``subset`` restricts everything to the pairs of the file's split (``val``: held out from
+    adaptation, the honest before/after figure; ``train``: what the adapter was fit on).
+    """
+    from hralign.pairs.split import split_pairs
+
+    if subset not in SUBSETS:
+        raise HRAlignError(f"`subset` should be one of {', '.join(SUBSETS)} but the value passed is {subset!r}")
     pairs = PairsFile(pairs_path)
+    p = pairs.pairs
+    if subset != "all":
+        train, val = split_pairs(pairs)
+        p = p[np.sort(val if subset == "val" else train)]
+    if len(p) < 2:
+        raise HRAlignError(f"{pairs_path}: {len(p)} {subset} pair(s); alignment metrics need at least 2")
     robot_enc = source.robot_encoder()
     human_enc = source.human_encoder(robot_enc) if source.adapter is not None else robot_enc
-    h = clip_descriptors(human_enc, pairs, "human")
-    r = clip_descriptors(robot_enc, pairs, "robot")
-    th, tr = pairs.clip_tasks("human"), pairs.clip_tasks("robot")
-    p = pairs.pairs
-    ret = retrieval_topk(r[p[:, 1]], h[p[:, 0]], ks=(1, 5))
+    h = clip_descriptors(human_enc, pairs, "human", p[:, 0])
+    r = clip_descriptors(robot_enc, pairs, "robot", p[:, 1])
+    th, tr = pairs.clip_tasks("human")[p[:, 0]], pairs.clip_tasks("robot")[p[:, 1]]
+    ret = retrieval_topk(r, h, ks=(1, 5))
     kk = max(1, min(k, len(h) - 1))
     return {"r2h_top1": ret["top1"], "r2h_top5": ret["top5"],
             "knn_h2h": knn_accuracy(h, th, h, th, k=kk, exclude_self=True),
             "knn_r2r": knn_accuracy(r, tr, r, tr, k=kk, exclude_self=True),
             "knn_r2h": knn_accuracy(r, tr, h, th, k=kk),
-            "chance": float(1.0 / max(1, len(np.unique(th))))}
+            "chance": float(1.0 / max(1, len(np.unique(th)))), "pairs": int(len(p))}

@@ -1,17 +1,24 @@
-"""``run_bench``: the MetaWorld table of issue 10 from one call - collect, then every variant under
-every protocol, written as ``results.json``, ``results.md`` and a bar chart.
+"""``run_bench``: the MetaWorld table of issue 10 from one call.
 
-This first slice takes the encoders to compare as given (a frozen base, adapter directories made by
-``hralign adapt`` on the benchmark's own pairs file); the pretrain and adapt stages of the full
-``hralign bench metaworld`` are not run here yet (see docs/sim.md). Each stage is skipped on
-``resume`` when its output exists, so an interrupted benchmark continues where it stopped.
+Stages, each timed and each skipped on ``resume`` when its output exists (an interrupted benchmark
+continues where it stopped):
+
+1. collect the paired demos (``OUT/mw.h5``, with a fixed ``/split``);
+2. pretrain the base encoder on the **human views only** with R3M's objective (``OUT/pretrain``),
+   unless official ``weights`` are given;
+3. adapt the robot branch on the training pairs with HR-Align's loss, once per adapter spec
+   (``OUT/adapt/<name>``), including ``full`` (every weight trained: HR-Align's strongest baseline);
+4. evaluate proprio-only / random-init / frozen / adapted / full fine-tune under each protocol;
+5. robot->human retrieval and kNN task accuracy of every variant on the held-out and training pairs.
+
+Writes ``results.json``, ``results.md`` and ``results.png``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,69 +29,159 @@ from hralign.sim.alignment import alignment_metrics
 from hralign.sim.collect import CollectConfig, collect, content_hash
 from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim
 
+FULL_ROW = "full fine-tune"
+
+
+def _split_list(value: tuple[str, ...] | str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
 
 @dataclass
 class BenchConfig:
-    """Which protocols and encoder variants the table holds."""
+    """Which encoders are built and compared, and under which protocols."""
 
     protocols: tuple[str, ...] | str = field(default=PROTOCOLS, metadata={
         "help": "Protocols, comma-separated (transfer, few-shot, robot)."})
-    encoder: str = field(default="r3m-resnet18", metadata={"help": "Base encoder (random-init row: no weights)."})
-    weights: str | None = field(default=None, metadata={"help": "Official checkpoint of the base (adds a 'frozen' row)."})
-    encoder_image_size: int | None = field(default=None, metadata={"help": "Encoder input side override."})
-    adapters: tuple[str, ...] = field(default=(), metadata={"help": "Adapter dirs (one 'adapted' row each, named "
-                                                                    "by the dir)."})
+    encoder: str = field(default="r3m-resnet18", metadata={"help": "Base encoder (the random-init row is it without weights)."})
+    weights: str | None = field(default=None, metadata={
+        "help": "Official checkpoint of the base: the frozen row uses it and the pretrain stage is skipped."})
+    encoder_image_size: int | None = field(default=None, metadata={
+        "help": "Encoder input side (default: the collected image size)."})
+    pretrain_steps: int = field(default=1000, metadata={
+        "help": "R3M-objective steps on the human views (the frozen base when no --weights; 0 = no frozen row)."})
+    adapters: tuple[str, ...] | str = field(default=("bottleneck:late", "lora:middle", "full"), metadata={
+        "help": "Adapters trained on the training pairs, comma-separated method[:placement]; 'full' = fine-tune "
+                "every weight (the strongest baseline); empty = none."})
+    adapt_steps: int = field(default=600, metadata={"help": "HR-Align optimiser steps per adapter."})
+    adapt_lr: float = field(default=1e-3, metadata={
+        "help": "Adapter learning rate ('full' uses a tenth of it: all weights move)."})
+    seed: int = field(default=0, metadata={"help": "Seed of pretraining and adaptation."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.protocols, str):
-            self.protocols = tuple(p.strip() for p in self.protocols.split(",") if p.strip())
+        self.protocols = _split_list(self.protocols)
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad or not self.protocols:
             raise HRAlignError(f"`protocols` should be a comma-separated subset of {', '.join(PROTOCOLS)} but the "
                                f"value passed is {','.join(self.protocols)!r}")
-        for a in self.adapters:
-            if not (Path(a) / "hralign.json").is_file():
-                raise HRAlignError(f"--adapter {a}: no hralign.json; expected a dir written by `hralign adapt`")
+        self.adapters = _split_list(self.adapters)
+        from hralign.adapters import METHODS
 
-    def variants(self) -> dict[str, EncoderSource | None]:
-        v: dict[str, EncoderSource | None] = {PROPRIO_ROW: None,
-                                              "random-init": EncoderSource(self.encoder, image_size=self.encoder_image_size)}
-        if self.weights is not None:
-            v["frozen"] = EncoderSource(self.encoder, weights=self.weights, image_size=self.encoder_image_size)
-        for a in self.adapters:
-            v[f"adapted:{Path(a).name}"] = EncoderSource(self.encoder, weights=self.weights, adapter=str(a),
-                                                         image_size=self.encoder_image_size)
-        return v
+        for spec in self.adapters:
+            if spec.partition(":")[0] not in METHODS:
+                raise HRAlignError(f"`adapters`: {spec!r} should be method[:placement] with a method among "
+                                   f"{', '.join(sorted(METHODS))}")
+        if len(set(self.adapters)) != len(self.adapters):
+            raise HRAlignError(f"`adapters`: {','.join(self.adapters)!r} lists an adapter twice")
+        for name in ("pretrain_steps", "adapt_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "pretrain_steps" else 1):
+                raise HRAlignError(f"`{name}` should be an integer >= {0 if name == 'pretrain_steps' else 1} but the "
+                                   f"value passed is {v!r}")
+        if not float(self.adapt_lr) > 0:
+            raise HRAlignError(f"`adapt_lr` should be positive but the value passed is {self.adapt_lr!r}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise HRAlignError(f"--weights {self.weights}: no such file")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["protocols"], d["adapters"] = list(self.protocols), list(self.adapters)
+        return d
+
+
+def adapter_row(spec: str) -> str:
+    """Row name of an adapter spec: ``full`` -> 'full fine-tune', ``lora:middle`` -> 'adapted:lora-middle'."""
+    method, _, placement = spec.partition(":")
+    if method == "full":
+        return FULL_ROW
+    return f"adapted:{method}" + (f"-{placement}" if placement else "")
+
+
+def _done(directory: Path) -> bool:
+    return (directory / "hralign.json").is_file()
+
+
+def _pretrain(out: Path, pairs: Path, bench: BenchConfig, image_size: int, progress: bool) -> Path:
+    from hralign.pretrain import PretrainConfig, pretrain
+
+    target = out / "pretrain"
+    if not _done(target):
+        cfg = PretrainConfig(pairs=str(pairs), out=str(target), domain="human", encoder=bench.encoder,
+                             image_size=image_size, steps=bench.pretrain_steps, seed=bench.seed,
+                             resume=(target / "config.json").is_file(), eval_every=0,
+                             checkpoint_every=max(1, bench.pretrain_steps // 4))
+        pretrain(cfg, progress=progress, log=lambda _msg: None)
+    return target
+
+
+def _adapt(out: Path, pairs: Path, spec: str, base: str, weights: str | None, image_size: int,
+           bench: BenchConfig, progress: bool) -> Path:
+    from hralign.align.config import AdaptConfig
+    from hralign.align.trainer import run_adapt
+
+    method, _, placement = spec.partition(":")
+    run = out / "adapt" / adapter_row(spec).replace("adapted:", "").replace(" ", "-")
+    if not _done(run / "adapter"):
+        from hralign.pairs.split import split_pairs
+
+        lr = bench.adapt_lr / 10 if method == "full" else bench.adapt_lr
+        # 16 pairs per step as the demo, fewer on a small file (adapt wants a full batch of each split)
+        batch = min(16, *(len(ids) for ids in split_pairs(str(pairs))))
+        cfg = AdaptConfig(pairs=str(pairs), out=str(run), encoder=base, weights=weights, image_size=image_size,
+                          adapter=method, placement=placement or None, steps=bench.adapt_steps, lr=lr,
+                          batch_size=batch, seed=bench.seed, eval_every=0, save_every=max(1, bench.adapt_steps // 4),
+                          cache_dir=str(out / "cache"), device="cpu", resume=(run / "config.json").is_file())
+        run_adapt(cfg, progress=progress, echo=lambda *_a: None)
+    return run / "adapter"
 
 
 def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, eval_cfg: SimEvalConfig,
               resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Collect (or reuse ``out/mw.h5`` on resume), evaluate every variant under every protocol, write the table."""
+    """Collect, pretrain, adapt, evaluate every variant under every protocol, write the table."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise HRAlignError(f"--out {out}: exists and is not empty; pass --resume to continue")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        t = time.perf_counter()
+        value = fn(*args)
+        timings[stage] = time.perf_counter() - t
+        return value
+
     pairs = out / "mw.h5"
-    t = time.perf_counter()
     if pairs.is_file() and resume:
-        summary = {"content_sha256": content_hash(pairs), "reused": True}
+        summary = timed("collect", lambda: {"content_sha256": content_hash(pairs), "reused": True})
     else:
-        summary = collect(pairs, collect_cfg, overwrite=True, progress=progress)
-    timings["collect"] = time.perf_counter() - t
+        summary = timed("collect", collect, pairs, collect_cfg, True, progress)
+    image_size = int(bench.encoder_image_size or collect_cfg.image_size)
+
+    variants: dict[str, EncoderSource | None] = {
+        PROPRIO_ROW: None, "random-init": EncoderSource(bench.encoder, image_size=image_size)}
+    base, weights = bench.encoder, bench.weights
+    if weights is None and bench.pretrain_steps > 0:
+        base = str(timed("pretrain (human views)", _pretrain, out, pairs, bench, image_size, progress))
+    if weights is not None or bench.pretrain_steps > 0:
+        variants["frozen"] = EncoderSource(base, weights=weights, image_size=image_size)
+        for spec in bench.adapters:
+            adapter = timed(f"adapt {spec}", _adapt, out, pairs, spec, base, weights, image_size, bench, progress)
+            variants[adapter_row(spec)] = EncoderSource(base, weights=weights, adapter=str(adapter))
+
     tables: dict[str, Any] = {}
     for protocol in bench.protocols:
-        t = time.perf_counter()
         cfg = SimEvalConfig(**{**eval_cfg.to_dict(), "protocol": protocol})
-        tables[protocol] = evaluate_sim(pairs, out / "eval" / protocol, bench.variants(), cfg, resume=resume,
-                                        progress=progress)
-        timings[f"eval {protocol}"] = time.perf_counter() - t
+        tables[protocol] = timed(f"eval {protocol}", evaluate_sim, pairs, out / "eval" / protocol, variants, cfg,
+                                 resume, progress)
     t = time.perf_counter()
-    alignment = {v: alignment_metrics(str(pairs), src) for v, src in bench.variants().items() if src is not None}
+    alignment = {v: {subset: alignment_metrics(str(pairs), src, subset=subset) for subset in ("val", "train")}
+                 for v, src in variants.items() if src is not None}
     timings["alignment metrics"] = time.perf_counter() - t
-    results = {"alignment": alignment, "collect": {**collect_cfg.to_dict(), **{k: v for k, v in summary.items() if k != "out"}},
+    results = {"alignment": alignment, "bench": bench.to_dict(),
+               "collect": {**collect_cfg.to_dict(), **{k: v for k, v in summary.items() if k != "out"}},
                "eval": eval_cfg.to_dict(), "timings_s": timings,
-               "table": {p: {v: {k: row[k] for k in ("mean", "std", "sem", "per_task")}
+               "table": {p: {v: {k: row[k] for k in ("mean", "std", "sem", "per_task", "per_seed")}
                              for v, row in r["variants"].items()} for p, r in tables.items()}}
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     write_text_atomic(out / "results.md", format_table(results))
@@ -92,27 +189,59 @@ def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, e
     return results
 
 
+def _cell(row: dict[str, Any]) -> str:
+    return f"{row['mean']:.2f} +- {row['std']:.2f} ({row['sem']:.2f})"
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """Markdown: one row per variant, one column per protocol (mean +- std over seeds, sem in brackets)."""
+    """Markdown: success per variant and protocol (mean +- std over seeds, sem), deltas vs frozen, alignment."""
     protocols = list(results["table"])
     variants = list(next(iter(results["table"].values())))
-    ev = results["eval"]
+    ev, col = results["eval"], results["collect"]
+    n = len(col["tasks"]) * ev["rollouts"]
     lines = ["# MetaWorld closed-loop success", "",
-             (f"tasks {', '.join(results['collect']['tasks'])}; {results['collect']['episodes']} demos/task at "
-              f"{results['collect']['image_size']} px; {ev['rollouts']} rollouts/task x {ev['seeds']} seeds; "
-              "mean +- std over seeds (standard error)"), "",
+             (f"tasks {', '.join(col['tasks'])}; {col['episodes']} demos/task at {col['image_size']} px "
+              f"(camera {col['camera']}, human view {col.get('human_camera') or 'same camera'}); "
+              f"{ev['rollouts']} rollouts/task x {ev['seeds']} training seeds ({n} rollouts per seed); "
+              "mean +- std over seeds (standard error of the mean)"), "",
              "| variant | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
     for v in variants:
-        cells = [f"{results['table'][p][v]['mean']:.2f} +- {results['table'][p][v]['std']:.2f} "
-                 f"({results['table'][p][v]['sem']:.2f})" for p in protocols]
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    lines += ["", "Clip-level alignment on the benchmark pairs (robot->human pair retrieval; kNN task accuracy):", "",
+        lines.append(f"| {v} | " + " | ".join(_cell(results["table"][p][v]) for p in protocols) + " |")
+    if "frozen" in variants:
+        lines += ["", "Difference to frozen (mean over seeds; std of the per-seed differences, same goals and seeds):", "",
+                  "| variant | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
+        for v in variants:
+            if v in ("frozen", PROPRIO_ROW):
+                continue
+            cells = []
+            for p in protocols:
+                d = paired_difference(results["table"][p][v], results["table"][p]["frozen"])
+                cells.append(f"{d['mean']:+.2f} +- {d['std']:.2f}")
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += ["", "Clip-level alignment (robot->human pair retrieval; kNN task accuracy, k=5; held-out pairs / "
+              "training pairs of the adapters):", "",
               "| variant | r->h top1 | r->h top5 | kNN h->h | kNN r->r | kNN r->h |", "|---|---|---|---|---|---|"]
     for v, m in results.get("alignment", {}).items():
-        lines.append(f"| {v} | {m['r2h_top1']:.2f} | {m['r2h_top5']:.2f} | {m['knn_h2h']:.2f} | {m['knn_r2r']:.2f} | "
-                     f"{m['knn_r2h']:.2f} |")
+        va, tr = m["val"], m["train"]
+        cells = [f"{va[k]:.2f} / {tr[k]:.2f}" for k in ("r2h_top1", "r2h_top5", "knn_h2h", "knn_r2r", "knn_r2h")]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if results.get("alignment"):
+        m = next(iter(results["alignment"].values()))
+        lines.append(f"\nheld-out pairs {m['val']['pairs']}, training pairs {m['train']['pairs']}; chance: top1 "
+                     f"{1 / max(1, m['val']['pairs']):.2f} / {1 / max(1, m['train']['pairs']):.2f}, kNN {m['val']['chance']:.2f}")
     lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in results["timings_s"].items())]
     return "\n".join(lines) + "\n"
+
+
+def paired_difference(row: dict[str, Any], ref: dict[str, Any]) -> dict[str, float]:
+    """Per-seed success differences (both rows were trained with the same seeds and rolled out on the same goals)."""
+    import numpy as np
+
+    a = {r["seed"]: r["success"] for r in row["per_seed"]}
+    b = {r["seed"]: r["success"] for r in ref["per_seed"]}
+    d = np.array([a[s] - b[s] for s in sorted(set(a) & set(b))], np.float64)
+    std = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+    return {"mean": float(d.mean()) if len(d) else float("nan"), "std": std, "seeds": int(len(d))}
 
 
 def plot_table(results: dict[str, Any], path: Path) -> None:
@@ -126,7 +255,7 @@ def plot_table(results: dict[str, Any], path: Path) -> None:
     protocols = list(results["table"])
     variants = list(next(iter(results["table"].values())))
     width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(protocols), 3.2))
+    fig, ax = plt.subplots(figsize=(2.4 + 1.8 * len(protocols), 3.4))
     for i, v in enumerate(variants):
         means = [results["table"][p][v]["mean"] for p in protocols]
         stds = [results["table"][p][v]["std"] for p in protocols]

@@ -55,6 +55,8 @@ class CollectConfig:
     noise: float = field(default=0.05, metadata={"help": "Std of Gaussian noise added to the expert's actions."})
     max_steps: int = field(default=200, metadata={"help": "Step limit of an episode (MetaWorld allows 500)."})
     tail_steps: int = field(default=5, metadata={"help": "Steps kept after the first success."})
+    val_fraction: float = field(default=0.2, metadata={
+        "help": "Share of each task's episodes (its last ones) marked validation in /split: held out from adaptation."})
     max_attempts: int = field(default=3, metadata={
         "help": "Episodes tried per kept episode before giving up (failed expert episodes are dropped)."})
 
@@ -70,6 +72,8 @@ class CollectConfig:
             raise HRAlignError(f"`image_size` should be >= 16 but the value passed is {self.image_size}")
         if isinstance(self.tail_steps, bool) or not isinstance(self.tail_steps, int) or self.tail_steps < 0:
             raise HRAlignError(f"`tail_steps` should be an integer >= 0 but the value passed is {self.tail_steps!r}")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise HRAlignError(f"`val_fraction` should lie in [0, 1) but the value passed is {self.val_fraction!r}")
         if not 0.0 <= float(self.noise) <= 1.0:
             raise HRAlignError(f"`noise` should lie in [0, 1] but the value passed is {self.noise!r}")
 
@@ -77,6 +81,13 @@ class CollectConfig:
         d = asdict(self)
         d["tasks"] = list(self.tasks)
         return d
+
+    @property
+    def val_episodes(self) -> int:
+        """Validation episodes per task: round(episodes x val_fraction), at least 1 and leaving 1 for training."""
+        if self.val_fraction <= 0 or self.episodes < 2:
+            return 0
+        return min(self.episodes - 1, max(1, round(self.episodes * self.val_fraction)))
 
 
 def expert_episode(env: SimEnv, goal: np.ndarray, rng: np.random.Generator, cfg: CollectConfig,
@@ -144,7 +155,7 @@ def collect(out: str | Path, config: CollectConfig | None = None, overwrite: boo
                 check_frame(ep["human"][0], f"{name} human view")
                 h = w.add_clip("human", ep["human"], task_id, actions=ep["actions"], state=ep["state"])
                 r = w.add_clip("robot", ep["robot"], task_id, actions=ep["actions"], state=ep["state"])
-                w.add_pair(h, r)
+                w.add_pair(h, r, split=int(kept >= cfg.episodes - cfg.val_episodes))
                 clips_meta.append({"task": short_name(name), "episode": tried - 1, "goal": [float(x) for x in goal],
                                    "steps": len(ep["actions"]), "success_step": int(ep["success_step"])})
                 summary["renders"] += 2 * len(ep["actions"])
