@@ -57,11 +57,12 @@ _B = BenchConfig()
 @click.option("--few-shot", type=int, default=_E.few_shot, show_default=True, help=_help(SimEvalConfig, "few_shot"))
 @click.option("--steps", type=int, default=_E.steps, show_default=True, help=_help(SimEvalConfig, "steps"))
 @click.option("--max-steps", type=int, default=_E.max_steps, show_default=True, help=_help(SimEvalConfig, "max_steps"))
+@click.option("--envs", type=int, default=_E.envs, show_default=True, help=_help(SimEvalConfig, "envs"))
 @click.option("--resume", is_flag=True, help="Reuse OUT/mw.h5 and every finished stage (pretrain, adapters, seeds).")
 def metaworld(out: str, tasks: str, episodes: int, image_size: int, human_camera: str | None, collect_seed: int,
               protocols: str, encoder: str, weights: str | None, encoder_image_size: int | None, pretrain_steps: int,
               adapters: str, adapt_steps: int, adapt_lr: float, seed: int, rollouts: int, seeds: int, few_shot: int,
-              steps: int, max_steps: int, resume: bool) -> None:
+              steps: int, max_steps: int, envs: int, resume: bool) -> None:
     """Collect paired MetaWorld demos, pretrain the base on the human views, adapt the robot branch
     (adapters and a full fine-tune), then evaluate proprio-only / random-init / frozen / adapted /
     full fine-tune rows under each protocol; writes results.json, results.md and results.png.
@@ -76,6 +77,7 @@ def metaworld(out: str, tasks: str, episodes: int, image_size: int, human_camera
     bcfg = BenchConfig(protocols=protocols, encoder=encoder, weights=weights, encoder_image_size=encoder_image_size,
                        pretrain_steps=pretrain_steps, adapters=adapters, adapt_steps=adapt_steps, adapt_lr=adapt_lr,
                        seed=seed)
-    ecfg = SimEvalConfig(rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps, max_steps=max_steps)
+    ecfg = SimEvalConfig(rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps, max_steps=max_steps,
+                         envs=envs)
     results = run_bench(out, ccfg, bcfg, ecfg, resume=resume, progress=True)
     click.echo(format_table(results))
