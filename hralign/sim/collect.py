@@ -44,10 +44,12 @@ def _parse_tasks(tasks: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
 class CollectConfig:
     """What to roll out and how to render it."""
 
-    tasks: tuple[str, ...] | str = field(default=("push", "pick-place"), metadata={
-        "help": "MetaWorld tasks, comma-separated (e.g. push,pick-place; '-v3' optional)."})
+    tasks: tuple[str, ...] | str = field(default=("push", "sweep-into"), metadata={
+        "help": "MetaWorld tasks, comma-separated ('-v3' optional); default: the vision-dependent pair chosen by "
+                "measurement (docs/sim.md)."})
     episodes: int = field(default=20, metadata={"help": "Successful expert episodes kept per task."})
-    image_size: int = field(default=64, metadata={"help": "Square render size in pixels."})
+    image_size: int = field(default=96, metadata={
+        "help": "Square render size in pixels (96 px: measured in docs/sim.md; goals are a few pixels at 64)."})
     camera: str = field(default="corner", metadata={"help": "Camera of the robot view."})
     human_camera: str | None = field(default=None, metadata={
         "help": "Camera of the human view (default: the robot's camera; another one = cross-view setting)."})
