@@ -31,9 +31,11 @@ from hralign.pairs import PairsFile
 from hralign.pairs.split import split_pairs
 
 
-def horizon_table(report: dict) -> dict[str, np.ndarray]:
-    """Mean MSE per step over the report's pairs: {method: (S,)}."""
-    return {m: np.mean([r["mse_per_step"][m] for r in report["rows"]], axis=0) for m in METHODS}
+def horizon_table(report: dict, key: str = "mse_per_step") -> dict[str, np.ndarray]:
+    """Mean MSE per step over the report's pairs: {method: (S,)}. ``key="mse_moving_per_step"``:
+    over the moving region (pairs where nothing moves are left out)."""
+    rows = [r for r in report["rows"] if r[key]]
+    return {m: np.mean([r[key][m] for r in rows], axis=0) for m in METHODS}
 
 
 def main() -> None:
@@ -64,6 +66,14 @@ def main() -> None:
     print(f"transfer below copy at {below['copy']}/{steps} horizons, below random at {below['random']}/{steps}; "
           f"per pair: below copy {report['wins']['copy']}/{report['pairs']}, below random "
           f"{report['wins']['random']}/{report['pairs']}")
+    moving = horizon_table(report, "mse_moving_per_step") if report["pairs_moving"] else None
+    if moving is not None:
+        print(f"moving region only ({report['pairs_moving']} pairs, {report['mean_moving_fraction']:.1%} of the pixels):")
+        for s in range(steps):
+            print(f"{s + 1:>4} {gap * (s + 1):>6} | " + " ".join(f"{moving[m][s]:16.5f}" for m in METHODS))
+        print("mean        | " + " ".join(f"{report['mean_mse_moving'][m]:16.5f}" for m in METHODS))
+        print(f"moving region per pair: below copy {report['wins_moving']['copy']}/{report['pairs_moving']}, "
+              f"below random {report['wins_moving']['random']}/{report['pairs_moving']}")
 
     # batched vs one clip at a time (same oracle-free rollouts: random codes)
     clips = [int(pf.pairs[i, 1]) for i in idx]
@@ -86,19 +96,24 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    panels = [("whole frame", table)] + ([("moving region", moving)] if moving is not None else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
     x = gap * np.arange(1, steps + 1)
-    for m, style in zip(METHODS, ("o-", "s--", "^-", "d:")):
-        ax.plot(x, table[m], style, label={"transfer": "transfer (human latents)", "copy": "copy first frame",
-                                          "random": "random latents", "oracle": "robot's own latents"}[m])
-    ax.set_xlabel("horizon (frames)")
-    ax.set_ylabel("MSE vs real robot frame")
-    ax.set_title(f"world-model rollout, {report['pairs']} {args.split} pairs", fontsize=9)
-    ax.legend(fontsize=7)
+    for ax, (name, tab) in zip(axes[0], panels):
+        for m, style in zip(METHODS, ("o-", "s--", "^-", "d:")):
+            ax.plot(x, tab[m], style, label={"transfer": "transfer (human latents)", "copy": "copy first frame",
+                                            "random": "random latents", "oracle": "robot's own latents"}[m])
+        ax.set_xlabel("horizon (frames)")
+        ax.set_ylabel(f"MSE vs real robot frame ({name})")
+        ax.set_title(f"world-model rollout, {report['pairs']} {args.split} pairs, {name}", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
-    print(json.dumps({"horizon_mse": {m: [float(v) for v in table[m]] for m in METHODS}}))
+    out = {"horizon_mse": {m: [float(v) for v in table[m]] for m in METHODS}}
+    if moving is not None:
+        out["horizon_mse_moving"] = {m: [float(v) for v in moving[m]] for m in METHODS}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

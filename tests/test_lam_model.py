@@ -207,3 +207,176 @@ def test_feature_target_lam_trains_on_a_frozen_encoders_map(tiny_pairs, tmp_path
     assert "psnr" not in res and res["copy_mse"] > 0 and res["recon_mse"] > 0
     back = load_lam(tmp_path / "lam")
     assert (back.config.target_tokens, back.config.target_token_dim) == (4, 512)  # layer4 of 64 px: 2x2x512
+
+
+# -- FDM options: conv decoder, edge loss ---------------------------------------------------------
+@pytest.mark.parametrize("kw, field", [
+    (dict(fdm_decoder="deconv"), "fdm_decoder"),
+    (dict(fdm_decoder="conv", patch_size=6, image_size=36), "power of 2"),
+    (dict(fdm_decoder="conv", target="features", target_encoder="r3m-resnet18"), "target='pixels'"),
+    (dict(fdm_channels=0), "fdm_channels"),
+    (dict(edge_weight=-1.0), "edge_weight"),
+])
+def test_fdm_options_are_checked(kw, field):
+    with pytest.raises(HRAlignError, match=field):
+        tiny_config(**kw)
+
+
+def test_conv_fdm_shapes_copy_identity_at_init_and_gradient():
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config(fdm_decoder="conv", fdm_channels=4)).train()
+    x = m.preprocess(torch.randint(0, 256, (3, 2, 32, 32, 3), dtype=torch.uint8))
+    out = m(x)
+    assert out.prediction.shape == (3, 16, 3 * 8 * 8)
+    torch.testing.assert_close(out.prediction, m.pixel_tokens(x[:, 0] * 0.5 + 0.5))  # untrained == copy x_t
+    torch.testing.assert_close(out.recon_mse, out.copy_mse)
+    out.loss.backward()
+    assert isinstance(m.fdm.out, nn.Conv2d) and m.fdm.out.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        m.fdm.out.weight.normal_(0, 0.05)
+    m.zero_grad()
+    out = m(x)
+    out.loss.backward()
+    assert m.idm.head.proj.weight.grad.abs().sum() > 0  # the latent action reaches the conv decoder
+    # the residual is per pixel: it is not constant inside a patch (the linear head could be, this must vary)
+    res = (out.prediction - m.pixel_tokens(x[:, 0] * 0.5 + 0.5)).detach()
+    assert res.abs().max() > 0
+
+
+def test_conv_fdm_output_depends_on_the_action():
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config(fdm_decoder="conv", fdm_channels=4)).eval()
+    with torch.no_grad():
+        m.fdm.out.weight.normal_(0, 0.1)
+    cur = m.pixel_tokens(torch.rand(2, 3, 32, 32))
+    a = m.quantizer.codebook.new_zeros(2, 4, 8)
+    b = torch.randn(2, 4, 8)
+    assert (m.fdm(cur, a) - m.fdm(cur, b)).abs().max() > 1e-4
+
+
+def test_conv_fdm_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config(fdm_decoder="conv", fdm_channels=4, edge_weight=0.5)).eval()
+    with torch.no_grad():
+        m.fdm.out.weight.normal_(0, 0.05)
+    save_lam(m, tmp_path / "lam")
+    back = load_lam(tmp_path / "lam")
+    assert (back.config.fdm_decoder, back.config.fdm_channels, back.config.edge_weight) == ("conv", 4, 0.5)
+    cur, act = m.pixel_tokens(torch.rand(2, 3, 32, 32)), torch.randn(2, 4, 8)
+    torch.testing.assert_close(back.fdm(cur, act), m.fdm(cur, act))
+
+
+def test_lam_saved_before_the_fdm_options_still_loads(tmp_path):
+    """A lam.json written before `fdm_decoder`/`fdm_channels`/`edge_weight` existed loads as the linear head."""
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config()).eval()
+    save_lam(m, tmp_path / "lam")
+    meta_path = tmp_path / "lam" / "lam.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("fdm_decoder", "fdm_channels", "edge_weight"):
+        del meta["config"][key]
+    meta_path.write_text(json.dumps(meta))
+    back = load_lam(tmp_path / "lam")
+    assert back.config.fdm_decoder == "linear" and back.config.edge_weight == 0.0
+    cur, act = m.pixel_tokens(torch.rand(2, 3, 32, 32)), torch.randn(2, 4, 8)
+    torch.testing.assert_close(back.fdm(cur, act), m.fdm(cur, act))
+
+
+def test_edge_loss_is_zero_on_the_target_and_added_to_the_loss():
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config(edge_weight=2.0)).train()
+    t = m.pixel_tokens(torch.rand(2, 3, 32, 32))
+    assert float(m.edge_loss(t, t)) == 0.0
+    assert float(m.edge_loss(t + 0.1, t)) == pytest.approx(0.0, abs=1e-10)  # a constant shift has no edges
+    assert float(m.edge_loss(torch.zeros_like(t), t)) > 0
+    x = m.preprocess(torch.randint(0, 256, (2, 2, 32, 32, 3), dtype=torch.uint8))
+    torch.manual_seed(1)
+    with_edges = m(x)
+    torch.manual_seed(1)
+    m.config.edge_weight = 0.0
+    plain = m(x)
+    x01 = x * 0.5 + 0.5
+    expected = 2.0 * m.edge_loss(with_edges.prediction, m.pixel_tokens(x01[:, 1]))
+    torch.testing.assert_close(with_edges.loss - plain.loss, expected)
+
+
+def test_cosine_learning_rate_schedule():
+    from hralign.lam.train import LAMTrainConfig, learning_rate
+
+    cfg = LAMTrainConfig(pairs="p.h5", out="o", steps=100, lr=1e-3, lr_schedule="cosine")
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50) == pytest.approx(5e-4)
+    assert learning_rate(cfg, 100) == pytest.approx(0.0, abs=1e-12)
+    lrs = [learning_rate(cfg, s) for s in range(101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    const = LAMTrainConfig(pairs="p.h5", out="o", steps=100, lr=1e-3)
+    assert {learning_rate(const, s) for s in (0, 50, 99)} == {1e-3}
+    with pytest.raises(HRAlignError, match="lr-schedule"):
+        LAMTrainConfig(pairs="p.h5", out="o", lr_schedule="step")
+
+
+# -- unrolled FDM training ------------------------------------------------------------------------
+def test_frame_sequences_are_gap_apart_and_pairs_unchanged(tiny_pairs):
+    from hralign.lam.data import FramePairs
+    from hralign.pairs import PairsFile
+
+    pf = PairsFile(tiny_pairs)
+    pairs = FramePairs(pf, ("robot",), 2)
+    seqs = FramePairs(pf, ("robot",), 2, steps=3)
+    assert len(pairs) == sum(n - 2 for n in pf.clip_lengths("robot"))
+    assert len(seqs) == sum(n - 6 for n in pf.clip_lengths("robot"))
+    got = seqs.get(np.array([0, len(seqs) - 1]))
+    assert got.shape == (2, 4, 32, 32, 3)
+    clip, t = int(seqs.index.clip[-1]), int(seqs.index.t[-1])
+    np.testing.assert_array_equal(got[1], pf.read_clip("robot", clip, [t, t + 2, t + 4, t + 6]))
+    assert pairs.get(np.array([0])).shape == (1, 2, 32, 32, 3)
+    with pytest.raises(HRAlignError, match="span 12 frames"):
+        FramePairs(pf, ("robot",), 4, steps=3)
+
+
+def test_unrolled_loss_one_step_is_forward_and_untrained_k_steps_is_copy():
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config(idm="conv")).train()
+    seq = torch.randint(0, 256, (3, 3, 32, 32, 3), dtype=torch.uint8)
+    x = (seq.permute(0, 1, 4, 2, 3).float() / 255.0 - 0.5) / 0.5  # (B, 3, 3, S, S)
+    m(x[:, :2])  # initialise the codebook from data
+    torch.manual_seed(1)
+    one = m.forward_unrolled(x[:, :2])
+    torch.manual_seed(1)
+    ref = m(x[:, :2])
+    torch.testing.assert_close(one.loss, ref.loss)
+    two = m.forward_unrolled(x)  # untrained FDM: every step copies x_0
+    f = m.pixel_tokens(x * 0.5 + 0.5)
+    expected = (torch.nn.functional.mse_loss(f[:, 0], f[:, 1]) + torch.nn.functional.mse_loss(f[:, 0], f[:, 2])) / 2
+    torch.testing.assert_close(two.loss, expected)
+    assert two.codes.shape == (6, 4)
+
+
+def test_unrolled_loss_trains_idm_and_fdm():
+    """The IDM reads every pair of the sequence and gets gradient through the unrolled FDM."""
+    torch.manual_seed(0)
+    m = LatentActionModel(tiny_config(idm="conv", fdm_decoder="conv", fdm_channels=4)).train()
+    with torch.no_grad():
+        m.fdm.out.weight.normal_(0, 0.05)
+    x = torch.rand(2, 3, 3, 32, 32) * 2 - 1
+    m(x[:, :2])
+    z = m.encode(torch.stack([x[:, :-1], x[:, 1:]], 2).reshape(4, 2, 3, 32, 32))
+    assert z.shape == (4, 4, 8)
+    out = m.forward_unrolled(x)
+    out.loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in m.idm.parameters() if p.grad is not None) > 0
+    assert m.fdm.out.weight.grad.abs().sum() > 0
+
+
+def test_train_with_rollout_steps_writes_a_loadable_lam(tiny_pairs, tmp_path):
+    from hralign.lam.train import LAMTrainConfig, train_lam
+
+    cfg = tiny_config(idm="conv", gap=2, fdm_decoder="conv", fdm_channels=4)
+    res = train_lam(cfg, LAMTrainConfig(pairs=str(tiny_pairs), out=str(tmp_path / "lam"), steps=4, batch_size=4,
+                                        eval_pairs=8, log_every=2, rollout_steps=2, lr_schedule="cosine"),
+                    progress=False)
+    assert res["eval_pairs"] == 8 and res["recon_mse"] > 0
+    back = load_lam(tmp_path / "lam")
+    assert back.config.fdm_decoder == "conv"
+    with pytest.raises(HRAlignError, match="rollout-steps"):
+        LAMTrainConfig(pairs="p.h5", out="o", rollout_steps=0)

@@ -19,6 +19,7 @@ LAM_FORMAT_VERSION = 1
 IDM_KINDS = ("transformer", "conv")
 QUANTIZERS = ("nsvq", "ste")
 TARGETS = ("pixels", "features")
+FDM_DECODERS = ("linear", "conv")
 
 
 @dataclass
@@ -44,6 +45,14 @@ class LAMConfig:
     commitment: float = field(default=0.25, metadata={"help": "Commitment weight beta (only for 'ste')."})
     dead_code_threshold: float = field(default=0.1, metadata={"help": "A code is dead when it gets less than this "
                                                                        "fraction of its uniform share of assignments."})
+    fdm_decoder: str = field(default="linear", metadata={"help": "FDM head: 'linear' (one linear map per token back "
+                                                                  "to its patch, LAPA) or 'conv' (U-Net-style conv "
+                                                                  "upsampler to a per-pixel residual; pixel targets, "
+                                                                  "patch a power of 2)."})
+    fdm_channels: int = field(default=16, metadata={"help": "Full-resolution channels of the 'conv' FDM decoder "
+                                                             "(doubling per level, at most 4x)."})
+    edge_weight: float = field(default=0.0, metadata={"help": "Weight of an image-gradient (edge) MSE term added to "
+                                                               "the FDM's pixel loss (0: plain MSE)."})
     target: str = field(default="pixels", metadata={"help": "What the FDM rebuilds at t+H: 'pixels' (LAPA) or "
                                                              "'features' of a frozen encoder (UniVLA)."})
     target_encoder: str | None = field(default=None, metadata={"help": "Encoder spec for target='features' "
@@ -55,7 +64,7 @@ class LAMConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size", "gap", "codebook_size", "tokens", "code_dim", "dim",
-                     "idm_depth", "fdm_depth", "heads", "conv_channels"):
+                     "idm_depth", "fdm_depth", "heads", "conv_channels", "fdm_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise HRAlignError(f"`{name}` should be a positive integer but the value passed is {value!r}")
@@ -80,6 +89,18 @@ class LAMConfig:
                                "pass --target features or drop it")
         if not 0.0 <= self.dead_code_threshold < 1.0:
             raise HRAlignError(f"`dead_code_threshold` should be in [0, 1) but the value passed is {self.dead_code_threshold}")
+        if self.fdm_decoder not in FDM_DECODERS:
+            raise HRAlignError(f"`fdm_decoder` should be one of {FDM_DECODERS} but the value passed is {self.fdm_decoder!r}")
+        if self.fdm_decoder == "conv":
+            if self.target != "pixels":
+                raise HRAlignError("`fdm_decoder` 'conv' renders pixels; it needs target='pixels' "
+                                   f"(the target passed is {self.target!r})")
+            if self.patch_size & (self.patch_size - 1):
+                raise HRAlignError(f"`patch_size` should be a power of 2 for fdm_decoder='conv' but is {self.patch_size}")
+        if isinstance(self.edge_weight, bool) or not isinstance(self.edge_weight, (int, float)) or self.edge_weight < 0:
+            raise HRAlignError(f"`edge_weight` should be a number >= 0 but the value passed is {self.edge_weight!r}")
+        if self.edge_weight and self.target != "pixels":
+            raise HRAlignError("`edge_weight` applies to pixel targets only; pass 0 with target='features'")
         if self.commitment < 0:
             raise HRAlignError(f"`commitment` should be >= 0 but the value passed is {self.commitment}")
         if self.target == "pixels":

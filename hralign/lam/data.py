@@ -54,41 +54,52 @@ class FramePairIndex:
 
 
 class FramePairs:
-    """All (x_t, x_{t+gap}) pairs of ``domains`` in a pairs file.
+    """All (x_t, x_{t+gap}) pairs of ``domains`` in a pairs file (or, with ``steps`` > 1, all
+    sequences x_t, x_{t+gap}, ..., x_{t+steps*gap}: what unrolled FDM training reads).
 
     Parameters
     ----------
     pairs : PairsFile
     domains : tuple of str
     gap : int
-        H. Clips with ``length <= gap`` have no pair and are skipped with a warning; when no clip
-        is long enough this is an error.
+        H. Clips with ``length <= steps * gap`` have no sample and are skipped with a warning; when
+        no clip is long enough this is an error.
     preload_bytes : int
         Read a domain's frames into memory when they take at most this many bytes.
+    steps : int
+        Transitions per sample (1: frame pairs).
     """
 
-    def __init__(self, pairs: PairsFile, domains: tuple[str, ...], gap: int, preload_bytes: int = 1 << 30) -> None:
+    def __init__(self, pairs: PairsFile, domains: tuple[str, ...], gap: int, preload_bytes: int = 1 << 30,
+                 steps: int = 1) -> None:
         if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
             raise HRAlignError(f"`--gap` should be a positive integer but the value passed is {gap!r}")
-        self.pairs, self.domains, self.gap = pairs, tuple(domains), gap
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise HRAlignError(f"`steps` should be a positive integer but the value passed is {steps!r}")
+        self.pairs, self.domains, self.gap, self.steps = pairs, tuple(domains), gap, steps
+        span = steps * gap
         dom, clips, ts = [], [], []
         longest, short = 0, 0
         for di, d in enumerate(self.domains):
             lengths = pairs.clip_lengths(d)
             longest = max(longest, int(lengths.max(initial=0)))
             for c, n in enumerate(lengths):
-                if n <= gap:
+                if n <= span:
                     short += 1
                     continue
-                t = np.arange(int(n) - gap, dtype=np.int64)
+                t = np.arange(int(n) - span, dtype=np.int64)
                 dom.append(np.full(t.shape, di, np.int64))
                 clips.append(np.full(t.shape, c, np.int64))
                 ts.append(t)
         if not ts:
+            if steps > 1:
+                raise HRAlignError(f"{steps} steps of `--gap` {gap} span {span} frames, longer than every clip of "
+                                   f"{pairs.path} ({'/'.join(self.domains)}: longest clip has {longest} frames)")
             raise HRAlignError(f"`--gap` {gap} is longer than every clip of {pairs.path} ({'/'.join(self.domains)}: "
                                f"longest clip has {longest} frames); use --gap at most {max(longest - 1, 1)}")
         if short:
-            warnings.warn(f"{pairs.path}: {short} clips have at most {gap} frames and give no (t, t+{gap}) pair; skipped")
+            warnings.warn(f"{pairs.path}: {short} clips have at most {span} frames and give no (t, t+{span}) "
+                          f"{'pair' if steps == 1 else 'sequence'}; skipped")
         self.index = FramePairIndex(np.concatenate(dom), np.concatenate(clips), np.concatenate(ts))
         self._memory: dict[str, np.ndarray] = {}
         for d in self.domains:
@@ -101,7 +112,7 @@ class FramePairs:
         return int(self.index.t.shape[0])
 
     def get(self, rows: np.ndarray) -> np.ndarray:
-        """uint8 (B, 2, H, W, 3) frame pairs of sample ``rows``."""
+        """uint8 (B, steps + 1, H, W, 3) frames of sample ``rows`` (frame pairs when steps is 1)."""
         rows = np.asarray(rows, dtype=np.int64)
         out = None
         for di, d in enumerate(self.domains):
@@ -111,9 +122,9 @@ class FramePairs:
             clips, ts = self.index.clip[rows[sel]], self.index.t[rows[sel]]
             if d in self._memory:
                 start = self.pairs.clip_starts(d)[clips] + ts
-                frames = np.stack([self._memory[d][start], self._memory[d][start + self.gap]], axis=1)
+                frames = np.stack([self._memory[d][start + k * self.gap] for k in range(self.steps + 1)], axis=1)
             else:
-                frames = np.stack([self.pairs.read_clip(d, int(c), [int(t), int(t) + self.gap])
+                frames = np.stack([self.pairs.read_clip(d, int(c), [int(t) + k * self.gap for k in range(self.steps + 1)])
                                    for c, t in zip(clips, ts)])
             if out is None:
                 out = np.empty((rows.size, *frames.shape[1:]), np.uint8)

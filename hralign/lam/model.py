@@ -17,7 +17,7 @@ from hralign.errors import HRAlignError
 from hralign.lam.config import LAMConfig
 from hralign.lam.fdm import FDM
 from hralign.lam.idm import build_idm
-from hralign.lam.layers import patchify
+from hralign.lam.layers import patchify, unpatchify
 from hralign.lam.quantizer import QuantOut, VectorQuantizer
 
 
@@ -117,7 +117,57 @@ class LatentActionModel(nn.Module):
         recon = F.mse_loss(pred, target)
         with torch.no_grad():
             copy = F.mse_loss(current, target)
-        return LAMOutput(recon + q.loss, recon.detach(), copy, q.codes, z, pred)
+        return LAMOutput(self._recon_loss(pred, target, recon) + q.loss, recon.detach(), copy, q.codes, z, pred)
+
+    def forward_unrolled(self, x: torch.Tensor) -> LAMOutput:
+        """Training loss of an FDM unrolled over K steps, as a rollout uses it (pixel targets).
+
+        x: preprocessed sequences (B, K+1, 3, S, S) in [-1, 1], frames ``gap`` apart. The IDM reads
+        every real pair (x_k, x_{k+1}); the FDM starts from the real x_0 and is then fed its own
+        prediction, clipped to [0, 1] as :func:`hralign.lam.rollout.rollout` does, so it learns to
+        continue from its own (blurrier) frames instead of only from real ones (training on the
+        model's own outputs against compounding error, as in scheduled sampling, Bengio et al. 2015).
+        The loss is the mean over the K steps; ``recon_mse``, ``copy_mse`` and ``prediction`` are
+        those of step 1, comparable with :meth:`forward`; ``codes``/``latents`` cover all B*K pairs.
+        """
+        if self.config.target != "pixels":
+            raise HRAlignError("unrolled FDM training feeds predicted frames back; it needs target='pixels'")
+        b, k = x.shape[0], x.shape[1] - 1
+        pairs = torch.stack([x[:, :-1], x[:, 1:]], 2).reshape(b * k, 2, *x.shape[2:])  # (B*K, 2, 3, S, S)
+        z = self.encode(pairs)
+        q = self.quantize(z)
+        actions = q.quantized.reshape(b, k, *q.quantized.shape[1:])  # (B, K, tokens, code_dim)
+        frames = self.pixel_tokens(x * 0.5 + 0.5)  # (B, K+1, N, P)
+        current, loss, first = frames[:, 0], 0.0, None
+        for s in range(k):
+            pred = self.fdm(current, actions[:, s])
+            mse = F.mse_loss(pred, frames[:, s + 1])
+            loss = loss + self._recon_loss(pred, frames[:, s + 1], mse)
+            if first is None:
+                first = (pred, mse)
+            current = pred.clamp(0, 1)
+        with torch.no_grad():
+            copy = F.mse_loss(frames[:, 0], frames[:, 1])
+        return LAMOutput(loss / k + q.loss, first[1].detach(), copy, q.codes, z, first[0])
+
+    def _recon_loss(self, pred: torch.Tensor, target: torch.Tensor, mse: torch.Tensor) -> torch.Tensor:
+        """The FDM's loss for one prediction: its MSE plus, for pixels, the weighted edge term."""
+        if self.config.edge_weight:
+            return mse + self.config.edge_weight * self.edge_loss(pred, target)
+        return mse
+
+    def edge_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """MSE between the horizontal and vertical finite differences of two pixel-token frames (B, N, P).
+
+        Plain MSE is minimised by a blur when the future is uncertain; matching image gradients
+        rewards sharp edges where the target has them (the gradient-difference loss of Mathieu et
+        al., 2016, "Deep multi-scale video prediction beyond mean square error", with exponent 2).
+        """
+        p, s = self.config.patch_size, self.config.image_size
+        a, b = unpatchify(pred, p, s), unpatchify(target, p, s)  # (B, 3, S, S)
+        dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+        dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+        return dx.pow(2).mean() + dy.pow(2).mean()
 
 
 def psnr(mse: float, peak: float = 1.0) -> float:

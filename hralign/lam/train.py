@@ -30,6 +30,7 @@ from hralign.pairs import PairsFile
 CHECKPOINT_DIR = "checkpoints/last"
 METRICS_FILE = "metrics.jsonl"
 TRAIN_CONFIG_FILE = "train_config.json"
+LR_SCHEDULES = ("constant", "cosine")
 RESUME_FIXED = ("pairs", "domain", "seed", "batch_size", "lr", "weight_decay", "restart_every")
 
 
@@ -44,6 +45,12 @@ class LAMTrainConfig:
     batch_size: int = field(default=32, metadata={"help": "Frame pairs per step."})
     lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    lr_schedule: str = field(default="constant", metadata={"help": "Learning rate over the run: 'constant' or "
+                                                                    "'cosine' (decays from --lr to 0 at --steps)."})
+    rollout_steps: int = field(default=1, metadata={"help": "FDM steps unrolled per training sample: K > 1 reads "
+                                                               "K+1 frames `gap` apart and feeds the FDM its own "
+                                                               "predictions after the first step, as a rollout does "
+                                                               "(pixel targets; costs ~K times a step)."})
     seed: int = field(default=0, metadata={"help": "Seed for init, sampling and quantiser noise."})
     restart_every: int = field(default=100, metadata={"help": "Restart dead codes every N steps (0: never)."})
     log_every: int = field(default=50, metadata={"help": "Write training metrics every N steps."})
@@ -53,7 +60,7 @@ class LAMTrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing OUT directory."})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_pairs"):
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_pairs", "rollout_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise HRAlignError(f"`--{name.replace('_', '-')}` should be a positive integer but the value passed is {v!r}")
@@ -61,6 +68,8 @@ class LAMTrainConfig:
             raise HRAlignError(f"`--restart-every` should be >= 0 but the value passed is {self.restart_every}")
         if not self.lr > 0:
             raise HRAlignError(f"`--lr` should be > 0 but the value passed is {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise HRAlignError(f"`--lr-schedule` should be one of {LR_SCHEDULES} but the value passed is {self.lr_schedule!r}")
         if self.resume and self.overwrite:
             raise HRAlignError("`--resume` and `--overwrite` exclude each other")
 
@@ -112,6 +121,12 @@ def _batch(model: LatentActionModel, target: FeatureTarget | None, frames: np.nd
     if target is None:
         return x, None, None
     return x, target(frames[:, 0]), target(frames[:, 1])
+
+
+def _sequences(model: LatentActionModel, frames: np.ndarray) -> torch.Tensor:
+    """uint8 (B, K+1, S, S, 3) from :class:`FramePairs` (sizes checked there) -> (B, K+1, 3, S, S) in [-1, 1]."""
+    x = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255.0
+    return (x.to(model.quantizer.codebook.device) - 0.5) / 0.5
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,6 +216,14 @@ def config_for_pairs(pairs_path: str, domain: str, **model_options: Any) -> LAMC
     return LAMConfig(**model_options)
 
 
+def learning_rate(cfg: LAMTrainConfig, step: int) -> float:
+    """Learning rate of the update after ``step`` updates: a function of the step only, so --resume
+    continues the schedule exactly (cosine: half a cosine from ``lr`` at step 0 to 0 at ``steps``)."""
+    if cfg.lr_schedule == "cosine":
+        return float(cfg.lr * 0.5 * (1.0 + np.cos(np.pi * min(step, cfg.steps) / cfg.steps)))
+    return float(cfg.lr)
+
+
 def _save_checkpoint(out: Path, model: LatentActionModel, opt: torch.optim.Optimizer, step: int) -> None:
     with atomic_dir(out / CHECKPOINT_DIR) as tmp:
         save_state(model, tmp / "model.safetensors")
@@ -252,6 +275,12 @@ def train_lam(model_config: LAMConfig, cfg: LAMTrainConfig, progress: bool = Tru
     domains = resolve_domains(pairs, cfg.domain)
     check_frame_size(pairs, domains, model_config.image_size)
     data = FramePairs(pairs, domains, model_config.gap)
+    if cfg.rollout_steps > 1 and model_config.target != "pixels":
+        raise HRAlignError(f"`--rollout-steps` {cfg.rollout_steps} feeds predicted frames back to the FDM; "
+                           "it needs --target pixels")
+    # training samples: frame pairs, or sequences of rollout_steps transitions (evaluation stays on pairs)
+    train_data = data if cfg.rollout_steps == 1 else FramePairs(pairs, domains, model_config.gap,
+                                                                 steps=cfg.rollout_steps)
 
     torch.manual_seed(cfg.seed)
     sample = data.get(np.array([0]))[:, 0]
@@ -278,9 +307,14 @@ def train_lam(model_config: LAMConfig, cfg: LAMTrainConfig, progress: bool = Tru
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # quantiser noise and restarts, per step
-        rows = rng.integers(0, len(data), cfg.batch_size)
-        x, cur, tgt = _batch(model, target, data.get(rows))
-        outp = model(x, cur, tgt)
+        rows = rng.integers(0, len(train_data), cfg.batch_size)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        if cfg.rollout_steps > 1:
+            outp = model.forward_unrolled(_sequences(model, train_data.get(rows)))
+        else:
+            x, cur, tgt = _batch(model, target, train_data.get(rows))
+            outp = model(x, cur, tgt)
         opt.zero_grad(set_to_none=True)
         outp.loss.backward()
         opt.step()
