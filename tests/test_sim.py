@@ -206,4 +206,6 @@ def test_bench_metaworld_tiny_runs_every_stage_and_resumes(tmp_path):
     assert code == 0, stderr
     again = json.loads((out / "results.json").read_text())
     assert again["collect"]["reused"] and again["table"] == res["table"]
+    for stage in ("pretrain (human views)", "adapt full", "eval robot"):  # what the stages cost when they ran
+        assert again["timings_s"][stage] == res["timings_s"][stage]
     assert (out / "adapt" / "full-fine-tune" / "adapter" / "hralign.json").read_text() == stamp

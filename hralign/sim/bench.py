@@ -143,12 +143,18 @@ def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, e
     if out.exists() and any(out.iterdir()) and not resume:
         raise HRAlignError(f"--out {out}: exists and is not empty; pass --resume to continue")
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    # Stage wall times persist as each stage finishes, so a resumed benchmark still reports what the
+    # stages it reuses cost when they ran (a stage killed midway is timed again from its restart).
+    timings_file = out / "timings.json"
+    timings: dict[str, float] = (json.loads(timings_file.read_text(encoding="utf-8"))
+                                 if resume and timings_file.is_file() else {})
 
     def timed(stage: str, fn, *args):
         t = time.perf_counter()
         value = fn(*args)
-        timings[stage] = time.perf_counter() - t
+        if stage not in timings:
+            timings[stage] = time.perf_counter() - t
+            write_text_atomic(timings_file, json.dumps(timings, indent=2))
         return value
 
     pairs = out / "mw.h5"
@@ -174,10 +180,9 @@ def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, e
         cfg = SimEvalConfig(**{**eval_cfg.to_dict(), "protocol": protocol})
         tables[protocol] = timed(f"eval {protocol}", evaluate_sim, pairs, out / "eval" / protocol, variants, cfg,
                                  resume, progress)
-    t = time.perf_counter()
-    alignment = {v: {subset: alignment_metrics(str(pairs), src, subset=subset) for subset in ("val", "train")}
-                 for v, src in variants.items() if src is not None}
-    timings["alignment metrics"] = time.perf_counter() - t
+    alignment = timed("alignment metrics", lambda: {
+        v: {subset: alignment_metrics(str(pairs), src, subset=subset) for subset in ("val", "train")}
+        for v, src in variants.items() if src is not None})
     results = {"alignment": alignment, "bench": bench.to_dict(),
                "collect": {**collect_cfg.to_dict(), **{k: v for k, v in summary.items() if k != "out"}},
                "eval": eval_cfg.to_dict(), "timings_s": timings,
