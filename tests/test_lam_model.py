@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -308,7 +309,7 @@ def test_cosine_learning_rate_schedule():
     assert learning_rate(cfg, 50) == pytest.approx(5e-4)
     assert learning_rate(cfg, 100) == pytest.approx(0.0, abs=1e-12)
     lrs = [learning_rate(cfg, s) for s in range(101)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
     const = LAMTrainConfig(pairs="p.h5", out="o", steps=100, lr=1e-3)
     assert {learning_rate(const, s) for s in (0, 50, 99)} == {1e-3}
     with pytest.raises(HRAlignError, match="lr-schedule"):

@@ -19,8 +19,6 @@ Two heads turn the transformer's tokens into that residual (``LAMConfig.fdm_deco
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,7 +41,7 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, dim: int, patch: int, image_size: int, channels: int) -> None:
         super().__init__()
-        self.levels = int(round(math.log2(patch)))
+        self.levels = patch.bit_length() - 1  # log2(patch); the config checks patch is a power of 2
         self.grid = image_size // patch
         widths = [min(channels * 2 ** i, 4 * channels) for i in range(self.levels + 1)]  # full res .. grid
         # encoder of x_t: skip features at every scale (full res first)
@@ -55,7 +53,7 @@ class ConvDecoder(nn.Module):
         self.up = nn.ModuleList(nn.Conv2d(widths[i], widths[i - 1], 1) for i in range(self.levels, 0, -1))
 
     def forward(self, tokens: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        b, n, d = tokens.shape
+        b, _, d = tokens.shape  # (B, N, dim), N = grid * grid
         feats = []
         h = image * 2.0 - 1.0
         for conv in self.skips:
