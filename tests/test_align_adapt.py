@@ -18,7 +18,9 @@ from safetensors.torch import load_file
 
 from conftest import run_cli
 from hralign.align.config import AdaptConfig
+from hralign.align.evaluate import format_table
 from hralign.align.trainer import run_adapt
+from hralign.errors import HRAlignError
 
 FAST = dict(encoder="r3m-resnet18", image_size=32, frames=3, batch_size=2, steps=6, warmup=2, eval_every=0,
             save_every=3, device="cpu", lr=1e-3)
@@ -60,6 +62,7 @@ def test_run_directory_has_everything_and_adapter_loads(cached_run, tiny_pairs):
     assert cfg["resolved"]["path"] == "cached" and cfg["resolved"]["stage_cut"]
     assert len(cfg["resolved"]["pairs_sha256"]) == 64 and cfg["versions"]["torch"]
     assert set(metrics) >= {"frozen", "adapted", "val_loss"}
+    assert metrics["frozen"]["frame_error"] > 0 and "frame error" in format_table(metrics)
     enc = hralign.load_encoder(str(run / "adapter"))
     images = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
     assert enc(images).shape == (2, enc.feature_dim)
@@ -204,3 +207,19 @@ def test_attention_pooling_is_trained_recorded_and_saved(cached_run, tiny_pairs,
     assert weights["query.weight"].shape == (512, 384)  # frame feature dim x MiniLM dim
     # the trainable query counts among the run's parameters, beside the adapter
     assert cfg["resolved"]["trainable_parameters"] == cfg["resolved"]["adapter_parameters"] + 512 * 384 + 512
+
+
+def test_frame_weight_adds_a_logged_per_frame_term_that_training_lowers(cached_run, tiny_pairs, tmp_path):
+    root, _ = cached_run
+    final = run_adapt(_cfg(tiny_pairs, tmp_path / "fw", root / "cache", frame_weight=5.0, steps=12, save_every=0),
+                      progress=False, echo=lambda *_: None)
+    # held out: the adapted robot frames moved towards their human partners (0.30 -> 0.23 here)
+    assert final["adapted"]["frame_error"] < 0.9 * final["frozen"]["frame_error"]
+    entries = [e for e in map(json.loads, (tmp_path / "fw" / "metrics.jsonl").read_text().splitlines()) if "loss" in e]
+    frame = [e["frame_loss"] for e in entries]
+    assert len(frame) == 12 and frame[-1] < 0.8 * frame[0]
+    assert all(e["loss"] >= 5.0 * e["frame_loss"] for e in entries)  # the contrastive part is still there
+    plain = [e for e in map(json.loads, (root / "cached" / "metrics.jsonl").read_text().splitlines()) if "loss" in e]
+    assert all("frame_loss" not in e for e in plain)  # default: HR-Align's loss only
+    with pytest.raises(HRAlignError, match="frame-weight"):
+        _cfg(tiny_pairs, tmp_path / "bad", root / "cache", frame_weight=-1.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hralign.align.loss import hralign_loss
+from hralign.align.loss import frame_matching_loss, hralign_loss
 from hralign.align.pooling import FramePooling, PoolingConfig
 from hralign.errors import HRAlignError
 
@@ -80,3 +80,18 @@ def test_attention_pooling_weights_frames_by_instruction_query():
     assert torch.allclose(mean, frames.mean(1))
     with pytest.raises(HRAlignError):
         PoolingConfig("max")
+
+
+def test_frame_matching_loss_is_relative_error_and_moves_only_the_adapted_side():
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(2, 3, 8, generator=g).requires_grad_(True)
+    a = torch.randn(2, 3, 8, generator=g).requires_grad_(True)
+    got = frame_matching_loss(h, a)
+    assert float(got) == pytest.approx(float(((a - h) ** 2).sum() / (h ** 2).sum()), rel=1e-6)
+    assert float(frame_matching_loss(h, h.detach().clone())) == 0.0
+    # scale-free: the same relative error at 10x the feature scale
+    assert float(frame_matching_loss(10 * h, 10 * a)) == pytest.approx(float(got), rel=1e-5)
+    got.backward()
+    assert h.grad is None and a.grad is not None and a.grad.abs().sum() > 0  # the human target is frozen
+    with pytest.raises(HRAlignError, match="one shape"):
+        frame_matching_loss(torch.randn(2, 3, 8), torch.randn(2, 4, 8))

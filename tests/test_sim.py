@@ -46,6 +46,30 @@ def test_configs_reject_bad_values():
     assert CollectConfig(tasks="push, pick-place").tasks == ("push", "pick-place")
 
 
+def test_bench_adapter_specs_and_row_names():
+    from hralign.sim.bench import BenchConfig, adapter_row
+
+    assert [adapter_row(s) for s in ("full", "lora:middle", "bottleneck:late+frames", "full+frames")] == [
+        "full fine-tune", "adapted:lora-middle", "adapted:bottleneck-late+frames", "full fine-tune+frames"]
+    for bad in ("lora:middle+pixels", "nonsense:late", "lora+frames,lora+frames"):
+        with pytest.raises(HRAlignError, match="adapters"):
+            BenchConfig(adapters=bad)
+    with pytest.raises(HRAlignError, match="adapt_frame_weight"):
+        BenchConfig(adapt_frame_weight=0.0)
+
+
+def test_frame_error_is_zero_for_identical_frames_and_skips_unaligned_pairs():
+    import torch
+
+    from hralign.sim.alignment import frame_error
+
+    h = [torch.ones(4, 3), torch.full((5, 3), 2.0)]
+    assert frame_error(h, [x.clone() for x in h]) == 0.0
+    # the second pair has another length (not frame-aligned): only the first counts
+    assert frame_error(h, [torch.zeros(4, 3), torch.zeros(6, 3)]) == pytest.approx(1.0)
+    assert np.isnan(frame_error(h[:1], [torch.zeros(2, 3)]))
+
+
 def test_demo_clips_per_protocol(tiny_pairs):
     from hralign.pairs import PairsFile
 
@@ -187,25 +211,28 @@ def test_bench_metaworld_tiny_runs_every_stage_and_resumes(tmp_path):
     code, _, stderr = run_cli("bench", "metaworld", "--out", str(out), "--protocols", "robot,bogus")
     assert code == 2 and "bogus" in stderr
     args = ["bench", "metaworld", "--out", str(out), "--tasks", "push", "--episodes", "8", "--image-size", "32",
-            "--pretrain-steps", "4", "--adapters", "bottleneck:late,full", "--adapt-steps", "3",
+            "--pretrain-steps", "4", "--adapters", "bottleneck:late,full+frames", "--adapt-steps", "3",
             "--protocols", "robot,transfer", "--rollouts", "1", "--seeds", "2", "--steps", "10", "--max-steps", "10"]
     code, stdout, stderr = run_cli(*args)
     assert code == 0, stderr
     res = json.loads((out / "results.json").read_text())
-    rows = {"proprio-only", "random-init", "frozen", "adapted:bottleneck-late", "full fine-tune"}
+    rows = {"proprio-only", "random-init", "frozen", "adapted:bottleneck-late", "full fine-tune+frames"}
     assert list(res["table"]) == ["robot", "transfer"] and set(res["table"]["robot"]) == rows
-    assert (out / "pretrain" / "hralign.json").is_file() and (out / "adapt" / "full-fine-tune" / "adapter").is_dir()
-    assert {"collect", "pretrain (human views)", "adapt full", "eval robot", "eval transfer"} <= set(res["timings_s"])
+    assert (out / "pretrain" / "hralign.json").is_file() and (out / "adapt" / "full-fine-tune+frames" / "adapter").is_dir()
+    assert {"collect", "pretrain (human views)", "adapt full+frames", "eval robot", "eval transfer"} <= set(res["timings_s"])
     md = (out / "results.md").read_text()
-    assert "| full fine-tune |" in md and "Difference to frozen" in md and "wall time" in md and md in stdout + "\n"
+    assert "| full fine-tune+frames |" in md and "Difference to frozen" in md and "wall time" in md and md in stdout + "\n"
     assert (out / "results.png").stat().st_size > 1000
     m = res["alignment"]["adapted:bottleneck-late"]
     assert (m["val"]["pairs"], m["train"]["pairs"]) == (2, 6) and "proprio-only" not in res["alignment"]
-    stamp = (out / "adapt" / "full-fine-tune" / "adapter" / "hralign.json").read_text()
+    assert 0 < m["val"]["frame_error"] < 10 and "frame error" in md  # frame-aligned pairs: defined, finite
+    stamp = (out / "adapt" / "full-fine-tune+frames" / "adapter" / "hralign.json").read_text()
+    cfg = json.loads((out / "adapt" / "full-fine-tune+frames" / "config.json").read_text())["config"]
+    assert cfg["frame_weight"] == 1.0 and cfg["adapter"] == "full"
     code, _, stderr = run_cli(*args, "--resume")  # every stage is found finished and reused
     assert code == 0, stderr
     again = json.loads((out / "results.json").read_text())
     assert again["collect"]["reused"] and again["table"] == res["table"]
-    for stage in ("pretrain (human views)", "adapt full", "eval robot"):  # what the stages cost when they ran
+    for stage in ("pretrain (human views)", "adapt full+frames", "eval robot"):  # what the stages cost when they ran
         assert again["timings_s"][stage] == res["timings_s"][stage]
-    assert (out / "adapt" / "full-fine-tune" / "adapter" / "hralign.json").read_text() == stamp
+    assert (out / "adapt" / "full-fine-tune+frames" / "adapter" / "hralign.json").read_text() == stamp

@@ -37,6 +37,7 @@ class AdaptConfig:
     temperature: float = field(default=0.1, metadata={"help": "tau of the contrastive similarity exp(x.y/tau)."})
     frozen_negative: bool = field(default=True, metadata={"help": "Use the frozen robot feature as an extra negative (HR-Align)."})
     symmetric: bool = field(default=True, metadata={"help": "Average the human->robot and robot->human terms."})
+    frame_weight: float = field(default=0.0, metadata={"help": "Weight of an extra per-frame term pulling each adapted robot frame onto its human partner frame (relative squared error; for frame-aligned pairs such as `sim collect`'s; 0 = HR-Align's loss only)."})
     pooling: str = field(default="mean", metadata={"help": "Frame pooling: mean | attention (instruction query, needs a text encoder)."})
     text_encoder: str = field(default="minilm", metadata={"help": "Text encoder for attention pooling: minilm or a local transformers dir."})
     augment: bool = field(default=False, metadata={"help": "Random resized crop per clip (turns the feature cache off)."})
@@ -83,6 +84,8 @@ class AdaptConfig:
                 raise HRAlignError(f"`--adapter-options` should be a JSON object but the value passed is {self.adapter_options!r}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise HRAlignError("`--grad-clip` and `--weight-decay` should be >= 0")
+        if not self.frame_weight >= 0:
+            raise HRAlignError(f"`--frame-weight` should be >= 0 but the value passed is {self.frame_weight}")
 
     def adapter_options_dict(self) -> dict:
         """``--adapter-options`` parsed (checked in __post_init__)."""

@@ -43,7 +43,8 @@ class AlignModel(nn.Module):
     ``forward(batch) -> (h, r, a)``, each (B, D). ``batch`` holds either uint8 frames
     (``human``/``robot``: (B, T, H, W, 3), or float crops (B, T, 3, S, S)) or cached tensors
     (``human_feat``/``robot_feat``: (B, T, D), ``robot_trunk``: (B, T, ...)); ``text`` (B, E)
-    is the instruction embedding for attention pooling.
+    is the instruction embedding for attention pooling. ``with_frames=True`` also returns the
+    unpooled human, frozen-robot and adapted frame features (B, T, D) for the per-frame term.
     """
 
     def __init__(self, frozen: nn.Module, adapted: nn.Module, pooling: FramePooling, stage: str | None) -> None:
@@ -53,7 +54,7 @@ class AlignModel(nn.Module):
         self.pooling = pooling
         self.stage = stage
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], with_frames: bool = False) -> tuple[torch.Tensor, ...]:
         text = batch.get("text")
         if "robot_trunk" in batch:
             trunk = batch["robot_trunk"]  # (B, T, ...)
@@ -67,7 +68,8 @@ class AlignModel(nn.Module):
                 h_frames = self.frozen(human.flatten(0, 1)).view(b, t, -1)
                 r_frames = self.frozen(robot.flatten(0, 1)).view(b, t, -1)
             a_frames = self.adapted(robot.flatten(0, 1)).view(b, t, -1)
-        return self.pooling(h_frames, text), self.pooling(r_frames, text), self.pooling(a_frames, text)
+        pooled = self.pooling(h_frames, text), self.pooling(r_frames, text), self.pooling(a_frames, text)
+        return (*pooled, h_frames, r_frames, a_frames) if with_frames else pooled
 
 
 @dataclass

@@ -10,6 +10,10 @@ adapted robot features a, and S(x, y) = exp(x.y / tau)::
 The S(., r_i) term is HR-Align's point: the adapted robot feature must end up closer to its
 human partner than the unadapted robot feature is. Written as cross-entropy over M (+1) logits,
 which is the numerically stable form of the same expression.
+
+``frame_matching_loss`` is an optional extra term (not HR-Align's): on frame-aligned pairs it
+pulls each adapted robot frame feature onto its human partner's, which a policy reading per-frame
+features needs and a clip-level contrastive loss does not ask for.
 """
 
 from __future__ import annotations
@@ -75,3 +79,19 @@ def hralign_loss(human: torch.Tensor, frozen_robot: torch.Tensor, adapted_robot:
         return loss_h
     loss_a = _one_side(a, h_all, neg, temperature, offset)
     return 0.5 * (loss_h + loss_a)
+
+
+def frame_matching_loss(human_frames: torch.Tensor, adapted_frames: torch.Tensor) -> torch.Tensor:
+    """Relative per-frame feature error: sum ||a_t - h_t||^2 / sum ||h_t||^2 over all (B, T) frames.
+
+    ``human_frames`` (B, T, D) are frozen-branch features of the human frames at the same relative
+    positions as ``adapted_frames`` (the sampler keeps pairs aligned). The target is frozen, so the
+    term cannot collapse; dividing by the target's energy makes its weight independent of the
+    encoder's feature scale. Unnormalised on purpose: a BC policy standardises raw features, so
+    their scale has to match too, not only their direction.
+    """
+    if human_frames.shape != adapted_frames.shape or human_frames.ndim != 3:
+        raise HRAlignError(f"frame_matching_loss needs two (B, T, D) tensors of one shape; got "
+                           f"{list(human_frames.shape)}, {list(adapted_frames.shape)}")
+    h = human_frames.detach().float()
+    return (adapted_frames.float() - h).pow(2).sum() / h.pow(2).sum().clamp_min(1e-12)

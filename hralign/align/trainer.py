@@ -29,7 +29,7 @@ from hralign.align.config import AdaptConfig
 from hralign.align.evaluate import compare, format_table
 from hralign.align.features import (AlignModel, FeatureCache, build_feature_cache, cache_key, default_cache_dir,
                                     read_units)
-from hralign.align.loss import hralign_loss
+from hralign.align.loss import frame_matching_loss, hralign_loss
 from hralign.align.pooling import FramePooling, PoolingConfig
 from hralign.align.sampling import positions_to_indices, relative_positions, step_batch, step_positions
 from hralign.atomic import atomic_dir, atomic_path, write_text_atomic
@@ -161,23 +161,31 @@ class Batches:
 
 @torch.no_grad()
 def pooled_features(model: AlignModel, batches: Batches, pair_ids: np.ndarray, frames: int,
-                    chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(h, r, a) pooled features of ``pair_ids`` at evenly spaced frames (evaluation)."""
+                    chunk: int = 64) -> tuple[np.ndarray, ...]:
+    """(h, r, a) pooled features of ``pair_ids`` at evenly spaced frames (evaluation), then the
+    per-pair squared frame distances sum_t ||r_t - h_t||^2, sum_t ||a_t - h_t||^2 and sum_t ||h_t||^2."""
     was_training = model.training
     model.eval()
     outs = []
     for lo in range(0, len(pair_ids), chunk):
         ids = pair_ids[lo:lo + chunk]
-        outs.append([x.float().cpu().numpy() for x in model(batches(ids, relative_positions(len(ids), frames, None)))])
+        h, r, a, hf, rf, af = (x.float().cpu() for x in model(batches(ids, relative_positions(len(ids), frames, None)),
+                                                               with_frames=True))
+        sq = lambda x: x.pow(2).sum((1, 2)).numpy()  # noqa: E731
+        outs.append([h.numpy(), r.numpy(), a.numpy(), sq(rf - hf), sq(af - hf), sq(hf)])
     model.train(was_training)
-    return tuple(np.concatenate([o[i] for o in outs]) for i in range(3))  # type: ignore[return-value]
+    return tuple(np.concatenate([o[i] for o in outs]) for i in range(6))
 
 
 def _evaluate(model: AlignModel, batches: Batches, data: RunData, config: AdaptConfig) -> dict:
     ids = np.concatenate([data.train, data.val])
-    h, r, a = pooled_features(model, batches, ids, config.frames)
+    h, r, a, r_err, a_err, h_energy = pooled_features(model, batches, ids, config.frames)
     n_train = len(data.train)
     metrics = compare(h, r, a, data.task[ids], val=np.arange(n_train, len(ids)), train=np.arange(n_train))
+    # per-frame view (what a policy fit on human frames reads): relative error on held-out pairs
+    den = max(float(h_energy[n_train:].sum()), 1e-12)
+    metrics["frozen"]["frame_error"] = float(r_err[n_train:].sum()) / den
+    metrics["adapted"]["frame_error"] = float(a_err[n_train:].sum()) / den
     with torch.no_grad():  # validation loss in batches of --batch-size, as in training
         losses = []
         hv, rv, av = (torch.from_numpy(x[n_train:]) for x in (h, r, a))
@@ -322,8 +330,13 @@ def _run(config: AdaptConfig, dist: D.DistInfo, progress: bool, echo) -> dict:
         rng = np.random.default_rng([config.seed, 3, step, dist.rank])
         batch = batches(ids[sl], pos[sl], rng)
         with autocast:
-            h, r, a = runner(batch)
+            h, r, a, *frames = runner(batch, with_frames=config.frame_weight > 0)
         loss = hralign_loss(h, r, a, config.temperature, config.frozen_negative, config.symmetric, gather=gather)
+        logs = {}
+        if frames:
+            frame_loss = frame_matching_loss(frames[0], frames[2])
+            loss = loss + config.frame_weight * frame_loss
+            logs["frame_loss"] = frame_loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else torch.tensor(0.0)
@@ -332,8 +345,8 @@ def _run(config: AdaptConfig, dist: D.DistInfo, progress: bool, echo) -> dict:
         done = step + 1
         if dist.is_main:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            entry = {"step": done, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                     "elapsed_s": round(time.time() - t0, 3)}
+            entry = {"step": done, "loss": loss.item(), **logs, "lr": scheduler.get_last_lr()[0],
+                     "grad_norm": float(grad_norm), "elapsed_s": round(time.time() - t0, 3)}
             with open(metrics_file, "a") as f:
                 f.write(json.dumps(entry) + "\n")
         if config.eval_every and done % config.eval_every == 0 and done < steps and dist.is_main:

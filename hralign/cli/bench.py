@@ -51,6 +51,8 @@ _B = BenchConfig()
 @click.option("--adapters", default=",".join(_B.adapters), show_default=True, help=_help(BenchConfig, "adapters"))
 @click.option("--adapt-steps", type=int, default=_B.adapt_steps, show_default=True, help=_help(BenchConfig, "adapt_steps"))
 @click.option("--adapt-lr", type=float, default=_B.adapt_lr, show_default=True, help=_help(BenchConfig, "adapt_lr"))
+@click.option("--adapt-frame-weight", type=float, default=_B.adapt_frame_weight, show_default=True,
+              help=_help(BenchConfig, "adapt_frame_weight"))
 @click.option("--seed", type=int, default=_B.seed, show_default=True, help=_help(BenchConfig, "seed"))
 @click.option("--rollouts", type=int, default=_E.rollouts, show_default=True, help=_help(SimEvalConfig, "rollouts"))
 @click.option("--seeds", type=int, default=_E.seeds, show_default=True, help=_help(SimEvalConfig, "seeds"))
@@ -61,7 +63,7 @@ _B = BenchConfig()
 @click.option("--resume", is_flag=True, help="Reuse OUT/mw.h5 and every finished stage (pretrain, adapters, seeds).")
 def metaworld(out: str, tasks: str, episodes: int, image_size: int, human_camera: str | None, collect_seed: int,
               protocols: str, encoder: str, weights: str | None, encoder_image_size: int | None, pretrain_steps: int,
-              adapters: str, adapt_steps: int, adapt_lr: float, seed: int, rollouts: int, seeds: int, few_shot: int,
+              adapters: str, adapt_steps: int, adapt_lr: float, adapt_frame_weight: float, seed: int, rollouts: int, seeds: int, few_shot: int,
               steps: int, max_steps: int, envs: int, resume: bool) -> None:
     """Collect paired MetaWorld demos, pretrain the base on the human views, adapt the robot branch
     (adapters and a full fine-tune), then evaluate proprio-only / random-init / frozen / adapted /
@@ -76,7 +78,7 @@ def metaworld(out: str, tasks: str, episodes: int, image_size: int, human_camera
                          seed=collect_seed)
     bcfg = BenchConfig(protocols=protocols, encoder=encoder, weights=weights, encoder_image_size=encoder_image_size,
                        pretrain_steps=pretrain_steps, adapters=adapters, adapt_steps=adapt_steps, adapt_lr=adapt_lr,
-                       seed=seed)
+                       adapt_frame_weight=adapt_frame_weight, seed=seed)
     ecfg = SimEvalConfig(rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps, max_steps=max_steps,
                          envs=envs)
     results = run_bench(out, ccfg, bcfg, ecfg, resume=resume, progress=True)

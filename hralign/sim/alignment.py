@@ -4,12 +4,11 @@ Issue 10 asks for these beside the success table: the prototype found robot->hum
 at chance (0.33) for a frozen encoder while human->human was 1.00, i.e. the gap HR-Align closes.
 Clip descriptors are mean-pooled frame features (HR-Align pools over frames, mean by default);
 human clips go through the frozen base, robot clips through the (adapted) robot encoder.
-Metrics come from :mod:`hralign.metrics`.
+Metrics come from :mod:`hralign.metrics`. ``frame_error`` is the per-frame view a BC policy
+has: how far each robot frame's features are from its human partner frame's.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
@@ -18,13 +17,6 @@ from hralign.metrics import knn_accuracy, retrieval_topk
 from hralign.pairs import PairsFile
 from hralign.policy import EncoderSource
 from hralign.policy.features import encode_clips
-
-
-def clip_descriptors(encoder: Any, pairs: PairsFile, domain: str, clips: Any = None) -> np.ndarray:
-    """Mean-pooled features per clip of ``domain`` (all clips, or ``clips`` in that order): float32 [C, D]."""
-    clips = [int(c) for c in (range(pairs.num_clips(domain)) if clips is None else clips)]
-    feats = encode_clips(encoder, pairs, domain, clips)
-    return np.stack([feats[c].mean(0).numpy() for c in clips]).astype(np.float32)
 
 
 SUBSETS = ("all", "train", "val")
@@ -49,8 +41,10 @@ def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset
         raise HRAlignError(f"{pairs_path}: {len(p)} {subset} pair(s); alignment metrics need at least 2")
     robot_enc = source.robot_encoder()
     human_enc = source.human_encoder(robot_enc) if source.adapter is not None else robot_enc
-    h = clip_descriptors(human_enc, pairs, "human", p[:, 0])
-    r = clip_descriptors(robot_enc, pairs, "robot", p[:, 1])
+    hf = encode_clips(human_enc, pairs, "human", [int(c) for c in p[:, 0]])
+    rf = encode_clips(robot_enc, pairs, "robot", [int(c) for c in p[:, 1]])
+    h = np.stack([hf[int(c)].mean(0).numpy() for c in p[:, 0]]).astype(np.float32)
+    r = np.stack([rf[int(c)].mean(0).numpy() for c in p[:, 1]]).astype(np.float32)
     th, tr = pairs.clip_tasks("human")[p[:, 0]], pairs.clip_tasks("robot")[p[:, 1]]
     ret = retrieval_topk(r, h, ks=(1, 5))
     kk = max(1, min(k, len(h) - 1))
@@ -58,4 +52,20 @@ def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset
             "knn_h2h": knn_accuracy(h, th, h, th, k=kk, exclude_self=True),
             "knn_r2r": knn_accuracy(r, tr, r, tr, k=kk, exclude_self=True),
             "knn_r2h": knn_accuracy(r, tr, h, th, k=kk),
+            "frame_error": frame_error([hf[int(c)] for c in p[:, 0]], [rf[int(c)] for c in p[:, 1]]),
             "chance": float(1.0 / max(1, len(np.unique(th)))), "pairs": int(len(p))}
+
+
+def frame_error(human: list, robot: list) -> float:
+    """sum ||r_t - h_t||^2 / sum ||h_t||^2 over the frames of frame-aligned pairs (NaN if none are).
+
+    What a policy trained on human-view features sees when it is run on robot-view features: 0
+    means the robot frames look, to the policy, exactly like their human partners.
+    """
+    num = den = 0.0
+    for h, r in zip(human, robot):
+        if h.shape == r.shape:
+            num += float((r.double() - h.double()).pow(2).sum())
+            den += float(h.double().pow(2).sum())
+    return num / den if den > 0 else float("nan")
+

@@ -8,6 +8,7 @@ continues where it stopped):
    unless official ``weights`` are given;
 3. adapt the robot branch on the training pairs with HR-Align's loss, once per adapter spec
    (``OUT/adapt/<name>``), including ``full`` (every weight trained: HR-Align's strongest baseline);
+   a ``+frames`` spec adds the per-frame matching term (``hralign adapt --frame-weight``);
 4. evaluate proprio-only / random-init / frozen / adapted / full fine-tune under each protocol;
 5. robot->human retrieval and kNN task accuracy of every variant on the held-out and training pairs.
 
@@ -51,12 +52,15 @@ class BenchConfig:
         "help": "Encoder input side (default: the collected image size)."})
     pretrain_steps: int = field(default=1000, metadata={
         "help": "R3M-objective steps on the human views (the frozen base when no --weights; 0 = no frozen row)."})
-    adapters: tuple[str, ...] | str = field(default=("bottleneck:late", "lora:middle", "full"), metadata={
-        "help": "Adapters trained on the training pairs, comma-separated method[:placement]; 'full' = fine-tune "
-                "every weight (the strongest baseline); empty = none."})
+    adapters: tuple[str, ...] | str = field(default=("bottleneck:late", "lora:middle", "full", "lora:middle+frames"), metadata={
+        "help": "Adapters trained on the training pairs, comma-separated method[:placement][+frames]; 'full' = "
+                "fine-tune every weight (the strongest baseline); '+frames' adds the per-frame matching term "
+                "(weight --adapt-frame-weight) to HR-Align's loss; empty = none."})
     adapt_steps: int = field(default=600, metadata={"help": "HR-Align optimiser steps per adapter."})
     adapt_lr: float = field(default=1e-3, metadata={
         "help": "Adapter learning rate ('full' uses a tenth of it: all weights move)."})
+    adapt_frame_weight: float = field(default=1.0, metadata={
+        "help": "Weight of the per-frame matching term of '+frames' adapters (`hralign adapt --frame-weight`)."})
     seed: int = field(default=0, metadata={"help": "Seed of pretraining and adaptation."})
 
     def __post_init__(self) -> None:
@@ -69,8 +73,9 @@ class BenchConfig:
         from hralign.adapters import METHODS
 
         for spec in self.adapters:
-            if spec.partition(":")[0] not in METHODS:
-                raise HRAlignError(f"`adapters`: {spec!r} should be method[:placement] with a method among "
+            base, plus, suffix = spec.partition("+")
+            if base.partition(":")[0] not in METHODS or (plus and suffix != "frames"):
+                raise HRAlignError(f"`adapters`: {spec!r} should be method[:placement][+frames] with a method among "
                                    f"{', '.join(sorted(METHODS))}")
         if len(set(self.adapters)) != len(self.adapters):
             raise HRAlignError(f"`adapters`: {','.join(self.adapters)!r} lists an adapter twice")
@@ -81,6 +86,8 @@ class BenchConfig:
                                    f"value passed is {v!r}")
         if not float(self.adapt_lr) > 0:
             raise HRAlignError(f"`adapt_lr` should be positive but the value passed is {self.adapt_lr!r}")
+        if not float(self.adapt_frame_weight) > 0:
+            raise HRAlignError(f"`adapt_frame_weight` should be positive but the value passed is {self.adapt_frame_weight!r}")
         if self.weights is not None and not Path(self.weights).is_file():
             raise HRAlignError(f"--weights {self.weights}: no such file")
 
@@ -91,11 +98,11 @@ class BenchConfig:
 
 
 def adapter_row(spec: str) -> str:
-    """Row name of an adapter spec: ``full`` -> 'full fine-tune', ``lora:middle`` -> 'adapted:lora-middle'."""
-    method, _, placement = spec.partition(":")
-    if method == "full":
-        return FULL_ROW
-    return f"adapted:{method}" + (f"-{placement}" if placement else "")
+    """Row name of an adapter spec: ``full`` -> 'full fine-tune', ``lora:middle+frames`` -> 'adapted:lora-middle+frames'."""
+    base, plus, suffix = spec.partition("+")
+    method, _, placement = base.partition(":")
+    row = FULL_ROW if method == "full" else f"adapted:{method}" + (f"-{placement}" if placement else "")
+    return row + plus + suffix
 
 
 def _done(directory: Path) -> bool:
@@ -120,7 +127,8 @@ def _adapt(out: Path, pairs: Path, spec: str, base: str, weights: str | None, im
     from hralign.align.config import AdaptConfig
     from hralign.align.trainer import run_adapt
 
-    method, _, placement = spec.partition(":")
+    method_placement, frames, _ = spec.partition("+")
+    method, _, placement = method_placement.partition(":")
     run = out / "adapt" / adapter_row(spec).replace("adapted:", "").replace(" ", "-")
     if not _done(run / "adapter"):
         from hralign.pairs.split import split_pairs
@@ -130,6 +138,7 @@ def _adapt(out: Path, pairs: Path, spec: str, base: str, weights: str | None, im
         batch = min(16, *(len(ids) for ids in split_pairs(str(pairs))))
         cfg = AdaptConfig(pairs=str(pairs), out=str(run), encoder=base, weights=weights, image_size=image_size,
                           adapter=method, placement=placement or None, steps=bench.adapt_steps, lr=lr,
+                          frame_weight=bench.adapt_frame_weight if frames else 0.0,
                           batch_size=batch, seed=bench.seed, eval_every=0, save_every=max(1, bench.adapt_steps // 4),
                           cache_dir=str(out / "cache"), device="cpu", resume=(run / "config.json").is_file())
         run_adapt(cfg, progress=progress, echo=lambda *_a: None)
@@ -224,11 +233,14 @@ def format_table(results: dict[str, Any]) -> str:
                 cells.append(f"{d['mean']:+.2f} +- {d['std']:.2f}")
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "Clip-level alignment (robot->human pair retrieval; kNN task accuracy, k=5; held-out pairs / "
-              "training pairs of the adapters):", "",
-              "| variant | r->h top1 | r->h top5 | kNN h->h | kNN r->r | kNN r->h |", "|---|---|---|---|---|---|"]
+              "training pairs of the adapters; frame error = sum ||robot_t - human_t||^2 / sum ||human_t||^2 "
+              "over frame-aligned frames, what a policy trained on human views sees):", "",
+              "| variant | r->h top1 | r->h top5 | kNN h->h | kNN r->r | kNN r->h | frame error |",
+              "|---|---|---|---|---|---|---|"]
     for v, m in results.get("alignment", {}).items():
         va, tr = m["val"], m["train"]
-        cells = [f"{va[k]:.2f} / {tr[k]:.2f}" for k in ("r2h_top1", "r2h_top5", "knn_h2h", "knn_r2r", "knn_r2h")]
+        cells = [f"{va[k]:.2f} / {tr[k]:.2f}" if k in va else "-"
+                 for k in ("r2h_top1", "r2h_top5", "knn_h2h", "knn_r2r", "knn_r2h", "frame_error")]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     if results.get("alignment"):
         m = next(iter(results["alignment"].values()))
