@@ -41,7 +41,7 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
     labels = {"h2r_top1": "human->robot top-1", "h2r_top5": "human->robot top-5", "r2h_top1": "robot->human top-1",
               "r2h_top5": "robot->human top-5", "knn_r2h": "kNN task acc (robot->human)",
               "knn_h2r": "kNN task acc (human->robot)", "margin": "margin cos(h,a)-cos(h,r)",
-              "frame_error": "frame error |r_t-h_t|^2/|h_t|^2"}
+              "frame_error": "frame error |r_t-h_t|^2/var(h)"}
     for key, label in labels.items():
         if key not in metrics["frozen"]:
             continue

@@ -162,8 +162,8 @@ class Batches:
 @torch.no_grad()
 def pooled_features(model: AlignModel, batches: Batches, pair_ids: np.ndarray, frames: int,
                     chunk: int = 64) -> tuple[np.ndarray, ...]:
-    """(h, r, a) pooled features of ``pair_ids`` at evenly spaced frames (evaluation), then the
-    per-pair squared frame distances sum_t ||r_t - h_t||^2, sum_t ||a_t - h_t||^2 and sum_t ||h_t||^2."""
+    """(h, r, a) pooled features of ``pair_ids`` at evenly spaced frames (evaluation), then per pair
+    sum_t ||r_t - h_t||^2, sum_t ||a_t - h_t||^2, sum_t ||h_t||^2 and sum_t h_t (for the frame error)."""
     was_training = model.training
     model.eval()
     outs = []
@@ -172,18 +172,21 @@ def pooled_features(model: AlignModel, batches: Batches, pair_ids: np.ndarray, f
         h, r, a, hf, rf, af = (x.float().cpu() for x in model(batches(ids, relative_positions(len(ids), frames, None)),
                                                                with_frames=True))
         sq = lambda x: x.pow(2).sum((1, 2)).numpy()  # noqa: E731
-        outs.append([h.numpy(), r.numpy(), a.numpy(), sq(rf - hf), sq(af - hf), sq(hf)])
+        outs.append([h.numpy(), r.numpy(), a.numpy(), sq(rf - hf), sq(af - hf), sq(hf), hf.sum(1).numpy()])
     model.train(was_training)
-    return tuple(np.concatenate([o[i] for o in outs]) for i in range(6))
+    return tuple(np.concatenate([o[i] for o in outs]) for i in range(7))
 
 
 def _evaluate(model: AlignModel, batches: Batches, data: RunData, config: AdaptConfig) -> dict:
     ids = np.concatenate([data.train, data.val])
-    h, r, a, r_err, a_err, h_energy = pooled_features(model, batches, ids, config.frames)
+    h, r, a, r_err, a_err, h_energy, h_sum = pooled_features(model, batches, ids, config.frames)
     n_train = len(data.train)
     metrics = compare(h, r, a, data.task[ids], val=np.arange(n_train, len(ids)), train=np.arange(n_train))
-    # per-frame view (what a policy fit on human frames reads): relative error on held-out pairs
-    den = max(float(h_energy[n_train:].sum()), 1e-12)
+    # per-frame view (what a policy fit on human frames reads): error on held-out pairs relative to
+    # the spread of the human frame features, as hralign.sim.alignment.frame_error
+    n_frames = len(data.val) * config.frames
+    mean = h_sum[n_train:].astype(np.float64).sum(0) / n_frames
+    den = max(float(h_energy[n_train:].astype(np.float64).sum()) - n_frames * float(mean @ mean), 1e-12)
     metrics["frozen"]["frame_error"] = float(r_err[n_train:].sum()) / den
     metrics["adapted"]["frame_error"] = float(a_err[n_train:].sum()) / den
     with torch.no_grad():  # validation loss in batches of --batch-size, as in training

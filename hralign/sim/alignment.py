@@ -5,12 +5,14 @@ at chance (0.33) for a frozen encoder while human->human was 1.00, i.e. the gap 
 Clip descriptors are mean-pooled frame features (HR-Align pools over frames, mean by default);
 human clips go through the frozen base, robot clips through the (adapted) robot encoder.
 Metrics come from :mod:`hralign.metrics`. ``frame_error`` is the per-frame view a BC policy
-has: how far each robot frame's features are from its human partner frame's.
+has: how far each robot frame's features are from its human partner frame's, relative to how much
+the human features vary.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from hralign.errors import HRAlignError
 from hralign.metrics import knn_accuracy, retrieval_topk
@@ -57,15 +59,17 @@ def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset
 
 
 def frame_error(human: list, robot: list) -> float:
-    """sum ||r_t - h_t||^2 / sum ||h_t||^2 over the frames of frame-aligned pairs (NaN if none are).
+    """sum ||r_t - h_t||^2 / sum ||h_t - mean(h)||^2 over the frames of frame-aligned pairs (NaN if none are).
 
-    What a policy trained on human-view features sees when it is run on robot-view features: 0
-    means the robot frames look, to the policy, exactly like their human partners.
+    What a policy trained on human-view features sees when it is run on robot-view features: the
+    error is measured against the spread of the human features (a BC head standardises its inputs),
+    so 0 means the robot frames look exactly like their human partners and 1 means the error is as
+    large as the variation the policy was trained to read.
     """
-    num = den = 0.0
-    for h, r in zip(human, robot):
-        if h.shape == r.shape:
-            num += float((r.double() - h.double()).pow(2).sum())
-            den += float(h.double().pow(2).sum())
+    pairs = [(h.double(), r.double()) for h, r in zip(human, robot) if h.shape == r.shape]
+    if not pairs:
+        return float("nan")
+    hs = torch.cat([h for h, _ in pairs])
+    num = sum(float((r - h).pow(2).sum()) for h, r in pairs)
+    den = float((hs - hs.mean(0)).pow(2).sum())
     return num / den if den > 0 else float("nan")
-

@@ -233,7 +233,7 @@ def format_table(results: dict[str, Any]) -> str:
                 cells.append(f"{d['mean']:+.2f} +- {d['std']:.2f}")
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "Clip-level alignment (robot->human pair retrieval; kNN task accuracy, k=5; held-out pairs / "
-              "training pairs of the adapters; frame error = sum ||robot_t - human_t||^2 / sum ||human_t||^2 "
+              "training pairs of the adapters; frame error = sum ||robot_t - human_t||^2 / sum ||human_t - mean||^2 "
               "over frame-aligned frames, what a policy trained on human views sees):", "",
               "| variant | r->h top1 | r->h top5 | kNN h->h | kNN r->r | kNN r->h | frame error |",
               "|---|---|---|---|---|---|---|"]
