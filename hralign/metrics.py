@@ -1,4 +1,4 @@
-"""Cross-embodiment retrieval and kNN metrics shared by pretrain, adapt and analysis.
+"""Cross-embodiment retrieval, kNN and per-frame metrics shared by pretrain, adapt, sim and analysis.
 
 Plain numpy + FAISS (exact inner-product indexes on L2-normalised features = cosine), with no
 hralign imports, so every room can use the same definitions.
@@ -66,3 +66,23 @@ def alignment_margin(human: np.ndarray, adapted: np.ndarray, frozen: np.ndarray)
     """mean(cos(h, a) - cos(h, r)): how much closer the adapted robot feature sits to its human partner."""
     h, a, r = (l2_normalize(_check_2d(n, x)) for n, x in (("human", human), ("adapted", adapted), ("frozen", frozen)))
     return float(((h * a).sum(1) - (h * r).sum(1)).mean())
+
+
+def frame_error(human, robot) -> float:
+    """sum ||r_t - h_t||^2 / sum ||h_t - mean(h)||^2 over the frames of frame-aligned pairs (NaN if none are).
+
+    ``human`` and ``robot`` are sequences of per-clip frame features (T_i, D), pair by pair; pairs
+    whose clips differ in length are not frame-aligned and are skipped. What a policy trained on
+    human-view features meets when run on robot-view features: the error is measured against the
+    spread of the human features (a BC head standardises its inputs), so 0 means the robot frames
+    look exactly like their human partners and 1 means the error is as large as the variation the
+    policy learned to read.
+    """
+    pairs = [(np.asarray(h, np.float64), np.asarray(r, np.float64)) for h, r in zip(human, robot)]
+    pairs = [(h, r) for h, r in pairs if h.shape == r.shape]
+    if not pairs:
+        return float("nan")
+    hs = np.concatenate([h for h, _ in pairs])
+    num = sum(float(((r - h) ** 2).sum()) for h, r in pairs)
+    den = float(((hs - hs.mean(0)) ** 2).sum())
+    return num / den if den > 0 else float("nan")

@@ -37,6 +37,7 @@ from hralign.encoders import load_encoder
 from hralign.encoders.text import load_text_encoder
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
+from hralign.metrics import frame_error
 from hralign.pairs import PairsFile
 from hralign.pairs.split import split_pairs
 
@@ -160,35 +161,31 @@ class Batches:
 
 
 @torch.no_grad()
-def pooled_features(model: AlignModel, batches: Batches, pair_ids: np.ndarray, frames: int,
-                    chunk: int = 64) -> tuple[np.ndarray, ...]:
-    """(h, r, a) pooled features of ``pair_ids`` at evenly spaced frames (evaluation), then per pair
-    sum_t ||r_t - h_t||^2, sum_t ||a_t - h_t||^2, sum_t ||h_t||^2 and sum_t h_t (for the frame error)."""
+def pooled_features(model: AlignModel, batches: Batches, pair_ids: np.ndarray, frames: int, chunk: int = 64,
+                    with_frames: bool = False) -> tuple[np.ndarray, ...]:
+    """(h, r, a) pooled features of ``pair_ids`` at evenly spaced frames (evaluation); with
+    ``with_frames`` also their (N, T, D) human, frozen-robot and adapted frame features."""
     was_training = model.training
     model.eval()
     outs = []
     for lo in range(0, len(pair_ids), chunk):
         ids = pair_ids[lo:lo + chunk]
-        h, r, a, hf, rf, af = (x.float().cpu() for x in model(batches(ids, relative_positions(len(ids), frames, None)),
-                                                               with_frames=True))
-        sq = lambda x: x.pow(2).sum((1, 2)).numpy()  # noqa: E731
-        outs.append([h.numpy(), r.numpy(), a.numpy(), sq(rf - hf), sq(af - hf), sq(hf), hf.sum(1).numpy()])
+        out = model(batches(ids, relative_positions(len(ids), frames, None)), with_frames=with_frames)
+        outs.append([x.float().cpu().numpy() for x in out])
     model.train(was_training)
-    return tuple(np.concatenate([o[i] for o in outs]) for i in range(7))
+    return tuple(np.concatenate([o[i] for o in outs]) for i in range(len(outs[0])))
 
 
 def _evaluate(model: AlignModel, batches: Batches, data: RunData, config: AdaptConfig) -> dict:
+    h_tr, r_tr, a_tr = pooled_features(model, batches, data.train, config.frames)
+    h_va, r_va, a_va, hf, rf, af = pooled_features(model, batches, data.val, config.frames, with_frames=True)
+    h, r, a = (np.concatenate(x) for x in ((h_tr, h_va), (r_tr, r_va), (a_tr, a_va)))
     ids = np.concatenate([data.train, data.val])
-    h, r, a, r_err, a_err, h_energy, h_sum = pooled_features(model, batches, ids, config.frames)
     n_train = len(data.train)
     metrics = compare(h, r, a, data.task[ids], val=np.arange(n_train, len(ids)), train=np.arange(n_train))
-    # per-frame view (what a policy fit on human frames reads): error on held-out pairs relative to
-    # the spread of the human frame features, as hralign.sim.alignment.frame_error
-    n_frames = len(data.val) * config.frames
-    mean = h_sum[n_train:].astype(np.float64).sum(0) / n_frames
-    den = max(float(h_energy[n_train:].astype(np.float64).sum()) - n_frames * float(mean @ mean), 1e-12)
-    metrics["frozen"]["frame_error"] = float(r_err[n_train:].sum()) / den
-    metrics["adapted"]["frame_error"] = float(a_err[n_train:].sum()) / den
+    # the per-frame view (what a policy fit on human frames reads), on the held-out pairs
+    metrics["frozen"]["frame_error"] = frame_error(hf, rf)
+    metrics["adapted"]["frame_error"] = frame_error(hf, af)
     with torch.no_grad():  # validation loss in batches of --batch-size, as in training
         losses = []
         hv, rv, av = (torch.from_numpy(x[n_train:]) for x in (h, r, a))

@@ -12,10 +12,9 @@ the human features vary.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from hralign.errors import HRAlignError
-from hralign.metrics import knn_accuracy, retrieval_topk
+from hralign.metrics import frame_error, knn_accuracy, retrieval_topk
 from hralign.pairs import PairsFile
 from hralign.policy import EncoderSource
 from hralign.policy.features import encode_clips
@@ -54,22 +53,6 @@ def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset
             "knn_h2h": knn_accuracy(h, th, h, th, k=kk, exclude_self=True),
             "knn_r2r": knn_accuracy(r, tr, r, tr, k=kk, exclude_self=True),
             "knn_r2h": knn_accuracy(r, tr, h, th, k=kk),
-            "frame_error": frame_error([hf[int(c)] for c in p[:, 0]], [rf[int(c)] for c in p[:, 1]]),
+            "frame_error": frame_error([hf[int(c)].numpy() for c in p[:, 0]], [rf[int(c)].numpy() for c in p[:, 1]]),
             "chance": float(1.0 / max(1, len(np.unique(th)))), "pairs": int(len(p))}
 
-
-def frame_error(human: list, robot: list) -> float:
-    """sum ||r_t - h_t||^2 / sum ||h_t - mean(h)||^2 over the frames of frame-aligned pairs (NaN if none are).
-
-    What a policy trained on human-view features sees when it is run on robot-view features: the
-    error is measured against the spread of the human features (a BC head standardises its inputs),
-    so 0 means the robot frames look exactly like their human partners and 1 means the error is as
-    large as the variation the policy was trained to read.
-    """
-    pairs = [(h.double(), r.double()) for h, r in zip(human, robot) if h.shape == r.shape]
-    if not pairs:
-        return float("nan")
-    hs = torch.cat([h for h, _ in pairs])
-    num = sum(float((r - h).pow(2).sum()) for h, r in pairs)
-    den = float((hs - hs.mean(0)).pow(2).sum())
-    return num / den if den > 0 else float("nan")

@@ -73,8 +73,8 @@ class BenchConfig:
         from hralign.adapters import METHODS
 
         for spec in self.adapters:
-            base, plus, suffix = spec.partition("+")
-            if base.partition(":")[0] not in METHODS or (plus and suffix != "frames"):
+            method, _, frames = parse_adapter_spec(spec)
+            if method not in METHODS or frames is None:
                 raise HRAlignError(f"`adapters`: {spec!r} should be method[:placement][+frames] with a method among "
                                    f"{', '.join(sorted(METHODS))}")
         if len(set(self.adapters)) != len(self.adapters):
@@ -97,12 +97,20 @@ class BenchConfig:
         return d
 
 
+def parse_adapter_spec(spec: str) -> tuple[str, str, bool | None]:
+    """``method[:placement][+frames]`` -> (method, placement or '', +frames given); None for an unknown suffix."""
+    head, plus, suffix = spec.partition("+")
+    method, _, placement = head.partition(":")
+    if not plus:
+        return method, placement, False
+    return method, placement, True if suffix == "frames" else None
+
+
 def adapter_row(spec: str) -> str:
     """Row name of an adapter spec: ``full`` -> 'full fine-tune', ``lora:middle+frames`` -> 'adapted:lora-middle+frames'."""
-    base, plus, suffix = spec.partition("+")
-    method, _, placement = base.partition(":")
+    method, placement, frames = parse_adapter_spec(spec)
     row = FULL_ROW if method == "full" else f"adapted:{method}" + (f"-{placement}" if placement else "")
-    return row + plus + suffix
+    return row + ("+frames" if frames else "")
 
 
 def _done(directory: Path) -> bool:
@@ -127,8 +135,7 @@ def _adapt(out: Path, pairs: Path, spec: str, base: str, weights: str | None, im
     from hralign.align.config import AdaptConfig
     from hralign.align.trainer import run_adapt
 
-    method_placement, frames, _ = spec.partition("+")
-    method, _, placement = method_placement.partition(":")
+    method, placement, frames = parse_adapter_spec(spec)
     run = out / "adapt" / adapter_row(spec).replace("adapted:", "").replace(" ", "-")
     if not _done(run / "adapter"):
         from hralign.pairs.split import split_pairs
