@@ -42,10 +42,12 @@ def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset
         raise HRAlignError(f"{pairs_path}: {len(p)} {subset} pair(s); alignment metrics need at least 2")
     robot_enc = source.robot_encoder()
     human_enc = source.human_encoder(robot_enc) if source.adapter is not None else robot_enc
-    hf = encode_clips(human_enc, pairs, "human", [int(c) for c in p[:, 0]])
-    rf = encode_clips(robot_enc, pairs, "robot", [int(c) for c in p[:, 1]])
-    h = np.stack([hf[int(c)].mean(0).numpy() for c in p[:, 0]]).astype(np.float32)
-    r = np.stack([rf[int(c)].mean(0).numpy() for c in p[:, 1]]).astype(np.float32)
+    hf = encode_clips(human_enc, pairs, "human", p[:, 0])
+    rf = encode_clips(robot_enc, pairs, "robot", p[:, 1])
+    h_frames = [hf[int(c)].numpy() for c in p[:, 0]]  # per pair, in pair order
+    r_frames = [rf[int(c)].numpy() for c in p[:, 1]]
+    h = np.stack([x.mean(0) for x in h_frames]).astype(np.float32)  # clip descriptors: mean-pooled
+    r = np.stack([x.mean(0) for x in r_frames]).astype(np.float32)
     th, tr = pairs.clip_tasks("human")[p[:, 0]], pairs.clip_tasks("robot")[p[:, 1]]
     ret = retrieval_topk(r, h, ks=(1, 5))
     kk = max(1, min(k, len(h) - 1))
@@ -53,6 +55,5 @@ def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset
             "knn_h2h": knn_accuracy(h, th, h, th, k=kk, exclude_self=True),
             "knn_r2r": knn_accuracy(r, tr, r, tr, k=kk, exclude_self=True),
             "knn_r2h": knn_accuracy(r, tr, h, th, k=kk),
-            "frame_error": frame_error([hf[int(c)].numpy() for c in p[:, 0]], [rf[int(c)].numpy() for c in p[:, 1]]),
+            "frame_error": frame_error(h_frames, r_frames),
             "chance": float(1.0 / max(1, len(np.unique(th)))), "pairs": int(len(p))}
-

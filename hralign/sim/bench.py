@@ -10,7 +10,8 @@ continues where it stopped):
    (``OUT/adapt/<name>``), including ``full`` (every weight trained: HR-Align's strongest baseline);
    a ``+frames`` spec adds the per-frame matching term (``hralign adapt --frame-weight``);
 4. evaluate proprio-only / random-init / frozen / adapted / full fine-tune under each protocol;
-5. robot->human retrieval and kNN task accuracy of every variant on the held-out and training pairs.
+5. robot->human retrieval, kNN task accuracy and per-frame error of every variant on the held-out
+   and training pairs.
 
 Writes ``results.json``, ``results.md`` and ``results.png``.
 """
