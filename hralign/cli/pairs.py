@@ -24,6 +24,9 @@ from hralign.pairs.split import SPLIT_BY, make_split, pair_tasks
 from hralign.pairs.reader import PairsFile
 from hralign.pairs.synth import SynthConfig, synthesize
 from hralign.pairs.validate import check_valid, validate
+from hralign.cli.options import dataclass_options
+from hralign.pairs.importers import IMPORTERS, ImporterSpec
+from hralign.pairs.importers.pipeline import ImportConfig, run_import
 
 
 def _help(cls: type, name: str) -> str:
@@ -32,7 +35,7 @@ def _help(cls: type, name: str) -> str:
 
 
 _SYNTH = SynthConfig()
-_COMPRESSION = click.Choice(["none", "gzip", "lzf"])
+_COMPRESSION = click.Choice(["none", "gzip", "lzf", "blosc"])
 
 
 @click.group("pairs")
@@ -176,3 +179,58 @@ def split(file: str, out: str, val_fraction: float, by: str, seed: int, overwrit
     n_val = int(values.sum())
     val_tasks = sorted(set(tasks[values == S.SPLIT_VAL].tolist()))
     click.echo(f"wrote {out}: {len(values) - n_val} train, {n_val} val pairs (by {by}); val tasks: {val_tasks}")
+
+
+# -- hralign pairs import SOURCE ROOT: one subcommand per registered importer, options from the dataclasses --
+class _ImportGroup(click.Group):
+    """Subcommands built from :data:`hralign.pairs.importers.IMPORTERS` when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(IMPORTERS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return _import_command(IMPORTERS[name]) if name in IMPORTERS else None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and not args[0].startswith("-") and args[0] not in IMPORTERS:
+            raise click.UsageError(f"unknown source {args[0]!r}; valid sources: {', '.join(sorted(IMPORTERS))}", ctx)
+        return super().resolve_command(ctx, args)
+
+
+def _import_command(spec: ImporterSpec) -> click.Command:
+    """``hralign pairs import NAME ROOT --out F.h5`` with ImportConfig's options and the importer's own."""
+    required = tuple(f.name for f in dataclasses.fields(spec.config_cls)
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    pipeline_fields = [f.name for f in dataclasses.fields(ImportConfig)]
+
+    def command(root: str, out: str, **kwargs) -> None:
+        cfg = ImportConfig(**{k: kwargs.pop(k) for k in pipeline_fields})
+        source_cfg = spec.config_cls(**kwargs)
+        plan = spec.plan_fn(Path(root), source_cfg)
+        report = run_import(plan, out, cfg, attrs={"import_source": spec.name,
+                                                   "import_config": json.dumps(dataclasses.asdict(source_cfg))})
+        for line in report.lines():
+            click.echo(line)
+
+    command.__doc__ = f"""{spec.help}
+
+    \b
+    Example:
+      hralign pairs import {spec.name} ROOT --out data.h5 --fps 10 --image-size 128
+    """
+    command = dataclass_options(spec.config_cls, required=required)(command)
+    command = dataclass_options(ImportConfig)(command)
+    command = click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")(command)
+    command = click.argument("root", type=click.Path())(command)
+    return click.command(spec.name, short_help=spec.help)(command)
+
+
+@pairs.group("import", cls=_ImportGroup, short_help="Import a dataset in its shipped layout into a pairs file.")
+def import_group() -> None:
+    """Import a dataset as it ships (LeRobot, robomimic, a CSV of videos, ...) into a pairs file.
+
+    \b
+    Example:
+      hralign pairs import lerobot ~/lerobot/pusht --out pusht.h5 --fps 10 --image-size 128
+      hralign pairs import folder videos/ --csv clips.csv --out mine.h5 --resume
+    """

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers the Blosc filter, which h5py needs to read blosc-compressed frames
 import numpy as np
 
 from hralign.errors import HRAlignError
@@ -98,6 +99,8 @@ class PairsFile:
                     self._index[d] = {k: np.asarray(h[d][k][()], dtype=np.int64) for k in S.CLIP_INDEX}
             # optional per-frame arrays present, listed once (the file is read-only)
             self._present = {d: {n for n in S.PER_FRAME_OPTIONAL if n in h[d]} for d in self._index}
+            self._clip_split = {d: np.asarray(h[d][S.CLIP_SPLIT][()], dtype=np.uint8) for d in self._index
+                                if S.CLIP_SPLIT in h[d]}
         except KeyError as e:
             raise HRAlignError(f"{self.path}: missing dataset {e}; run `hralign pairs validate {self.path}`") from e
         except (OSError, ValueError, TypeError) as e:
@@ -179,6 +182,15 @@ class PairsFile:
     def clip_tasks(self, domain: str) -> np.ndarray:
         self._check_domain(domain)
         return self._index[domain][S.CLIP_TASK]
+
+    def clip_split(self, domain: str) -> np.ndarray | None:
+        """The optional per-clip split of ``domain`` (uint8 [C], 0 train / 1 validation), or None.
+
+        Written by ``hralign pairs import`` so that files without pairs (a human video set, a
+        robomimic file with its masks) keep the source's split.
+        """
+        self._check_domain(domain)
+        return self._clip_split.get(domain)
 
     def has(self, domain: str, name: str) -> bool:
         """Whether ``domain`` stores the optional per-frame dataset ``name`` ("actions" or "state")."""
