@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from hralign.errors import HRAlignError
+from hralign.pairs.importers.pipeline import ImportConfig
 from hralign.pairs.importers.source import ClipSource, H5Frames, ImportPlan, VideoSegment
 
 PlanFn = Callable[[Path, object], ImportPlan]
@@ -45,6 +46,11 @@ def register_importer(name: str, config_cls: type, plan_fn: PlanFn, help: str) -
         raise HRAlignError(f"importer {name!r} is already registered (by {IMPORTERS[name].plan_fn.__module__})")
     if not dataclasses.is_dataclass(config_cls):
         raise HRAlignError(f"importer {name!r}: `config_cls` should be a dataclass but the value passed is {config_cls!r}")
+    reserved = {f.name for f in dataclasses.fields(ImportConfig)} | {"out", "root"}
+    clash = sorted(reserved & {f.name for f in dataclasses.fields(config_cls)})
+    if clash:
+        raise HRAlignError(f"importer {name!r}: option `{clash[0]}` clashes with a pipeline option of "
+                           "`hralign pairs import`; rename it in the importer's config")
     if not callable(plan_fn):
         raise HRAlignError(f"importer {name!r}: `plan_fn` should be callable but the value passed is {plan_fn!r}")
     spec = ImporterSpec(name, config_cls, plan_fn, help)

@@ -35,13 +35,13 @@ class RobomimicConfig:
     val_mask: str = field(default="valid", metadata={"help": "Mask whose demos get split 1 (validation)."})
     instruction: str | None = field(default=None, metadata={"help": "Instruction of every demo (default: env_args' "
                                                                     "language if any, else its env_name)."})
-    fps: float = field(default=20.0, metadata={"help": "Frame rate of the demos (robomimic's control rate)."})
+    source_fps: float = field(default=20.0, metadata={"help": "Frame rate the demos were recorded at (robomimic's control rate)."})
 
     def __post_init__(self) -> None:
         if not self.camera:
             raise HRAlignError(f"`camera` should be a camera name such as agentview but the value passed is {self.camera!r}")
-        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not self.fps > 0:
-            raise HRAlignError(f"`fps` should be a positive number but the value passed is {self.fps!r}")
+        if isinstance(self.source_fps, bool) or not isinstance(self.source_fps, (int, float)) or not self.source_fps > 0:
+            raise HRAlignError(f"`source_fps` should be a positive number but the value passed is {self.source_fps!r}")
 
 
 def _mask(h, name: str, path: Path) -> set[str] | None:
@@ -119,6 +119,6 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
                 continue
             split = S.SPLIT_VAL if val is not None and d in val else S.SPLIT_TRAIN if train is not None and d in train else None
             clips.append(ClipSource(key=d, domain="robot", instruction=instruction,
-                                    frames=H5Frames(path, f"data/{d}/obs/{image}", float(config.fps)),
+                                    frames=H5Frames(path, f"data/{d}/obs/{image}", float(config.source_fps)),
                                     actions=actions, state=state, split=split))
     return ImportPlan(clips=clips, skipped=skipped)
