@@ -85,3 +85,9 @@ from hralign.pairs.importers import folder as _folder, lerobot as _lerobot, robo
 register_importer("lerobot", _lerobot.LeRobotConfig, _lerobot.plan, "A LeRobotDataset v3.0 or v2.1 folder, as shipped.")
 register_importer("robomimic", _robomimic.RobomimicConfig, _robomimic.plan, "A robomimic HDF5 file (data/demo_N).")
 register_importer("folder", _folder.FolderConfig, _folder.plan, "Any videos listed in a CSV (path, instruction, embodiment).")
+from hralign.pairs.importers import ego4d as _ego4d, epic_kitchens as _epic, rh20t as _rh20t, ssv2 as _ssv2  # noqa: E402
+
+register_importer("rh20t", _rh20t.RH20TConfig, _rh20t.plan, "RH20T robot scenes and their _human scenes, paired by scene and camera.")
+register_importer("ego4d", _ego4d.Ego4DConfig, _ego4d.plan, "Ego4D videos cut around their narrations (human clips).")
+register_importer("epic-kitchens", _epic.EpicKitchensConfig, _epic.plan, "EPIC-KITCHENS-100 action segments (human clips).")
+register_importer("ssv2", _ssv2.SSv2Config, _ssv2.plan, "Something-Something v2 webm videos with their labels (human clips).")
