@@ -193,6 +193,11 @@ def test_safe_pickle_forms(tmp_path):
     for proto in (2, 5):
         (tmp_path / f"raw{proto}.pkl").write_bytes(pickle.dumps(d, protocol=proto))
         np.testing.assert_array_equal(load_pickled_npy(tmp_path / f"raw{proto}.pkl")["cam"][0]["tcp"], np.arange(7.0))
+    # files written by numpy 1.x name numpy.core.* (RH20T was released before numpy 2)
+    old = pickle.dumps(d, protocol=2).replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    assert b"cnumpy.core.multiarray\n_reconstruct" in old
+    (tmp_path / "np1.pkl").write_bytes(old)
+    np.testing.assert_array_equal(load_pickled_npy(tmp_path / "np1.pkl")["cam"][0]["tcp"], np.arange(7.0))
     np.save(tmp_path / "plain.npy", np.arange(4))
     np.testing.assert_array_equal(load_pickled_npy(tmp_path / "plain.npy"), np.arange(4))
     (tmp_path / "trunc.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:-20])
