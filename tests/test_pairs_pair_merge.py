@@ -176,3 +176,20 @@ def test_merge_refuses_mismatches_in_one_line(tmp_path):
         merge_files([a], out)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".m.h5")] == []
+
+
+def test_merge_keeps_per_clip_splits(tmp_path):
+    """Unpaired imports (human clips with /human/clip_split) merge with their splits; a file without one
+    drops the per-clip split with a warning."""
+    a = _write(tmp_path / "a.h5", "human", [("wave", 1), ("push", 2)], splits=[0, 1])
+    b = _write(tmp_path / "b.h5", "human", [("push", 3)], splits=[1])
+    out = tmp_path / "m.h5"
+    report = merge_files([a, b], out)
+    pf = PairsFile(out)
+    assert pf.clip_split("human").tolist() == [0, 1, 1] and pf.num_pairs == 0
+    assert pf.tasks == ["wave", "push"] and pf.clip_tasks("human").tolist() == [0, 1, 1]
+    assert report.clips == {"human": 3, "robot": 0} and validate(out) == []
+    c = _write(tmp_path / "c.h5", "human", [("lift", 4)])
+    with pytest.warns(UserWarning, match="c.h5: has no /human/clip_split"):
+        merge_files([a, c], tmp_path / "m2.h5")
+    assert PairsFile(tmp_path / "m2.h5").clip_split("human") is None

@@ -4,7 +4,8 @@ Files are appended in the order given, domain by domain, clip by clip (one clip 
 task is the same task in two files when its text is (lower case, collapsed whitespace and final
 punctuation ignored, as ``pairs pair --by text`` compares them); the first spelling is kept. Pairs
 are remapped to the merged clip indices. ``/split`` and the per-clip ``clip_split`` are carried
-over; when some inputs have one and others do not, the merge stops and names the file without it.
+over; when some inputs have a ``/split`` and others do not, the merge stops and names the file
+without it (a per-clip split that only some inputs have is dropped, with a warning).
 
 Frames of a domain must have one size in the merged file: inputs whose frame sizes, or whose
 actions/state widths, differ from the first file's are refused before anything is written, with
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,14 +45,17 @@ class MergeReport:
                 f"({self.reconciled} tasks shared between files)")
 
 
-def _check_compatible(files: list[PairsFile]) -> None:
-    """One line naming the first file that cannot join the others (frame size, per-frame arrays, splits)."""
+def _check_compatible(files: list[PairsFile]) -> dict[str, bool]:
+    """One line naming the first file that cannot join the others (frame size, per-frame arrays, /split).
+
+    Returns, per domain, whether every input with that domain has a per-clip split (else it is dropped
+    with a warning: ``/split`` of the pairs is what training reads).
+    """
     first: dict[str, tuple[PairsFile, tuple]] = {}
     for pf in files:
         for d in pf.domains:
             sig = (pf.frame_shape(d),
-                   *(pf.read_clip(d, 0, frames=[0], name=n).shape[1] if pf.has(d, n) else None for n in S.PER_FRAME_OPTIONAL),
-                   pf.clip_split(d) is not None)
+                   *(pf.read_clip(d, 0, frames=[0], name=n).shape[1] if pf.has(d, n) else None for n in S.PER_FRAME_OPTIONAL))
             if d not in first:
                 first[d] = (pf, sig)
                 continue
@@ -60,19 +65,21 @@ def _check_compatible(files: list[PairsFile]) -> None:
                                    "all clips of a domain share one size (re-import both with the same --image-size)")
             for k, name in enumerate(S.PER_FRAME_OPTIONAL, start=1):
                 if sig[k] != rsig[k]:
-                    def what(v):
-                        return "none" if v is None else f"{v} values per frame"
-                    raise HRAlignError(f"{pf.path}: {d} {name} has {what(sig[k])} but {ref.path} has {what(rsig[k])}")
-            if sig[3] != rsig[3]:
-                has, lacks = (pf, ref) if sig[3] else (ref, pf)
-                raise HRAlignError(f"{lacks.path}: has no /{d}/{S.CLIP_SPLIT} but {has.path} has one; give every input "
-                                   "a split or none")
+                    found, expected = ("none" if v is None else f"{v} values per frame" for v in (sig[k], rsig[k]))
+                    raise HRAlignError(f"{pf.path}: {d} {name} has {found} but {ref.path} has {expected}")
+    keep = {d: all(pf.clip_split(d) is not None for pf in files if d in pf.domains) for d in first}
+    for d, ok in keep.items():
+        if not ok and any(pf.clip_split(d) is not None for pf in files if d in pf.domains):
+            lacks = next(pf for pf in files if d in pf.domains and pf.clip_split(d) is None)
+            warnings.warn(f"{lacks.path}: has no /{d}/{S.CLIP_SPLIT}; the merged file keeps no per-clip split for {d} "
+                          "(the pairs' /split is kept)", stacklevel=3)
     with_pairs = [pf for pf in files if pf.num_pairs]
     split = [pf for pf in with_pairs if pf.split is not None]
     if split and len(split) != len(with_pairs):
         lacks = next(pf for pf in with_pairs if pf.split is None)
         raise HRAlignError(f"{lacks.path}: has no /{S.SPLIT} but {split[0].path} has one; add one with "
                            f"`hralign pairs split {lacks.path} --out ...` first")
+    return keep
 
 
 def merge_files(inputs: list[str | os.PathLike], out: str | os.PathLike, compression: str | None = "lzf",
@@ -88,7 +95,7 @@ def merge_files(inputs: list[str | os.PathLike], out: str | os.PathLike, compres
     if out.exists() and not overwrite:
         raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
     files = [PairsFile(p) for p in inputs]
-    _check_compatible(files)
+    keep_clip_split = _check_compatible(files)
     task_of: dict[str, str] = {}  # normalised text -> first spelling
     reconciled = 0
     clips = {d: 0 for d in S.DOMAINS}
@@ -108,7 +115,7 @@ def merge_files(inputs: list[str | os.PathLike], out: str | os.PathLike, compres
             for d in S.DOMAINS:
                 if d not in pf.domains:
                     continue
-                split = pf.clip_split(d)
+                split = pf.clip_split(d) if keep_clip_split[d] else None
                 tasks = pf.clip_tasks(d)
                 for c in range(pf.num_clips(d)):
                     extra = {n: pf.read_clip(d, c, name=n) for n in S.PER_FRAME_OPTIONAL if pf.has(d, n)}
