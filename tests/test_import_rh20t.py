@@ -218,6 +218,9 @@ def test_end_to_end_import(rh20t_root, tmp_path):
     out = tmp_path / "rh20t.h5"
     report = run_import(p, out, ImportConfig(image_size=None, workers=1, compression="lzf"), progress=False)
     assert validate(out) == []
+    lines = report.lines()  # what the CLI prints: one line per skipped scene/clip, then the counts
+    assert "skipped task_0003_user_0002_scene_0001_cfg_0002_human: human scene has no robot partner" in "\n".join(lines)
+    assert lines[-1] == f"5 clips imported, {len(p.skipped)} skipped, 3 pairs"
     pf = PairsFile(out)
     assert pf.num_clips("robot") == 2 and pf.num_clips("human") == 3
     assert pf.num_pairs == 3 == report.pairs  # camera 0: 2 human takes x 1 robot; camera 1: 1 x 1
