@@ -209,3 +209,22 @@ def test_ssv2_empty_annotation_file(ssv2_root, tmp_path):
     code, _, stderr = run_cli("pairs", "import", "ssv2", str(ssv2_root), "--labels", str(labels), "--out", str(out))
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and "train.json: annotation file holds no videos" in stderr
     assert not out.exists()
+
+
+def test_helpers_and_config_checks(tmp_path):
+    from hralign.pairs.importers.annotations import parse_hms, read_json
+
+    assert ego4d.clean_narration("#C C picks a bag of clothes from the floor.") == "picks a bag of clothes from the floor"
+    assert ego4d.clean_narration("#O man X opens  the door") == "man X opens the door"
+    assert parse_hms("00:01:02.500") == pytest.approx(62.5) and parse_hms("3.25") == 3.25
+    with pytest.raises(HRAlignError, match="HH:MM:SS"):
+        parse_hms("1:xx")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(HRAlignError, match="bad.json: not valid JSON"):
+        read_json(tmp_path / "bad.json", "a dict")
+    with pytest.raises(HRAlignError, match="narration_pass"):
+        ego4d.Ego4DConfig(narration_pass=3)
+    with pytest.raises(HRAlignError, match="window_s"):
+        ego4d.Ego4DConfig(window_s=0)
+    with pytest.raises(HRAlignError, match="instruction"):
+        ssv2.SSv2Config(instruction="placeholders")

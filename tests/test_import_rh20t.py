@@ -234,3 +234,15 @@ def test_end_to_end_import(rh20t_root, tmp_path):
         np.testing.assert_allclose(mean_colors(pf.read_clip("robot", ci)), mean_colors(make_frames(6, seed=j)), atol=4)
         np.testing.assert_allclose(pf.read_clip("robot", ci, name="state")[:, 1], np.arange(6))
     assert pf.frame_shape("robot") == (32, 48, 3)
+
+
+def test_task_descriptions_file(tmp_path):
+    from hralign.pairs.importers.rh20t import load_task_descriptions
+
+    f = tmp_path / "task_description.json"
+    f.write_text(json.dumps({"task_0001": {"task_description_english": " Push  the block. "}, "task_0002": "Pull it",
+                             "task_0003": {"task_description_chinese": "只有中文"}}))
+    assert load_task_descriptions(f) == {"task_0001": "Push the block.", "task_0002": "Pull it"}
+    f.write_text("[]")
+    with pytest.raises(HRAlignError, match="task_description.json: expected a non-empty JSON object"):
+        load_task_descriptions(f)
