@@ -27,4 +27,4 @@ PER_FRAME_OPTIONAL = (ACTIONS, STATE)
 
 SPLIT_TRAIN = 0
 SPLIT_VAL = 1
-COMPRESSIONS = (None, "gzip", "lzf", "blosc")  # blosc: hdf5plugin.Blosc(lz4, byte shuffle)
+COMPRESSIONS = (None, "gzip", "lzf", "blosc")  # blosc: hdf5plugin.Blosc(zstd 3, bit shuffle)

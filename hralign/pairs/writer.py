@@ -21,14 +21,16 @@ from hralign.pairs import schema as S
 def frame_filter(compression: str | None) -> dict:
     """h5py ``create_dataset`` keyword arguments for a frame filter (None, gzip, lzf or blosc).
 
-    blosc is hdf5plugin's Blosc filter (lz4, byte shuffle); readers import ``hdf5plugin`` to decode it.
+    blosc is hdf5plugin's Blosc filter with zstd level 3 and bit shuffle (of the Blosc codecs, the one
+    that both shrinks decoded video frames and reads fast: benchmarks/import_scale.py); readers import
+    ``hdf5plugin`` to decode it.
     """
     if compression not in S.COMPRESSIONS:
         raise HRAlignError(f"`compression` should be one of {S.COMPRESSIONS} but the value passed is {compression!r}")
     if compression == "blosc":
         import hdf5plugin
 
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+        return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
     return {} if compression is None else {"compression": compression}
 
 
