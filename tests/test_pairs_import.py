@@ -268,3 +268,25 @@ def test_pipeline_helpers():
         P.ImportConfig(resize="stretch")
     with pytest.raises(HRAlignError, match="appears twice"):
         P.run_import(ImportPlan(clips=[clips[0], clips[0]]), "/tmp/never.h5")
+
+
+def test_writer_chunk_copy_checks_filters_and_clip_split_validates(tmp_path):
+    import h5py
+
+    from hralign.pairs import PairsWriter
+    from hralign.pairs.writer import frame_filter
+
+    with h5py.File(tmp_path / "shard.h5", "w") as h:
+        h.create_dataset("frames", data=np.zeros((2, 8, 8, 3), np.uint8), chunks=(1, 8, 8, 3), **frame_filter("gzip"))
+        with PairsWriter(tmp_path / "o.h5", compression="blosc") as w:
+            with pytest.raises(HRAlignError, match="expected one frame per chunk with 'blosc'"):
+                w.add_clip_chunks("human", h["frames"], "t")
+            w.abort()
+    with pytest.raises(HRAlignError, match="`compression`"):
+        frame_filter("zip")
+    with PairsWriter(tmp_path / "s.h5") as w:
+        w.add_clip("human", np.zeros((2, 8, 8, 3), np.uint8), "t", split=1)
+        assert (w.num_clips("human"), w.num_frames("human"), w.num_pairs) == (1, 2, 0)
+    with h5py.File(tmp_path / "s.h5", "r+") as h:
+        h["human/clip_split"][0] = 7
+    assert any("clip_split: values other than 0" in p for p in validate(tmp_path / "s.h5"))

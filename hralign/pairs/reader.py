@@ -226,10 +226,7 @@ class PairsFile:
             uniq, inverse = idx, None
         else:
             uniq, inverse = np.unique(idx, return_inverse=True)
-        # A contiguous run, small rows, or a covering slice at most twice the frames asked for (short
-        # clips, as imports at a low --fps make): one slice read. Each h5py read call costs ~50 us,
-        # which is more than decoding a few extra small frames (benchmarks/import_scale.py, reader row).
-        if hi - lo <= 2 * uniq.size or name != S.FRAMES:
+        if hi - lo == uniq.size or name != S.FRAMES:  # a contiguous run (or small rows): one slice read
             return ds[start + lo:start + hi][idx - lo]
         key = (domain, name)
         if key not in self._direct:

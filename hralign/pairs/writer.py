@@ -77,6 +77,19 @@ class PairsWriter:
         """Instructions registered so far (index = task id)."""
         return list(self._tasks)
 
+    def num_clips(self, domain: str) -> int:
+        """Clips of ``domain`` added so far."""
+        return len(self._clips[domain][S.CLIP_START])
+
+    def num_frames(self, domain: str) -> int:
+        """Frames of ``domain`` added so far."""
+        return self._n_frames[domain]
+
+    @property
+    def num_pairs(self) -> int:
+        """Pairs added so far."""
+        return len(self._pairs)
+
     # -- building -----------------------------------------------------------------------------
     def add_task(self, instruction: str) -> int:
         """Register an instruction (idempotent) and return its task index."""

@@ -360,9 +360,9 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
                     placed[i] = _assemble_clip(w, _shard(part, i), c, splits[i])
                 bar.update(1)
             unpaired = _add_pairs(w, clips, placed, splits)
-            counts = {d: len(w._clips[d][S.CLIP_START]) for d in S.DOMAINS}
-            frames = dict(w._n_frames)
-            n_pairs = len(w._pairs)
+            counts = {d: w.num_clips(d) for d in S.DOMAINS}
+            frames = {d: w.num_frames(d) for d in S.DOMAINS}
+            n_pairs = w.num_pairs
             if not any(counts.values()):
                 raise HRAlignError(f"no clip could be imported ({len(skipped)} skipped; first: "
                                    f"{skipped[0][0]}: {skipped[0][1]})" if skipped else "no clip could be imported")
