@@ -34,14 +34,14 @@ def frame_number(frame: np.ndarray, candidates: range) -> int:
     return candidates[int(np.argmin(errs))]
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 10, gop: int = 12) -> Path:
-    """H.264 mp4 (high quality, keyframe every ``gop`` frames)."""
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 10, gop: int = 12, codec: str = "libx264") -> Path:
+    """mp4, keyframe every ``gop`` frames: H.264 (high quality) or AV1 (libsvtav1, as LeRobot encodes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
+        s = c.add_stream(codec, rate=fps)
         s.height, s.width = frames[0].shape[:2]
         s.pix_fmt = "yuv420p"
-        s.options = {"crf": "8", "g": str(gop), "bf": "0"}
+        s.options = {"crf": "8", "g": str(gop), "bf": "0"} if codec == "libx264" else {"crf": "20", "g": str(gop)}
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)
@@ -100,7 +100,7 @@ TASKS = ["pick up the cube", "push the cube left"]
 
 
 def write_lerobot_v3(root: Path, lengths: list[int], per_file: int = 3, h: int = 48, w: int = 64,
-                     splits: dict | None = None) -> dict:
+                     splits: dict | None = None, codec: str = "libx264", gop: int = 12) -> dict:
     """A v3.0 dataset: episodes ``per_file`` to an mp4 and to a data parquet (2+ files of each).
 
     Returns {episode: (global first frame number, length, task)} for checks.
@@ -129,7 +129,7 @@ def write_lerobot_v3(root: Path, lengths: list[int], per_file: int = 3, h: int =
             })
             t0 += n / 10
             g += n
-        write_mp4(root / f"videos/{CAMERA}/chunk-000/file-{file_index:03d}.mp4", frames)
+        write_mp4(root / f"videos/{CAMERA}/chunk-000/file-{file_index:03d}.mp4", frames, gop=gop, codec=codec)
         (root / "data/chunk-000").mkdir(parents=True, exist_ok=True)
         pq.write_table(_data_table(data), root / f"data/chunk-000/file-{file_index:03d}.parquet")
     (root / "meta/episodes/chunk-000").mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,18 @@ def test_v3_fps_resampling_keeps_nearest_rows(v3, tmp_path):
     _check(tmp_path / "o.h5", expect, step=2)
 
 
+def test_v3_av1_gop2_as_lerobot_encodes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SVT_LOG", "1")
+    root = tmp_path / "av1"
+    expect = write_lerobot_v3(root, [5, 6, 4], per_file=3, h=64, w=64, codec="libsvtav1", gop=2)
+    rep = run_import(plan_import("lerobot", root), tmp_path / "o.h5", ImportConfig(image_size=None, workers=1),
+                     progress=False)
+    assert rep.clips["robot"] == 3
+    pf = PairsFile(rep.out)
+    for c, (g0, n, _) in enumerate(expect.values()):
+        assert [frame_number(f, range(max(0, g0 - 3), g0 + n + 3)) for f in pf.read_clip("robot", c)] == list(range(g0, g0 + n))
+
+
 def test_v21_one_file_per_episode(tmp_path):
     expect = write_lerobot_v21(tmp_path / "v21", LENGTHS[:3])
     code, out, err = run_cli("pairs", "import", "lerobot", str(tmp_path / "v21"), "--out", str(tmp_path / "o.h5"),

@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import zlib
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -412,7 +413,14 @@ def _results(clips: list[ClipSource], part: Path, cfg: ImportConfig):
                         pending[nxt] = pool.submit(_work, nxt, clips[nxt], _shard(part, nxt), cfg)
                     nxt += 1
                 if i in pending:
-                    _, _, reason = pending.pop(i).result()
+                    try:
+                        _, _, reason = pending.pop(i).result()
+                    except BrokenProcessPool as e:
+                        raise HRAlignError(
+                            f"a decode worker process died while importing clip {clips[i].key} ({e}); out of memory, "
+                            "or run_import called from a script without `if __name__ == '__main__':` (workers are "
+                            "spawned and re-import the script); --resume continues, --workers 1 decodes in-process"
+                        ) from e
                     yield i, record(i, reason)
                 else:
                     yield i, done(i)
