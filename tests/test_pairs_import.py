@@ -215,6 +215,14 @@ def test_robomimic_filter_and_errors(tmp_path):
         plan_import("robomimic", path, RobomimicConfig(camera="robot0_eye_in_hand"))
     with pytest.raises(HRAlignError, match="no mask/20_percent; masks in the file: \\['train', 'valid'\\]"):
         plan_import("robomimic", path, RobomimicConfig(filter_key="20_percent"))
+    import h5py
+
+    with h5py.File(path, "r+") as h:
+        del h["data/demo_1/obs/robot0_eef_pos"]
+        h["data/demo_1/obs/robot0_eef_pos"] = np.zeros((2, 3))
+    plan = plan_import("robomimic", path, RobomimicConfig(state_keys="robot0_eef_pos"))
+    assert [c.key for c in plan.clips] == ["demo_0", "demo_2"]
+    assert plan.skipped == [("demo_1", "3 actions but robot0_eef_pos has 2 rows")]
 
 
 # -- registry and readers ----------------------------------------------------------------------------

@@ -111,8 +111,12 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
                 missing = [k for k in state_keys if k not in obs]
                 if missing:
                     raise HRAlignError(f"{path}: data/{d}/obs has no {missing}; obs keys: {sorted(obs)}")
-                parts = [np.asarray(obs[k][()], dtype=np.float32).reshape(len(actions), -1) for k in state_keys]
-                state = np.concatenate(parts, axis=1)
+                parts = [np.asarray(obs[k][()], dtype=np.float32) for k in state_keys]
+                bad = [f"{k} has {len(p)}" for k, p in zip(state_keys, parts) if len(p) != len(actions)]
+                if bad:
+                    skipped.append((d, f"{len(actions)} actions but {', '.join(bad)} rows"))
+                    continue
+                state = np.concatenate([p.reshape(len(actions), -1) for p in parts], axis=1)
             n = obs[image].shape[0]
             if n != len(actions):
                 skipped.append((d, f"{n} frames but {len(actions)} actions"))
