@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
-from import_fixtures import CAMERA, TASKS, episode_arrays, frame_number, write_lerobot_v21, write_lerobot_v3
+from import_fixtures import CAMERA, TASKS, episode_arrays, frame_img, frame_number, write_lerobot_v21, write_lerobot_v3
 
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
@@ -40,7 +40,7 @@ def _check(path, expect, step=1):
         frames = pf.read_clip("robot", c)
         got = [frame_number(f, range(max(0, g0 - 3), g0 + n + 3)) for f in frames]
         assert got == (g0 + steps).tolist()  # exact frames: no frame of a neighbouring episode, none missing
-        ref = np.stack([__import__("import_fixtures").frame_img(g0 + s) for s in steps])
+        ref = np.stack([frame_img(g0 + s) for s in steps])
         assert np.abs(frames.astype(int) - ref.astype(int)).mean() < 3.0
         a, s = episode_arrays(e, n)
         np.testing.assert_allclose(pf.read_clip("robot", c, name="actions"), a[steps], atol=1e-6)
