@@ -43,13 +43,16 @@ def _raw_frame_chunks(ds: h5py.Dataset) -> bool:
             and ds.id.get_create_plist().get_nfilters() == 0)
 
 
-def _read_rows(ds: h5py.Dataset, rows: list[int], layout: tuple[bool, tuple[int, ...], np.dtype]) -> np.ndarray:
+def _read_rows(ds: h5py.Dataset, rows: list[int],
+               layout: tuple[bool, tuple[int, ...], np.dtype]) -> np.ndarray:
     """Rows ``rows`` (sorted, unique) of a frame-chunked dataset, one chunk read per row, into one
     preallocated array (no per-row arrays to stack).
 
-    ``layout`` is (direct, row shape, dtype) of ``ds``, looked up once per handle (h5py property
-    lookups cost tens of microseconds). ``direct`` (see :func:`_raw_frame_chunks`): read each chunk's bytes with ``read_direct_chunk``,
-    which skips h5py's selection machinery (about 2x faster per frame, benchmarks/pairs_read.py).
+    ``layout`` is (direct, row shape, dtype) of ``ds``, looked up once per handle (h5py's
+    ``shape``/``ndim``/``dtype`` properties cost, in cProfile, about as much as reading a small
+    frame). ``direct`` (see :func:`_raw_frame_chunks`): read each chunk's bytes with
+    ``read_direct_chunk``, which skips h5py's selection machinery (about 2x faster per frame,
+    benchmarks/pairs_read.py).
     Compressed chunks go through h5py's one-row read, HDF5's filter pipeline decoding them; for a
     few rows it beats one read of a multi-row selection (HDF5's irregular hyperslab unions, which
     h5py fancy indexing builds, are 10-30x slower here) and the covering slice (which decodes
