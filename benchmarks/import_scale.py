@@ -12,11 +12,14 @@ compression sees realistic content, not noise). Prints, measured in this run:
      speed of every frame back through ``PairsFile`` (``--compression-clips`` clips each);
   3. peak RSS of the import process (main, and the largest worker) at ``--small`` and ``--clips``
      clips, each in a fresh process: flat means memory does not grow with the set;
-  4. ``PairsDataset`` (what ``hralign adapt`` reads through a DataLoader) on an imported paired file
-     vs a raw h5py read of exactly the same frames (goal >= 0.9x). The paired file is the same
-     mp4s imported with the ``folder`` importer: episode 2k as a human clip, 2k+1 as its robot pair.
+  4. ``hralign adapt``'s reader (``read_units`` -> ``PairsFile.read_clip``, in-process, no DataLoader:
+     see :func:`adapt_reads`) on an imported paired file vs raw h5py reads of exactly the same
+     frames in the same order (goal >= 0.9x), per training step (plain path) and per whole clip
+     (feature-cache path). The paired file is the same mp4s imported with the ``folder`` importer:
+     episode 2k as a human clip, 2k+1 as its robot pair.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/import_scale.py [--clips 10000] [--small 1000] [--seed 0]
+       OMP_NUM_THREADS=1 python benchmarks/import_scale.py --parts 4     # the reader comparison only
 """
 
 from __future__ import annotations
@@ -183,46 +186,96 @@ def read_all(path: Path) -> float:
     return n / dt
 
 
-def reader_vs_raw(path: Path, frames: int, batch_size: int, repeats: int = 3) -> dict[str, float]:
-    """Frames/s, best of ``repeats``: PairsDataset through a DataLoader (what adapt reads) and two raw
-    h5py reads of exactly the same frames (one covering slice per clip; one read per frame)."""
-    import torch
-    from torch.utils.data import DataLoader
+def adapt_reads(path: Path, frames: int, batch_size: int, steps: int, seed: int = 0,
+                repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Frames/s of ``hralign adapt``'s reader and of raw h5py reads of the same frames, in the same order.
 
-    from hralign.pairs.dataset import PairsDataset
+    adapt reads frames through ``hralign.align.features.read_units`` -> ``PairsFile.read_clip``, in
+    the main process (no DataLoader): on its plain path (``--augment``, ``--no-cache``, or encoders
+    without a cut stage) once per step, T frames of each human and robot clip of the step's pairs,
+    stacked into a (B, T, H, W, 3) tensor (``Batches`` / ``_read_frames`` in hralign/align/trainer.py);
+    on its default cached path once per run, every frame of every clip (``_encode_clips`` in
+    align/features.py). Both are measured here with adapt's own sampling functions (train split,
+    ``step_batch``, ``step_positions``, ``positions_to_indices``). The raw reads open their own
+    ``h5py.File`` (default chunk cache, the same HDF5 blosc filter decoding the same chunks) and read
+    the same frame indices: one covering slice per clip, or one ``dset[i]`` per index; a whole clip
+    is one slice. Each method has its own file handle (no shared chunk cache) and reads the whole
+    plan in one pass; passes alternate between the methods, first one rotated, and each method's
+    figure is its fastest of ``repeats`` passes (a burst of load on a shared machine spoils a
+    pass, not the figure). (Interleaving the methods step by step instead gave figures that
+    depended on which method read a step's frames first, in trials on this machine.)
+    """
+    import torch
+
+    from hralign.align.features import read_units
+    from hralign.align.sampling import positions_to_indices, step_batch, step_positions
+    from hralign.pairs.split import split_pairs
 
     torch.set_num_threads(1)
-    ds = PairsDataset(path, frames=frames, split="all", sampling="random", seed=0)
-    pf = ds.pairs
-    plan = []
-    for i in range(len(ds)):
-        it = ds[i]
-        plan.append((int(pf.clip_starts("human")[it["human_clip"]]), it["human_frames"].numpy(),
-                     int(pf.clip_starts("robot")[it["robot_clip"]]), it["robot_frames"].numpy()))
+    pf = PairsFile(path)
+    train, _ = split_pairs(pf, val_fraction=0.2, by="pair", seed=seed)  # adapt's defaults
+    train = np.asarray(train, dtype=np.int64)
+    clip = {"human": pf.pairs[:, 0], "robot": pf.pairs[:, 1]}
+    length = {d: pf.clip_lengths(d)[clip[d]] for d in clip}
+    start = {d: pf.clip_starts(d) for d in clip}
+    plan = [(step_batch(train, batch_size, seed, s), step_positions(batch_size, frames, seed, s)) for s in range(steps)]
 
-    def raw(strategy: str) -> float:
-        n, t0 = 0, time.perf_counter()
-        with h5py.File(path, "r") as f:
-            hd, rd = f["human/frames"], f["robot/frames"]
-            for hs, hi, rs, ri in plan:
-                for dset, s, idx in ((hd, hs, hi), (rd, rs, ri)):
-                    if strategy == "slice":
-                        lo, up = int(idx.min()), int(idx.max()) + 1
-                        x = dset[s + lo:s + up][idx - lo]
-                    else:
-                        x = np.stack([dset[s + int(i)] for i in idx])
-                    n += x.shape[0]
-        return n / (time.perf_counter() - t0)
+    def adapt_step(_h, ids, pos):  # Batches.__call__ on the plain path, minus the device copy
+        out = []
+        for d in ("human", "robot"):
+            idx = positions_to_indices(pos, length[d][ids])
+            out.append(torch.from_numpy(np.stack([read_units(pf, d, int(c), i, 0) for c, i in zip(clip[d][ids], idx)])))
+        return sum(x.shape[0] * x.shape[1] for x in out)
 
-    best = {"dataset": 0.0, "slice": 0.0, "frame": 0.0}
-    for _ in range(repeats):  # interleaved, best of each: other processes share the two cores
-        n, t0 = 0, time.perf_counter()
-        for b in DataLoader(ds, batch_size=batch_size, num_workers=0, shuffle=False):
-            n += b["human"].shape[0] * b["human"].shape[1] + b["robot"].shape[0] * b["robot"].shape[1]
-        best["dataset"] = max(best["dataset"], n / (time.perf_counter() - t0))
-        for strategy in ("slice", "frame"):
-            best[strategy] = max(best[strategy], raw(strategy))
-    return best
+    def raw_step(h, ids, pos, per_frame):
+        n = 0
+        for d in ("human", "robot"):
+            dset, idx = h[d], positions_to_indices(pos, length[d][ids])
+            rows = []
+            for c, i in zip(clip[d][ids].tolist(), idx):
+                s = int(start[d][c])
+                if per_frame:
+                    rows.append(np.stack([dset[s + k] for k in i.tolist()]))
+                else:
+                    lo, up = int(i.min()), int(i.max()) + 1
+                    rows.append(dset[s + lo:s + up][i - lo])
+            x = torch.from_numpy(np.stack(rows))
+            n += x.shape[0] * x.shape[1]
+        return n
+
+    whole = [(d, int(c)) for d in clip for c in sorted(set(clip[d].tolist()))]
+
+    def adapt_clip(_h, d, c):  # _encode_clips: read_units(np.arange(units)) per clip
+        return len(read_units(pf, d, c, np.arange(int(pf.clip_lengths(d)[c])), 0))
+
+    def raw_clip(h, d, c):
+        s = int(start[d][c])
+        return len(h[d][s:s + int(pf.clip_lengths(d)[c])])
+
+    methods = {"step": {"adapt": adapt_step, "raw slice": lambda h, i, p: raw_step(h, i, p, False),
+                        "raw per frame": lambda h, i, p: raw_step(h, i, p, True)},
+               "clip": {"adapt": adapt_clip, "raw slice": raw_clip}}
+    work = {"step": plan, "clip": whole}
+    result = {}
+    for kind, fns in methods.items():
+        files = {name: h5py.File(path, "r") for name in fns if name != "adapt"}
+        # dataset objects looked up once (an h5py name lookup costs ~100 us, as much as a frame)
+        handles = {name: {d: files[name][f"{d}/frames"] for d in clip} if name in files else None for name in fns}
+        n, best = dict.fromkeys(fns, 0), dict.fromkeys(fns, float("inf"))
+        names = list(fns)
+        for rep in range(repeats):
+            for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate who goes first
+                fn, h, got = fns[name], handles[name], 0
+                t0 = time.perf_counter()
+                for args in work[kind]:
+                    got += fn(h, *args)
+                best[name] = min(best[name], time.perf_counter() - t0)
+                n[name] = got
+        for f in files.values():
+            f.close()
+        result[kind] = {name: n[name] / best[name] for name in fns}
+    pf.close()
+    return result
 
 
 def main() -> None:
@@ -238,6 +291,11 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=48, help="--image-size of the import (centre crop + resize)")
     ap.add_argument("--reader-size", type=int, default=128, help="a second --image-size for the reader comparison "
                                                                   "(128 is the import's default)")
+    ap.add_argument("--frames", type=int, default=5, help="T frames per clip of the reader comparison (adapt's default)")
+    ap.add_argument("--batch-size", type=int, default=16, help="pairs per step of the reader comparison (adapt's default)")
+    ap.add_argument("--reader-steps", type=int, default=50, help="adapt steps read in the reader comparison")
+    ap.add_argument("--parts", default="1,2,3,4", help="which measurements to run, e.g. 4 for the reader only "
+                                                       "(then only 2 x --reader-pairs episodes are generated)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", default=None, help="where to write the temporary files")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -249,65 +307,75 @@ def main() -> None:
     if args.child is not None:
         args.compression = None if args.compression == "none" else args.compression
         return child(args)
+    parts = {int(x) for x in args.parts.split(",")}
+    episodes = args.clips if parts & {1, 2, 3} else min(args.clips, 2 * args.reader_pairs)
     tmp = Path(tempfile.mkdtemp(dir=args.dir))
     try:
         root = tmp / "lerobot"
         t0 = time.perf_counter()
-        write_lerobot_v3(root, args.clips, args.length, args.per_file, frame_pool(tmp, args.source_size, args.seed),
+        write_lerobot_v3(root, episodes, args.length, args.per_file, frame_pool(tmp, args.source_size, args.seed),
                          args.seed)
-        print(f"generated LeRobot v3.0: {args.clips} episodes x {args.length} frames of {args.source_size}px, "
+        print(f"generated LeRobot v3.0: {episodes} episodes x {args.length} frames of {args.source_size}px, "
               f"{args.per_file} episodes per mp4 (AV1, GOP 2) in {time.perf_counter() - t0:.0f} s; "
               f"import at --image-size {args.image_size}, source fps {FPS}")
         print(f"cpu cores: {os.cpu_count()}")
 
-        print(f"\n1. import speed (plan + decode + resize + compress + write), {DEFAULT_COMPRESSION}")
-        speed = {}
-        for w in (1, 2):
-            speed[w] = timed_import(root, tmp / f"w{w}.h5", min(args.speed_clips, args.clips), w, DEFAULT_COMPRESSION,
-                                    args.image_size)
-            print(f"   workers={w}: {speed[w]['clips_per_s']:.1f} clips/s ({speed[w]['clips']} clips, "
-                  f"{speed[w]['frames']} frames, {speed[w]['seconds']:.1f} s)")
-        print(f"   2 workers / 1 worker: {speed[2]['clips_per_s'] / speed[1]['clips_per_s']:.2f}x")
+        if 1 in parts:
+            print(f"\n1. import speed (plan + decode + resize + compress + write), {DEFAULT_COMPRESSION}")
+            speed = {}
+            for w in (1, 2):
+                speed[w] = timed_import(root, tmp / f"w{w}.h5", min(args.speed_clips, args.clips), w, DEFAULT_COMPRESSION,
+                                        args.image_size)
+                print(f"   workers={w}: {speed[w]['clips_per_s']:.1f} clips/s ({speed[w]['clips']} clips, "
+                      f"{speed[w]['frames']} frames, {speed[w]['seconds']:.1f} s)")
+            print(f"   2 workers / 1 worker: {speed[2]['clips_per_s'] / speed[1]['clips_per_s']:.2f}x")
 
-        print("\n2. compression (frames of the import; bytes per frame = file bytes / frames)")
-        n = min(args.compression_clips, args.clips)
-        for comp in ("none", "gzip", "lzf", "blosc"):
-            out = tmp / f"c_{comp}.h5"
-            r = timed_import(root, out, n, 2, None if comp == "none" else comp, args.image_size)
-            rd = max(read_all(out) for _ in range(2))
-            raw = args.image_size ** 2 * 3
-            print(f"   {comp:>5}: {r['bytes'] / r['frames']:8.0f} B/frame ({r['bytes'] / r['frames'] / raw:.2f} of raw), "
-                  f"import {r['clips_per_s']:6.1f} clips/s, read {rd:8.0f} frames/s")
-            out.unlink()
-
-        print(f"\n3. peak RSS, each import in a fresh process (2 workers, {DEFAULT_COMPRESSION})")
-        rss = {}
-        for k in sorted({min(args.small, args.clips), args.clips}):
-            rss[k] = run_child(root, tmp / f"rss{k}.h5", k, 2, DEFAULT_COMPRESSION, args.image_size)
-            print(f"   {k:>6} clips: main {rss[k]['rss_main_mib']:.0f} MiB, largest worker "
-                  f"{rss[k]['rss_worker_mib']:.0f} MiB, {rss[k]['clips_per_s']:.1f} clips/s end to end "
-                  f"({rss[k]['seconds']:.0f} s), {rss[k]['bytes'] / 2**20:.1f} MiB written")
-            (tmp / f"rss{k}.h5").unlink()
-        if len(rss) == 2:
-            a, b = (rss[k] for k in sorted(rss))
-            print(f"   main RSS ratio {args.clips} / {min(args.small, args.clips)} clips: "
-                  f"{b['rss_main_mib'] / a['rss_main_mib']:.2f} (flat = about 1)")
-
-        print("\n4. adapt's reader (PairsDataset, T=5, batch 16, DataLoader) vs raw h5py on the same frames")
-        pairs = min(args.reader_pairs, args.clips // 2)
-        csv = write_pair_csv(root, pairs)
-        for size in sorted({args.image_size, args.reader_size}):
-            for comp in (DEFAULT_COMPRESSION, "none"):
-                out = tmp / f"paired_{comp}_{size}.h5"
-                run_import(plan_import("folder", root, FolderConfig(csv=str(csv))), out,
-                           ImportConfig(image_size=size, workers=2, compression=None if comp == "none" else comp),
-                           progress=False)
-                r = reader_vs_raw(out, frames=5, batch_size=16)
-                raw_best = max(r["slice"], r["frame"])
-                print(f"   {size:>3}px {comp:>5} ({pairs} pairs): PairsDataset {r['dataset']:7.0f} frames/s; raw h5py "
-                      f"slice {r['slice']:7.0f}, per frame {r['frame']:7.0f}; ratio to the faster raw read "
-                      f"{r['dataset'] / raw_best:.2f} (goal >= 0.9)")
+        if 2 in parts:
+            print("\n2. compression (frames of the import; bytes per frame = file bytes / frames)")
+            n = min(args.compression_clips, args.clips)
+            for comp in ("none", "gzip", "lzf", "blosc"):
+                out = tmp / f"c_{comp}.h5"
+                r = timed_import(root, out, n, 2, None if comp == "none" else comp, args.image_size)
+                rd = max(read_all(out) for _ in range(2))
+                raw = args.image_size ** 2 * 3
+                print(f"   {comp:>5}: {r['bytes'] / r['frames']:8.0f} B/frame ({r['bytes'] / r['frames'] / raw:.2f} of raw), "
+                      f"import {r['clips_per_s']:6.1f} clips/s, read {rd:8.0f} frames/s")
                 out.unlink()
+
+        if 3 in parts:
+            print(f"\n3. peak RSS, each import in a fresh process (2 workers, {DEFAULT_COMPRESSION})")
+            rss = {}
+            for k in sorted({min(args.small, args.clips), args.clips}):
+                rss[k] = run_child(root, tmp / f"rss{k}.h5", k, 2, DEFAULT_COMPRESSION, args.image_size)
+                print(f"   {k:>6} clips: main {rss[k]['rss_main_mib']:.0f} MiB, largest worker "
+                      f"{rss[k]['rss_worker_mib']:.0f} MiB, {rss[k]['clips_per_s']:.1f} clips/s end to end "
+                      f"({rss[k]['seconds']:.0f} s), {rss[k]['bytes'] / 2**20:.1f} MiB written")
+                (tmp / f"rss{k}.h5").unlink()
+            if len(rss) == 2:
+                a, b = (rss[k] for k in sorted(rss))
+                print(f"   main RSS ratio {args.clips} / {min(args.small, args.clips)} clips: "
+                      f"{b['rss_main_mib'] / a['rss_main_mib']:.2f} (flat = about 1)")
+
+        if 4 in parts:
+            print(f"\n4. hralign adapt's reader (read_units -> PairsFile.read_clip, T={args.frames}, batch {args.batch_size}, "
+                  f"in-process as adapt reads) vs raw h5py on the same frames")
+            pairs = min(args.reader_pairs, episodes // 2)
+            csv = write_pair_csv(root, pairs)
+            for size in sorted({args.image_size, args.reader_size}):
+                for comp in (DEFAULT_COMPRESSION, "none"):
+                    out = tmp / f"paired_{comp}_{size}.h5"
+                    run_import(plan_import("folder", root, FolderConfig(csv=str(csv))), out,
+                               ImportConfig(image_size=size, workers=2, compression=None if comp == "none" else comp),
+                               progress=False)
+                    r = adapt_reads(out, args.frames, args.batch_size, args.reader_steps, args.seed)
+                    st, cl = r["step"], r["clip"]
+                    best = max(st["raw slice"], st["raw per frame"])
+                    print(f"   {size:>3}px {comp:>5} ({pairs} pairs): per step (plain path, {args.reader_steps} steps): "
+                          f"adapt {st['adapt']:7.0f} frames/s, raw slice {st['raw slice']:7.0f}, raw per frame "
+                          f"{st['raw per frame']:7.0f}, ratio to the faster raw {st['adapt'] / best:.2f}; whole clips "
+                          f"(cached path): adapt {cl['adapt']:7.0f}, raw {cl['raw slice']:7.0f}, ratio "
+                          f"{cl['adapt'] / cl['raw slice']:.2f} (goal >= 0.9)")
+                    out.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

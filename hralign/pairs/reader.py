@@ -55,8 +55,8 @@ def _read_rows(ds: h5py.Dataset, rows: list[int],
     benchmarks/pairs_read.py).
     Compressed chunks go through h5py's one-row read, HDF5's filter pipeline decoding them; for a
     few rows it beats one read of a multi-row selection (HDF5's irregular hyperslab unions, which
-    h5py fancy indexing builds, are 10-30x slower here) and the covering slice (which decodes
-    chunks nobody asked for).
+    h5py fancy indexing builds, were 15-50x slower for 5 of 8 frames here) and the covering
+    slice (which decodes chunks nobody asked for).
     """
     direct, shape, dtype = layout
     out = np.empty((len(rows), *shape), dtype=dtype)
