@@ -284,7 +284,9 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1000, help="the smaller import for the RSS comparison")
     ap.add_argument("--speed-clips", type=int, default=2000, help="clips imported for the 1 vs 2 worker comparison")
     ap.add_argument("--compression-clips", type=int, default=1000, help="clips imported per compression")
-    ap.add_argument("--reader-pairs", type=int, default=500, help="pairs of the paired file for the reader comparison")
+    ap.add_argument("--reader-pairs", type=int, default=500,
+                    help="pairs of the paired file for the reader comparison (keep its frames well above HDF5's "
+                         "8 MiB chunk cache)")
     ap.add_argument("--length", type=int, default=8, help="frames per episode")
     ap.add_argument("--per-file", type=int, default=200, help="episodes per mp4 (and per data parquet)")
     ap.add_argument("--source-size", type=int, default=64, help="side of the generated frames")
