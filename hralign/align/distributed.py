@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_gather
 
-from hralign.errors import HRAlignError
+from hralign.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -30,19 +30,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA (this process's local GPU) when present, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise HRAlignError(f"`--device {name}`: CUDA is not available on this machine (use cpu or auto)")
-        return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
-    if name != "cpu":
-        raise HRAlignError(f"`--device` should be cpu, cuda, cuda:N or auto but the value passed is {name!r}")
-    return torch.device("cpu")
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
