@@ -7,6 +7,8 @@ import json
 import click
 
 from hralign.cli.options import dataclass_options
+from hralign.device import DeviceConfig
+from hralign.shard import current_shard
 from hralign.hashing import sha256_file
 from hralign.lam.config import LAMConfig
 from hralign.lam.train import LAMTrainConfig
@@ -93,7 +95,9 @@ def format_eval(r: dict) -> str:
               "saved over the LAM: HR-Align adapts the robot branch only).")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Frame pairs per forward pass.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace an existing --out.")
-def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size: int, overwrite: bool) -> None:
+@dataclass_options(DeviceConfig)
+def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size: int, overwrite: bool,
+          device: str, precision: str) -> None:
     """Label every frame pair (x_t, x_{t+gap}) of both embodiments with latent action codes and latents.
 
     The format (codes int64 [N, tokens], latents float32 [N, D], clip and t per row, per domain;
@@ -104,11 +108,17 @@ def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size:
     Example:
       hralign lam label --pairs demo.h5 --lam runs/lam --out runs/lam/labels.h5
       hralign lam label --pairs demo.h5 --lam runs/lam --robot-lam runs/adapt_lam/adapter --out runs/adapt_lam/labels.h5
+      torchrun --nproc_per_node 8 -m hralign.cli.main lam label --pairs big.h5 --lam runs/lam --out labels.h5
+
+    Under torchrun / accelerate launch each process labels a contiguous share of the clips on its
+    own device and the main process writes the one labels file (the same file as one process).
     """
     from hralign.lam.labels import label_pairs, read_labels
 
     path = label_pairs(pairs, lam_dir, out, batch_size=batch_size, progress=True, overwrite=overwrite,
-                       robot_lam=robot_lam)
+                       robot_lam=robot_lam, devices=DeviceConfig(device, precision))
+    if not current_shard().is_main:
+        return
     lab = read_labels(path)
     counts = ", ".join(f"{d} {len(lab[d]['t'])} frame pairs" for d in ("human", "robot") if d in lab)
     click.echo(f"wrote {path} ({counts}; gap {lab['attrs']['gap']}, {lab['attrs']['tokens']} tokens of "
