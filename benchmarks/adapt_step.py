@@ -59,7 +59,7 @@ def main() -> None:
         for name, cache in (("plain", False), ("cached", True)):
             cfg = AdaptConfig(pairs=str(pairs), out=str(root / name), encoder="r3m-resnet18", image_size=args.image_size,
                               frames=args.frames, batch_size=args.batch_size, steps=args.steps, eval_every=0,
-                              save_every=0, device="cpu", seed=args.seed, cache=cache, cache_dir=str(root / "cache"))
+                              checkpoint_every=0, device="cpu", seed=args.seed, cache=cache, cache_dir=str(root / "cache"))
             t0 = time.perf_counter()
             run_adapt(cfg, progress=False, echo=lambda *_: None)
             total = time.perf_counter() - t0

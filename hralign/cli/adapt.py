@@ -17,7 +17,7 @@ def adapt(**kwargs) -> None:
     The adapter is trained with HR-Align's contrastive loss so adapted robot features sit next
     to the matched human features (and closer than the unadapted robot features). The run
     directory gets adapter/ (load with hralign.load_encoder), checkpoints/, metrics.jsonl,
-    config.json and eval.json. Works under `torchrun --nproc_per_node N` and `accelerate launch`.
+    run.json and eval.json. Works under `torchrun --nproc_per_node N` and `accelerate launch`.
 
     \b
     Example:
