@@ -15,11 +15,15 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import ContextManager
-
-import torch
+from typing import TYPE_CHECKING, ContextManager
 
 from hralign.errors import HRAlignError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that need it, so CLI modules build their options from
+# DeviceConfig without paying for importing torch (a config imports no torch, as LeRobot's do).
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
@@ -55,6 +59,8 @@ class DeviceConfig:
 
 
 def _mps_available() -> bool:
+    import torch
+
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
@@ -67,6 +73,8 @@ def resolve_device(device: str = "auto", local_rank: int | None = None) -> torch
     local_rank : this process's GPU under a launcher; default ``$LOCAL_RANK`` (0 when unset).
         Only used for ``cuda`` / ``auto`` on CUDA, so each process of a run gets its own GPU.
     """
+    import torch
+
     name = _check_name(device)
     if local_rank is None:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -93,6 +101,8 @@ def check_precision(precision: str, device: torch.device) -> None:
     CPU and MPS run fp32 only: bf16 autocast there is slower than fp32 on most CPUs and
     incomplete on MPS, so asking for it is a mistake worth one clear line.
     """
+    import torch
+
     _check_precision_name(precision)
     if precision == "bf16":
         if device.type != "cuda":
@@ -117,6 +127,8 @@ class Placement:
 
     def autocast(self) -> ContextManager:
         """bf16 autocast on CUDA for ``--precision bf16``; a no-op context for fp32."""
+        import torch
+
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()

@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 import click
 
+from hralign.cli.options import dataclass_options
+from hralign.device import DeviceConfig
 from hralign.errors import HRAlignError
 
 # Import-light: the policy package (torch) is imported inside the commands so `--help` is fast.
@@ -142,8 +144,10 @@ def train_cmd(pairs_path: str, encoder: str, weights: str | None, adapter: str |
 @click.option("--labels", default=None, type=click.Path(dir_okay=False),
               help="labels.h5 for latent-token accuracy (default: the one recorded at training).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@dataclass_options(DeviceConfig)
 def eval_cmd(pairs_path: str, policy_dir: str, encoder: str | None, weights: str | None, adapter: str | None,
-             image_size: int | None, trust_checkpoint: bool, labels: str | None, as_json: bool) -> None:
+             image_size: int | None, trust_checkpoint: bool, labels: str | None, as_json: bool, device: str,
+             precision: str) -> None:
     """Offline evaluation on held-out clips: action MSE / L1 per dim, latent-token accuracy per embodiment.
 
     \b
@@ -158,7 +162,7 @@ def eval_cmd(pairs_path: str, policy_dir: str, encoder: str | None, weights: str
             raise HRAlignError("--adapter needs --encoder (the frozen base for human frames)")
         source = EncoderSource(encoder=encoder, weights=weights, adapter=adapter, image_size=image_size,
                                trust_checkpoint=trust_checkpoint)
-    res = evaluate_policy(policy_dir, pairs_path, source=source, labels=labels)
+    res = evaluate_policy(policy_dir, pairs_path, source=source, labels=labels, devices=DeviceConfig(device, precision))
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
