@@ -60,7 +60,8 @@ def main() -> None:
                   f"all tokens {a['agreement_all']:.3f}, latent retrieval top1 {a['latent_retrieval']['top1']:.3f} "
                   f"({a['matched']} rows)")
         p = probe_labels(lab, pf, "robot")
-        print(f"{name:6s} robot action probe R^2 {p['r2']:.3f} (shuffled {p['r2_shuffled']:.3f})")
+        print(f"{name:6s} robot action_probe_r2 {p['action_probe_r2']:.3f} "
+              f"(shuffled {p['action_probe_r2_shuffled']:.3f})")
 
 
 if __name__ == "__main__":

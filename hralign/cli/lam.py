@@ -176,10 +176,12 @@ def evaluate(pairs: str, labels_path: str, which: str, folds: int, seed: int, as
                f"top5 {a['latent_retrieval']['top5']:.3f} (chance {1 / max(a['matched'], 1):.4f})")
     if "probe" in res:
         p = res["probe"]
-        click.echo(f"linear probe latents -> robot actions over the gap: R^2 {p['r2']:.3f} "
-                   f"vs shuffled-label control {p['r2_shuffled']:.3f} ({p['rows']} rows, {p['clips']} clips)")
+        click.echo(f"action probe R^2 (latents -> robot actions over the gap, ridge, {p['folds']}-fold by clip): "
+                   f"{p['action_probe_r2']:.3f} vs shuffled-label control {p['action_probe_r2_shuffled']:.3f} "
+                   f"({p['rows']} rows, {p['clips']} clips)")
         cols = ", ".join(f"col {c}: {r:.3f} ({s:.3f})" for c, r, s in
-                         zip(p["target_columns"], p["r2_per_column"], p["r2_shuffled_per_column"]))
+                         zip(p["target_columns"], p["action_probe_r2_per_column"],
+                             p["action_probe_r2_shuffled_per_column"]))
         click.echo(f"  per action column R^2 (shuffled): {cols}")
 
 
