@@ -66,3 +66,16 @@ def test_adapt_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     code, _, err = run_cli(*common, "--out", str(tmp_path / "ddp"), "--resume", "--steps", "6")
     assert code == 2 and "2 process(es), this run has 1" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "ddp" / "metrics.jsonl").read_text() == before
+
+
+def test_lam_two_processes_match_one_accelerate_launch(tiny_pairs, tmp_path):
+    # the quantiser sees the global batch in both runs: codebook init, usage, dead-code restarts
+    # (every 2 steps here) and NSVQ noise are those of one process
+    common = ["lam", "train", "--pairs", str(tiny_pairs), "--gap", "2", "--steps", "6", *TINY_LAM_ARGS,
+              "--restart-every", "2", "--device", "cpu", "--lr", "1e-3"]
+    proc = launch("accelerate", [*common, "--out", str(tmp_path / "ddp")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
+                        load_file(str(tmp_path / "one" / "model.safetensors")))

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hralign.cli.options import dataclass_options
+from hralign.cli.options import dataclass_options, resume_options
 from hralign.device import DeviceConfig
 from hralign.shard import current_shard
 from hralign.hashing import sha256_file
@@ -39,8 +39,9 @@ def train(ctx: click.Context, **kwargs) -> None:
     """Train a LAM on the clips of a pairs file and write it to --out.
 
     Writes OUT/lam.json + model.safetensors (load with `lam:OUT`), metrics.jsonl (reconstruction
-    error, PSNR vs the copy-x_t baseline, codebook perplexity and usage per token),
-    train_config.json and checkpoints/last (for --resume). Defaults are LAPA's (codebook 8,
+    error, PSNR vs the copy-x_t baseline, codebook perplexity and usage per token), run.json and
+    checkpoints/ (for --resume: options not given come from the run). Works under
+    `torchrun --nproc_per_node N` and `accelerate launch` (the global batch is split). Defaults are LAPA's (codebook 8,
     4 tokens, patch 32); for small frames use --idm conv or a smaller --patch-size.
 
     \b
@@ -50,26 +51,18 @@ def train(ctx: click.Context, **kwargs) -> None:
       hralign lam train --pairs demo.h5 --out runs/lam --steps 3000 --resume
       hralign lam train --pairs demo.h5 --out runs/lam_f --target features --target-encoder r3m-resnet18
     """
-    from hralign.lam.train import config_for_pairs, read_train_config, train_lam
+    from hralign.lam.train import config_for_pairs, train_lam
 
+    kwargs = resume_options(ctx, kwargs)
     train_names = {f for f in LAMTrainConfig.__dataclass_fields__}
     train_opts = {k: v for k, v in kwargs.items() if k in train_names}
     model_opts = {k: v for k, v in kwargs.items() if k not in train_names}
-    if train_opts.get("resume"):
-        # options not given on this command line come from the run being resumed
-        saved = read_train_config(train_opts["out"])
-        for k in list(train_opts):
-            if ctx.get_parameter_source(k) != click.core.ParameterSource.COMMANDLINE and k in saved["train"] \
-                    and k not in ("resume", "overwrite", "steps"):
-                train_opts[k] = saved["train"][k]
-        for k in list(model_opts):
-            if ctx.get_parameter_source(k) != click.core.ParameterSource.COMMANDLINE and k in saved["model"]:
-                model_opts[k] = saved["model"][k]
     cfg = LAMTrainConfig(**train_opts)
     model_cfg = config_for_pairs(cfg.pairs, cfg.domain, **model_opts)
     result = train_lam(model_cfg, cfg, progress=True)
-    click.echo(format_eval(result))
-    click.echo(f"wrote {cfg.out} (use it as --lam {cfg.out} or encoder lam:{cfg.out})")
+    if result:  # the main process (the others return {})
+        click.echo(format_eval(result))
+        click.echo(f"wrote {cfg.out} (use it as --lam {cfg.out} or encoder lam:{cfg.out})")
 
 
 def format_eval(r: dict) -> str:

@@ -5,7 +5,7 @@
     OUT/checkpoints/step_00000300/
         model.safetensors   the trainer's tensors (trainable weights and the buffers it needs)
         state.pt            {"phase", "phase_index", "step", "updates", "metrics_lines", "world_size",
-                             "optimizer", "extra"}; read with torch.load(weights_only=True)
+                             "optimizer", "log_window", "extra"}; read with torch.load(weights_only=True)
 
 Each checkpoint is written as a whole under a temporary name and renamed (``atomic_dir``), so a
 kill leaves the previous ones intact; ``updates`` (optimiser steps over all phases) names it.

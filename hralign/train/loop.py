@@ -157,9 +157,10 @@ class Session:
                 optimizer.load_state_dict(ck.state["optimizer"])
                 if phase.load_extra_state is not None:
                     phase.load_extra_state(ck.state.get("extra") or {})
+        # the logging window of a checkpoint between two log lines is part of its state
+        window: list[dict[str, Any]] = list(ck.state.get("log_window", [])) if start else []
         model, optimizer = acc.prepare(phase.model, optimizer)
         model.train()
-        window: list[dict[str, Any]] = []
         last: dict[str, Any] = {}
         # closed on errors too, so a one-line error is the last thing on stderr
         with tqdm(total=phase.steps, initial=min(start, phase.steps), desc=f"{self.run.kind} {phase.name}", unit="step",
@@ -186,18 +187,19 @@ class Session:
                     self.log({"step": done, **phase.record, "eval": figures})
                     acc.wait_for_everyone()
                 if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == phase.steps:
-                    self.save(phase, index, done, optimizer)
+                    self.save(phase, index, done, optimizer, window)
                 bar.update(1)
         model.eval()
         return last
 
-    def save(self, phase: Phase, index: int, step: int, optimizer: torch.optim.Optimizer) -> None:
+    def save(self, phase: Phase, index: int, step: int, optimizer: torch.optim.Optimizer,
+             window: list[dict[str, Any]]) -> None:
         """Main process writes checkpoint ``step_<updates>`` (keeping the newest N); every process waits."""
         if self.is_main:
             tensors = phase.tensors() if phase.tensors is not None else phase.model.state_dict()
             self.saver.save(self.updates, tensors, {
                 "phase": phase.name, "phase_index": index, "step": step, "metrics_lines": self.metrics.lines,
-                "world_size": self.world, "optimizer": optimizer.state_dict(),
+                "world_size": self.world, "optimizer": optimizer.state_dict(), "log_window": window,
                 "extra": phase.extra_state() if phase.extra_state is not None else {}})
         self.accelerator.wait_for_everyone()
 
