@@ -9,11 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hralign.crop import crop_params
 from hralign.errors import HRAlignError
 from hralign.pretrain.config import PretrainConfig
 from hralign.pretrain.losses import (LanguageScorer, language_loss, lp_penalties, make_similarity, negative_indices,
                                      standardize_instructions, tcn_loss)
-from hralign.pretrain.sampling import crop_frames, crop_params, sample_frame_indices
+from hralign.pretrain.sampling import crop_frames, sample_frame_indices
 
 
 def test_l2_similarity_is_negative_distance_and_cosine_scaled():
