@@ -3,7 +3,7 @@
 Every command that runs a network (training and inference alike) takes the same two options,
 defined once here (:class:`DeviceConfig`) and resolved once here (:func:`resolve`), so
 ``--device cuda`` on a machine without CUDA and ``--precision bf16`` where bf16 does not run fail
-the same way everywhere: one line naming the option (see docs/design.md, "Inference devices").
+the same way everywhere: one line naming the option (see docs/design.md, "Inference devices and sharding").
 
 Under ``torchrun`` / ``accelerate launch`` each process uses its own GPU: ``cuda`` means
 ``cuda:LOCAL_RANK``. Accelerate users pass :attr:`Placement.mixed_precision` and
