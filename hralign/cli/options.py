@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -63,8 +64,10 @@ def resume_options(ctx: click.Context, options: dict) -> dict:
     if not options.get("resume"):
         return options
     # imported here: hralign.train loads torch and accelerate, which `--help` should not pay for
-    from hralign.train.rundir import read_run
+    from hralign.train.rundir import RUN_FILE, read_run
 
+    if not (Path(options["out"]) / RUN_FILE).is_file():
+        return options  # nothing to resume: the training layer says so, in one line
     saved = _flat(read_run(options["out"])["config"])
     return {k: saved[k] if k in saved and k not in ("out", "resume", "overwrite")
             and ctx.get_parameter_source(k) != click.core.ParameterSource.COMMANDLINE else v

@@ -125,7 +125,7 @@ def _pretrain(out: Path, pairs: Path, bench: BenchConfig, image_size: int, progr
     if not _done(target):
         cfg = PretrainConfig(pairs=str(pairs), out=str(target), domain="human", encoder=bench.encoder,
                              image_size=image_size, steps=bench.pretrain_steps, seed=bench.seed,
-                             resume=(target / "config.json").is_file(), eval_every=0,
+                             resume=(target / "run.json").is_file(), eval_every=0,
                              checkpoint_every=max(1, bench.pretrain_steps // 4))
         pretrain(cfg, progress=progress, log=lambda _msg: None)
     return target

@@ -9,6 +9,7 @@ exact), an evaluation, and extra state. The session does the rest:
 * one :func:`train_step`: ``accelerator.autocast()``, ``accelerator.backward``, gradient clipping,
   optimiser step; the lr of update ``t`` is set from ``t`` (timm schedule);
 * the torch RNG is seeded from (seed, update) before each step (quantiser noise, dropout);
+* under several processes BatchNorm layers normalise with the global batch's statistics;
 * every ``log_every`` steps the mean of the step logs goes to metrics.jsonl (``loss`` averaged over
   processes), every ``eval_every`` the phase's evaluation (main process), every
   ``checkpoint_every`` and at the end of a phase a checkpoint (main process; all wait).
@@ -30,7 +31,7 @@ from hralign.errors import HRAlignError
 from hralign.train.accelerator import make_accelerator
 from hralign.train.checkpoint import Checkpoint, CheckpointSaver
 from hralign.train.config import RESUMABLE_FIELDS, TrainConfig
-from hralign.train.distributed import Gather, gather_with_grad
+from hralign.train.distributed import Gather, gather_with_grad, global_batchnorm
 from hralign.train.metrics import MetricsLog
 from hralign.train.optim import make_optimizer_and_scheduler, set_lr_for_step
 from hralign.train.rundir import RunDir
@@ -134,6 +135,9 @@ class Session:
 
     def local_rows(self, rows):
         """This process's share of the global batch ``rows`` (rank r takes the r-th equal slice)."""
+        if len(rows) % self.world:
+            raise HRAlignError(f"a batch of {len(rows)} does not split evenly over {self.world} processes; "
+                               "choose --batch-size (and enough training samples) divisible by the process count")
         n = len(rows) // self.world
         return rows[self.rank * n:(self.rank + 1) * n]
 
@@ -153,12 +157,16 @@ class Session:
                 return {}
             if done_index == index:
                 start = int(ck.state["step"])
+                if start > phase.steps:
+                    raise HRAlignError(f"`--resume`: the checkpoint is at step {start} of {phase.name}, beyond "
+                                       f"--steps {phase.steps}")
                 (phase.load_tensors or _load_state_dict(phase.model))(ck.model)
                 optimizer.load_state_dict(ck.state["optimizer"])
                 if phase.load_extra_state is not None:
                     phase.load_extra_state(ck.state.get("extra") or {})
         # the logging window of a checkpoint between two log lines is part of its state
         window: list[dict[str, Any]] = list(ck.state.get("log_window", [])) if start else []
+        bn_hooks = global_batchnorm(phase.model, self.gather)  # BatchNorm over the global batch (several processes)
         model, optimizer = acc.prepare(phase.model, optimizer)
         model.train()
         last: dict[str, Any] = {}
@@ -173,7 +181,9 @@ class Session:
                 self.updates += 1
                 if phase.after_step is not None:
                     logs = {**logs, **(phase.after_step(done) or {})}
-                entry = {"loss": float(acc.reduce(loss.detach().float(), "mean")), **logs, "lr": lr}
+                # the loss of the global batch (mean over processes); the trainer's logs are this process's
+                entry = {"loss": float(acc.reduce(loss.detach().float(), "mean")),
+                         **{k: v for k, v in logs.items() if k != "loss"}, "lr": lr}
                 if grad_norm is not None:
                     entry["grad_norm"] = grad_norm
                 window.append(entry)
@@ -189,6 +199,8 @@ class Session:
                 if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == phase.steps:
                     self.save(phase, index, done, optimizer, window)
                 bar.update(1)
+        for hook in bn_hooks:
+            hook.remove()
         model.eval()
         return last
 

@@ -73,6 +73,9 @@ class RunDir:
         if p.exists() and not p.is_dir():
             raise HRAlignError(f"`--out` {p}: exists and is not a directory")
         if resume:
+            if not (p / RUN_FILE).is_file():
+                raise HRAlignError(f"`--resume`: {p} has no {RUN_FILE} and no checkpoint to resume from; "
+                                   "run without --resume to start")
             saved = read_run(p)
             if saved["kind"] != kind:
                 raise HRAlignError(f"`--resume`: {p} is a `hralign {saved['kind']}` run, not `{kind}`")
