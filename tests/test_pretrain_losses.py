@@ -201,6 +201,10 @@ def test_config_rejects_bad_values_naming_the_flag(kwargs, flag):
 def test_config_temperature_defaults_and_resume_mismatch():
     assert PretrainConfig().logit_temperature == 1.0
     assert PretrainConfig(similarity="cosine").logit_temperature == 0.1
+    # resume compares with the training layer's rule: --steps may change, --lr may not
+    from hralign.train import RESUMABLE_FIELDS
+    from hralign.train.rundir import config_differences
+
     saved = PretrainConfig(steps=10).to_dict()
-    assert PretrainConfig(steps=20).resume_mismatches(saved) == []
-    assert PretrainConfig(lr=1.0).resume_mismatches(saved) == ["lr"]
+    assert config_differences(saved, PretrainConfig(steps=20).to_dict(), RESUMABLE_FIELDS) == []
+    assert [d[0] for d in config_differences(saved, PretrainConfig(lr=1.0).to_dict(), RESUMABLE_FIELDS)] == ["lr"]
