@@ -79,3 +79,31 @@ def test_lam_two_processes_match_one_accelerate_launch(tiny_pairs, tmp_path):
     assert code == 0, err
     assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
                         load_file(str(tmp_path / "one" / "model.safetensors")))
+
+
+@pytest.mark.slow
+def test_pretrain_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
+    # a ResNet in training mode: its BatchNorm layers normalise with the global batch's statistics,
+    # and R3M's negatives are drawn from the whole batch
+    common = ["pretrain", "--pairs", str(tiny_pairs), "--encoder", "timm:resnet10t", "--image-size", "32", "--steps", "3",
+              "--batch-size", "4", "--eval-every", "0", "--eval-frames", "2", "--text-encoder", "minilm", "--quiet",
+              "--device", "cpu"]
+    proc = launch("torchrun", [*common, "--out", str(tmp_path / "ddp")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
+                        load_file(str(tmp_path / "one" / "model.safetensors")))
+
+
+@pytest.mark.slow
+def test_policy_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
+    # R3M's BatchNorm MLP: BatchNorm over the global batch (SyncBatchNorm is GPU-only)
+    common = ["policy", "train", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18", "--image-size", "32",
+              "--head", "continuous", "--steps", "8", "--batch-size", "16", "--no-progress", "--device", "cpu"]
+    proc = launch("torchrun", [*common, "--out", str(tmp_path / "ddp")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
+                        load_file(str(tmp_path / "one" / "model.safetensors")))

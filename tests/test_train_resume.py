@@ -47,3 +47,37 @@ def test_lam_killed_then_resumed_equals_uninterrupted(tiny_pairs, tmp_path):
     code, _, err = run_cli(*args, "--out", str(tmp_path / "straight"))
     assert code == 0, err
     assert_identical_runs(tmp_path / "killed", tmp_path / "straight", "model.safetensors")
+
+
+def test_pretrain_killed_then_resumed_equals_uninterrupted(tiny_pairs, tmp_path):
+    # the generator that draws batches and negatives is part of the checkpoint
+    args = ["pretrain", "--pairs", str(tiny_pairs), "--encoder", "timm:resnet10t", "--image-size", "32", "--steps", "30",
+            "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "3", "--eval-every", "10",
+            "--eval-frames", "2", "--text-encoder", "none", "--quiet", "--device", "cpu"]
+    kill_after_checkpoint([*args, "--out", str(tmp_path / "killed")], tmp_path / "killed")
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "killed"), "--resume")
+    assert code == 0, err
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "straight"))
+    assert code == 0, err
+    assert_identical_runs(tmp_path / "killed", tmp_path / "straight", "model.safetensors")
+
+
+def test_policy_killed_then_resumed_equals_uninterrupted(tiny_pairs, tmp_path):
+    # two stages (latent tokens, then actions); before the fix a resumed run appended again the
+    # metric lines written after the last checkpoint
+    labels = tmp_path / "labels.h5"
+    lam = tmp_path / "lam"
+    assert run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(lam), "--gap", "2", "--steps", "2",
+                   "--device", "cpu", *TINY_LAM_ARGS)[0] == 0
+    assert run_cli("lam", "label", "--pairs", str(tiny_pairs), "--lam", str(lam), "--out", str(labels))[0] == 0
+    args = ["policy", "train", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18", "--image-size", "32",
+            "--labels", str(labels), "--head", "continuous", "--latent-steps", "300", "--steps", "300",
+            "--batch-size", "16", "--log-every", "7", "--checkpoint-every", "20", "--no-progress", "--device", "cpu"]
+    kill_after_checkpoint([*args, "--out", str(tmp_path / "killed")], tmp_path / "killed")
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "killed"), "--resume")
+    assert code == 0, err
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "straight"))
+    assert code == 0, err
+    assert_identical_runs(tmp_path / "killed", tmp_path / "straight", "model.safetensors")
