@@ -93,7 +93,7 @@ def test_run_dir_rule(tmp_path):
         RunDir(out, "lam", {"lr": 1.0}, (), resume=False, overwrite=False, world_size=1, is_main=True)
     with pytest.raises(HRAlignError, match="`hralign lam` run, not `adapt`"):
         RunDir(out, "adapt", {"lr": 1.0}, (), resume=True, overwrite=False, world_size=1, is_main=True)
-    with pytest.raises(HRAlignError, match="2 process"):
+    with pytest.raises(HRAlignError, match="1 process\(es\), this run has 2"):
         RunDir(out, "lam", {"lr": 1.0}, (), resume=True, overwrite=False, world_size=2, is_main=True)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
