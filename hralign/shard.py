@@ -56,14 +56,20 @@ class Shard:
 def current_shard() -> Shard:
     """The shard of this process: from Accelerate's state under a launcher, else 0 of 1.
 
-    ``PartialState`` joins the process group the launcher described (env://, gloo on CPU, NCCL
-    on CUDA) once per process; alone it does nothing distributed.
+    ``PartialState`` joins the process group the launcher described (env://) once per process and
+    is shared with an ``Accelerator`` the process already made (a trainer's). Made here first, it
+    uses NCCL when CUDA is present and gloo otherwise: Accelerate treats a CPU-only machine as
+    one process unless told ``cpu=True``.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Shard()
+    import torch
     from accelerate import PartialState  # only under a launcher: it initialises the process group
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes != int(os.environ["WORLD_SIZE"]):
+        raise HRAlignError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but Accelerate sees {state.num_processes} "
+                           "process(es); launch with torchrun or accelerate launch")
     return Shard(rank=state.process_index, world=state.num_processes)
 
 

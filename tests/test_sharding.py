@@ -21,7 +21,9 @@ from hralign.pairs import PairsFile
 from hralign.shard import Shard, current_shard, gather_parts
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
 needs_torchrun = pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun is not installed")
+needs_accelerate = pytest.mark.skipif(not os.path.exists(ACCELERATE), reason="accelerate's launcher is not installed")
 
 
 def _mean_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -94,10 +96,11 @@ def test_gather_parts_merges_in_rank_order(tmp_path, monkeypatch):
     assert not (tmp_path / "w").exists()
 
 
-def _run(cmd: list[str]) -> None:
+def _run(cmd: list[str]) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
 
 
 @needs_torchrun
@@ -106,8 +109,9 @@ def test_lam_label_two_processes_write_the_same_file(tiny_pairs, tiny_lam, tmp_p
 
     lam_dir = tiny_lam[0]
     common = ["--pairs", str(tiny_pairs), "--lam", str(lam_dir), "--batch-size", "7", "--device", "cpu"]
-    _run([TORCHRUN, "--nproc_per_node", "2", "--master_port", "29541", "-m", "hralign.cli.main", "lam", "label",
-          *common, "--out", str(tmp_path / "two.h5")])
+    out = _run([TORCHRUN, "--nproc_per_node", "2", "--master_port", "29541", "-m", "hralign.cli.main", "lam", "label",
+                *common, "--out", str(tmp_path / "two.h5")])
+    assert out.count("wrote") == 1, out  # the processes really were 2 shards: only the main one reports
     # one process in the same environment (thread count changes float summation order, not sharding)
     _run([sys.executable, "-m", "hralign.cli.main", "lam", "label", *common, "--out", str(tmp_path / "one.h5")])
     with h5py.File(tmp_path / "one.h5", "r") as a, h5py.File(tmp_path / "two.h5", "r") as b:
@@ -136,18 +140,21 @@ CACHE_SCRIPT = textwrap.dedent("""
                                 list(range(pairs.num_clips("robot"))), torch.device("cpu"), out, batch_frames=10,
                                 progress=False, shard=current_shard())
     assert cache.robot_trunk.shape[0] == cache.robot_feat.shape[0]
+    print(current_shard())
 """)
 
 
 @pytest.mark.slow
-@needs_torchrun
+@needs_accelerate
 def test_feature_cache_two_processes_write_the_same_file(tiny_pairs, tmp_path):
     from safetensors.numpy import load_file
 
     script = tmp_path / "cache.py"
     script.write_text(CACHE_SCRIPT)
-    _run([TORCHRUN, "--nproc_per_node", "2", "--master_port", "29542", str(script), str(tiny_pairs),
-          str(tmp_path / "two.safetensors")])
+    # through `accelerate launch` (the lam label test goes through torchrun): both launchers shard
+    out = _run([ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "29542",
+                str(script), str(tiny_pairs), str(tmp_path / "two.safetensors")])
+    assert "Shard(rank=1, world=2)" in out, out
     _run([sys.executable, str(script), str(tiny_pairs), str(tmp_path / "one.safetensors")])
     a, b = load_file(str(tmp_path / "one.safetensors")), load_file(str(tmp_path / "two.safetensors"))
     assert a.keys() == b.keys() == {"human_feat", "robot_feat", "robot_trunk"}
