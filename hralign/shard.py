@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.numpy import load_file, save_file
 
 from hralign.atomic import atomic_path
@@ -63,7 +64,6 @@ def current_shard() -> Shard:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Shard()
-    import torch
     from accelerate import PartialState  # only under a launcher: it initialises the process group
 
     state = PartialState(cpu=not torch.cuda.is_available())
