@@ -1,7 +1,7 @@
 """The package as users install it: a wheel, installed non-editable, runs `adapt` and `lam train`.
 
 The wheel is built from a copy of the sources (so the repository gets no build/ or egg-info) with
-``--no-build-isolation`` (the installed setuptools: no download), installed with ``--no-deps
+``--no-build-isolation`` (the setuptools and wheel of the [dev] extra: no download), installed with ``--no-deps
 --target`` (the environment's installed dependencies are reused), and run from a directory
 outside the repository with only the target on PYTHONPATH; ``hralign.__file__`` proves which copy
 ran, so an editable install cannot hide a missing package.
@@ -9,6 +9,7 @@ ran, so an editable install cannot hide a missing package.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -51,7 +52,10 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    proc = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(src), "-w", str(tmp / "dist")],
+    # the installed setuptools/wheel ([dev] extra) build it offline; without them pip fetches them
+    offline = importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel")
+    build = ["--no-build-isolation"] if offline else []
+    proc = subprocess.run([*pip, "wheel", "--no-deps", *build, str(src), "-w", str(tmp / "dist")],
                           env=_env(), capture_output=True, text=True, timeout=600, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheel = next((tmp / "dist").glob("hralign-*.whl"))
