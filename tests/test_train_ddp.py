@@ -92,8 +92,11 @@ def test_pretrain_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
     assert code == 0, err
+    # Adam divides each update by the gradient's running scale, so where a ResNet weight's gradient is
+    # ~0 (BatchNorm biases here) the 2-way vs 1-way reduction rounding decides the sign of a step of
+    # up to lr: measured 2.7e-4 on bn1.bias after 3 steps at lr 1e-3. Tolerance: half of one lr step.
     assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
-                        load_file(str(tmp_path / "one" / "model.safetensors")))
+                        load_file(str(tmp_path / "one" / "model.safetensors")), tolerance=5e-4)
 
 
 @pytest.mark.slow
