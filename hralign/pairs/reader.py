@@ -74,7 +74,7 @@ def _read_rows(ds: h5py.Dataset, rows: list[int],
 
 
 class PairsFile:
-    """Read-only access to a pairs file (DESIGN.md layout).
+    """Read-only access to a pairs file (docs/design.md, "Pairs file").
 
     Parameters
     ----------

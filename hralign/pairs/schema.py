@@ -1,4 +1,4 @@
-"""The pairs HDF5 layout (DESIGN.md, "Pairs file"): names, dtypes and version in one place.
+"""The pairs HDF5 layout (docs/design.md, "Pairs file"): names, dtypes and version in one place.
 
 Flat layout: every clip of a domain lives in one frames dataset, indexed by
 ``clip_start``/``clip_length``; never one group per clip (HDF5 metadata cost grows with groups).

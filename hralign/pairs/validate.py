@@ -1,4 +1,4 @@
-"""Check a pairs file against the layout of DESIGN.md and report EVERY problem, not the first.
+"""Check a pairs file against the layout of docs/design.md (docs/pairs.md) and report EVERY problem, not the first.
 
 ``validate`` never raises on a bad file: each check runs on its own, and a check that cannot
 even read what it looks at reports that as the problem. Per-frame float data (actions, state)
