@@ -14,7 +14,6 @@ metrics and resume are the training layer's (:mod:`hralign.train`, docs/training
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,6 @@ import peft
 import timm
 import torch
 from safetensors.torch import save_file
-from torchvision.transforms.v2 import functional as TF
 
 from hralign.adapters import attach_adapter, save_adapter, trainable_parameters
 from hralign.align.config import RESUMABLE_FIELDS, AdaptConfig
@@ -34,6 +32,7 @@ from hralign.align.loss import frame_matching_loss, hralign_loss
 from hralign.align.pooling import FramePooling, PoolingConfig
 from hralign.align.sampling import positions_to_indices, relative_positions, step_batch, step_positions
 from hralign.atomic import atomic_dir, atomic_path, write_text_atomic
+from hralign.crop import random_resized_crop
 from hralign.device import Placement
 from hralign.encoders import load_encoder
 from hralign.encoders.text import load_text_encoder
@@ -89,17 +88,15 @@ def _read_frames(pairs: PairsFile, domain: str, clips: np.ndarray, idx: np.ndarr
     return torch.from_numpy(np.stack([read_units(pairs, domain, int(c), i, gap) for c, i in zip(clips, idx)]))
 
 
+AUGMENT_SCALE = (0.6, 1.0)  # area share of the random resized crop (HR-Align/R3M-style augmentation)
+
+
 def _augment(frames: torch.Tensor, rngs: list[np.random.Generator]) -> torch.Tensor:
     """One random resized crop per clip (same crop on all T frames, as R3M/HR-Align), float in [0, 1];
     clip i's crop is drawn from ``rngs[i]`` (one generator per pair of the global batch)."""
-    b, t, h, w, _ = frames.shape
-    out = []
-    for clip, rng in zip(frames.permute(0, 1, 4, 2, 3), rngs):  # (T, 3, H, W)
-        area = h * w * rng.uniform(0.6, 1.0)
-        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        ch, cw = min(h, int(round(math.sqrt(area / ratio)))), min(w, int(round(math.sqrt(area * ratio))))
-        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        out.append(TF.resized_crop(clip, top, left, ch, cw, [h, w], antialias=True))
+    h, w = frames.shape[2:4]
+    out = [random_resized_crop(clip, (h, w), AUGMENT_SCALE, rng)  # (T, 3, H, W)
+           for clip, rng in zip(frames.permute(0, 1, 4, 2, 3), rngs)]
     return torch.stack(out).float() / 255.0  # (B, T, 3, H, W)
 
 

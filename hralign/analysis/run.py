@@ -33,7 +33,7 @@ from hralign.encoders.clips import encode_clips
 from hralign.errors import HRAlignError
 from hralign.lam.encoder import find_codebook, latents_to_codes
 from hralign.pairs import PairsFile
-from hralign.pairs.split import split_pairs
+from hralign.pairs.split import DEFAULT_VAL_FRACTION, split_pairs
 
 
 @dataclass
@@ -57,10 +57,10 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool) -> None:
 
 
 def select_pairs(pairs: PairsFile, split: str, seed: int) -> np.ndarray:
-    """Pair indices of ``split`` ("all", "train", "val"; file /split wins, else a seeded 10% by pair)."""
+    """Pair indices of ``split`` ("all", "train", "val"; file /split wins, else the seeded split training uses: DEFAULT_VAL_FRACTION by pair)."""
     if split == "all" or pairs.num_pairs == 0:
         return np.arange(pairs.num_pairs, dtype=np.int64)
-    train, val = split_pairs(pairs, val_fraction=0.1, by="pair", seed=seed)
+    train, val = split_pairs(pairs, val_fraction=DEFAULT_VAL_FRACTION, by="pair", seed=seed)
     chosen = val if split == "val" else train
     if chosen.size == 0:
         raise HRAlignError(f"--split {split}: {pairs.path} has no {split} pairs; use --split all")

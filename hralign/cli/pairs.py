@@ -20,7 +20,7 @@ from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.build import BuildConfig, build_from_manifest
 from hralign.pairs.info import format_info, pairs_info
-from hralign.pairs.split import SPLIT_BY, make_split, pair_tasks
+from hralign.pairs.split import DEFAULT_VAL_FRACTION, SPLIT_BY, make_split, pair_tasks
 from hralign.pairs.reader import PairsFile
 from hralign.pairs.synth import SynthConfig, synthesize
 from hralign.pairs.validate import check_valid, validate
@@ -151,7 +151,7 @@ def info(file: str, as_json: bool, sample: int) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Copy of FILE with the new /split (FILE itself is only read; --out FILE --overwrite rewrites it atomically).")
-@click.option("--val", "val_fraction", type=float, default=0.1, show_default=True, help="Validation fraction (of pairs, or of tasks with --by task).")
+@click.option("--val", "val_fraction", type=float, default=DEFAULT_VAL_FRACTION, show_default=True, help="Validation fraction (of pairs, or of tasks with --by task).")
 @click.option("--by", type=click.Choice(list(SPLIT_BY)), default="pair", show_default=True,
               help="pair: validation pairs in every task; task: whole held-out tasks.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random split.")

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.reader import PairsFile
-from hralign.pairs.split import SPLIT_BY, split_pairs
+from hralign.pairs.split import DEFAULT_VAL_FRACTION, SPLIT_BY, split_pairs
 
 SPLITS = ("train", "val", "all")
 SAMPLINGS = ("random", "uniform")
@@ -74,7 +74,7 @@ class PairsDataset(Dataset):
     """
 
     def __init__(self, pairs: PairsFile | str | os.PathLike, frames: int = 5, split: str = "train",
-                 sampling: str = "random", seed: int = 0, val_fraction: float = 0.1, split_by: str = "pair") -> None:
+                 sampling: str = "random", seed: int = 0, val_fraction: float = DEFAULT_VAL_FRACTION, split_by: str = "pair") -> None:
         if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
             raise HRAlignError(f"`frames` should be a positive integer but the value passed is {frames!r}")
         if split not in SPLITS:

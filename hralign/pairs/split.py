@@ -15,6 +15,9 @@ from hralign.pairs import schema as S
 from hralign.pairs.reader import PairsFile
 
 SPLIT_BY = ("pair", "task")
+# The one default validation share: training (adapt, pretrain, LAM, policy), `analyze --split val`,
+# `lam eval`, datasets and `pairs split` all hold out the same pairs of a file without /split.
+DEFAULT_VAL_FRACTION = 0.2
 
 
 def pair_tasks(pairs: PairsFile) -> np.ndarray:
@@ -24,7 +27,7 @@ def pair_tasks(pairs: PairsFile) -> np.ndarray:
     return pairs.clip_tasks("human")[pairs.pairs[:, 0]]
 
 
-def make_split(tasks: np.ndarray, val_fraction: float = 0.1, by: str = "pair", seed: int = 0) -> np.ndarray:
+def make_split(tasks: np.ndarray, val_fraction: float = DEFAULT_VAL_FRACTION, by: str = "pair", seed: int = 0) -> np.ndarray:
     """0/1 per pair (1 = validation) computed from the task of each pair.
 
     ``by="pair"``: within every task, ``round(val_fraction * n)`` pairs (at least one when the task
@@ -55,7 +58,7 @@ def make_split(tasks: np.ndarray, val_fraction: float = 0.1, by: str = "pair", s
     return split
 
 
-def split_pairs(pairs_file: PairsFile | str | os.PathLike, val_fraction: float = 0.1, by: str = "pair",
+def split_pairs(pairs_file: PairsFile | str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, by: str = "pair",
                 seed: int = 0, use_file_split: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(train pair indices, validation pair indices), both sorted int64.
 

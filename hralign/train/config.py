@@ -14,6 +14,7 @@ from typing import Any
 
 from hralign.device import DEVICE_HELP, DEVICES, PRECISION_HELP, PRECISIONS
 from hralign.errors import HRAlignError
+from hralign.pairs.split import DEFAULT_VAL_FRACTION
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
@@ -41,7 +42,7 @@ class TrainConfig:
     checkpoint_every: int = field(default=100, metadata={"help": "Write a resumable checkpoint every N steps "
                                                                  "(0 = only at the end)."})
     keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept in OUT/checkpoints (the newest)."})
-    val_fraction: float = field(default=0.2, metadata={"help": "Share of pairs held out for evaluation when the "
+    val_fraction: float = field(default=DEFAULT_VAL_FRACTION, metadata={"help": "Share of pairs held out for evaluation when the "
                                                                "pairs file has no /split."})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})

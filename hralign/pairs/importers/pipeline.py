@@ -38,6 +38,7 @@ import numpy as np
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.importers.source import ClipSource, ImportPlan
+from hralign.pairs.split import DEFAULT_VAL_FRACTION
 from hralign.pairs.writer import PairsWriter, frame_filter
 
 RESIZE_MODES = ("crop", "letterbox")
@@ -60,7 +61,7 @@ class ImportConfig:
     compression: str | None = field(default=DEFAULT_COMPRESSION, metadata={"help": "HDF5 filter for frames: none, gzip, "
                                                                                     "lzf or blosc (hdf5plugin)."})
     workers: int = field(default=2, metadata={"help": "Decode worker processes (1: decode in this process)."})
-    val_fraction: float = field(default=0.1, metadata={"help": "Validation share for clips whose source gives no split "
+    val_fraction: float = field(default=DEFAULT_VAL_FRACTION, metadata={"help": "Validation share for clips whose source gives no split "
                                                                "(decided per pair key, so a pair never straddles splits)."})
     seed: int = field(default=0, metadata={"help": "Seed of that split rule."})
     skip_bad: bool = field(default=False, metadata={"help": "Skip clips whose frames do not decode (a warning each and "
