@@ -19,6 +19,10 @@ labels.h5 format (version 1), what policies and analysis read
 
 Rows are every (clip, t) with ``t + gap < clip_length``, sorted by clip then t. Clips with at most
 ``gap`` frames have no rows. Read it with :func:`read_labels`.
+
+Datasets are chunked (``CHUNK_ROWS`` rows per HDF5 chunk, as ``hralign analyze`` writes latents.h5)
+and written batch by batch as the LAM encodes, so labelling millions of frame pairs holds one
+batch of latents in memory, not all of them.
 """
 
 from __future__ import annotations
@@ -45,6 +49,34 @@ from hralign.pairs import PairsFile, open_h5_readonly
 LABELS_FORMAT = "lam_labels"
 LABELS_VERSION = 1
 DATASETS = ("codes", "latents", "clip", "t")
+CHUNK_ROWS = 4096  # rows per HDF5 chunk (same as latents.h5)
+
+
+def _chunked(g: h5py.Group, name: str, shape: tuple[int, ...], dtype) -> h5py.Dataset:
+    chunks = (min(CHUNK_ROWS, shape[0]),) + shape[1:] if shape[0] and all(shape[1:]) else None
+    return g.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
+
+
+@torch.no_grad()
+def _write_encoded(g: h5py.Group, encoder: nn.Module, data: FramePairs, batch_size: int, bar: Any = None) -> None:
+    """Encode every row of ``data`` batch by batch into chunked /codes and /latents of ``g``."""
+    codebook = find_codebook(encoder)
+    n, d = len(data), int(codebook.shape[1])
+    lat_ds = code_ds = None
+    for i in range(0, n, batch_size):
+        rows = np.arange(i, min(n, i + batch_size))
+        z = encoder(data.get(rows)).float()
+        codes = latents_to_codes(z, codebook.to(z.device)).cpu().numpy().astype(np.int64).reshape(len(rows), -1)
+        if lat_ds is None:
+            lat_ds = _chunked(g, "latents", (n, int(z.shape[1])), np.float32)
+            code_ds = _chunked(g, "codes", (n, int(z.shape[1]) // d), np.int64)
+        lat_ds[i:i + len(rows)] = z.cpu().numpy().astype(np.float32)
+        code_ds[i:i + len(rows)] = codes
+        if bar is not None:
+            bar.update(len(rows))
+    if lat_ds is None:  # no rows: same empty shapes as before
+        g.create_dataset("latents", data=np.zeros((0, 0), np.float32))
+        g.create_dataset("codes", data=np.zeros((0, 0), np.int64))
 
 
 def resolve_lam_encoder(spec: str | os.PathLike) -> tuple[nn.Module, LAMConfig]:
@@ -113,9 +145,6 @@ def label_pairs(pairs_path: str | os.PathLike, lam: str | os.PathLike, out: str 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(len(s) for s in sources.values()), desc="lam label", unit="pair", dynamic_ncols=True)
-    results = {d: encode_pairs(encoders[d], s, np.arange(len(s)), batch_size, bar) for d, s in sources.items()}
-    if bar is not None:
-        bar.close()
     lam_meta_sha = getattr(next(m for m in encoder.modules() if isinstance(m, LAMEncoder)), "spec", {}).get("lam_sha256")
     with atomic_path(out, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -125,13 +154,14 @@ def label_pairs(pairs_path: str | os.PathLike, lam: str | os.PathLike, out: str 
                             "pairs_sha256": sha256_file(pairs_path), "lam": os.fspath(lam),
                             "lam_sha256": lam_meta_sha or "",
                             "robot_lam": os.fspath(robot_lam) if robot_lam is not None else ""})
-            for d, (lat, codes) in results.items():
+            for d, src in sources.items():
                 g = f.create_group(d)
                 g.attrs["image_size"] = cfg.image_size
-                g.create_dataset("codes", data=codes.astype(np.int64))
-                g.create_dataset("latents", data=lat.astype(np.float32))
-                g.create_dataset("clip", data=sources[d].index.clip.astype(np.int64))
-                g.create_dataset("t", data=sources[d].index.t.astype(np.int64))
+                _write_encoded(g, encoders[d], src, batch_size, bar)
+                _chunked(g, "clip", (len(src),), np.int64)[...] = src.index.clip.astype(np.int64)
+                _chunked(g, "t", (len(src),), np.int64)[...] = src.index.t.astype(np.int64)
+    if bar is not None:
+        bar.close()
     return out
 
 
