@@ -32,6 +32,9 @@ def analyze(**kwargs) -> None:
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(format_metrics(result.metrics))
+    index = next(iter(result.metrics.values())).get("knn_index")
+    if index:
+        click.echo(f"kNN index: {index}")
     if result.reused:
         click.echo(f"reused from the previous run: {', '.join(result.reused)}")
     t = result.timings
