@@ -5,7 +5,8 @@ Sub-commands (each prints a table; every configuration runs in its own child pro
 time and peak RSS are its own, and a baseline that exceeds ``--budget`` seconds is stopped and
 reported as such):
 
-  kmeans   N x 512 Gaussian-mixture latents (k true components), k=64 and k=256, at each --sizes:
+  kmeans   (wall time and CPU seconds: on a shared machine CPU seconds are the load-robust figure)
+           N x 512 Gaussian-mixture latents (k true components), k=64 and k=256, at each --sizes:
            hralign's clustering (FaissKMeans as ``analyze`` runs it: greedy k-means++ init, nredo=3,
            niter=20, trained on a --train-points sample, every point assigned) vs scikit-learn
            KMeans (k-means++, n_init=1, 25 Lloyd iterations, tol=0: the issue's baseline) and
@@ -69,10 +70,15 @@ from benchmarks.cluster import mixture
 from sklearn.metrics import normalized_mutual_info_score as nmi
 x, y = mixture({n}, 512, {k})
 rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from threadpoolctl import threadpool_limits
+import faiss
+if {threads}:  # same thread count for every method (faiss OpenMP + BLAS + sklearn's OpenMP)
+    threadpool_limits({threads}); faiss.omp_set_num_threads({threads})
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
 t = time.perf_counter()
 if {method!r} == "hralign":
     from hralign.analysis import FaissKMeans
-    km = FaissKMeans(k={k}, seed=0, max_points=min({n}, {train})).fit(x)
+    km = FaissKMeans(k={k}, seed=0, max_points=min({n}, {train}), threads={threads} or None).fit(x)
     labels, inertia, extra = km.labels_, km.inertia_, f"threads {{km.threads or 'auto'}}, trained on {{km.n_train_points_}}"
 elif {method!r} == "sklearn":
     from sklearn.cluster import KMeans
@@ -84,7 +90,9 @@ else:
     labels = km.predict(x)
     inertia, extra = float(((x - km.cluster_centers_[labels]) ** 2).sum()), f"{{km.n_iter_}} epochs"
 sec = time.perf_counter() - t
-print("RESULT " + json.dumps(dict(sec=sec, inertia=float(inertia), nmi=float(nmi(y, labels)), rss_data=rss_data,
+ru1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime
+print("RESULT " + json.dumps(dict(sec=sec, cpu=cpu, inertia=float(inertia), nmi=float(nmi(y, labels)), rss_data=rss_data,
       rss_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, extra=extra)))
 """
 
@@ -103,25 +111,26 @@ def _child(code: str, budget: float, env: dict | None = None) -> tuple[dict | No
     return (json.loads(line[-1][7:]), f"{time.perf_counter() - t:.0f} s process") if line else (None, "no result")
 
 
-def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, methods: list[str]) -> None:
+def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, methods: list[str], threads: int) -> None:
     print(f"k-means on N x 512 mixtures; cores visible {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; "
-          f"budget {budget:.0f} s per run; hralign trains on {train} points")
-    print(f"{'N':>8s} {'k':>4s} {'method':12s} {'time s':>8s} {'vs sklearn':>10s} {'peak RSS MB':>11s} {'data MB':>8s} "
-          f"{'inertia':>12s} {'vs sklearn':>10s} {'NMI':>6s}  notes")
+          f"budget {budget:.0f} s per run; hralign trains on {train} points; threads {threads or 'default'}")
+    print(f"{'N':>8s} {'k':>4s} {'method':12s} {'time s':>8s} {'CPU s':>8s} {'CPU vs sk':>9s} {'peak RSS MB':>11s} "
+          f"{'data MB':>8s} {'inertia':>12s} {'vs sklearn':>10s} {'NMI':>6s}  notes")
     for n in sizes:
         for k in ks:
             res = {}
             for m in methods:
-                res[m] = _child(KMEANS_CHILD.format(root=ROOT, n=n, k=k, method=m, train=train), budget)
+                res[m] = _child(KMEANS_CHILD.format(root=ROOT, n=n, k=k, method=m, train=train, threads=threads), budget)
             base = res.get("sklearn", (None, ""))[0]
             for m, (r, status) in res.items():
                 if r is None:
-                    print(f"{n:8d} {k:4d} {m:12s} {'-':>8s} {'':>10s} {'':>11s} {'':>8s} {'':>12s} {'':>10s} {'':>6s}  {status}")
+                    print(f"{n:8d} {k:4d} {m:12s} {'-':>8s} {'':>8s} {'':>9s} {'':>11s} {'':>8s} {'':>12s} {'':>10s} "
+                          f"{'':>6s}  {status}", flush=True)
                     continue
-                sp = f"{base['sec'] / r['sec']:.2f}x" if base else "-"
+                sp = f"{base['cpu'] / r['cpu']:.2f}x" if base else "-"
                 ri = f"{r['inertia'] / base['inertia'] - 1:+.2%}" if base else "-"
-                print(f"{n:8d} {k:4d} {m:12s} {r['sec']:8.1f} {sp:>10s} {r['rss_peak']:11.0f} {r['rss_data']:8.0f} "
-                      f"{r['inertia']:12.5g} {ri:>10s} {r['nmi']:6.3f}  {r['extra']}", flush=True)
+                print(f"{n:8d} {k:4d} {m:12s} {r['sec']:8.1f} {r['cpu']:8.1f} {sp:>9s} {r['rss_peak']:11.0f} "
+                      f"{r['rss_data']:8.0f} {r['inertia']:12.5g} {ri:>10s} {r['nmi']:6.3f}  {r['extra']}", flush=True)
 
 
 KNN_CHILD = r"""
@@ -262,6 +271,7 @@ def main() -> None:
     k.add_argument("--budget", type=float, default=300)
     k.add_argument("--train-points", type=int, default=50_000)
     k.add_argument("--methods", nargs="+", default=["hralign", "sklearn", "minibatch"])
+    k.add_argument("--threads", type=int, default=0, help="threads for every method (0: each library's default)")
     q = sub.add_parser("knn")
     q.add_argument("--n", type=int, default=1_000_000)
     q.add_argument("--budget", type=float, default=1200)
@@ -277,7 +287,7 @@ def main() -> None:
         p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "hralign_bench_cluster"))
     args = ap.parse_args()
     if args.cmd == "kmeans":
-        bench_kmeans(args.sizes, args.ks, args.budget, args.train_points, args.methods)
+        bench_kmeans(args.sizes, args.ks, args.budget, args.train_points, args.methods, args.threads)
     elif args.cmd == "knn":
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         bench_knn(args.n, args.budget, Path(args.workdir))
