@@ -58,10 +58,6 @@ def mixture(n: int, d: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 KMEANS_CHILD = r"""
 import json, sys, time, resource
 sys.path.insert(0, {root!r})

@@ -13,7 +13,7 @@ from conftest import run_cli
 from sklearn.cluster import KMeans
 
 from hralign.analysis import (AnalyzeConfig, FaissKMeans, NeighborIndex, Rows, cross_knn, load_latents, open_latents,
-                              run_analysis, stratified_sample)
+                              stratified_sample)
 from hralign.analysis.cluster import compute_threads
 from hralign.analysis.report import density_layer
 from hralign.analysis.synth import write_synthetic_latents
