@@ -18,6 +18,7 @@ import numpy as np
 from hralign.analysis.cluster import compute_threads
 from hralign.analysis.rows import Rows
 from hralign.errors import HRAlignError
+from hralign.metrics import knn_vote
 
 HUMAN, ROBOT = 0, 1
 EXACT_MAX = 50_000  # references up to this: exact search (IVF buys nothing below; measured in benchmarks/cluster.py)
@@ -119,14 +120,6 @@ class NeighborIndex:
         return float(np.mean(hits))
 
 
-def _vote(sims: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Weighted kNN vote, weights exp(cos / 0.07) (the same rule as hralign.metrics.knn_accuracy,
-    which searches its own exact index and so cannot take our neighbours)."""
-    w = np.where(labels >= 0, np.exp(sims / 0.07), 0.0)
-    votes = np.stack([(w * (labels == c)).sum(1) for c in classes], axis=1)
-    return classes[votes.argmax(1)]
-
-
 def cross_knn(latents, domain: np.ndarray, task: np.ndarray, k: int = 20, queries: np.ndarray | None = None,
               pair: np.ndarray | None = None, t: np.ndarray | None = None, max_queries: int = 10_000,
               recall_queries: int = 500, exact_max: int = EXACT_MAX, seed: int = 0,
@@ -171,7 +164,7 @@ def cross_knn(latents, domain: np.ndarray, task: np.ndarray, k: int = 20, querie
         sims, found = index.search(q, k)
         labels = np.where(found >= 0, task[np.maximum(found, 0)], -1)
         classes = np.unique(task[domain == rd])
-        out[name] = float((_vote(sims, labels, classes) == task[qi]).mean())
+        out[name] = float((knn_vote(sims, labels, classes, valid=found >= 0) == task[qi]).mean())
         sub = np.sort(rng.choice(len(qi), size=min(len(qi), recall_queries), replace=False))
         out[f"{name}_recall"] = index.recall(q[sub], k, found[sub])
         descs.append(index.desc_)

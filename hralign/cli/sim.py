@@ -105,10 +105,13 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run dir (results.json, per-seed files).")
 @click.option("--resume", is_flag=True, help="Skip (variant, seed) results already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
+@click.option("--device", default=_E.device, show_default=True, help=_help(SimEvalConfig, "device"))
+@click.option("--precision", default=_E.precision, show_default=True, help=_help(SimEvalConfig, "precision"))
 def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None, encoder_image_size: int | None,
              name: str | None,
              proprio_row: bool, protocol: str, rollouts: int, seeds: int, few_shot: int, steps: int, batch_size: int,
-             max_steps: int, eval_seed: int, envs: int, out: str, resume: bool, as_json: bool) -> None:
+             max_steps: int, eval_seed: int, envs: int, out: str, resume: bool, as_json: bool, device: str,
+             precision: str) -> None:
     """Train R3M's BC head on the protocol's demos and execute it closed loop from the robot view.
 
     \b
@@ -120,7 +123,8 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
           --protocol transfer --rollouts 10 --seeds 3 --out runs/mw_eval
     """
     cfg = SimEvalConfig(protocol=protocol, rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps,
-                        batch_size=batch_size, max_steps=max_steps, eval_seed=eval_seed, envs=envs)
+                        batch_size=batch_size, max_steps=max_steps, eval_seed=eval_seed, envs=envs, device=device,
+                        precision=precision)
     variants: dict = {}
     if proprio_row:
         variants[PROPRIO_ROW] = None
