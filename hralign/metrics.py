@@ -45,11 +45,22 @@ def knn_accuracy(query: np.ndarray, query_labels: np.ndarray, reference: np.ndar
         sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
     ref_labels = np.asarray(reference_labels)
     labels = ref_labels[ids]  # (n_query, k)
-    classes = np.unique(ref_labels)
-    w = np.exp(sims / 0.07) if weighted else np.ones_like(sims)
-    votes = np.stack([(w * (labels == c)).sum(1) for c in classes], axis=1)
-    pred = classes[votes.argmax(1)]
+    pred = knn_vote(sims, labels, np.unique(ref_labels), weighted=weighted)
     return float((pred == np.asarray(query_labels)).mean())
+
+
+def knn_vote(sims: np.ndarray, labels: np.ndarray, classes: np.ndarray, weighted: bool = True,
+             valid: np.ndarray | None = None) -> np.ndarray:
+    """Predicted class per query from its neighbours' cosine ``sims`` and ``labels`` (both (n, k)).
+
+    The vote of :func:`knn_accuracy`, also used by analysis' own neighbour indexes: weights
+    exp(cos / 0.07) (or 1), neighbours where ``valid`` is False (FAISS' -1 padding) count 0.
+    """
+    w = np.exp(sims / 0.07) if weighted else np.ones_like(sims)
+    if valid is not None:
+        w = np.where(valid, w, 0.0)
+    votes = np.stack([(w * (labels == c)).sum(1) for c in classes], axis=1)
+    return classes[votes.argmax(1)]
 
 
 def retrieval_topk(queries: np.ndarray, references: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:

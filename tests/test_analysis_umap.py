@@ -45,3 +45,22 @@ def test_pipeline_with_umap_caches_map(tiny_pairs, tmp_path):
     assert "map[frozen]" in res2.reused
     np.testing.assert_array_equal(load_latents(tmp_path / "r" / "latents.h5")[0]["frozen"].map2d, views["frozen"].map2d)
     assert res2.metrics == res.metrics
+
+
+def test_umap_fit_on_sample_and_transform_the_rest():
+    # fit_size 200 of 600 points: the other 400 are placed by umap's transform (FAISS neighbours);
+    # same seed -> same map, and blobs stay separated for transformed points too
+    from hralign.analysis import Rows
+    from hralign.analysis.embed import embed_rows
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 32)) * 4
+    y = np.repeat(np.arange(3), 200)
+    x = (centres[y] + rng.normal(size=(600, 32))).astype(np.float32)
+    sample = np.arange(0, 600, 2)
+    a = embed_rows(UMAPEmbedding(n_neighbors=10, seed=0, fit_size=200), Rows(x, chunk=128), sample)
+    b = embed_rows(UMAPEmbedding(n_neighbors=10, seed=0, fit_size=200), Rows(x, chunk=128), sample)
+    assert a.shape == (600, 2) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    rest = np.setdiff1d(np.arange(600), sample)
+    assert silhouette_score(a[rest], y[rest]) > 0.5

@@ -92,6 +92,10 @@ def test_label_writes_documented_format(lam_run, tiny_pairs, tmp_path):
         assert rows["latents"].shape == (n, 32) and rows["latents"].dtype == np.float32
         assert rows["codes"].min() >= 0 and rows["codes"].max() < 8
         assert (rows["t"] + 2 < pf.clip_lengths(d)[rows["clip"]]).all()
+    with h5py.File(path, "r") as f:  # chunked, as latents.h5, so analysis reads it a chunk at a time
+        for d in ("human", "robot"):
+            for name in ("codes", "latents", "clip", "t"):
+                assert f[f"{d}/{name}"].chunks is not None and f[f"{d}/{name}"].chunks[0] <= 4096, (d, name)
     # the labels are the lam: encoder's output on those frame pairs
     import hralign
 

@@ -8,10 +8,12 @@ Here each judgement is a metric on (latents, clusters, metadata):
 - embodiment mixing: per cluster the normalised binary entropy of its human/robot share,
   averaged over non-empty clusters (1 = every cluster equally human and robot, 0 = split);
 - paired agreement: for frame-aligned pairs, the share of (human t, robot t) latents in the same cluster;
-- cross-embodiment kNN task accuracy (robot queries vs human references and back; weighted, k=20),
-  with :func:`hralign.metrics.knn_accuracy`;
+- cross-embodiment kNN task accuracy (robot queries vs human references and back; weighted, k=20,
+  the vote of :func:`hralign.metrics.knn_accuracy`) and paired retrieval, on FAISS indexes chosen by
+  size with their recall (``neighbors.py``);
 - the action probe R^2 from robot latents to robot actions (:func:`hralign.metrics.action_probe_r2`:
-  ridge, grouped 5-fold by clip; the number `hralign lam eval` reports for the same latents);
+  ridge, grouped 5-fold by clip; the number `hralign lam eval` reports for the same latents),
+  on the sample's robot rows;
 - silhouette on a sample.
 """
 
@@ -20,8 +22,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
+from hralign.analysis.neighbors import cross_knn
+from hralign.analysis.rows import Rows
 from hralign.errors import HRAlignError
-from hralign.metrics import action_probe_r2, knn_accuracy
+from hralign.metrics import action_probe_r2
 
 HUMAN, ROBOT = 0, 1  # domain codes in latent metadata
 DOMAIN_NAMES = ("human", "robot")
@@ -62,14 +66,6 @@ def paired_agreement(labels: np.ndarray, domain: np.ndarray, pair: np.ndarray, t
     return float(np.mean(same)) if same else None
 
 
-def cross_knn(latents: np.ndarray, domain: np.ndarray, task: np.ndarray, k: int = 20) -> dict[str, float | None]:
-    """Weighted kNN task accuracy across embodiments: robot->human, human->robot and their mean."""
-    h, r = domain == HUMAN, domain == ROBOT
-    if not h.any() or not r.any():
-        return {"knn_robot_to_human": None, "knn_human_to_robot": None, "knn_cross": None}
-    r2h = knn_accuracy(latents[r], task[r], latents[h], task[h], k=k, weighted=True)
-    h2r = knn_accuracy(latents[h], task[h], latents[r], task[r], k=k, weighted=True)
-    return {"knn_robot_to_human": r2h, "knn_human_to_robot": h2r, "knn_cross": (r2h + h2r) / 2}
 
 
 def silhouette(latents: np.ndarray, labels: np.ndarray, sample_size: int = 2000, seed: int = 0) -> float | None:
@@ -80,25 +76,30 @@ def silhouette(latents: np.ndarray, labels: np.ndarray, sample_size: int = 2000,
     return float(silhouette_score(latents, labels, sample_size=min(sample_size, latents.shape[0]), random_state=seed))
 
 
-def consistency_metrics(latents: np.ndarray, labels: np.ndarray, domain: np.ndarray, task: np.ndarray,
+def consistency_metrics(latents, labels: np.ndarray, domain: np.ndarray, task: np.ndarray,
                         pair: np.ndarray, t: np.ndarray, actions: np.ndarray | None = None,
                         clip: np.ndarray | None = None, knn_k: int = 20, seed: int = 0,
-                        silhouette_sample: int = 2000) -> dict[str, float | None]:
+                        silhouette_sample: int = 2000, sample: np.ndarray | None = None,
+                        threads: int | None = None) -> dict[str, float | str | None]:
     """All metrics of one view (frozen or adapted) as a flat JSON-able dict.
 
     Parameters
     ----------
-    latents : (n, d) latent actions; labels : (n,) cluster ids; domain : (n,) 0 human / 1 robot;
-    task : (n,) task ids; pair, t : (n,) pair index (-1 = unpaired) and time within the clip;
-    actions : (n, A) robot action targets (rows of human latents ignored) or None;
-    clip : (n,) clip ids used to hold out whole clips in the probe.
+    latents : (n, d) array or :class:`Rows` (read in chunks); labels : (n,) cluster ids;
+    domain : (n,) 0 human / 1 robot; task : (n,) task ids; pair, t : (n,) pair index (-1 = unpaired)
+    and time within the clip; actions : (n, A) robot action targets (rows of human latents
+    ignored) or None; clip : (n,) clip ids used to hold out whole clips in the probe;
+    sample : sorted rows (e.g. :func:`stratified_sample`) that the sampled metrics use (kNN
+    queries, probe, silhouette); None: every row. Label-only metrics (NMI, ARI, mixing, paired
+    agreement) always use every row.
     """
-    latents = np.asarray(latents, np.float32)
-    n = latents.shape[0]
+    rows = latents if isinstance(latents, Rows) else Rows(np.asarray(latents, np.float32))
+    n = len(rows)
     for name, a in (("labels", labels), ("domain", domain), ("task", task), ("pair", pair), ("t", t)):
         if np.asarray(a).shape != (n,):
             raise HRAlignError(f"`{name}` should have shape ({n},) like the latents but has {np.asarray(a).shape}")
-    out: dict[str, float | None] = {"num_latents": float(n), "num_clusters_used": float(np.unique(labels).size)}
+    sample = np.arange(n) if sample is None else np.asarray(sample, np.int64)
+    out: dict[str, float | str | None] = {"num_latents": float(n), "num_clusters_used": float(np.unique(labels).size)}
     for d, dname in enumerate(DOMAIN_NAMES):
         m = domain == d
         out[f"num_{dname}"] = float(m.sum())
@@ -108,13 +109,16 @@ def consistency_metrics(latents: np.ndarray, labels: np.ndarray, domain: np.ndar
     out["ari_pooled"] = float(adjusted_rand_score(task, labels))
     out["embodiment_mixing"] = embodiment_mixing(labels, domain)
     out["paired_agreement"] = paired_agreement(labels, domain, pair, t)
-    out.update(cross_knn(latents, domain, task, k=knn_k))
+    out.update(cross_knn(rows, domain, task, k=knn_k, queries=sample, pair=pair, t=t, seed=seed, threads=threads))
     out["action_probe_r2"] = None  # hralign.metrics.action_probe_r2: the same number `hralign lam eval` prints
+    x_sample = rows.take(sample)
     if actions is not None:
-        r = (domain == ROBOT) & np.isfinite(np.asarray(actions, np.float64)).all(1)
-        y = np.asarray(actions, np.float64)[r]
-        groups = clip[r] if clip is not None else np.arange(int(r.sum()))
+        act = np.asarray(actions, np.float64)[sample]
+        r = (domain[sample] == ROBOT) & np.isfinite(act).all(1)
+        y = act[r]
+        groups = clip[sample][r] if clip is not None else np.arange(int(r.sum()))
         if r.sum() >= 4 and np.unique(groups).size >= 2 and (y.std(0) > 1e-9).any():
-            out["action_probe_r2"] = action_probe_r2(latents[r], y, groups, seed=seed)["action_probe_r2"]
-    out["silhouette"] = silhouette(latents, labels, sample_size=silhouette_sample, seed=seed)
+            out["action_probe_r2"] = action_probe_r2(x_sample[r], y, groups, seed=seed)["action_probe_r2"]
+    out["silhouette"] = silhouette(x_sample, labels[sample], sample_size=silhouette_sample, seed=seed)
+    out["num_sampled"] = float(len(sample))
     return out

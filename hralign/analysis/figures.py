@@ -20,6 +20,7 @@ from PIL import Image
 from hralign.analysis.store import View
 from hralign.atomic import atomic_path
 
+FIGURE_POINTS = 20_000  # points drawn in the PNG maps (a stratified sample above it: matplotlib is slow at 1M)
 DOMAIN_COLORS = ("#1f77b4", "#ff7f0e")  # human blue, robot orange
 DOMAIN_NAMES = ("human", "robot")
 
@@ -39,8 +40,12 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def map_figure(path: str | os.PathLike, views: dict[str, View], color_by: str, tasks: list[str]) -> Path:
-    """One scatter panel per view of the 2-D map, coloured by "embodiment", "task" or "cluster"."""
+def map_figure(path: str | os.PathLike, views: dict[str, View], color_by: str, tasks: list[str],
+               idx: np.ndarray | None = None) -> Path:
+    """One scatter panel per view of the 2-D map, coloured by "embodiment", "task" or "cluster".
+
+    ``idx``: the rows to draw (default all).
+    """
     names = [n for n, v in views.items() if v.map2d is not None]
     fig = Figure(figsize=(5.2 * len(names), 4.8))
     axes = fig.subplots(1, len(names), squeeze=False)
@@ -48,7 +53,8 @@ def map_figure(path: str | os.PathLike, views: dict[str, View], color_by: str, t
     for ax, name in zip(axes[0], names):
         v = views[name]
         xy, ls = v.map2d, v.latents
-        order = rng.permutation(len(xy))  # draw in random order so no group hides another
+        rows = np.arange(len(xy)) if idx is None else np.asarray(idx)
+        order = rows[rng.permutation(len(rows))]  # draw in random order so no group hides another
         if color_by == "embodiment":
             for d in (0, 1):
                 m = ls.domain[order] == d
@@ -76,14 +82,14 @@ def _thumb(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
 
 
-def gallery_figure(path: str | os.PathLike, view: View, space: np.ndarray,
+def gallery_figure(path: str | os.PathLike, view: View, dist: np.ndarray,
                    read_pair: Callable[[int, int, int], tuple[np.ndarray, np.ndarray]], title: str,
                    max_clusters: int = 12, per_domain: int = 3, thumb: int = 48) -> Path:
     """Per cluster a strip of frame pairs x_t -> x_{t+gap}: the members nearest the centroid,
     ``per_domain`` human ones then ``per_domain`` robot ones. Largest clusters first.
 
-    ``read_pair(domain, clip, t)`` returns the (before, after) uint8 frames; ``space`` is the
-    (n, d) array the clusters were computed in.
+    ``read_pair(domain, clip, t)`` returns the (before, after) uint8 frames; ``dist`` (n,) is each
+    latent's squared distance to its cluster's centroid (:meth:`FaissKMeans.assign`).
     """
     ls, labels = view.latents, view.clusters
     sizes = np.bincount(labels)
@@ -94,12 +100,10 @@ def gallery_figure(path: str | os.PathLike, view: View, space: np.ndarray,
     rows, captions = [], []
     for c in order:
         members = np.where(labels == c)[0]
-        centre = space[members].mean(0)
-        dist = ((space[members] - centre) ** 2).sum(1)
         cells = []
         for d in (0, 1):
             m = members[ls.domain[members] == d]
-            md = dist[ls.domain[members] == d]
+            md = dist[m]
             chosen = m[np.argsort(md, kind="stable")[:per_domain]]
             for i in range(per_domain):
                 if i < len(chosen):

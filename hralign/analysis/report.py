@@ -2,6 +2,10 @@
 no network) with the metrics table, the PNG figures and an interactive scatter whose hover shows
 the frame pair x_t -> x_{t+gap} of the latent under the cursor.
 
+At a million latents the file stays small: the scatter draws a stratified sample of points over
+a density layer of *all* points (a 2-D histogram of the map, 8-bit, log-scaled, base64 in the
+JSON: ~30 kB a view whatever the number of latents), drawn synchronously with putImageData.
+
 The scatter is a <canvas> drawn by ~100 lines of inline JavaScript (no plotting library: the
 report must open offline and stay one file). After drawing, the script writes the number of
 drawn points to the canvas' ``data-points-drawn`` attribute (the browser test reads it).
@@ -20,6 +24,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from hralign.analysis.sample import stratified_sample
 from hralign.analysis.store import View
 from hralign.atomic import write_text_atomic
 
@@ -28,7 +33,10 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("embodiment_mixing", "Embodiment mixing", "mean over clusters of the normalised entropy of the human/robot share (1 = mixed, 0 = split)"),
     ("knn_cross", "Cross-embodiment kNN task acc.", "mean of robot\u2192human and human\u2192robot weighted kNN (k=20) task accuracy"),
     ("knn_robot_to_human", "kNN robot \u2192 human", "robot latents classified by their human neighbours"),
+    ("knn_robot_to_human_recall", "  recall@k of that search", "approximate vs exact neighbours (1 = exact index)"),
     ("knn_human_to_robot", "kNN human \u2192 robot", "human latents classified by their robot neighbours"),
+    ("knn_human_to_robot_recall", "  recall@k of that search", "approximate vs exact neighbours (1 = exact index)"),
+    ("retrieval_robot_to_human", "Paired retrieval robot \u2192 human", "share of paired robot latents whose frame-aligned human partner is among their k human neighbours (search and recall as kNN robot \u2192 human)"),
     ("paired_agreement", "Paired agreement", "share of frame-aligned human/robot latents (same pair, same t) in the same cluster"),
     ("nmi_pooled", "NMI clusters vs tasks (pooled)", "normalised mutual information, both embodiments"),
     ("nmi_human", "NMI (human)", ""),
@@ -43,6 +51,7 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("num_human", "# human latents", ""),
     ("num_robot", "# robot latents", ""),
     ("num_clusters_used", "# non-empty clusters", ""),
+    ("num_sampled", "# latents in the sample", "stratified by embodiment and task (--max-points): k-means training, map fit, kNN queries"),
 )
 
 
@@ -75,17 +84,30 @@ def build_sprite(frames: list[np.ndarray], thumb: int = 40, cols: int = 32) -> t
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), thumb, cols
 
 
-def scatter_payload(views: dict[str, View], tasks: list[str], read_frame: Callable[[int, int, int], np.ndarray],
+DENSITY_BINS = (180, 124)  # (x, y) bins of the density layer: one per 5x5 canvas pixels
+
+
+def density_layer(xy: np.ndarray, bins: tuple[int, int] = DENSITY_BINS) -> dict:
+    """2-D histogram of normalised map coordinates in [0, 1]^2 (all points), log-scaled to 0..255,
+    row 0 at the top, as base64 bytes: {"w", "h", "data"}."""
+    h, _, _ = np.histogram2d(xy[:, 0], xy[:, 1], bins=bins, range=[[0, 1], [0, 1]])
+    v = np.log1p(h.T[::-1])  # (h, w), top row = largest y
+    v = np.round(255 * v / max(float(v.max()), 1e-12)).astype(np.uint8)
+    return {"w": int(bins[0]), "h": int(bins[1]), "data": base64.b64encode(v.tobytes()).decode()}
+
+
+def scatter_payload(views: dict[str, View], tasks: list[str], read_frame: Callable[[int, int, int], np.ndarray] | None,
                     max_points: int = 1500, seed: int = 0, thumb: int = 40) -> dict:
-    """The JSON the inline scatter draws: a sample of points (same for every view) and a sprite."""
+    """The JSON the inline scatter draws: a stratified sample of points (same for every view), a
+    density layer of all points per view, and a thumbnail sprite (none when ``read_frame`` is None)."""
     first = next(iter(views.values())).latents
-    n = len(first)
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, size=min(n, max_points), replace=False))
+    idx = stratified_sample(first.domain, first.task, max_points, seed)
     frame_ids: dict[tuple[int, int, int], int] = {}
     frames: list[np.ndarray] = []
 
     def sprite_index(d: int, c: int, t: int) -> int:
+        if read_frame is None:
+            return -1
         key = (d, c, t)
         if key not in frame_ids:
             frame_ids[key] = len(frames)
@@ -99,13 +121,15 @@ def scatter_payload(views: dict[str, View], tasks: list[str], read_frame: Callab
     sprite, th, cols = build_sprite(frames, thumb=thumb) if frames else ("", thumb, 1)
     vdata = {}
     for name, v in views.items():
-        xy = v.map2d[idx].astype(np.float64)
-        lo, hi = xy.min(0), xy.max(0)
-        xy = (xy - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
+        xy_all = v.map2d.astype(np.float64)
+        lo, hi = xy_all.min(0), xy_all.max(0)  # bounds of all points, so the density and the dots agree
+        scale = np.where(hi - lo > 0, hi - lo, 1.0)
+        xy = (xy_all[idx] - lo) / scale
         vdata[name] = {"xy": np.round(xy, 4).tolist(), "cluster": v.clusters[idx].astype(int).tolist(),
-                       "method": v.map_method}
+                       "method": v.map_method, "density": density_layer((xy_all - lo) / scale)}
     return {"points": pts, "views": vdata, "tasks": tasks, "gap": int(first.gap), "sprite": sprite,
-            "thumb": th, "cols": cols, "fields": ["domain", "task", "clip", "t", "before", "after"]}
+            "thumb": th, "cols": cols, "fields": ["domain", "task", "clip", "t", "before", "after"],
+            "num_latents": len(first)}
 
 
 _CSS = """
@@ -143,8 +167,26 @@ _JS = r"""
     var xy = D.views[view].xy[i];
     return [M + xy[0] * (cv.width - 2 * M), M + (1 - xy[1]) * (cv.height - 2 * M)];
   }
+  var dens = {};
+  function densityCanvas(name) {
+    // the density layer of all points: 8-bit counts -> grey with alpha, drawn synchronously
+    if (dens[name]) { return dens[name]; }
+    var L = D.views[name].density, raw = atob(L.data), c = document.createElement('canvas');
+    c.width = L.w; c.height = L.h;
+    var cx = c.getContext('2d'), img = cx.createImageData(L.w, L.h);
+    for (var i = 0; i < raw.length; i++) {
+      var a = raw.charCodeAt(i);
+      img.data[4 * i] = 60; img.data[4 * i + 1] = 60; img.data[4 * i + 2] = 90; img.data[4 * i + 3] = a ? 30 + a * 0.6 : 0;
+    }
+    cx.putImageData(img, 0, 0);
+    dens[name] = c;
+    return c;
+  }
   function draw() {
     ctx.clearRect(0, 0, cv.width, cv.height);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(densityCanvas(view), M, M, cv.width - 2 * M, cv.height - 2 * M);
+    cv.setAttribute('data-density-drawn', view);
     var n = 0;
     for (var i = 0; i < D.points.length; i++) {
       var q = pos(i);
@@ -169,7 +211,7 @@ _JS = r"""
     if (best < 0) { tip.style.display = 'none'; return; }
     var p = D.points[best];
     tipx.fillStyle = '#fff'; tipx.fillRect(0, 0, tipc.width, tipc.height);
-    if (spriteReady) { drawThumb(p[4], 0); drawThumb(p[5], 108); }
+    if (spriteReady && p[4] >= 0) { drawThumb(p[4], 0); drawThumb(p[5], 108); }
     tipx.fillStyle = '#333'; tipx.font = '16px sans-serif'; tipx.fillText('\u2192', 97, 54);
     tipt.textContent = (p[0] === 0 ? 'human' : 'robot') + ' clip ' + p[2] + ', t=' + p[3] + '\u2192' + (p[3] + D.gap) +
       ' | task: ' + (D.tasks[p[1]] || p[1]) + ' | cluster ' + D.views[view].cluster[best];
@@ -202,7 +244,7 @@ def write_report(path: str | os.PathLike, *, title: str, info: dict[str, str], n
             continue
         cells = "".join(f"<td>{_fmt(x)}</td>" for x in vals)
         if len(vnames) == 2:
-            if all(isinstance(x, float) for x in vals) and not key.startswith("num_"):
+            if all(isinstance(x, float) for x in vals) and not key.startswith("num_") and not key.endswith("_recall"):
                 d = vals[1] - vals[0]
                 cells += f"<td class=\"{'up' if d > 0 else 'down' if d < 0 else ''}\">{d:+.3f}</td>"
             else:
@@ -229,7 +271,8 @@ def write_report(path: str | os.PathLike, *, title: str, info: dict[str, str], n
 <canvas id="scatter" width="900" height="620" data-points-drawn="0"></canvas>
 <div id="tip"><canvas id="tipcanvas" width="204" height="96"></canvas><div id="tiptext"></div></div>
 <p class="meta">Hover a point to see its frame pair x<sub>t</sub> \u2192 x<sub>t+{scatter.get('gap', 1)}</sub>
-({len(scatter['points'])} points shown).</p>
+({len(scatter['points'])} points shown, a stratified sample; the grey layer is the density of all
+{scatter.get('num_latents', len(scatter['points']))} latents).</p>
 <h2>Figures</h2>
 {figs_html}
 <script type="application/json" id="scatter-data">{data}</script>

@@ -19,14 +19,15 @@ import torch
 
 from hralign.analysis.cluster import FaissKMeans
 from hralign.analysis.config import AnalyzeConfig
-from hralign.analysis.consistency import consistency_metrics
-from hralign.analysis.embed import PCAEmbedding, UMAPEmbedding
-from hralign.analysis.figures import gallery_figure, map_figure
-from hralign.analysis.consistency import paired_agreement
+from hralign.analysis.consistency import consistency_metrics, paired_agreement
+from hralign.analysis.embed import PCAEmbedding, UMAPEmbedding, embed_rows
+from hralign.analysis.figures import FIGURE_POINTS, gallery_figure, map_figure
 from hralign.analysis.latents import (DOMAINS, LatentSet, LatentWhitener, build_latent_set, feature_differences,
                                       select_clips)
 from hralign.analysis.report import LAM_ONLY, METRIC_ROWS, _fmt, scatter_payload, write_report
-from hralign.analysis.store import View, cache_key, load_latents, save_latents
+from hralign.analysis.rows import Rows
+from hralign.analysis.sample import stratified_sample
+from hralign.analysis.store import View, cache_key, open_latents, save_latents
 from hralign.atomic import atomic_dir, write_text_atomic
 from hralign.device import DeviceConfig, Placement, resolve
 from hralign.encoders.clips import encode_clips
@@ -145,23 +146,31 @@ def extract_views(pairs: PairsFile, frozen, adapted, selection, config: AnalyzeC
     return out
 
 
-def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.nn.Module | None = None,
-                 log: Callable[[str], None] = print, extra_info: dict | None = None) -> AnalysisResult:
-    """Run the whole analysis and write ``config.out`` atomically (a crash leaves the old one).
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
 
-    ``frozen`` / ``adapted`` follow the Encoder contract (uint8 [B,H,W,3] -> [B, D]).
-    """
-    out = Path(config.out)
-    check_output_dir(out, config.overwrite)
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    notes: list[str] = []
-    reused: list[str] = []
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024
+
+
+def _domain_notes(domain: np.ndarray, source: str) -> list[str]:
+    notes = []
+    if not (domain == 1).any():
+        notes.append(f"{source} has no robot latents: analysis of the human embodiment only "
+                     "(no embodiment mixing, paired agreement or cross-embodiment kNN).")
+    if not (domain == 0).any():
+        notes.append(f"{source} has no human latents: analysis of the robot embodiment only.")
+    return notes
+
+
+def _encode_pairs(config: AnalyzeConfig, frozen, adapted, notes: list[str], cached: dict[str, View], reused: list[str]):
+    """Stage 1 with --pairs: (pairs file, latent sets per view, cache keys, gap, lam?, pair indices)."""
     pairs = PairsFile(config.pairs)
     placement = resolve(DeviceConfig(config.device, config.precision))
     frozen = frozen.to(placement.device)
     adapted = adapted.to(placement.device) if adapted is not None else None
-
     domains = pairs.domains
     if not domains:
         raise HRAlignError(f"{pairs.path}: has no clips to analyse")
@@ -183,56 +192,107 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
     if config.split == "all" and adapted is not None and pairs.split is not None:
         notes.append("split=all includes the pairs the adapter was trained on; use --split val for held-out pairs only.")
     selection = select_clips(pairs, pair_idx)
-
-    # -- cache from a previous run in the same directory (only reachable with --overwrite)
-    cached: dict[str, View] = {}
-    if (out / "latents.h5").is_file():
-        try:
-            cached = load_latents(out / "latents.h5")[0]
-        except HRAlignError as e:
-            log(f"note: ignoring unreadable cache {out / 'latents.h5'} ({e})")
     base_key = dict(pairs=_file_fingerprint(pairs.path), gap=gap, split=config.split, seed=config.seed)
     lat_keys = {"frozen": cache_key(**base_key, enc=_spec_of(frozen))}
     if adapted is not None:
         lat_keys["adapted"] = cache_key(**base_key, enc=_spec_of(frozen), ada=_spec_of(adapted))
-
-    # -- 1. latents
-    t0 = time.perf_counter()
-    latsets: dict[str, LatentSet] = {}
     if all(v in cached and cached[v].keys.get("latents_key") == k for v, k in lat_keys.items()):
         latsets = {v: cached[v].latents for v in lat_keys}
         reused.append("latents")
     else:
         latsets = (extract_lam_views(pairs, frozen, adapted, selection, gap, config, placement) if lam
                    else extract_views(pairs, frozen, adapted, selection, config, placement))
+    return pairs, latsets, lat_keys, gap, lam, pair_idx, frozen
+
+
+def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, adapted: torch.nn.Module | None = None,
+                 log: Callable[[str], None] = print, extra_info: dict | None = None) -> AnalysisResult:
+    """Run the whole analysis and write ``config.out`` atomically (a crash leaves the old one).
+
+    ``frozen`` / ``adapted`` follow the Encoder contract (uint8 [B,H,W,3] -> [B, D]); with
+    ``config.latents`` no encoder is used and the stored latents are read in chunks.
+    """
+    out = Path(config.out)
+    check_output_dir(out, config.overwrite)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    reused: list[str] = []
+
+    # -- cache from a previous run in the same directory (only reachable with --overwrite)
+    cached: dict[str, View] = {}
+    cache_file = None
+    if (out / "latents.h5").is_file() and not (config.latents and Path(config.latents).resolve() == (out / "latents.h5").resolve()):
+        try:
+            cache_file = open_latents(out / "latents.h5")
+            cached = cache_file.views
+        except HRAlignError as e:
+            log(f"note: ignoring unreadable cache {out / 'latents.h5'} ({e})")
+
+    # -- 1. latents
+    t0 = time.perf_counter()
+    pairs = source = None
+    lam = False
+    if config.latents:
+        source = open_latents(config.latents)
+        latsets = {v: view.latents for v, view in source.views.items()}
+        gap, tasks = source.gap, source.tasks
+        lat_keys = {v: cache_key(latents=_file_fingerprint(source.path), view=v) for v in latsets}
+        if cached and all(v in cached and cached[v].keys.get("latents_key") == k for v, k in lat_keys.items()):
+            reused.append("latents")
+        notes += _domain_notes(next(iter(latsets.values())).domain, source.path.name)
+    else:
+        if frozen is None:
+            raise HRAlignError("run_analysis: `frozen` encoder is required with --pairs")
+        pairs, latsets, lat_keys, gap, lam, pair_idx, frozen = _encode_pairs(config, frozen, adapted, notes, cached, reused)
+        tasks = pairs.tasks
     timings["latents_s"] = time.perf_counter() - t0
-    n = len(next(iter(latsets.values())))
+    first = next(iter(latsets.values()))
+    n = len(first)
     if config.k > n:
         raise HRAlignError(f"--k {config.k} is larger than the number of latent actions ({n}); use --k <= {n}")
 
+    # -- sample: stratified by embodiment and task, shared by every view (same metadata)
+    t0 = time.perf_counter()
+    sample = stratified_sample(first.domain, first.task, config.max_points, config.seed)
+    if config.k > len(sample):
+        raise HRAlignError(f"--k {config.k} is larger than --max-points {config.max_points} (the k-means training "
+                           f"sample); use --max-points >= {config.k}")
+    if len(sample) < n:
+        notes.append(f"{n} latents: k-means trained, the 2-D map fitted and kNN queried on a stratified sample of "
+                     f"{len(sample)} (--max-points); every latent is clustered, mapped and counted.")
+    timings["sample_s"] = time.perf_counter() - t0
+
     # -- 2-4. per view: space, clusters, 2-D map, metrics
     views: dict[str, View] = {}
-    spaces: dict[str, np.ndarray] = {}
+    dists: dict[str, np.ndarray] = {}
     metrics: dict[str, dict] = {}
     timings.update(cluster_s=0.0, map_s=0.0, metrics_s=0.0)
+    use_cache = "latents" in reused
     for vname, ls in latsets.items():
-        space = LatentWhitener(seed=config.seed).fit_transform(ls.latents) if config.whiten else ls.latents
-        spaces[vname] = space
+        rows = Rows(ls.latents)
+        space = rows
+        if config.whiten:
+            wh = LatentWhitener(seed=config.seed).fit(rows.take(sample))
+            space = Rows(ls.latents, transform=wh.transform)
         ckey = cache_key(lat=lat_keys[vname], k=config.k, sph=config.spherical, nredo=config.nredo,
-                         niter=config.niter, whiten=config.whiten)
-        mkey = cache_key(lat=lat_keys[vname], whiten=config.whiten, umap=config.umap, nn=config.n_neighbors)
+                         niter=config.niter, whiten=config.whiten, max_points=config.max_points, v=2)
+        mkey = cache_key(lat=lat_keys[vname], whiten=config.whiten, umap=config.umap, nn=config.n_neighbors,
+                         max_points=config.max_points, v=2)
         old = cached.get(vname)
         t0 = time.perf_counter()
-        if old is not None and old.keys.get("cluster_key") == ckey and "latents" in reused:
+        km = None
+        if use_cache and old is not None and old.keys.get("cluster_key") == ckey:
             clusters, centroids = old.clusters, old.centroids
             reused.append(f"clusters[{vname}]")
         else:
             km = FaissKMeans(k=config.k, spherical=config.spherical, nredo=config.nredo, niter=config.niter,
-                             seed=config.seed).fit(space)
-            clusters, centroids = km.labels_, km.cluster_centers_
+                             seed=config.seed).fit(space.take(sample))
+            clusters, dists[vname] = km.assign(space)
+            centroids = km.cluster_centers_
         timings["cluster_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        if old is not None and old.keys.get("map_key") == mkey and old.map2d is not None and "latents" in reused:
+        if use_cache and old is not None and old.keys.get("map_key") == mkey and old.map2d is not None:
             map2d, method = old.map2d, old.map_method
             reused.append(f"map[{vname}]")
         else:
@@ -240,60 +300,87 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
             if config.umap and n < 4:
                 emb = PCAEmbedding(config.seed)
                 notes.append(f"only {n} latents: PCA map instead of UMAP")
-            map2d, method = emb.fit_transform(space), emb.method
+            map2d, method = embed_rows(emb, space, sample), emb.method
         timings["map_s"] += time.perf_counter() - t0
         views[vname] = View(latents=ls, clusters=clusters, centroids=centroids, map2d=map2d, map_method=method,
                             keys={"latents_key": lat_keys[vname], "cluster_key": ckey, "map_key": mkey})
         t0 = time.perf_counter()
         metrics[vname] = consistency_metrics(space, clusters, ls.domain.astype(np.int64), ls.task, ls.pair, ls.t,
-                                             actions=ls.actions, clip=ls.clip, knn_k=config.knn_k, seed=config.seed)
+                                             actions=ls.actions, clip=ls.clip, knn_k=config.knn_k, seed=config.seed,
+                                             sample=sample)
         if ls.codes is not None:  # LAM: do matched human/robot frames get the same discrete code?
             code_id = np.unique(ls.codes.reshape(len(ls), -1), axis=0, return_inverse=True)[1].reshape(-1)
             metrics[vname]["paired_code_agreement"] = paired_agreement(code_id, ls.domain, ls.pair, ls.t)
             metrics[vname]["num_codes_used"] = float(np.unique(code_id).size)
+        if vname not in dists and pairs is not None:  # cached clusters: distances for the gallery
+            c = np.asarray(centroids, np.float32)
+            dists[vname] = np.concatenate([((ch - c[clusters[a:a + len(ch)]]) ** 2).sum(1) for a, ch in space.chunks()])
         timings["metrics_s"] += time.perf_counter() - t0
     method = next(iter(views.values())).map_method
+    knn_index = next(iter(metrics.values())).get("knn_index")
 
     # -- 5. outputs, written to a temporary directory that replaces `out` at the end
     t0 = time.perf_counter()
+    read_pair = read_frame = None
+    if pairs is not None:
+        def read_pair(d: int, clip: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+            f = pairs.read_clip(DOMAINS[d], clip, frames=[t, t + gap])
+            return f[0], f[1]
 
-    def read_pair(d: int, clip: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-        f = pairs.read_clip(DOMAINS[d], clip, frames=[t, t + gap])
-        return f[0], f[1]
+        def read_frame(d: int, clip: int, t: int) -> np.ndarray:
+            return pairs.read_clip(DOMAINS[d], clip, frames=[t])[0]
 
-    def read_frame(d: int, clip: int, t: int) -> np.ndarray:
-        return pairs.read_clip(DOMAINS[d], clip, frames=[t])[0]
-
-    info = {
-        "pairs": str(pairs.path), "encoder": str(getattr(frozen, "name", type(frozen).__name__)),
-        "adapter": config.adapter or "none", "split": f"{config.split} ({len(pair_idx)} pairs)",
-        "latent": (f"LAM continuous latent of (x_t, x_t+{gap})" if lam else f"z_t = f(x_t+{gap}) - f(x_t)")
-        + (", PCA-whitened" if config.whiten else ""),
-        "clusters": f"FAISS k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}",
-        "2-D map": "UMAP (FAISS kNN, n_neighbors=%d, seed %d)" % (config.n_neighbors, config.seed) if method == "umap"
-        else "PCA (first two components; UMAP off)",
+    if pairs is not None:
+        info = {
+            "pairs": str(pairs.path), "encoder": str(getattr(frozen, "name", type(frozen).__name__)),
+            "adapter": config.adapter or "none", "split": f"{config.split} ({len(pair_idx)} pairs)",
+            "latent": (f"LAM continuous latent of (x_t, x_t+{gap})" if lam else f"z_t = f(x_t+{gap}) - f(x_t)")
+            + (", PCA-whitened" if config.whiten else ""),
+        }
+    else:
+        info = {"latents": str(source.path), "latent": "as stored" + (", PCA-whitened" if config.whiten else "")}
+    info.update({
+        "latents analysed": f"{n} ({int((first.domain == 0).sum())} human, {int((first.domain == 1).sum())} robot); "
+                            f"stratified sample {len(sample)}",
+        "clusters": f"FAISS k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}, "
+                    f"greedy k-means++ init, trained on the sample, every latent assigned",
+        "2-D map": ("UMAP (FAISS kNN, n_neighbors=%d, seed %d), fitted on a sample, transform for the rest"
+                    % (config.n_neighbors, config.seed)) if method == "umap" else "PCA (first two components; UMAP off)",
+        "kNN index": str(knn_index or "none"),
         **(extra_info or {}),
-    }
-    tasks = pairs.tasks
+    })
+    if pairs is None:
+        notes.append("--latents input: no frames, so no cluster galleries or hover thumbnails.")
     with atomic_dir(out) as tmp:
         save_latents(tmp / "latents.h5", views, tasks, attrs={"config": asdict(config)})
+        fig_idx = stratified_sample(first.domain, first.task, FIGURE_POINTS, config.seed)
         figs = []
         for what in ("embodiment", "task", "cluster"):
-            p = map_figure(tmp / f"{method}_by_{what}.png", views, what, tasks)
-            figs.append((f"{method.upper()} of latent actions by {what}" + (" (frozen | adapted)" if len(views) > 1 else ""), p))
-        for vname, v in views.items():
-            p = gallery_figure(tmp / f"gallery_{vname}.png", v, spaces[vname], read_pair, title=f"{vname} clusters",
-                               max_clusters=config.gallery_clusters)
-            figs.append((f"Cluster gallery ({vname})", p))
-        scatter = scatter_payload(views, tasks, read_frame, max_points=config.max_points, seed=config.seed)
+            p = map_figure(tmp / f"{method}_by_{what}.png", views, what, tasks, idx=fig_idx)
+            cap = f"{method.upper()} of latent actions by {what}" + (" (frozen | adapted)" if len(views) > 1 else "")
+            if len(fig_idx) < n:
+                cap += f" ({len(fig_idx)} of {n} latents, stratified sample)"
+            figs.append((cap, p))
+        if read_pair is not None:
+            for vname, v in views.items():
+                p = gallery_figure(tmp / f"gallery_{vname}.png", v, dists[vname], read_pair, title=f"{vname} clusters",
+                                   max_clusters=config.gallery_clusters)
+                figs.append((f"Cluster gallery ({vname})", p))
+        scatter = scatter_payload(views, tasks, read_frame, max_points=config.scatter_points, seed=config.seed)
         timings["outputs_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - t_start
         summary = {"views": metrics, "notes": notes, "timings": timings, "reused": reused,
-                   "config": asdict(config), "map_method": method}
+                   "config": asdict(config), "map_method": method, "peak_rss_mb": _peak_rss_mb(),
+                   "num_sampled": len(sample)}
         write_text_atomic(tmp / "metrics.json", json.dumps(summary, indent=2))
         write_report(tmp / "report.html", title="hralign latent-action analysis", info=info, notes=notes,
                      metrics=metrics, figures=figs, scatter=scatter)
-    pairs.close()
+    if pairs is not None:
+        pairs.close()
+    if source is not None:
+        source.close()
+    if cache_file is not None:
+        cache_file.close()
     return AnalysisResult(out=out, metrics=metrics, notes=notes, timings=timings, reused=reused)
 
 

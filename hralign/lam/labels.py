@@ -19,6 +19,9 @@ labels.h5 format (version 1), what policies and analysis read
 
 Rows are every (clip, t) with ``t + gap < clip_length``, sorted by clip then t. Clips with at most
 ``gap`` frames have no rows. Read it with :func:`read_labels`.
+
+Datasets are chunked (``CHUNK_ROWS`` rows per HDF5 chunk, as ``hralign analyze`` writes latents.h5),
+so readers such as ``hralign analyze`` read millions of rows a chunk at a time.
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ from hralign.shard import Shard, current_shard, gather_parts
 LABELS_FORMAT = "lam_labels"
 LABELS_VERSION = 1
 DATASETS = ("codes", "latents", "clip", "t")
+CHUNK_ROWS = 4096  # rows per HDF5 chunk (same as latents.h5)
+
+
+def _chunked(g: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
+    """``data`` as a dataset chunked by ``CHUNK_ROWS`` rows (contiguous when empty: HDF5 has no 0-size chunk)."""
+    shape = data.shape
+    chunks = (min(CHUNK_ROWS, shape[0]),) + shape[1:] if shape[0] and all(shape[1:]) else None
+    return g.create_dataset(name, data=data, chunks=chunks)
 
 
 def resolve_lam_encoder(spec: str | os.PathLike) -> tuple[nn.Module, LAMConfig]:
@@ -152,10 +163,10 @@ def _write_labels(out: Path, arrays: dict[str, np.ndarray], pairs: PairsFile, un
                 t = np.concatenate([np.arange(n, dtype=np.int64) for n in u]) if len(u) else np.zeros(0, np.int64)
                 g = f.create_group(d)
                 g.attrs["image_size"] = cfg.image_size
-                g.create_dataset("codes", data=arrays[f"{d}/codes"].astype(np.int64))
-                g.create_dataset("latents", data=arrays[f"{d}/latents"].astype(np.float32))
-                g.create_dataset("clip", data=clip)
-                g.create_dataset("t", data=t)
+                _chunked(g, "codes", arrays[f"{d}/codes"].astype(np.int64))
+                _chunked(g, "latents", arrays[f"{d}/latents"].astype(np.float32))
+                _chunked(g, "clip", clip)
+                _chunked(g, "t", t)
 
 
 def read_labels(path: str | os.PathLike) -> dict[str, Any]:
