@@ -103,9 +103,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def _eval_job(pairs: str, out: str, vname: str, source: EncoderSource | None, cfg: dict[str, Any],
               human_view: bool) -> dict[str, Any]:
     """One (protocol, row) evaluation, run in a worker process (its own envs and GL contexts)."""
-    import torch
-
-    torch.set_num_threads(1)  # one core per worker: the workers are the parallelism
     t = time.perf_counter()
     res = evaluate_sim(pairs, out, {vname: source}, SimEvalConfig(**cfg), resume=True, progress=False,
                        human_view=(vname,) if human_view else ())
@@ -114,14 +111,21 @@ def _eval_job(pairs: str, out: str, vname: str, source: EncoderSource | None, cf
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the workers are the parallelism
+
+
 def run_eval_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
-    """Run evaluation jobs in ``workers`` spawned processes (1: in this process, the 'before' of the speed-up).
+    """Run evaluation jobs in ``workers`` spawned processes (1: in this process with torch's own threads,
+    the 'before' of the speed-up: one batched encoder call per step either way).
 
     Spawned, not forked: each MetaWorld env owns an EGL context that must not be shared with a parent.
     """
     if workers == 1:
         return [_eval_job(**j) for j in jobs]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
         futures = [pool.submit(_eval_job, **j) for j in jobs]
         return [f.result() for f in futures]
 
