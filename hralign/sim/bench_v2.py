@@ -13,7 +13,8 @@ Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished o
 4. evaluate every row on the evaluation tasks under each protocol, (protocol, row) jobs spread over
    ``workers`` processes: proprio-only, random-init, frozen, adapters, full fine-tune and, under
    ``transfer``, the human-view oracle (BC on human-view demos rolled out in the human view);
-5. alignment on ``eval.h5`` (tasks no adapter saw): retrieval, kNN, frame error, robot-clip spread;
+5. alignment on ``eval.h5``'s held-out pairs (tasks no adapter saw): retrieval, kNN, frame error,
+   robot-clip spread;
 6. optionally the old base (pretrained on the evaluation tasks' own human views, the v1 setting) for
    the spread / kNN comparison.
 
@@ -87,10 +88,9 @@ class V2Config:
 
 # quick: < 30 min on 2 idle cores (measured stage times in docs/sim.md); full: the issue's table.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "quick": {"v2": dict(corpus_episodes=3, pair_episodes=6, eval_episodes=20, pretrain_steps=200,
-                         pretrain_eval_every=50, adapters=("lora:middle", "lora:middle+frames", "full"),
-                         adapt_steps=150),
-              "eval": dict(rollouts=8, seeds=2, steps=1000, max_steps=100, envs=4),
+    "quick": {"v2": dict(corpus_episodes=3, pair_episodes=6, eval_episodes=20, pretrain_steps=100,
+                         pretrain_eval_every=25, adapters=("lora:middle+frames",), adapt_steps=150),
+              "eval": dict(rollouts=6, seeds=2, steps=1000, max_steps=100, envs=3),
               "protocols": ("robot", "transfer")},
     "full": {"v2": dict(corpus_episodes=20, pair_episodes=20, eval_episodes=20, pretrain_steps=1500,
                         pretrain_eval_every=250, old_base=True,
@@ -229,7 +229,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     _write(out, results)
 
     def align() -> dict[str, Any]:
-        return {v: alignment_metrics(str(files["eval"][0]), src, subset="all")
+        return {v: alignment_metrics(str(files["eval"][0]), src, subset="val")
                 for v, src in variants.items() if src is not None}
     results["alignment"] = timed("alignment (eval tasks)", align)
     _write(out, results)
@@ -237,7 +237,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
         old = timed("pretrain (old base: eval tasks' human views)", _pretrain, out / "pretrain_old", files["eval"][0],
                     cfg, progress)
         results["alignment"]["old base (v1)"] = alignment_metrics(str(files["eval"][0]),
-                                                                  EncoderSource(str(old), image_size=size), subset="all")
+                                                                  EncoderSource(str(old), image_size=size), subset="val")
         _write(out, results)
     return results
 
@@ -330,7 +330,7 @@ def format_v2(results: dict[str, Any]) -> str:
             f"{v} {b['mean'] / o:.2f}" if o > 0 else f"{v} -" for v, b in st["transfer"]["bootstrap"].items()
             if v != ORACLE_ROW)]
     if results.get("alignment"):
-        lines += ["", "Alignment on the evaluation tasks (no adapter saw them; all pairs): robot->human top-1, kNN task "
+        lines += ["", "Alignment on the evaluation tasks (no adapter saw them; held-out pairs): robot->human top-1, kNN task "
                   "accuracy (k=5) r->r / r->h, frame error, mean pairwise cosine of robot / human clip descriptors:", "",
                   "| row | r->h top1 | kNN r->r | kNN r->h | frame error | robot cos | human cos |", "|---|---|---|---|---|---|---|"]
         for v, m in results["alignment"].items():
