@@ -86,7 +86,7 @@ class V2Config:
         return d
 
 
-# quick: < 30 min on 2 idle cores (measured stage times in docs/sim.md); full: the table.
+# quick: sized for < 30 min on 2 idle cores (a target, not verified: docs/sim.md); full: the table.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"v2": dict(corpus_episodes=3, pair_episodes=6, eval_episodes=20, pretrain_steps=100,
                          pretrain_eval_every=25, adapters=("lora:middle+frames",), adapt_steps=150),
