@@ -9,9 +9,12 @@ import dataclasses
 
 import click
 
+from hralign.errors import HRAlignError
 from hralign.sim.bench import BenchConfig, format_table, run_bench
+from hralign.sim.bench_v2 import PRESETS, V2Config, format_v2, run_bench_v2
 from hralign.sim.collect import CollectConfig
 from hralign.sim.evaluate import SimEvalConfig
+from hralign.sim.tasksets import TaskSets
 
 
 def _help(cls: type, name: str) -> str:
@@ -83,3 +86,50 @@ def metaworld(out: str, tasks: str, episodes: int, image_size: int, human_camera
                          envs=envs)
     results = run_bench(out, ccfg, bcfg, ecfg, resume=resume, progress=True)
     click.echo(format_table(results))
+
+
+@bench.command("metaworld-v2", short_help="v2: corpus-pretrained base, adapters on pair tasks, held-out evaluation tasks, CIs.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Benchmark dir (corpus.h5, pairs.h5, eval.h5, "
+                                                                             "pretrain/, adapt/, eval/, results.*).")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
+              help="quick: sized for < 30 min on 2 idle cores (not verified); full: the issue's table (~5 h estimated; docs/sim.md).")
+@click.option("--pretrain-tasks", default=None, help=_help(TaskSets, "pretrain") + " Default: docs/sim.md's set.")
+@click.option("--pair-tasks", default=None, help=_help(TaskSets, "pair") + " Default: docs/sim.md's set.")
+@click.option("--eval-tasks", default=None, help=_help(TaskSets, "eval") + " Default: push,sweep-into.")
+@click.option("--protocols", default=None, help="Protocols, comma-separated (default: the preset's).")
+@click.option("--collect-seed", type=int, default=0, show_default=True, help=_help(V2Config, "collect_seed"))
+@click.option("--workers", type=int, default=2, show_default=True, help=_help(V2Config, "workers"))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a preset size, e.g. --set rollouts=20 --set pretrain_steps=500 (V2Config or sim eval keys).")
+@click.option("--resume", is_flag=True, help="Reuse every finished stage in OUT (the task sets must be unchanged).")
+def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: str | None, eval_tasks: str | None,
+                 protocols: str | None, collect_seed: int, workers: int, overrides: tuple[str, ...], resume: bool) -> None:
+    """The v2 setting (docs/sim.md): pretrain the base on a human-video corpus of >= 20 other tasks,
+    train adapters on pairs of other tasks, evaluate on held-out vision-dependent tasks with 95% CIs.
+
+    \b
+    Example:
+      MUJOCO_GL=egl hralign bench metaworld-v2 --out bench_v2/ --preset quick
+      hralign bench metaworld-v2 --out bench_v2/ --preset quick --resume      # after an interruption
+    """
+    p = PRESETS[preset]
+    v2, ev = dict(p["v2"]), dict(p["eval"])
+    v2_keys = {f.name for f in dataclasses.fields(V2Config)}
+    ev_keys = {f.name for f in dataclasses.fields(SimEvalConfig)} - {"protocol"}
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or key not in v2_keys | ev_keys:
+            raise HRAlignError(f"--set {item!r}: expected KEY=VALUE with KEY among {', '.join(sorted(v2_keys | ev_keys))}")
+        target = v2 if key in v2_keys else ev
+        kind = type(getattr(V2Config() if key in v2_keys else SimEvalConfig(), key))
+        try:
+            target[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else \
+                value if kind in (str, tuple) else kind(value)
+        except ValueError:
+            raise HRAlignError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+    tasks = TaskSets(**{k: v for k, v in (("pretrain", pretrain_tasks), ("pair", pair_tasks), ("eval", eval_tasks))
+                        if v is not None})
+    cfg = V2Config(**{**v2, "collect_seed": collect_seed, "workers": workers})
+    prot = tuple(x.strip() for x in protocols.split(",") if x.strip()) if protocols else tuple(p["protocols"])
+    results = run_bench_v2(out, tasks, cfg, SimEvalConfig(**ev), protocols=prot, resume=resume, progress=True)
+    click.echo(format_v2(results))

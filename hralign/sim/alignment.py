@@ -56,4 +56,15 @@ def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset
             "knn_r2r": knn_accuracy(r, tr, r, tr, k=kk, exclude_self=True),
             "knn_r2h": knn_accuracy(r, tr, h, th, k=kk),
             "frame_error": frame_error(h_frames, r_frames),
+            "robot_cos": mean_pairwise_cosine(r), "human_cos": mean_pairwise_cosine(h),
             "chance": float(1.0 / max(1, len(np.unique(th)))), "pairs": int(len(p))}
+
+
+def mean_pairwise_cosine(x: np.ndarray) -> float:
+    """Mean cosine between distinct rows (clip descriptors): near 1 = every clip maps to one point."""
+    if len(x) < 2:
+        return float("nan")
+    u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    c = u @ u.T
+    n = len(x)
+    return float((c.sum() - np.trace(c)) / (n * (n - 1)))

@@ -31,7 +31,8 @@ from hralign.sim.env import (
     short_name,
 )
 
-SIM_ATTR = "hralign_sim"  # root attribute: JSON with the collect config and per-clip goals
+SIM_ATTR = "hralign_sim"
+VIEWS = ("both", "human")  # root attribute: JSON with the collect config and per-clip goals
 
 
 def _parse_tasks(tasks: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -61,6 +62,12 @@ class CollectConfig:
         "help": "Share of each task's episodes (its last ones) marked validation in /split: held out from adaptation."})
     max_attempts: int = field(default=3, metadata={
         "help": "Episodes tried per kept episode before giving up (failed expert episodes are dropped)."})
+    views: str = field(default="both", metadata={
+        "help": "both = paired robot + human views; human = human view only (a human-video corpus for pretraining: "
+                "no robot clips, no pairs)."})
+    vary_look: bool = field(default=False, metadata={
+        "help": "Draw the human look per episode (skin tone, sleeve, table colour/texture, light, camera jitter) "
+                "instead of the one fixed look."})
 
     def __post_init__(self) -> None:
         self.tasks = _parse_tasks(self.tasks)
@@ -76,6 +83,8 @@ class CollectConfig:
             raise HRAlignError(f"`tail_steps` should be an integer >= 0 but the value passed is {self.tail_steps!r}")
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise HRAlignError(f"`val_fraction` should lie in [0, 1) but the value passed is {self.val_fraction!r}")
+        if self.views not in VIEWS:
+            raise HRAlignError(f"`views` should be one of {', '.join(VIEWS)} but the value passed is {self.views!r}")
         if not 0.0 <= float(self.noise) <= 1.0:
             raise HRAlignError(f"`noise` should lie in [0, 1] but the value passed is {self.noise!r}")
 
@@ -93,18 +102,22 @@ class CollectConfig:
 
 
 def expert_episode(env: SimEnv, goal: np.ndarray, rng: np.random.Generator, cfg: CollectConfig,
-                   render: bool = True) -> dict[str, Any]:
+                   render: bool = True, look: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """One noisy expert episode from ``goal``: frames of both views [T, S, S, 3], actions [T, 4], state [T, 4].
 
-    Frame t is rendered before action t is taken (the observation the action answers).
+    Frame t is rendered before action t is taken (the observation the action answers). ``look``:
+    the human view's appearance (default: the fixed human look); ``cfg.views == "human"`` skips the
+    robot view.
     """
+    robot_view = cfg.views == "both"
     obs = env.reset(goal)
     robot, human, actions, state = [], [], [], []
     success_at = None
     for t in range(cfg.max_steps):
         if render:
-            robot.append(env.render(human=False))
-            human.append(env.render(human=True, camera=cfg.human_camera))
+            if robot_view:
+                robot.append(env.render(human=False))
+            human.append(env.render(human=True, camera=cfg.human_camera, look=look))
         a = env.expert_action(obs)
         if cfg.noise > 0:
             a = a + rng.normal(0.0, cfg.noise, size=a.shape).astype(np.float32)
@@ -119,7 +132,9 @@ def expert_episode(env: SimEnv, goal: np.ndarray, rng: np.random.Generator, cfg:
     out = {"actions": np.stack(actions), "state": np.stack(state), "success": success_at is not None,
            "success_step": success_at}
     if render:
-        out["robot"], out["human"] = np.stack(robot), np.stack(human)
+        out["human"] = np.stack(human)
+        if robot_view:
+            out["robot"] = np.stack(robot)
     return out
 
 
@@ -149,18 +164,20 @@ def collect(out: str | Path, config: CollectConfig | None = None, overwrite: boo
                     raise HRAlignError(f"task {short_name(name)}: the scripted expert succeeded in {kept} of {tried} "
                                        f"episodes within --max-steps {cfg.max_steps}; raise --max-steps or lower --noise")
                 goal = env.sample_goal(seed_rng(cfg.seed, name, tried, 0))
-                ep = expert_episode(env, goal, seed_rng(cfg.seed, name, tried, 1), cfg)
+                look = env.random_look(seed_rng(cfg.seed, name, tried, 2)) if cfg.vary_look else None
+                ep = expert_episode(env, goal, seed_rng(cfg.seed, name, tried, 1), cfg, look=look)
                 tried += 1
                 if not ep["success"]:
                     continue
-                check_frame(ep["robot"][0], f"{name} robot view")
                 check_frame(ep["human"][0], f"{name} human view")
                 h = w.add_clip("human", ep["human"], task_id, actions=ep["actions"], state=ep["state"])
-                r = w.add_clip("robot", ep["robot"], task_id, actions=ep["actions"], state=ep["state"])
-                w.add_pair(h, r, split=int(kept >= cfg.episodes - cfg.val_episodes))
+                if "robot" in ep:
+                    check_frame(ep["robot"][0], f"{name} robot view")
+                    r = w.add_clip("robot", ep["robot"], task_id, actions=ep["actions"], state=ep["state"])
+                    w.add_pair(h, r, split=int(kept >= cfg.episodes - cfg.val_episodes))
                 clips_meta.append({"task": short_name(name), "episode": tried - 1, "goal": [float(x) for x in goal],
                                    "steps": len(ep["actions"]), "success_step": int(ep["success_step"])})
-                summary["renders"] += 2 * len(ep["actions"])
+                summary["renders"] += (2 if "robot" in ep else 1) * len(ep["actions"])
                 kept += 1
                 if bar is not None:
                     bar.update(1)

@@ -44,6 +44,11 @@ SKIN_RGBA = (0.87, 0.66, 0.53, 1.0)
 TABLE_RGBA = (0.32, 0.45, 0.62, 1.0)
 GRIPPER_BODIES = ("hand", "rightclaw", "rightpad", "leftclaw", "leftpad")
 ARM_ROOT = "right_arm_base_link"
+FOREARM_ROOT = "right_l5"  # links from here on are bare skin; the upper arm wears a sleeve in varied looks
+# Ranges of the per-episode appearance of the human-video corpus (``random_look``).
+SKIN_TONES = ((0.98, 0.84, 0.72), (0.87, 0.66, 0.53), (0.72, 0.52, 0.38), (0.55, 0.37, 0.25), (0.36, 0.23, 0.15))
+LIGHT_RANGE = (0.15, 0.55)  # diffuse intensity of each light (MetaWorld's own: 0.3)
+CAMERA_JITTER = 0.02  # std of the camera position offset per axis, metres (the camera is ~1.2 m away)
 PROPRIO_DIM = 4  # hand xyz + gripper opening: what a robot knows about itself (no object, no goal)
 
 
@@ -197,8 +202,10 @@ class SimEnv:
         viewer.scn.flags[flags.mjRND_REFLECTION] = 0
         self._viewer_ready = True
 
-    def render(self, human: bool = False, camera: str | None = None) -> np.ndarray:
-        """uint8 [S, S, 3] of the current state; ``human`` re-skins the arm for this one render."""
+    def render(self, human: bool = False, camera: str | None = None,
+               look: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """uint8 [S, S, 3] of the current state; ``human`` re-skins the arm for this one render
+        (``look``: a look from :meth:`random_look` instead of the fixed human look)."""
         self._prepare_viewer()
         cam = camera or self.camera
         if cam not in self.cameras:
@@ -206,7 +213,7 @@ class SimEnv:
         renderer = self.env.mujoco_renderer
         old_cam = renderer.camera_id
         renderer.camera_id = self.env.model.camera(cam).id
-        saved = self._apply_look(self._human_look) if human else None
+        saved = self._apply_look(look if look is not None else self._human_look) if human else None
         try:
             img = np.asarray(self.env.render())
         finally:
@@ -217,14 +224,21 @@ class SimEnv:
             img = img[::-1]  # these cameras render upside down
         return np.ascontiguousarray(img, dtype=np.uint8)
 
-    def _look_tables(self) -> dict[str, np.ndarray]:
-        """Geom rgba/material ids of the human look (visual only: physics never reads them)."""
+    def _look_tables(self, skin: tuple[float, ...] = SKIN_RGBA, sleeve: tuple[float, ...] | None = None,
+                     table: tuple[float, ...] | None = TABLE_RGBA, light: float | None = None,
+                     camera_offset: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Model arrays of a human look (visual only: physics never reads them).
+
+        ``sleeve`` colours the upper arm (None: skin all the way); ``table`` None keeps the wood
+        texture (tinted by ``table_tint`` in ``random_look``); ``light`` sets each light's diffuse
+        intensity; ``camera_offset`` moves every camera by that many metres.
+        """
         m = self.env.model
         rgba = np.array(m.geom_rgba, copy=True)
         matid = np.array(m.geom_matid, copy=True)
-        root = m.body(ARM_ROOT).id
+        root, forearm = m.body(ARM_ROOT).id, m.body(FOREARM_ROOT).id
         gripper = {m.body(b).id for b in GRIPPER_BODIES}
-        table = m.body("tablelink").id
+        table_body = m.body("tablelink").id
 
         def under(b: int, anc: int) -> bool:
             while b > 0:
@@ -238,18 +252,49 @@ class SimEnv:
             if b in gripper:
                 rgba[g, 3] = 0.0  # gripper hidden
             elif under(b, root):
-                rgba[g] = SKIN_RGBA
+                bare = sleeve is None or under(b, forearm)
+                rgba[g] = (*(skin if bare else sleeve)[:3], 1.0)
                 matid[g] = -1  # the material would override the colour
-            elif b == table:
-                rgba[g] = TABLE_RGBA
+            elif b == table_body and table is not None:
+                rgba[g] = (*table[:3], 1.0)
                 matid[g] = -1
-        return {"geom_rgba": rgba, "geom_matid": matid}
+        look = {"geom_rgba": rgba, "geom_matid": matid, "mat_rgba": np.array(m.mat_rgba, copy=True),
+                "light_diffuse": np.array(m.light_diffuse, copy=True)}
+        if light is not None:
+            look["light_diffuse"][:] = float(light)
+        if camera_offset is not None:  # rendering reads the cameras' world positions from data, not the model
+            look["cam_xpos"] = np.asarray(camera_offset, np.float64)[None, :]
+        return look
+
+    def random_look(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A human look drawn per episode for the corpus: skin tone, sleeve colour, table colour or a
+        tinted wood texture, light intensity and a small camera offset (R3M's Ego4D varies all of these)."""
+        tone = np.asarray(SKIN_TONES[int(rng.integers(len(SKIN_TONES)))]) * rng.uniform(0.9, 1.1)
+        sleeve = None if rng.random() < 0.25 else tuple(rng.uniform(0.05, 0.95, 3))
+        textured = rng.random() < 0.5
+        look = self._look_tables(skin=tuple(np.clip(tone, 0, 1)), sleeve=sleeve,
+                                 table=None if textured else tuple(rng.uniform(0.1, 0.9, 3)),
+                                 light=rng.uniform(*LIGHT_RANGE), camera_offset=rng.normal(0, CAMERA_JITTER, 3))
+        if textured:  # tint the table's wood material
+            mat = self.env.model.material("table_wood").id
+            look["mat_rgba"][mat, :3] = rng.uniform(0.4, 1.0, 3)
+        return look
 
     def _apply_look(self, look: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        m = self.env.model
-        saved = {"geom_rgba": np.array(m.geom_rgba, copy=True), "geom_matid": np.array(m.geom_matid, copy=True)}
-        m.geom_rgba[:] = look["geom_rgba"]
-        m.geom_matid[:] = look["geom_matid"]
+        """Set the look's arrays, return the old ones (so the same call restores them).
+
+        ``cam_xpos`` is an offset added to the cameras' world positions in ``data`` (the renderer reads
+        those; a model ``cam_pos`` change would wait for the next kinematics pass); its saved value is
+        the negated offset.
+        """
+        m, d = self.env.model, self.env.data
+        saved = {k: np.array(getattr(m, k), copy=True) for k in look if k != "cam_xpos"}
+        for k, v in look.items():
+            if k != "cam_xpos":
+                getattr(m, k)[:] = v
+        if "cam_xpos" in look:
+            d.cam_xpos[:] += look["cam_xpos"]
+            saved["cam_xpos"] = -np.asarray(look["cam_xpos"])
         return saved
 
     def close(self) -> None:

@@ -110,13 +110,15 @@ def demo_table(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]] | Non
 
 @torch.no_grad()
 def rollout(envs: list[SimEnv], policy: BCPolicy, encoder: nn.Module | None, goals: list[np.ndarray],
-            max_steps: int, placement: Placement | None = None) -> list[bool]:
+            max_steps: int, placement: Placement | None = None, human_view: bool = False) -> list[bool]:
     """Closed-loop episodes from the robot view, one per (env, goal), stepped in lockstep.
 
     The encoder sees one batch of the still-running envs' frames per step: on one CPU thread a
     batch of 10 costs ~11 ms per image against ~34 ms one at a time (ResNet-18 at 96 px, measured),
     which more than halves a rollout. An episode stops at MetaWorld's first success. ``placement``:
     the encoder's device and precision (it must already be there; default CPU fp32).
+    ``human_view`` renders the human look instead (the human-view oracle: how well a policy trained
+    on human-view demos does where it sees what it was trained on).
     """
     placement = placement or Placement(torch.device("cpu"), "fp32")
     if len(envs) < len(goals):
@@ -130,7 +132,7 @@ def rollout(envs: list[SimEnv], policy: BCPolicy, encoder: nn.Module | None, goa
             break
         batch = {"state": torch.from_numpy(np.stack([envs[i].proprio(obs[i]) for i in active]))}
         if encoder is not None:
-            frames = np.stack([envs[i].render(human=False) for i in active])
+            frames = np.stack([envs[i].render(human=human_view) for i in active])
             with torch.inference_mode(), placement.autocast():
                 feats = encoder(torch.from_numpy(frames).to(placement.device))
             batch["features"] = feats.float().cpu()  # (B, D)
@@ -147,11 +149,14 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, EncoderSource | None],
-                 config: SimEvalConfig | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+                 config: SimEvalConfig | None = None, resume: bool = False, progress: bool = True,
+                 human_view: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train and roll out one BC policy per (variant, seed); ``None`` as a variant = proprio-only.
 
-    Writes ``out/<variant>/seed<k>.json`` as each finishes (``resume`` skips those present) and
-    ``out/results.json`` (per-variant success mean/std/sem over seeds, per task, timings).
+    Writes ``out/<variant>/seed<k>.json`` as each finishes (``resume`` skips those present; each
+    holds the outcome of every goal, ``per_goal``, for the paired bootstrap) and ``out/results.json``
+    (per-variant success mean/std/sem over seeds, per task, timings). Variants named in
+    ``human_view`` are rolled out from the human view (the oracle row).
     """
     cfg = config or SimEvalConfig()
     placement = resolve(DeviceConfig(cfg.device, cfg.precision))
@@ -215,17 +220,21 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
             final = run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
             t_train = time.perf_counter() - t_train
             per_task: dict[str, float] = {}
+            per_goal: dict[str, list[int]] = {}
             t_roll = time.perf_counter()
             for t in tasks:
-                wins = 0
+                outcome: list[int] = []
                 for lo in range(0, cfg.rollouts, n_envs):
                     chunk = goals[t][lo:lo + n_envs]
-                    wins += sum(rollout(envs[t], policy, robot_enc if source is not None else None, chunk,
-                                        cfg.max_steps, placement))
+                    outcome += [int(ok) for ok in rollout(envs[t], policy, robot_enc if source is not None else None,
+                                                          chunk, cfg.max_steps, placement,
+                                                          human_view=vname in human_view)]
                     if bar is not None:
                         bar.update(len(chunk))
-                per_task[t] = wins / cfg.rollouts
+                per_goal[t] = outcome
+                per_task[t] = sum(outcome) / cfg.rollouts
             rec = {"seed": s, "success": float(np.mean(list(per_task.values()))), "per_task": per_task,
+                   "per_goal": per_goal,
                    "demo_frames": int(table["action"].shape[0]), "demo_clips": {d: len(c) for d, c in clips.items()},
                    "final_loss": final.get("action_loss"), "train_s": t_train,
                    "rollout_s": time.perf_counter() - t_roll}

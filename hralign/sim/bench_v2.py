@@ -1,0 +1,360 @@
+"""``run_bench_v2``: the MetaWorld v2 setting (issue 17): corpus-pretrained base, adapters trained on
+other tasks, policies evaluated on held-out tasks, success with paired-bootstrap confidence intervals.
+
+Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished one, down to single
+(protocol, row, seed) results):
+
+1. collect the human-video corpus ``OUT/corpus.h5`` (pretraining tasks, human view only, the look
+   drawn per episode), the pairs ``OUT/pairs.h5`` (pair tasks) and the demos ``OUT/eval.h5``
+   (evaluation tasks, both views);
+2. pretrain the base on the corpus with R3M's objective (``OUT/pretrain``; its held-out TCN accuracy
+   and kNN every ``pretrain_eval_every`` steps land in ``OUT/pretrain/metrics.jsonl``);
+3. adapt the robot branch on ``pairs.h5`` once per adapter spec (``OUT/adapt/<name>``);
+4. evaluate every row on the evaluation tasks under each protocol, (protocol, row) jobs spread over
+   ``workers`` processes: proprio-only, random-init, frozen, adapters, full fine-tune and, under
+   ``transfer``, the human-view oracle (BC on human-view demos rolled out in the human view);
+5. alignment on ``eval.h5``'s held-out pairs (tasks no adapter saw): retrieval, kNN, frame error,
+   robot-clip spread;
+6. optionally the old base (pretrained on the evaluation tasks' own human views, the v1 setting) for
+   the spread / kNN comparison.
+
+Writes ``results.json`` and ``results.md`` (success with 95% CIs, paired differences to frozen,
+the rollouts a 10-point difference needs, stage times, rollouts/s, peak RSS).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hralign.atomic import write_text_atomic
+from hralign.errors import HRAlignError
+from hralign.policy import EncoderSource
+from hralign.sim.bench import BenchConfig, _adapt, adapter_row, parse_adapter_spec
+from hralign.sim.collect import CollectConfig, collect
+from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim
+from hralign.sim.stats import discordant_share, paired_bootstrap, rollouts_for_difference
+from hralign.sim.tasksets import TaskSets, changes
+
+ORACLE_ROW = "human-view oracle"
+
+
+@dataclass
+class V2Config:
+    """Sizes of the v2 benchmark (the quick and full presets are ``PRESETS``)."""
+
+    corpus_episodes: int = field(default=20, metadata={"help": "Expert episodes per pretraining task (human view)."})
+    pair_episodes: int = field(default=20, metadata={"help": "Paired episodes per pair task."})
+    eval_episodes: int = field(default=20, metadata={"help": "Demos per evaluation task (both views)."})
+    image_size: int = field(default=96, metadata={"help": "Render and encoder size in pixels."})
+    collect_seed: int = field(default=0, metadata={"help": "Seed of every collect stage (goals, noise, looks)."})
+    pretrain_steps: int = field(default=1500, metadata={"help": "R3M-objective steps on the corpus."})
+    pretrain_eval_every: int = field(default=250, metadata={
+        "help": "Held-out corpus evaluation every N pretraining steps (the curve the steps are chosen on)."})
+    old_base: bool = field(default=False, metadata={
+        "help": "Also pretrain the v1 base (the evaluation tasks' own human views, same steps) for the spread / "
+                "kNN comparison."})
+    adapters: tuple[str, ...] | str = field(default=("lora:middle", "lora:middle+frames", "full"), metadata={
+        "help": "Adapter specs method[:placement][+frames] trained on the pair tasks."})
+    adapt_steps: int = field(default=400, metadata={"help": "HR-Align optimiser steps per adapter."})
+    workers: int = field(default=2, metadata={"help": "Processes the (protocol, row) evaluation jobs run in."})
+    bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples of goals and seeds."})
+
+    def __post_init__(self) -> None:
+        BenchConfig(adapters=self.adapters)  # the same spec checks as v1
+        if isinstance(self.adapters, str):
+            self.adapters = tuple(a.strip() for a in self.adapters.split(",") if a.strip())
+        for name in ("corpus_episodes", "pair_episodes", "eval_episodes", "image_size", "pretrain_steps",
+                     "pretrain_eval_every", "adapt_steps", "workers", "bootstrap"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
+        if self.pair_episodes < 2 or self.eval_episodes < 2:
+            raise HRAlignError("`pair_episodes` and `eval_episodes` should be >= 2 (training and held-out pairs)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["adapters"] = list(self.adapters)
+        return d
+
+
+# quick: sized for < 30 min on 2 idle cores (a target, not verified: docs/sim.md); full: the issue's table.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {"v2": dict(corpus_episodes=3, pair_episodes=6, eval_episodes=20, pretrain_steps=100,
+                         pretrain_eval_every=25, adapters=("lora:middle+frames",), adapt_steps=150),
+              "eval": dict(rollouts=6, seeds=2, steps=1000, max_steps=100, envs=3),
+              "protocols": ("robot", "transfer")},
+    "full": {"v2": dict(corpus_episodes=20, pair_episodes=20, eval_episodes=20, pretrain_steps=1500,
+                        pretrain_eval_every=250, old_base=True,
+                        adapters=("bottleneck:late", "lora:middle", "lora:middle+frames", "full"), adapt_steps=400),
+             "eval": dict(rollouts=60, seeds=4, steps=1000, max_steps=120, envs=10),
+             "protocols": PROTOCOLS},
+}
+
+
+def _eval_job(pairs: str, out: str, vname: str, source: EncoderSource | None, cfg: dict[str, Any],
+              human_view: bool) -> dict[str, Any]:
+    """One (protocol, row) evaluation, run in a worker process (its own envs and GL contexts)."""
+    t = time.perf_counter()
+    res = evaluate_sim(pairs, out, {vname: source}, SimEvalConfig(**cfg), resume=True, progress=False,
+                       human_view=(vname,) if human_view else ())
+    row = res["variants"][vname]
+    return {"row": row, "seconds": time.perf_counter() - t,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the workers are the parallelism
+
+
+def run_eval_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+    """Run evaluation jobs in ``workers`` spawned processes (1: in this process with torch's own threads,
+    the 'before' of the speed-up: one batched encoder call per step either way).
+
+    Spawned, not forked: each MetaWorld env owns an EGL context that must not be shared with a parent.
+    """
+    if workers == 1:
+        return [_eval_job(**j) for j in jobs]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        futures = [pool.submit(_eval_job, **j) for j in jobs]
+        return [f.result() for f in futures]
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "-").replace(":", "-")
+
+
+def _check_resume(out: Path, tasks: TaskSets, resume: bool) -> None:
+    f = out / "tasksets.json"
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise HRAlignError(f"--out {out}: exists and is not empty; pass --resume to continue")
+    if resume and f.is_file():
+        old = json.loads(f.read_text(encoding="utf-8"))
+        diff = changes(old, tasks.to_dict())
+        if diff:
+            raise HRAlignError(f"--resume {out}: the task sets changed since the run started ({'; '.join(diff)}); "
+                               "use a new --out or the old task sets")
+    out.mkdir(parents=True, exist_ok=True)
+    if not f.is_file():
+        write_text_atomic(f, json.dumps(tasks.to_dict(), indent=2))
+
+
+def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimEvalConfig,
+                 protocols: tuple[str, ...] = PROTOCOLS, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Every stage of the v2 benchmark; returns (and writes) the results."""
+    from hralign.sim.alignment import alignment_metrics
+
+    out = Path(out)
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad or not protocols:
+        raise HRAlignError(f"--protocols: {','.join(protocols)!r}; expected a subset of {', '.join(PROTOCOLS)}")
+    tasks.check_known()
+    _check_resume(out, tasks, resume)
+    timings_file = out / "timings.json"
+    timings: dict[str, float] = json.loads(timings_file.read_text(encoding="utf-8")) if timings_file.is_file() else {}
+
+    def timed(stage: str, fn, *args):
+        t = time.perf_counter()
+        value = fn(*args)
+        if stage not in timings:
+            timings[stage] = time.perf_counter() - t
+            write_text_atomic(timings_file, json.dumps(timings, indent=2))
+        return value
+
+    size = cfg.image_size
+    files = {"corpus": (out / "corpus.h5", CollectConfig(tasks=tasks.pretrain, episodes=cfg.corpus_episodes,
+                                                         image_size=size, seed=cfg.collect_seed, views="human",
+                                                         vary_look=True)),
+             "pairs": (out / "pairs.h5", CollectConfig(tasks=tasks.pair, episodes=cfg.pair_episodes, image_size=size,
+                                                       seed=cfg.collect_seed)),
+             "eval": (out / "eval.h5", CollectConfig(tasks=tasks.eval, episodes=cfg.eval_episodes, image_size=size,
+                                                     seed=cfg.collect_seed))}
+    collected: dict[str, Any] = {}
+    for key, (path, ccfg) in files.items():
+        if not path.is_file():  # the writer renames into place at the end: a present file is complete
+            s = timed(f"collect {key}", collect, path, ccfg, False, progress)
+            collected[key] = {k: v for k, v in s.items() if k != "out"}
+
+    base = str(timed("pretrain (corpus)", _pretrain, out / "pretrain", files["corpus"][0], cfg, progress))
+    bench = BenchConfig(adapters=cfg.adapters, adapt_steps=cfg.adapt_steps, pretrain_steps=cfg.pretrain_steps,
+                        seed=0)
+    variants: dict[str, EncoderSource | None] = {
+        PROPRIO_ROW: None, "random-init": EncoderSource("r3m-resnet18", image_size=size),
+        "frozen": EncoderSource(base, image_size=size)}
+    for spec in cfg.adapters:
+        adapter = timed(f"adapt {spec}", _adapt, out, files["pairs"][0], spec, base, None, size, bench, progress)
+        variants[adapter_row(spec)] = EncoderSource(base, adapter=str(adapter))
+
+    jobs = []
+    for protocol in protocols:
+        rows = dict(variants)
+        if protocol == "transfer":
+            rows[ORACLE_ROW] = variants["frozen"]
+        pcfg = {**eval_cfg.to_dict(), "protocol": protocol}
+        for vname, src in rows.items():
+            jobs.append({"pairs": str(files["eval"][0]), "out": str(out / "eval" / protocol / _slug(vname)),
+                         "vname": vname, "source": src, "cfg": pcfg, "human_view": vname == ORACLE_ROW,
+                         "_protocol": protocol})
+    jobs.sort(key=lambda j: j["source"] is None)  # image rows first: the long jobs start early
+    t_eval = time.perf_counter()
+    done = run_eval_jobs([{k: v for k, v in j.items() if k != "_protocol"} for j in jobs], cfg.workers)
+    eval_s = time.perf_counter() - t_eval
+    table: dict[str, dict[str, Any]] = {p: {} for p in protocols}
+    for j, r in zip(jobs, done):
+        table[j["_protocol"]][j["vname"]] = r["row"]
+    # rollouts actually run in this call (resumed seeds cost nothing) -> rollouts/s of this eval stage
+    ran = sum(len(r["row"]["per_seed"]) for r in done) * eval_cfg.rollouts * len(tasks.eval)
+    fresh = sum(1 for r in done if r["seconds"] > 1.0)
+    if "eval" not in timings and fresh:
+        timings["eval"] = eval_s
+        timings["eval rollouts/s"] = ran / max(eval_s, 1e-9)
+        timings["eval workers"] = cfg.workers
+        write_text_atomic(timings_file, json.dumps(timings, indent=2))
+    rss = {"main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "workers_max_mb": max(r["rss_mb"] for r in done)}
+
+    results = {"tasks": tasks.to_dict(), "v2": cfg.to_dict(), "eval": eval_cfg.to_dict(), "protocols": list(protocols),
+               "collect": collected, "pretrain_curve": _pretrain_curve(out / "pretrain"), "timings_s": timings,
+               "peak_rss": rss, "table": table, "stats": _statistics(table, tasks.eval, cfg.bootstrap)}
+    _write(out, results)
+
+    def align() -> dict[str, Any]:
+        return {v: alignment_metrics(str(files["eval"][0]), src, subset="val")
+                for v, src in variants.items() if src is not None}
+    results["alignment"] = timed("alignment (eval tasks)", align)
+    _write(out, results)
+    if cfg.old_base:
+        old = timed("pretrain (old base: eval tasks' human views)", _pretrain, out / "pretrain_old", files["eval"][0],
+                    cfg, progress)
+        results["alignment"]["old base (v1)"] = alignment_metrics(str(files["eval"][0]),
+                                                                  EncoderSource(str(old), image_size=size), subset="val")
+        _write(out, results)
+    return results
+
+
+def _pretrain(target: Path, pairs: Path, cfg: V2Config, progress: bool) -> Path:
+    from hralign.pretrain import PretrainConfig, pretrain
+    from hralign.sim.bench import _done
+
+    if not _done(target):
+        pcfg = PretrainConfig(pairs=str(pairs), out=str(target), domain="human", encoder="r3m-resnet18",
+                              image_size=cfg.image_size, steps=cfg.pretrain_steps, seed=0,
+                              resume=(target / "run.json").is_file(), eval_every=cfg.pretrain_eval_every,
+                              checkpoint_every=cfg.pretrain_eval_every)
+        pretrain(pcfg, progress=progress, log=lambda _msg: None)
+    return target
+
+
+def _pretrain_curve(run: Path) -> list[dict[str, Any]]:
+    """The held-out evaluation records of a pretraining run (step, TCN accuracy, kNN, retrieval)."""
+    f = run / "metrics.jsonl"
+    if not f.is_file():
+        return []
+    recs = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"step": r["step"], **r["eval"]} for r in recs if isinstance(r.get("eval"), dict)]  # the layer's eval lines
+
+
+def outcome_matrix(row: dict[str, Any], tasks: list[str] | tuple[str, ...]) -> np.ndarray:
+    """[seeds, goals] 0/1 outcomes of a row (goals of every task concatenated, seeds in order)."""
+    per_seed = sorted(row["per_seed"], key=lambda r: r["seed"])
+    return np.array([[g for t in tasks for g in r["per_goal"][t]] for r in per_seed], np.float64)
+
+
+def _statistics(table: dict[str, dict[str, Any]], tasks: tuple[str, ...], samples: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for protocol, rows in table.items():
+        mats = {v: outcome_matrix(r, tasks) for v, r in rows.items()}
+        ref = "frozen" if "frozen" in mats else None
+        boot = paired_bootstrap(mats, reference=ref, samples=samples)
+        power = {}
+        if ref is not None:
+            for v, m in mats.items():
+                if v != ref:
+                    disc = discordant_share(m, mats[ref])
+                    power[v] = {"discordant": disc,
+                                "rollouts_for_0.10": rollouts_for_difference(0.10, max(disc, 0.10))}
+        out[protocol] = {"bootstrap": boot, "power": power, "rollouts_per_cell": int(next(iter(mats.values())).size)}
+    return out
+
+
+def _ci(b: dict[str, float], diff: bool = False) -> str:
+    if diff:
+        return f"{b['diff']:+.2f} [{b['diff_lo']:+.2f}, {b['diff_hi']:+.2f}]"
+    return f"{b['mean']:.2f} [{b['lo']:.2f}, {b['hi']:.2f}]"
+
+
+def format_v2(results: dict[str, Any]) -> str:
+    """Markdown: success [95% CI] per row and protocol, differences to frozen, power, alignment, times."""
+    protocols = results["protocols"]
+    rows: list[str] = []
+    for p in protocols:
+        rows += [v for v in results["table"][p] if v not in rows]
+    st, ev = results["stats"], results["eval"]
+    n = st[protocols[0]]["rollouts_per_cell"]
+    lines = ["# MetaWorld v2: held-out evaluation tasks", "",
+             f"pretraining tasks ({len(results['tasks']['pretrain'])}): {', '.join(results['tasks']['pretrain'])}; "
+             f"pair tasks: {', '.join(results['tasks']['pair'])}; evaluation tasks: {', '.join(results['tasks']['eval'])}",
+             f"{ev['rollouts']} goals/task x {ev['seeds']} BC seeds = {n} rollouts per cell, the same goals and seeds "
+             "in every row; success [95% CI, paired bootstrap over goals and seeds]", "",
+             "| row | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
+    for v in rows:
+        lines.append(f"| {v} | " + " | ".join(_ci(st[p]["bootstrap"][v]) if v in st[p]["bootstrap"] else "-"
+                                              for p in protocols) + " |")
+    lines += ["", "Difference to frozen [95% CI, paired]; rollouts per cell a 10-point difference needs (80% power, "
+              "from the measured discordance):", "",
+              "| row | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
+    for v in rows:
+        if v in ("frozen",):
+            continue
+        cells = []
+        for p in protocols:
+            b = st[p]["bootstrap"].get(v)
+            if b is None or "diff" not in b:
+                cells.append("-")
+                continue
+            cells.append(f"{_ci(b, True)} (n10 {st[p]['power'][v]['rollouts_for_0.10']})")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if "transfer" in protocols and ORACLE_ROW in st["transfer"]["bootstrap"]:
+        o = st["transfer"]["bootstrap"][ORACLE_ROW]["mean"]
+        lines += ["", f"transfer / human-view oracle ({o:.2f}): " + ", ".join(
+            f"{v} {b['mean'] / o:.2f}" if o > 0 else f"{v} -" for v, b in st["transfer"]["bootstrap"].items()
+            if v != ORACLE_ROW)]
+    if results.get("alignment"):
+        lines += ["", "Alignment on the evaluation tasks (no adapter saw them; held-out pairs): robot->human top-1, kNN task "
+                  "accuracy (k=5) r->r / r->h, frame error, mean pairwise cosine of robot / human clip descriptors:", "",
+                  "| row | r->h top1 | kNN r->r | kNN r->h | frame error | robot cos | human cos |", "|---|---|---|---|---|---|---|"]
+        for v, m in results["alignment"].items():
+            lines.append(f"| {v} | {m['r2h_top1']:.2f} | {m['knn_r2r']:.2f} | {m['knn_r2h']:.2f} | "
+                         f"{m['frame_error']:.2f} | {m['robot_cos']:.4f} | {m['human_cos']:.4f} |")
+    if results.get("pretrain_curve"):
+        lines += ["", "Pretraining on the corpus, held-out corpus clips: " + "; ".join(
+            f"step {r.get('step')}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()
+                                                 if k != "step" and isinstance(v, (int, float)))
+            for r in results["pretrain_curve"])]
+    t = results["timings_s"]
+    lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items() if k.startswith(("collect", "pretrain", "adapt", "align"))
+                                            or k == "eval"),
+              f"evaluation: {t.get('eval rollouts/s', float('nan')):.2f} rollouts/s with {t.get('eval workers', '?')} worker "
+              "process(es)",
+              f"peak RSS: main {results['peak_rss']['main_mb']:.0f} MB, largest worker "
+              f"{results['peak_rss']['workers_max_mb']:.0f} MB"]
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, results: dict[str, Any]) -> None:
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_text_atomic(out / "results.md", format_v2(results))
+
+
+__all__ = ["ORACLE_ROW", "PRESETS", "V2Config", "format_v2", "outcome_matrix", "parse_adapter_spec", "run_bench_v2",
+           "run_eval_jobs"]

@@ -1,0 +1,80 @@
+"""Success rates with confidence intervals: a paired bootstrap over rollout goals and training seeds.
+
+Every row of the benchmark is rolled out on the same goals with the same BC seeds, so a row's
+outcomes form a [seeds, goals] 0/1 matrix aligned with every other row's. Resampling goals and
+seeds with replacement (the same draw for every row) gives intervals for each row's success and,
+paired, for the difference of two rows: the goal-to-goal and seed-to-seed variation that both rows
+share cancels in the difference. numpy's generator does the resampling; scipy's ``bootstrap`` is
+not used because it resamples one axis, and here two axes (goals and seeds) are drawn jointly.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+from hralign.errors import HRAlignError
+
+
+def _check(outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    arrays = {k: np.asarray(v, np.float64) for k, v in outcomes.items()}
+    shapes = {k: a.shape for k, a in arrays.items()}
+    if not arrays or len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 2:
+        raise HRAlignError(f"paired bootstrap: every row needs the same [seeds, goals] outcome matrix; got {shapes}")
+    return arrays
+
+
+def paired_bootstrap(outcomes: dict[str, np.ndarray], reference: str | None = None, samples: int = 2000,
+                     confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Mean success and percentile CI per row, and (with ``reference``) the paired difference to it.
+
+    ``outcomes``: row -> [seeds, goals] array of 0/1 (the same goals and seeds in every row).
+    Returns row -> {mean, lo, hi} and, for rows other than the reference, {diff, diff_lo, diff_hi}.
+    """
+    arrays = _check(outcomes)
+    if reference is not None and reference not in arrays:
+        raise HRAlignError(f"paired bootstrap: reference row {reference!r} not among {', '.join(arrays)}")
+    n_seeds, n_goals = next(iter(arrays.values())).shape
+    rng = np.random.default_rng(seed)
+    si = rng.integers(0, n_seeds, size=(samples, n_seeds))
+    gi = rng.integers(0, n_goals, size=(samples, n_goals))
+    q = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
+    boot: dict[str, np.ndarray] = {}
+    for k, a in arrays.items():
+        # mean over a resampled set of seeds and goals = mean of a[si][:, :, gi] without building it
+        rows = a[si]  # (samples, n_seeds, n_goals)
+        boot[k] = np.take_along_axis(rows, gi[:, None, :].repeat(n_seeds, 1), axis=2).mean(axis=(1, 2))
+    out: dict[str, dict[str, float]] = {}
+    for k, a in arrays.items():
+        lo, hi = np.percentile(boot[k], q)
+        out[k] = {"mean": float(a.mean()), "lo": float(lo), "hi": float(hi)}
+        if reference is not None and k != reference:
+            d = boot[k] - boot[reference]
+            dlo, dhi = np.percentile(d, q)
+            out[k].update(diff=float(a.mean() - arrays[reference].mean()), diff_lo=float(dlo), diff_hi=float(dhi))
+    return out
+
+
+def rollouts_for_difference(delta: float = 0.10, discordant: float = 0.30, alpha: float = 0.05,
+                            power: float = 0.80) -> int:
+    """Paired rollouts needed to resolve a success difference ``delta`` between two rows.
+
+    Per paired rollout the difference is +1, 0 or -1; with ``discordant`` the share of goals where
+    the rows disagree its variance is discordant - delta^2, and a two-sided test at ``alpha``
+    with ``power`` needs n = (z_{1-alpha/2} + z_power)^2 x variance / delta^2 (the normal
+    approximation of McNemar's test; Connor 1987).
+    """
+    if not 0 < delta <= discordant <= 1:
+        raise HRAlignError(f"rollouts_for_difference: need 0 < delta ({delta}) <= discordant ({discordant}) <= 1")
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return int(math.ceil(z * z * (discordant - delta * delta) / (delta * delta)))
+
+
+def discordant_share(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of (seed, goal) cells where two rows' outcomes differ (input of :func:`rollouts_for_difference`)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise HRAlignError(f"discordant_share: shapes {a.shape} and {b.shape} differ")
+    return float((a != b).mean())

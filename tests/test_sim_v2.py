@@ -1,0 +1,160 @@
+"""MetaWorld v2 benchmark: paired bootstrap, power, task sets (bad input), varied looks, the tiny run.
+
+The MetaWorld tests are skipped, with the reason, where the [sim] extra is not importable.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from hralign.errors import HRAlignError
+from hralign.sim.env import metaworld_available
+from hralign.sim.stats import discordant_share, paired_bootstrap, rollouts_for_difference
+from hralign.sim.tasksets import TaskSets, changes
+
+_OK, _WHY = metaworld_available()
+needs_mw = pytest.mark.skipif(not _OK, reason=f"[sim] extra not usable: {_WHY}")
+
+
+def test_paired_bootstrap_known_cases():
+    ones, zeros = np.ones((2, 50)), np.zeros((2, 50))
+    res = paired_bootstrap({"a": ones, "b": zeros, "c": zeros.copy()}, reference="b", samples=500)
+    assert (res["a"]["mean"], res["a"]["lo"], res["a"]["hi"]) == (1.0, 1.0, 1.0)
+    assert (res["a"]["diff"], res["a"]["diff_lo"], res["a"]["diff_hi"]) == (1.0, 1.0, 1.0)
+    assert (res["c"]["diff"], res["c"]["diff_lo"], res["c"]["diff_hi"]) == (0.0, 0.0, 0.0)  # same outcomes
+    assert "diff" not in res["b"]
+    # one seed, 400 goals, half succeed: the binomial 95% interval is 0.5 +- 1.96 x 0.025
+    half = np.zeros((1, 400))
+    half[0, ::2] = 1
+    r = paired_bootstrap({"h": half}, samples=4000, seed=1)["h"]
+    assert r["mean"] == 0.5 and r["lo"] == pytest.approx(0.451, abs=0.015) and r["hi"] == pytest.approx(0.549, abs=0.015)
+    # paired: a row that wins 40 more of the same 400 goals is resolved (+0.10, CI above 0) with a
+    # narrower interval than unpaired rows would give (1.96 x sqrt(0.09 / 400) ~ 0.03 vs ~0.07 each side)
+    better = half.copy()
+    better[0, 1:80:2] = 1
+    r = paired_bootstrap({"h": half, "b": better}, reference="h", samples=4000)["b"]
+    assert r["diff"] == pytest.approx(0.10) and 0.06 < r["diff_lo"] < 0.10 < r["diff_hi"] < 0.14
+    assert r["diff_hi"] - r["diff_lo"] < 0.08
+    with pytest.raises(HRAlignError, match="same"):
+        paired_bootstrap({"a": np.ones((2, 3)), "b": np.ones((2, 4))})
+    with pytest.raises(HRAlignError, match="reference"):
+        paired_bootstrap({"a": ones}, reference="frozen")
+
+
+def test_rollouts_for_difference_and_discordance():
+    # (1.95996 + 0.84162)^2 x (0.30 - 0.01) / 0.01 = 227.6
+    assert rollouts_for_difference(0.10, 0.30) == 228
+    assert rollouts_for_difference(0.10, 0.20) < rollouts_for_difference(0.10, 0.30)  # fewer disagreements, fewer rollouts
+    with pytest.raises(HRAlignError, match="discordant"):
+        rollouts_for_difference(0.2, 0.1)
+    assert discordant_share(np.array([[1, 0, 1, 1]]), np.array([[1, 1, 0, 1]])) == 0.5
+
+
+def test_task_sets_refuse_overlap_and_name_changes():
+    with pytest.raises(HRAlignError, match="eval-tasks and --pair-tasks overlap on push"):
+        TaskSets(pretrain="reach", pair="push,door-open", eval="push")
+    with pytest.raises(HRAlignError, match="eval-tasks and --pretrain-tasks overlap on sweep-into"):
+        TaskSets(pretrain="reach,sweep-into-v3", pair="door-open", eval="push,sweep-into")
+    with pytest.raises(HRAlignError, match="more than once"):
+        TaskSets(pretrain="reach,reach", pair="door-open", eval="push")
+    with pytest.raises(HRAlignError, match="empty"):
+        TaskSets(pretrain=" , ", pair="door-open", eval="push")
+    t = TaskSets()
+    assert len(t.pretrain) >= 20 and not set(t.eval) & (set(t.pair) | set(t.pretrain))
+    old = TaskSets(pretrain="reach", pair="door-open", eval="push").to_dict()
+    new = TaskSets(pretrain="reach", pair="door-open,drawer-open", eval="sweep-into").to_dict()
+    assert changes(old, new) == ["pair tasks: added drawer-open", "eval tasks: added sweep-into; removed push"]
+    assert changes(old, old) == []
+
+
+@needs_mw
+def test_unknown_task_lists_the_valid_ones():
+    with pytest.raises(HRAlignError, match="eval-tasks.*pushh.*sweep-into"):
+        TaskSets(pretrain="reach", pair="door-open", eval="pushh").check_known()
+
+
+@needs_mw
+def test_random_look_varies_and_is_undone():
+    from hralign.sim.env import SimEnv, seed_rng
+
+    env = SimEnv("push", 32)
+    try:
+        env.reset(env.sample_goal(seed_rng(0, "push", 0, 0)))
+        robot, human = env.render(), env.render(human=True)
+        looks = [env.render(human=True, look=env.random_look(seed_rng(5, i))) for i in range(3)]
+        again = env.render(human=True, look=env.random_look(seed_rng(5, 0)))
+        assert np.array_equal(env.render(), robot) and np.array_equal(env.render(human=True), human)  # restored
+    finally:
+        env.close()
+    assert np.array_equal(looks[0], again)  # seeded
+    for a in looks:
+        assert not np.array_equal(a, human) and not np.array_equal(a, robot)
+    assert not np.array_equal(looks[0], looks[1]) and not np.array_equal(looks[1], looks[2])
+
+
+@needs_mw
+def test_collect_human_only_corpus(tmp_path):
+    from hralign.pairs import PairsFile
+    from hralign.sim.collect import CollectConfig, collect
+
+    out = tmp_path / "corpus.h5"
+    s = collect(out, CollectConfig(tasks="reach", episodes=2, image_size=32, views="human", vary_look=True),
+                progress=False)
+    pf = PairsFile(out)
+    assert pf.num_clips("human") == 2 and pf.num_pairs == 0 and "robot" not in pf.domains
+    assert s["renders"] == pf.num_frames("human")
+    a, b = pf.read_clip("human", 0)[0], pf.read_clip("human", 1)[0]
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 5  # another look per episode
+    with pytest.raises(HRAlignError, match="views"):
+        CollectConfig(views="robot")
+
+
+@needs_mw
+def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
+    """The CI configuration of v2: one task per set, 32 px, a few steps per stage - plumbing, not success rates."""
+    out = tmp_path / "v2"
+    sets = ["--pretrain-tasks", "reach", "--pair-tasks", "door-open", "--eval-tasks", "push"]
+    sizes = ["--set", "corpus_episodes=3", "--set", "pair_episodes=3", "--set", "eval_episodes=2",
+             "--set", "image_size=32", "--set", "pretrain_steps=2", "--set", "pretrain_eval_every=2",
+             "--set", "adapters=lora:middle+frames", "--set", "adapt_steps=2", "--set", "rollouts=2",
+             "--set", "seeds=2", "--set", "steps=5", "--set", "max_steps=8", "--set", "envs=2",
+             "--set", "bootstrap=100", "--protocols", "robot,transfer", "--workers", "2"]
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), "--pretrain-tasks", "reach",
+                              "--pair-tasks", "push", "--eval-tasks", "push")
+    assert code == 2 and "overlap on push" in stderr and "Traceback" not in stderr
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), *sets, "--set", "rollouts=many")
+    assert code == 2 and "rollouts" in stderr
+    code, stdout, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), *sets, *sizes)
+    assert code == 0, stderr
+    res = json.loads((out / "results.json").read_text())
+    rows = {"proprio-only", "random-init", "frozen", "adapted:lora-middle+frames"}
+    assert set(res["table"]["robot"]) == rows and set(res["table"]["transfer"]) == rows | {"human-view oracle"}
+    boot = res["stats"]["transfer"]["bootstrap"]
+    for v, b in boot.items():
+        assert b["lo"] <= b["mean"] <= b["hi"] and (v == "frozen" or b["diff_lo"] <= b["diff"] <= b["diff_hi"])
+    assert res["stats"]["robot"]["rollouts_per_cell"] == 4  # 2 goals x 2 seeds
+    assert {"collect corpus", "collect pairs", "collect eval", "pretrain (corpus)", "eval"} <= set(res["timings_s"])
+    assert res["timings_s"]["eval rollouts/s"] > 0 and res["peak_rss"]["workers_max_mb"] > 0
+    assert res["alignment"]["frozen"]["robot_cos"] <= 1.0 and res["pretrain_curve"]
+    md = (out / "results.md").read_text()
+    assert "human-view oracle" in md and "[" in md and md in stdout + "\n"
+    seed0 = (out / "eval" / "robot" / "frozen" / "frozen" / "seed0.json").read_text()
+    assert len(json.loads(seed0)["per_goal"]["push"]) == 2
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), *sets[:4], "--eval-tasks", "sweep-into",
+                              *sizes, "--resume")
+    assert code == 2 and "eval tasks: added sweep-into; removed push" in stderr
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), *sets, *sizes)
+    assert code == 2 and "--resume" in stderr
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), *sets, *sizes, "--resume")
+    assert code == 0, stderr
+    again = json.loads((out / "results.json").read_text())
+    def seeds(r):
+        return {p: {v: row["per_seed"] for v, row in rows.items()} for p, rows in r["table"].items()}
+
+    assert seeds(again) == seeds(res)  # every (protocol, row, seed) reused, not rerun
+    assert again["timings_s"]["pretrain (corpus)"] == res["timings_s"]["pretrain (corpus)"]
+    assert (out / "eval" / "robot" / "frozen" / "frozen" / "seed0.json").read_text() == seed0
