@@ -118,7 +118,7 @@ def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
     """The CI configuration of v2: one task per set, 32 px, a few steps per stage - plumbing, not success rates."""
     out = tmp_path / "v2"
     sets = ["--pretrain-tasks", "reach", "--pair-tasks", "door-open", "--eval-tasks", "push"]
-    sizes = ["--set", "corpus_episodes=3", "--set", "pair_episodes=3", "--set", "eval_episodes=2",
+    sizes = ["--set", "corpus_episodes=3", "--set", "pair_episodes=3", "--set", "eval_episodes=8",
              "--set", "image_size=32", "--set", "pretrain_steps=2", "--set", "pretrain_eval_every=2",
              "--set", "adapters=lora:middle+frames", "--set", "adapt_steps=2", "--set", "rollouts=2",
              "--set", "seeds=2", "--set", "steps=5", "--set", "max_steps=8", "--set", "envs=2",
