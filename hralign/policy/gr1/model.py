@@ -274,6 +274,13 @@ class TemporalEnsembler:
         return a
 
 
+def check_chunk_fits(chunk: int, max_steps: int) -> None:
+    """A chunk of k actions must fit in an episode of ``max_steps`` steps (one-line error otherwise)."""
+    if chunk > max_steps:
+        raise HRAlignError(f"`chunk` {chunk} is larger than the rollout limit of {max_steps} steps (--max-steps); "
+                           "the chunk must fit in an episode")
+
+
 class GR1Runner:
     """Runs a :class:`GR1Policy` closed loop over ``n`` episodes: keeps each one's last H observations and
     ensembles the chunks. ``act(obs, rows)`` takes one observation per row (episode index) now acting.
@@ -281,9 +288,8 @@ class GR1Runner:
 
     def __init__(self, policy: GR1Policy, n: int, max_steps: int | None = None) -> None:
         cfg = policy.config
-        if max_steps is not None and cfg.chunk > max_steps:
-            raise HRAlignError(f"`chunk` {cfg.chunk} is larger than the rollout limit of {max_steps} steps "
-                               "(--max-steps); the chunk must fit in an episode")
+        if max_steps is not None:
+            check_chunk_fits(cfg.chunk, max_steps)
         self.policy = policy
         self.history: list[deque[dict[str, torch.Tensor]]] = [deque(maxlen=cfg.history) for _ in range(n)]
         grip = policy.action_head.gripper_mask
