@@ -30,7 +30,6 @@ Batches (one window of n <= H consecutive steps per row; C cameras; D feature di
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 import torch
@@ -316,8 +315,3 @@ class GR1Runner:
                 out[j] = self.ensemblers[rows[j]].step(c)
         return out
 
-
-def ensemble_weights(n: int, coeff: float) -> torch.Tensor:
-    """Normalised ACT weights exp(-m*i), i = 0 the oldest of ``n`` predictions (documentation helper)."""
-    w = torch.tensor([math.exp(-coeff * i) for i in range(n)])
-    return w / w.sum()
