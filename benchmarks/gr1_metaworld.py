@@ -62,7 +62,8 @@ def main() -> None:
     ap.add_argument("--rollouts", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--few-shot", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=1000, help="BC steps = GR-1 stage-2 steps")
+    ap.add_argument("--steps", type=int, default=1000, help="BC steps")
+    ap.add_argument("--gr1-steps", type=int, default=None, help="GR-1 stage-2 steps (default: --steps)")
     ap.add_argument("--pretrain-steps", type=int, default=1000, help="GR-1 stage-1 steps (gr1+stage1 row)")
     ap.add_argument("--max-steps", type=int, default=120)
     ap.add_argument("--envs", type=int, default=10)
@@ -89,8 +90,9 @@ def main() -> None:
         for row in a.rows.split(","):
             t0 = time.perf_counter()
             is_gr1 = row.startswith("gr1")
+            steps = a.gr1_steps if is_gr1 and a.gr1_steps is not None else a.steps
             cfg = SimEvalConfig(protocol=protocol, rollouts=a.rollouts, seeds=a.seeds, few_shot=a.few_shot,
-                                steps=a.steps, max_steps=a.max_steps, envs=a.envs, policy="gr1" if is_gr1 else "bc")
+                                steps=steps, max_steps=a.max_steps, envs=a.envs, policy="gr1" if is_gr1 else "bc")
             variants = {row: source}
             if row == "bc":
                 variants = {PROPRIO_ROW: None, row: source}
@@ -101,8 +103,8 @@ def main() -> None:
             print(f"{protocol}/{row}: {timings[f'{protocol}/{row}']:.0f} s", flush=True)
 
     lines = [f"pairs {a.pairs}; encoder {a.encoder} at {a.encoder_image_size} px (frozen{', adapter' if a.adapter else ''}); "
-             f"{a.rollouts} goals x {a.seeds} seeds per cell, {a.max_steps}-step limit; BC / GR-1 stage 2 {a.steps} "
-             f"steps, stage 1 {a.pretrain_steps} steps; GR-1 history {a.history}, chunk {a.chunk}, delta "
+             f"{a.rollouts} goals x {a.seeds} seeds per cell, {a.max_steps}-step limit; BC {a.steps} steps, GR-1 stage 2 "
+             f"{a.gr1_steps or a.steps} steps, stage 1 {a.pretrain_steps} steps; GR-1 history {a.history}, chunk {a.chunk}, delta "
              f"{a.future_delta}, dim {a.dim}", "",
              "| protocol | row | per seed | mean (95% t over seeds) | pooled (95% Wilson, n) | minus bc (95% t) |",
              "|---|---|---|---|---|---|"]
