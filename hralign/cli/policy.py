@@ -93,7 +93,9 @@ def policy() -> None:
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--kind", type=click.Choice(["bc", "latent", "gr1"]), default=None,
               help="Policy kind (default: latent with --lam/--labels, else bc); gr1: GR-1-style causal transformer "
-                   "over the last --history steps, stage 1 on human clips (--pretrain-steps), stage 2 on robot demos.")
+                   "over the last --history steps, stage 1 on human clips (--pretrain-steps), stage 2 on robot demos; "
+                   "training options not given take GR-1's defaults (--batch-size 64 windows, --lr 3e-4, "
+                   "--weight-decay 1e-2).")
 @_model_options
 @_train_options
 @gr1_options
