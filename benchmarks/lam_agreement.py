@@ -40,7 +40,7 @@ def main() -> None:
     options = {"groups": 1} if args.method == "bottleneck" else {"target": r"^idm\.head\.[13]$", "r": 8}
     config = AdaptConfig(pairs=args.pairs, out=str(out / "adapt"), encoder=f"lam:{args.lam}", adapter=args.method,
                          adapter_options=json.dumps(options), frames=args.frames, batch_size=args.batch_size,
-                         steps=args.steps, lr=args.lr, seed=args.seed, eval_every=0, save_every=0, device="cpu",
+                         steps=args.steps, lr=args.lr, seed=args.seed, eval_every=0, checkpoint_every=0, device="cpu",
                          overwrite=True)
     t0 = time.time()
     run_adapt(config, progress=False, echo=print)
@@ -60,7 +60,8 @@ def main() -> None:
                   f"all tokens {a['agreement_all']:.3f}, latent retrieval top1 {a['latent_retrieval']['top1']:.3f} "
                   f"({a['matched']} rows)")
         p = probe_labels(lab, pf, "robot")
-        print(f"{name:6s} robot action probe R^2 {p['r2']:.3f} (shuffled {p['r2_shuffled']:.3f})")
+        print(f"{name:6s} robot action_probe_r2 {p['action_probe_r2']:.3f} "
+              f"(shuffled {p['action_probe_r2_shuffled']:.3f})")
 
 
 if __name__ == "__main__":

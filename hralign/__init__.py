@@ -1,6 +1,6 @@
 """hralign: align visual encoders pretrained on human video to robot embodiments (HR-Align).
 
-Public API (DESIGN.md)::
+Public API (docs/design.md)::
 
     import hralign
     enc = hralign.load_encoder("r3m-resnet50", weights="model.pt")  # frozen, eval mode

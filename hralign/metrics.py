@@ -86,3 +86,58 @@ def frame_error(human, robot) -> float:
     num = sum(float(((r - h) ** 2).sum()) for h, r in pairs)
     den = float(((hs - hs.mean(0)) ** 2).sum())
     return num / den if den > 0 else float("nan")
+
+
+def action_probe_r2(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray, folds: int = 5,
+                    seed: int = 0) -> dict:
+    """The action probe R² every report uses: how linearly latents carry the actions they stand for.
+
+    A ridge probe (``StandardScaler`` + ``RidgeCV``) from latents (n, d) to action targets (n, A)
+    is fitted under grouped K-fold cross-validation (``groups``: the clip of each row, so no clip
+    is both fitted and scored; ``min(folds, n_groups)`` folds), and every row is predicted once
+    out of fold. ``action_probe_r2`` is the plain mean of the per-column R² over the target
+    columns with non-zero variance (a constant column carries no signal; a plain mean so a
+    high-variance column cannot hide the others). ``action_probe_r2_shuffled`` is the same probe
+    on row-shuffled targets (a control that should sit near or below 0). LAPA/IGOR use such a
+    probe to check that latent actions carry the control signal. R² does not change when the
+    targets are scaled, so summed and mean actions over a gap give the same number.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(latents, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise HRAlignError(f"probe: latents {list(x.shape)} and targets {list(y.shape)} should be 2-D with equal rows")
+    groups = np.asarray(groups)
+    if groups.shape != (x.shape[0],):
+        raise HRAlignError(f"probe: `groups` should have shape ({x.shape[0]},) but has {list(groups.shape)}")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise HRAlignError(f"probe: `folds` should be an integer >= 2 but the value passed is {folds!r}")
+    keep = y.std(0) > 1e-9
+    if not keep.any():
+        raise HRAlignError("probe: every target column is constant; nothing to predict")
+    y = y[:, keep]
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise HRAlignError(f"probe: needs rows from at least 2 clips, got {n_groups}")
+    cv = GroupKFold(n_splits=min(folds, n_groups))
+
+    def cv_r2(yy: np.ndarray) -> np.ndarray:
+        pred = np.zeros_like(yy)
+        for tr, te in cv.split(x, yy, groups):
+            model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+            model.fit(x[tr], yy[tr])
+            pred[te] = model.predict(x[te]).reshape(len(te), -1)
+        return np.asarray(r2_score(yy, pred, multioutput="raw_values"), dtype=np.float64)
+
+    rng = np.random.default_rng(seed)
+    real, shuffled = cv_r2(y), cv_r2(y[rng.permutation(len(y))])
+    return {"action_probe_r2": float(real.mean()), "action_probe_r2_shuffled": float(shuffled.mean()),
+            "action_probe_r2_per_column": [float(v) for v in real],
+            "action_probe_r2_shuffled_per_column": [float(v) for v in shuffled],
+            "rows": int(len(y)), "clips": int(n_groups), "folds": int(cv.get_n_splits()),
+            "target_columns": [int(i) for i in np.flatnonzero(keep)]}

@@ -23,7 +23,7 @@ from hralign.align.trainer import run_adapt
 from hralign.errors import HRAlignError
 
 FAST = dict(encoder="r3m-resnet18", image_size=32, frames=3, batch_size=2, steps=6, warmup=2, eval_every=0,
-            save_every=3, device="cpu", lr=1e-3)
+            checkpoint_every=3, log_every=1, device="cpu", lr=1e-3)
 
 
 def _one_error_line(err: str) -> bool:
@@ -56,9 +56,10 @@ def test_run_directory_has_everything_and_adapter_loads(cached_run, tiny_pairs):
 
     root, metrics = cached_run
     run = root / "cached"
-    for name in ("adapter/hralign.json", "metrics.jsonl", "config.json", "eval.json"):
+    for name in ("adapter/hralign.json", "metrics.jsonl", "run.json", "eval.json"):
         assert (run / name).exists(), name
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["kind"] == "adapt" and cfg["world_size"] == 1 and cfg["global_batch"] == 2
     assert cfg["resolved"]["path"] == "cached" and cfg["resolved"]["stage_cut"]
     assert len(cfg["resolved"]["pairs_sha256"]) == 64 and cfg["versions"]["torch"]
     assert set(metrics) >= {"frozen", "adapted", "val_loss"}
@@ -75,7 +76,7 @@ def test_cached_path_gives_the_plain_loss_curve(cached_run, tiny_pairs):
     cached, plain = _losses(root / "cached"), _losses(root / "plain")
     assert len(cached) == len(plain) == FAST["steps"]
     assert np.allclose(cached, plain, atol=1e-4), (cached, plain)
-    assert json.loads((root / "plain" / "config.json").read_text())["resolved"]["path"] == "plain"
+    assert json.loads((root / "plain" / "run.json").read_text())["resolved"]["path"] == "plain"
 
 
 def test_same_seed_same_adapter_weights(cached_run, tiny_pairs):
@@ -92,19 +93,19 @@ def test_kill_after_checkpoint_then_resume_matches_uninterrupted(cached_run, tin
     steps = 40
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "hralign.cli.main", "adapt", "--pairs", str(tiny_pairs), "--out", str(out),
-            "--cache-dir", str(root / "cache"), "--steps", str(steps), "--save-every", "3",
-            *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in FAST.items() if k not in ("steps", "save_every")), [])]
+            "--cache-dir", str(root / "cache"), "--steps", str(steps), "--checkpoint-every", "3",
+            *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in FAST.items() if k not in ("steps", "checkpoint_every")), [])]
     # CPU results are bit-identical only at the same thread count: give the child this process's.
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "checkpoints").glob("step_*.pt")):
+    while time.time() < deadline and not list((out / "checkpoints").glob("step_*/state.pt")):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    ckpts = sorted((out / "checkpoints").glob("step_*.pt"))
+    ckpts = sorted((out / "checkpoints").glob("step_*/state.pt"))
     assert ckpts, "no checkpoint was written before the kill"
-    assert not (out / "adapter").exists() or int(ckpts[-1].stem.split("_")[1]) < steps
+    assert not (out / "adapter").exists() or int(ckpts[-1].parent.name.split("_")[1]) < steps
     code, _, err = run_cli(*args[3:], "--resume")
     assert code == 0, err
     ref = _cfg(tiny_pairs, tmp_path / "straight", root / "cache", steps=steps)
@@ -112,6 +113,7 @@ def test_kill_after_checkpoint_then_resume_matches_uninterrupted(cached_run, tin
     a, b = _adapter(out), _adapter(tmp_path / "straight")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [e["step"] for e in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in e] == list(range(1, steps + 1))
+    assert (out / "metrics.jsonl").read_text() == (tmp_path / "straight" / "metrics.jsonl").read_text()
 
 
 def test_resume_with_different_config_says_what_differs(cached_run, tiny_pairs):
@@ -141,8 +143,8 @@ def test_disk_full_while_saving_keeps_previous_checkpoint(cached_run, tiny_pairs
                            *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in FAST.items()), []))
     assert code == 2 and _one_error_line(err) and "No space left" in err
     ckpts = sorted((out / "checkpoints").glob("*"))
-    assert [c.name for c in ckpts] == ["step_0000003.pt"]  # the first one, intact, no temp files
-    state = torch.load(ckpts[0], weights_only=True)
+    assert [c.name for c in ckpts] == ["step_00000003"]  # the first one, intact, no temp files
+    state = torch.load(ckpts[0] / "state.pt", weights_only=True)
     assert state["step"] == 3
 
 
@@ -187,7 +189,7 @@ def test_full_finetune_run_changes_the_robot_encoder_only(cached_run, tiny_pairs
     root, _ = cached_run
     run_adapt(_cfg(tiny_pairs, tmp_path / "full", root / "cache", adapter="full", steps=3), progress=False,
               echo=lambda *_: None)
-    cfg = json.loads((tmp_path / "full" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "full" / "run.json").read_text())
     base = hralign.load_encoder("r3m-resnet18", image_size=32)
     assert cfg["resolved"]["trainable_parameters"] == sum(p.numel() for p in base.parameters())
     x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
@@ -201,7 +203,7 @@ def test_attention_pooling_is_trained_recorded_and_saved(cached_run, tiny_pairs,
     root, _ = cached_run
     run_adapt(_cfg(tiny_pairs, tmp_path / "attn", root / "cache", pooling="attention", steps=3), progress=False,
               echo=lambda *_: None)
-    cfg = json.loads((tmp_path / "attn" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "attn" / "run.json").read_text())
     assert cfg["config"]["pooling"] == "attention" and cfg["resolved"]["pooling"] == "attention"
     weights = load_st(str(tmp_path / "attn" / "pooling.safetensors"))
     assert weights["query.weight"].shape == (512, 384)  # frame feature dim x MiniLM dim
@@ -211,7 +213,7 @@ def test_attention_pooling_is_trained_recorded_and_saved(cached_run, tiny_pairs,
 
 def test_frame_weight_adds_a_logged_per_frame_term_that_training_lowers(cached_run, tiny_pairs, tmp_path):
     root, _ = cached_run
-    final = run_adapt(_cfg(tiny_pairs, tmp_path / "fw", root / "cache", frame_weight=5.0, steps=12, save_every=0),
+    final = run_adapt(_cfg(tiny_pairs, tmp_path / "fw", root / "cache", frame_weight=5.0, steps=12, checkpoint_every=0),
                       progress=False, echo=lambda *_: None)
     # held out: the adapted robot frames moved towards their human partners (0.30 -> 0.23 here)
     assert final["adapted"]["frame_error"] < 0.9 * final["frozen"]["frame_error"]

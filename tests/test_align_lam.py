@@ -26,13 +26,13 @@ def test_adapt_a_lam_cached_equals_plain_and_adapter_loads(lam_dir, tiny_pairs, 
 
     common = dict(pairs=str(tiny_pairs), encoder=f"lam:{lam_dir}", adapter="bottleneck",
                   adapter_options='{"groups": 1}', frames=3, batch_size=2, steps=4, warmup=1, eval_every=0,
-                  save_every=0, device="cpu", lr=1e-3, cache_dir=str(tmp_path / "cache"))
+                  checkpoint_every=0, log_every=1, device="cpu", lr=1e-3, cache_dir=str(tmp_path / "cache"))
     run_adapt(AdaptConfig(out=str(tmp_path / "cached"), **common), progress=False, echo=lambda *_: None)
     run_adapt(AdaptConfig(out=str(tmp_path / "plain"), cache=False, **common), progress=False, echo=lambda *_: None)
     cached = [m["loss"] for m in _metrics(tmp_path / "cached") if "loss" in m]
     plain = [m["loss"] for m in _metrics(tmp_path / "plain") if "loss" in m]
     assert len(cached) == 4 and np.allclose(cached, plain, atol=1e-4)
-    cfg = json.loads((tmp_path / "cached" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "cached" / "run.json").read_text())
     assert cfg["resolved"]["path"] == "cached"
     enc = hralign.load_encoder(str(tmp_path / "cached" / "adapter"))
     pairs_in = torch.randint(0, 255, (3, 2, 32, 32, 3), dtype=torch.uint8)  # (B, 2, H, W, 3) frame pairs

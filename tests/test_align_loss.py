@@ -1,4 +1,4 @@
-"""HR-Align loss: matches the formula of DESIGN.md term by term; switches change what they should."""
+"""HR-Align loss: matches the formula of docs/design.md term by term; switches change what they should."""
 
 import math
 
@@ -12,7 +12,7 @@ from hralign.errors import HRAlignError
 
 
 def _formula(h, r, a, tau, frozen_negative=True, symmetric=True):
-    """DESIGN.md's sums written literally with exp (no log-sum-exp tricks)."""
+    """docs/design.md's sums written literally with exp (no log-sum-exp tricks)."""
     h, r, a = (F.normalize(x.double(), dim=-1) for x in (h, r, a))
     m = h.shape[0]
     s = lambda x, y: math.exp(float(x @ y) / tau)  # noqa: E731

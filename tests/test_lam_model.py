@@ -302,16 +302,21 @@ def test_edge_loss_is_zero_on_the_target_and_added_to_the_loss():
 
 
 def test_cosine_learning_rate_schedule():
-    from hralign.lam.train import LAMTrainConfig, learning_rate
+    """The LAM's --lr-schedule is the training layer's (timm): cosine from --lr at step 0 to 0 at --steps."""
+    from hralign.lam.train import LAMTrainConfig
+    from hralign.train.optim import make_optimizer_and_scheduler, set_lr_for_step
 
-    cfg = LAMTrainConfig(pairs="p.h5", out="o", steps=100, lr=1e-3, lr_schedule="cosine")
-    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
-    assert learning_rate(cfg, 50) == pytest.approx(5e-4)
-    assert learning_rate(cfg, 100) == pytest.approx(0.0, abs=1e-12)
-    lrs = [learning_rate(cfg, s) for s in range(101)]
-    assert all(a >= b for a, b in itertools.pairwise(lrs))
-    const = LAMTrainConfig(pairs="p.h5", out="o", steps=100, lr=1e-3)
-    assert {learning_rate(const, s) for s in (0, 50, 99)} == {1e-3}
+    def lrs(cfg):
+        _, sched = make_optimizer_and_scheduler([torch.nn.Parameter(torch.zeros(1))], cfg, cfg.steps)
+        return [set_lr_for_step(sched, s) for s in range(cfg.steps + 1)]
+
+    cos = lrs(LAMTrainConfig(pairs="p.h5", out="o", steps=100, lr=1e-3, lr_schedule="cosine"))
+    assert cos[0] == pytest.approx(1e-3)
+    assert cos[50] == pytest.approx(5e-4)
+    assert cos[100] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in itertools.pairwise(cos))
+    const = lrs(LAMTrainConfig(pairs="p.h5", out="o", steps=100, lr=1e-3))
+    assert {const[s] for s in (0, 50, 99)} == {1e-3}
     with pytest.raises(HRAlignError, match="lr-schedule"):
         LAMTrainConfig(pairs="p.h5", out="o", lr_schedule="step")
 

@@ -68,6 +68,30 @@ def test_sparse_read_of_long_clip(tmp_path):
     np.testing.assert_array_equal(pf.read_clip("human", 0, idx), clip[idx])
 
 
+@pytest.mark.parametrize("compression", [None, "blosc"])
+def test_read_clip_selections_match_numpy(tmp_path, compression):
+    """Every selection kind adapt and the datasets use gives numpy's answer, raw chunks (read
+    chunk by chunk) and blosc ones (through HDF5's filter) alike."""
+    rng = np.random.default_rng(2)
+    clips = [_clip(rng, t, 6, 5) for t in (8, 30)]
+    with PairsWriter(tmp_path / "s.h5", compression=compression) as w:
+        for c in clips:
+            w.add_clip("human", c, "t", state=rng.normal(size=(len(c), 3)).astype(np.float32))
+    pf = PairsFile(tmp_path / "s.h5")
+    cases = [np.arange(8), [2, 3, 4], [0, 2, 3, 5, 7], [1, 1, 4, 6, 6], [7, 0, 3, 3], [5], np.array([29, 0, 13])]
+    for c, clip in enumerate(clips):
+        for idx in cases:
+            if max(idx) < len(clip):
+                np.testing.assert_array_equal(pf.read_clip("human", c, idx), clip[np.asarray(idx)])
+    state = pf.read_clip("human", 1, name="state")
+    np.testing.assert_array_equal(pf.read_clip("human", 1, [9, 2, 2], name="state"), state[[9, 2, 2]])
+    assert pf.read_clip("human", 0, []).shape == (0, 6, 5, 3)
+    with pytest.raises(HRAlignError, match="1-D"):
+        pf.read_clip("human", 0, np.zeros((2, 2), np.int64))
+    with pytest.raises(HRAlignError, match="outside"):
+        pf.read_clip("human", 0, [-1, 2])
+
+
 def test_writer_is_atomic_and_refuses_to_clobber(tmp_path):
     path = tmp_path / "a.h5"
     with pytest.raises(RuntimeError):

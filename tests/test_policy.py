@@ -99,10 +99,10 @@ def test_resume_continues_to_the_same_weights(tiny_pairs, tmp_path):
     train_policy(tiny_pairs, ENC, tmp_path / "part", cfg, TrainConfig(**FAST), resume=True, progress=False)
     wa, wb = load_file(str(tmp_path / "full/model.safetensors")), load_file(str(tmp_path / "part/model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    with pytest.raises(HRAlignError, match="other settings"):
+    with pytest.raises(HRAlignError, match="was run with --head 'continuous', this call passes 'binned'"):
         train_policy(tiny_pairs, ENC, tmp_path / "part", BCConfig(head="binned"), TrainConfig(**FAST), resume=True,
                      progress=False)
-    with pytest.raises(HRAlignError, match="--resume to continue or --overwrite"):
+    with pytest.raises(HRAlignError, match="--resume to continue it or --overwrite"):
         train_policy(tiny_pairs, ENC, tmp_path / "part", cfg, TrainConfig(**FAST), progress=False)
 
 

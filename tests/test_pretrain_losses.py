@@ -9,11 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hralign.crop import crop_params
 from hralign.errors import HRAlignError
 from hralign.pretrain.config import PretrainConfig
 from hralign.pretrain.losses import (LanguageScorer, language_loss, lp_penalties, make_similarity, negative_indices,
                                      standardize_instructions, tcn_loss)
-from hralign.pretrain.sampling import crop_frames, crop_params, sample_frame_indices
+from hralign.pretrain.sampling import crop_frames, sample_frame_indices
 
 
 def test_l2_similarity_is_negative_distance_and_cosine_scaled():
@@ -200,6 +201,10 @@ def test_config_rejects_bad_values_naming_the_flag(kwargs, flag):
 def test_config_temperature_defaults_and_resume_mismatch():
     assert PretrainConfig().logit_temperature == 1.0
     assert PretrainConfig(similarity="cosine").logit_temperature == 0.1
+    # resume compares with the training layer's rule: --steps may change, --lr may not
+    from hralign.train import RESUMABLE_FIELDS
+    from hralign.train.rundir import config_differences
+
     saved = PretrainConfig(steps=10).to_dict()
-    assert PretrainConfig(steps=20).resume_mismatches(saved) == []
-    assert PretrainConfig(lr=1.0).resume_mismatches(saved) == ["lr"]
+    assert config_differences(saved, PretrainConfig(steps=20).to_dict(), RESUMABLE_FIELDS) == []
+    assert [d[0] for d in config_differences(saved, PretrainConfig(lr=1.0).to_dict(), RESUMABLE_FIELDS)] == ["lr"]

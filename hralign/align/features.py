@@ -18,12 +18,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from hralign.align.pooling import FramePooling
 from hralign.atomic import atomic_path
+from hralign.device import Placement
+from hralign.encoders.clips import encode_clips, shard_clips, unit_counts
 from hralign.hashing import sha256_text
 from hralign.pairs import PairsFile
+from hralign.shard import Shard, gather_parts
 
 CACHE_VERSION = 1
 
@@ -103,48 +105,76 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hralign" / "features"
 
 
-@torch.no_grad()
-def _encode_clips(pairs: PairsFile, domain: str, clips: list[int], frozen: nn.Module, adapted: nn.Module | None,
-                  stage: str | None, device: torch.device, batch_frames: int, progress: bool, gap: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, int]]:
-    feats, trunks, offsets, row = [], [], {}, 0
-    lengths = pairs.clip_lengths(domain)
-    for clip in tqdm(clips, desc=f"caching {domain} features", disable=not progress, unit="clip"):
-        offsets[clip] = row
-        units = int(lengths[clip]) - gap  # frames, or frame pairs (t, t+gap) for a LAM encoder
-        frames = read_units(pairs, domain, clip, np.arange(units), gap)
-        for lo in range(0, len(frames), batch_frames):
-            x = torch.from_numpy(frames[lo:lo + batch_frames]).to(device)
-            feats.append(frozen(x).float().cpu())
-            if adapted is not None:
-                # Below its first adapted stage the adapted network is the frozen one, but the cut
-                # may be a stage only the adapted network has (an inserted bottleneck): ask it.
-                trunks.append(adapted.forward_until(adapted.preprocess(x), stage).float().cpu())
-        row += units
-    return torch.cat(feats), (torch.cat(trunks) if trunks else None), offsets
+def _cache_outputs(frozen: nn.Module, adapted: nn.Module | None, stage: str | None):
+    """The encoder of the cache pass: frozen features, plus (robot) the adapted trunk below ``stage``."""
+    if adapted is None:
+        return frozen
+
+    def both(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Below its first adapted stage the adapted network is the frozen one, but the cut may be
+        # a stage only the adapted network has (an inserted bottleneck): ask it.
+        return frozen(x), adapted.forward_until(adapted.preprocess(x), stage)
+    return both
+
+
+def _offsets(pairs: PairsFile, domain: str, clips: list[int], gap: int) -> dict[int, int]:
+    rows = np.concatenate([[0], np.cumsum(unit_counts(pairs, domain, clips, gap))])
+    return {int(c): int(r) for c, r in zip(clips, rows[:-1])}
 
 
 def build_feature_cache(pairs: PairsFile, frozen: nn.Module, adapted: nn.Module, stage: str, human_clips: list[int], robot_clips: list[int],
-                        device: torch.device, cache_file: Path | None, gap: int = 0, batch_frames: int = 128,
-                        progress: bool = True) -> FeatureCache:
+                        device: torch.device | Placement, cache_file: Path | None, gap: int = 0, batch_frames: int = 128,
+                        progress: bool = True, shard: Shard | None = None) -> FeatureCache:
     """Compute (or load from ``cache_file``) the frozen features and robot trunk activations.
 
     ``adapted`` is used only below ``stage`` (its first adapted stage), where it is frozen.
+    ``device`` is a torch device or a :class:`hralign.device.Placement` (device + precision).
+    With ``shard`` of several processes (:func:`hralign.shard.current_shard`) and a ``cache_file``,
+    EVERY process must call this: each encodes a contiguous share of the clips, the main process
+    merges the parts in clip order and writes the cache, and all load it (the same file as one
+    process writes, bit for bit: see :mod:`hralign.encoders.clips`).
     """
     if cache_file is not None and cache_file.exists():
-        data = load_file(str(cache_file))
-        meta = json.loads(cache_file.with_suffix(".json").read_text())
-        return FeatureCache(data["human_feat"], data["robot_feat"], data["robot_trunk"],
-                            {int(k): v for k, v in meta["human_offset"].items()},
-                            {int(k): v for k, v in meta["robot_offset"].items()})
-    h_feat, _, h_off = _encode_clips(pairs, "human", human_clips, frozen, None, None, device, batch_frames, progress, gap)
-    r_feat, r_trunk, r_off = _encode_clips(pairs, "robot", robot_clips, frozen, adapted, stage, device, batch_frames,
-                                           progress, gap)
-    cache = FeatureCache(h_feat, r_feat, r_trunk, h_off, r_off)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache_file.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps({"human_offset": h_off, "robot_offset": r_off}))
-        with atomic_path(cache_file) as tmp:
-            save_file({"human_feat": h_feat.contiguous(), "robot_feat": r_feat.contiguous(),
-                       "robot_trunk": r_trunk.contiguous()}, str(tmp))
-    return cache
+        return _load_cache(cache_file)
+    placement = device if isinstance(device, Placement) else Placement(torch.device(device), "fp32")
+    shard = shard if shard is not None and cache_file is not None else Shard()
+    arrays: dict[str, np.ndarray] = {}
+    for domain, clips, net in (("human", human_clips, _cache_outputs(frozen, None, None)),
+                               ("robot", robot_clips, _cache_outputs(frozen, adapted, stage))):
+        clips = [int(c) for c in clips]
+        lo, hi = shard_clips(pairs, domain, clips, shard, gap, batch_frames)
+        out = encode_clips(net, pairs, domain, clips[lo:hi], gap=gap, batch_size=batch_frames, placement=placement,
+                           progress=progress, desc=f"caching {domain} features")
+        if domain == "human":
+            arrays["human_feat"] = _cat(list(out))
+        else:
+            arrays["robot_feat"] = _cat([o[0] if isinstance(o, tuple) else o for o in out])
+            arrays["robot_trunk"] = _cat([o[1] for o in out if isinstance(o, tuple)])
+    merged = gather_parts({k: v.numpy() for k, v in arrays.items()},
+                          cache_file.with_name(cache_file.name + ".parts") if cache_file is not None else Path("."), shard)
+    h_off, r_off = _offsets(pairs, "human", human_clips, gap), _offsets(pairs, "robot", robot_clips, gap)
+    if merged is not None:
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in merged.items()}
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache_file.with_suffix(".json")) as tmp:
+                tmp.write_text(json.dumps({"human_offset": h_off, "robot_offset": r_off}))
+            with atomic_path(cache_file) as tmp:
+                save_file({k: t.contiguous() for k, t in tensors.items()}, str(tmp))
+    shard.barrier()
+    if merged is None:  # another process wrote the merged cache
+        return _load_cache(cache_file)
+    return FeatureCache(tensors["human_feat"], tensors["robot_feat"], tensors["robot_trunk"], h_off, r_off)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    parts = [p for p in parts if p.shape[0] > 0]  # drops (0, 0) placeholders of clips with no units
+    return torch.cat(parts) if parts else torch.zeros(0, 0)
+
+
+def _load_cache(cache_file: Path) -> FeatureCache:
+    data = load_file(str(cache_file))
+    meta = json.loads(cache_file.with_suffix(".json").read_text())
+    return FeatureCache(data["human_feat"], data["robot_feat"], data["robot_trunk"],
+                        {int(k): v for k, v in meta["human_offset"].items()},
+                        {int(k): v for k, v in meta["robot_offset"].items()})

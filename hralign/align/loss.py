@@ -1,4 +1,4 @@
-"""HR-Align's contrastive loss (DESIGN.md, "HR-Align loss").
+"""HR-Align's contrastive loss (docs/design.md, "HR-Align loss").
 
 For M pairs with pooled, L2-normalised frozen human features h, frozen robot features r and
 adapted robot features a, and S(x, y) = exp(x.y / tau)::

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hralign.device import DEVICE_HELP, PRECISION_HELP, DeviceConfig
 from hralign.errors import HRAlignError
 
 SPLITS = ("all", "val", "train")
@@ -34,7 +35,8 @@ class AnalyzeConfig:
     knn_k: int = field(default=20, metadata={"help": "Neighbours of the cross-embodiment kNN accuracy."})
     max_points: int = field(default=1500, metadata={"help": "Points in the interactive scatter (a seeded sample)."})
     gallery_clusters: int = field(default=12, metadata={"help": "Clusters shown in each gallery (largest first)."})
-    device: str = field(default="auto", metadata={"help": "Torch device for encoding: auto, cpu, cuda."})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
+    precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})
     trust_checkpoint: bool = field(default=False, metadata={"help": "Allow pickled (non weights_only) checkpoints; only for files you trust."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
@@ -49,8 +51,7 @@ class AnalyzeConfig:
             raise HRAlignError(f"`--image-size` should be an integer >= 8 but the value passed is {self.image_size!r}")
         if self.split not in SPLITS:
             raise HRAlignError(f"`--split` should be one of {', '.join(SPLITS)} but the value passed is {self.split!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise HRAlignError(f"`--device` should be auto, cpu or cuda[:N] but the value passed is {self.device!r}")
+        DeviceConfig(self.device, self.precision)  # names checked here; the hardware when the run starts
         if not self.pairs:
             raise HRAlignError("`--pairs` is required: the pairs file to analyse")
         if not self.out:

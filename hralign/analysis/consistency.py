@@ -10,18 +10,18 @@ Here each judgement is a metric on (latents, clusters, metadata):
 - paired agreement: for frame-aligned pairs, the share of (human t, robot t) latents in the same cluster;
 - cross-embodiment kNN task accuracy (robot queries vs human references and back; weighted, k=20),
   with :func:`hralign.metrics.knn_accuracy`;
-- linear-probe R^2 from robot latents to robot actions (ridge, held-out clips);
+- the action probe R^2 from robot latents to robot actions (:func:`hralign.metrics.action_probe_r2`:
+  ridge, grouped 5-fold by clip; the number `hralign lam eval` reports for the same latents);
 - silhouette on a sample.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import RidgeCV
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, r2_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
 from hralign.errors import HRAlignError
-from hralign.metrics import knn_accuracy
+from hralign.metrics import action_probe_r2, knn_accuracy
 
 HUMAN, ROBOT = 0, 1  # domain codes in latent metadata
 DOMAIN_NAMES = ("human", "robot")
@@ -72,28 +72,6 @@ def cross_knn(latents: np.ndarray, domain: np.ndarray, task: np.ndarray, k: int 
     return {"knn_robot_to_human": r2h, "knn_human_to_robot": h2r, "knn_cross": (r2h + h2r) / 2}
 
 
-def linear_probe_r2(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray, test_fraction: float = 0.25,
-                    seed: int = 0) -> float | None:
-    """Held-out R^2 of a ridge probe latents -> targets; whole groups (clips) are held out.
-
-    None when there are fewer than two groups (no honest held-out set).
-    """
-    latents, targets, groups = np.asarray(latents, np.float64), np.asarray(targets, np.float64), np.asarray(groups)
-    if latents.shape[0] != targets.shape[0]:
-        raise HRAlignError(f"probe: {latents.shape[0]} latents but {targets.shape[0]} action targets")
-    ug = np.unique(groups)
-    if ug.size < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    n_test = max(1, int(round(test_fraction * ug.size)))
-    test_groups = rng.choice(ug, size=n_test, replace=False)
-    test = np.isin(groups, test_groups)
-    mu, sd = latents[~test].mean(0), latents[~test].std(0) + 1e-8
-    probe = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit((latents[~test] - mu) / sd, targets[~test])
-    pred = probe.predict((latents[test] - mu) / sd)
-    return float(r2_score(targets[test], pred))
-
-
 def silhouette(latents: np.ndarray, labels: np.ndarray, sample_size: int = 2000, seed: int = 0) -> float | None:
     """Silhouette of the clustering on a random sample (None with fewer than 2 clusters)."""
     n_labels = np.unique(labels).size
@@ -131,11 +109,12 @@ def consistency_metrics(latents: np.ndarray, labels: np.ndarray, domain: np.ndar
     out["embodiment_mixing"] = embodiment_mixing(labels, domain)
     out["paired_agreement"] = paired_agreement(labels, domain, pair, t)
     out.update(cross_knn(latents, domain, task, k=knn_k))
-    out["probe_r2_actions"] = None
+    out["action_probe_r2"] = None  # hralign.metrics.action_probe_r2: the same number `hralign lam eval` prints
     if actions is not None:
         r = (domain == ROBOT) & np.isfinite(np.asarray(actions, np.float64)).all(1)
-        if r.sum() >= 4:
-            groups = clip[r] if clip is not None else np.arange(int(r.sum()))
-            out["probe_r2_actions"] = linear_probe_r2(latents[r], np.asarray(actions)[r], groups, seed=seed)
+        y = np.asarray(actions, np.float64)[r]
+        groups = clip[r] if clip is not None else np.arange(int(r.sum()))
+        if r.sum() >= 4 and np.unique(groups).size >= 2 and (y.std(0) > 1e-9).any():
+            out["action_probe_r2"] = action_probe_r2(latents[r], y, groups, seed=seed)["action_probe_r2"]
     out["silhouette"] = silhouette(latents, labels, sample_size=silhouette_sample, seed=seed)
     return out

@@ -1,7 +1,9 @@
 """PNG figures of the analysis: 2-D maps coloured by embodiment / task / cluster, cluster galleries.
 
 Every map figure has one panel per view (frozen, adapted) side by side, same colours, so the
-before/after comparison is one glance. matplotlib runs on the Agg backend (no display needed).
+before/after comparison is one glance. Figures are built with matplotlib's object-oriented API
+(``matplotlib.figure.Figure``, no pyplot), so saving a PNG needs no display and importing this
+module leaves the user's matplotlib backend alone.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ from pathlib import Path
 from typing import Callable
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from hralign.analysis.store import View  # noqa: E402
-from hralign.atomic import atomic_path  # noqa: E402
+from hralign.analysis.store import View
+from hralign.atomic import atomic_path
 
 DOMAIN_COLORS = ("#1f77b4", "#ff7f0e")  # human blue, robot orange
 DOMAIN_NAMES = ("human", "robot")
@@ -27,23 +27,23 @@ DOMAIN_NAMES = ("human", "robot")
 def palette(n: int) -> np.ndarray:
     """n distinct RGBA colours (tab10/tab20, then evenly spaced hues)."""
     if n <= 10:
-        return plt.get_cmap("tab10")(np.arange(n))
+        return matplotlib.colormaps["tab10"](np.arange(n))
     if n <= 20:
-        return plt.get_cmap("tab20")(np.arange(n))
-    return plt.get_cmap("hsv")(np.linspace(0, 1, n, endpoint=False))
+        return matplotlib.colormaps["tab20"](np.arange(n))
+    return matplotlib.colormaps["hsv"](np.linspace(0, 1, n, endpoint=False))
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return Path(path)
 
 
 def map_figure(path: str | os.PathLike, views: dict[str, View], color_by: str, tasks: list[str]) -> Path:
     """One scatter panel per view of the 2-D map, coloured by "embodiment", "task" or "cluster"."""
     names = [n for n, v in views.items() if v.map2d is not None]
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.8), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(names), 4.8))
+    axes = fig.subplots(1, len(names), squeeze=False)
     rng = np.random.default_rng(0)
     for ax, name in zip(axes[0], names):
         v = views[name]
@@ -116,7 +116,8 @@ def gallery_figure(path: str | os.PathLike, view: View, space: np.ndarray,
     # size rows to the strip's aspect ratio so no vertical space is wasted between them
     width_in = 12.0
     row_in = 0.86 * width_in * rows[0].shape[0] / rows[0].shape[1] + 0.06
-    fig, axes = plt.subplots(len(rows), 1, figsize=(width_in, row_in * len(rows) + 0.5), squeeze=False)
+    fig = Figure(figsize=(width_in, row_in * len(rows) + 0.5))
+    axes = fig.subplots(len(rows), 1, squeeze=False)
     fig.subplots_adjust(left=0.13, right=0.99, top=1 - 0.45 / (row_in * len(rows) + 0.5), bottom=0.01, hspace=0.08)
     for ax, img, cap in zip(axes[:, 0], rows, captions):
         ax.imshow(img, interpolation="nearest")

@@ -6,20 +6,17 @@ latent actions of LAPA, Ye et al., 2024, learned by an inverse-dynamics model). 
 action model (a ``lam:`` encoder exposing ``encode_pair``), the model's own continuous latent
 and its code are used instead.
 
-Frames are read clip by clip with :meth:`PairsFile.read_clip` and encoded in batches of
-``batch_size`` frames across clip boundaries, so memory holds one batch of frames plus the
-(small) per-frame features, whatever the size of the file.
+The encoder pass is :func:`hralign.encoders.clips.encode_clips` (frames read clip by clip, encoded
+in batches across clip boundaries); this module turns its per-frame features into latent actions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 from sklearn.decomposition import PCA
-from tqdm.auto import tqdm
 
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
@@ -71,77 +68,6 @@ def select_clips(pairs: PairsFile, pair_indices: Sequence[int]) -> dict[str, tup
             # a file with clips but no pairs: every clip, unpaired
             clips = {c: -1 for c in range(pairs.num_clips(d))}
         out[d] = (np.asarray(list(clips.keys()), np.int64), np.asarray(list(clips.values()), np.int64))
-    return out
-
-
-def _to_numpy(y) -> np.ndarray:
-    if isinstance(y, torch.Tensor):
-        return y.detach().float().cpu().numpy()
-    return np.asarray(y, dtype=np.float32)
-
-
-@torch.inference_mode()
-def encode_clips(pairs: PairsFile, domain: str, clips: Iterable[int], encoder: Callable, batch_size: int = 64,
-                 progress: bool = True, desc: str | None = None) -> list[np.ndarray]:
-    """Features of every frame of ``clips``: a list of float32 arrays (clip length, D).
-
-    Frames of consecutive clips share batches of ``batch_size`` frames.
-    """
-    if batch_size < 1:
-        raise HRAlignError(f"`batch_size` should be a positive integer but the value passed is {batch_size}")
-    clips = [int(c) for c in clips]
-    lengths = pairs.clip_lengths(domain)[clips] if clips else np.zeros(0, np.int64)
-    feats: list[np.ndarray | None] = [None] * len(clips)
-    buf: list[np.ndarray] = []  # frames waiting to be encoded
-    owners: list[int] = []  # position in `clips` of each buffered clip
-    bar = tqdm(total=int(lengths.sum()), desc=desc or f"encode {domain}", unit="frame", disable=not progress, leave=False)
-
-    def flush() -> None:
-        frames = np.concatenate(buf, axis=0)
-        out = np.concatenate([_to_numpy(encoder(frames[i:i + batch_size])) for i in range(0, len(frames), batch_size)])
-        if out.ndim != 2 or out.shape[0] != frames.shape[0]:
-            raise HRAlignError(f"encoder returned shape {list(out.shape)} for {frames.shape[0]} frames; expected [B, D]")
-        pos = 0
-        for j, f in zip(owners, buf):
-            feats[j] = out[pos:pos + len(f)]
-            pos += len(f)
-        bar.update(len(frames))
-        buf.clear()
-        owners.clear()
-
-    for j, c in enumerate(clips):
-        buf.append(pairs.read_clip(domain, c))
-        owners.append(j)
-        if sum(len(b) for b in buf) >= batch_size:
-            flush()
-    if buf:
-        flush()
-    bar.close()
-    return [f for f in feats]  # type: ignore[misc]
-
-
-@torch.inference_mode()
-def encode_frame_pairs(pairs: PairsFile, domain: str, clips: Iterable[int], encoder: Callable, gap: int,
-                       batch_size: int = 64, progress: bool = True, desc: str | None = None) -> list[np.ndarray]:
-    """Latents of a latent action model: ``encoder`` maps frame pairs uint8 (B, 2, H, W, 3) to (B, D).
-
-    Returns per clip a float32 array (clip length - gap, D) for the pairs (x_t, x_{t+gap}).
-    """
-    if batch_size < 1:
-        raise HRAlignError(f"`batch_size` should be a positive integer but the value passed is {batch_size}")
-    clips = [int(c) for c in clips]
-    lengths = pairs.clip_lengths(domain)[clips] if clips else np.zeros(0, np.int64)
-    bar = tqdm(total=int(np.maximum(lengths - gap, 0).sum()), desc=desc or f"encode {domain}", unit="pair",
-               disable=not progress, leave=False)
-    out: list[np.ndarray] = []
-    for c in clips:
-        frames = pairs.read_clip(domain, c)
-        n = max(0, len(frames) - gap)
-        fp = np.stack([frames[:n], frames[gap:gap + n]], axis=1)  # (n, 2, H, W, 3)
-        parts = [_to_numpy(encoder(fp[i:i + batch_size])) for i in range(0, n, batch_size)]
-        out.append(np.concatenate(parts) if parts else np.zeros((0, 0), np.float32))
-        bar.update(n)
-    bar.close()
     return out
 
 

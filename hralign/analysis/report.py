@@ -38,7 +38,7 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("ari_robot", "ARI (robot)", ""),
     ("paired_code_agreement", "Paired code agreement (LAM)", "share of frame-aligned human/robot latents with the same discrete code"),
     ("num_codes_used", "# distinct codes (LAM)", ""),
-    ("probe_r2_actions", "Linear-probe R\u00b2 \u2192 robot actions", "ridge probe, held-out robot clips"),
+    ("action_probe_r2", "Action probe R\u00b2 \u2192 robot actions", "ridge probe, 5-fold cross-validated by robot clip"),
     ("silhouette", "Silhouette (sample)", "cluster separation in latent space"),
     ("num_human", "# human latents", ""),
     ("num_robot", "# robot latents", ""),

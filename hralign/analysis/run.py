@@ -23,11 +23,13 @@ from hralign.analysis.consistency import consistency_metrics
 from hralign.analysis.embed import PCAEmbedding, UMAPEmbedding
 from hralign.analysis.figures import gallery_figure, map_figure
 from hralign.analysis.consistency import paired_agreement
-from hralign.analysis.latents import (DOMAINS, LatentSet, LatentWhitener, build_latent_set, encode_clips,
-                                      encode_frame_pairs, feature_differences, select_clips)
+from hralign.analysis.latents import (DOMAINS, LatentSet, LatentWhitener, build_latent_set, feature_differences,
+                                      select_clips)
 from hralign.analysis.report import LAM_ONLY, METRIC_ROWS, _fmt, scatter_payload, write_report
 from hralign.analysis.store import View, cache_key, load_latents, save_latents
 from hralign.atomic import atomic_dir, write_text_atomic
+from hralign.device import DeviceConfig, Placement, resolve
+from hralign.encoders.clips import encode_clips
 from hralign.errors import HRAlignError
 from hralign.lam.encoder import find_codebook, latents_to_codes
 from hralign.pairs import PairsFile
@@ -77,21 +79,12 @@ def _spec_of(model) -> dict:
     return {"class": type(model).__name__, "id": id(model)}  # never cached across runs
 
 
-def _encoder_fn(model, device: torch.device) -> Callable:
-    """frames (uint8 [B,H,W,3] numpy) -> features; latent action models use their continuous latent."""
+def _encode(model, pairs: PairsFile, domain: str, clips, gap: int, config: AnalyzeConfig, placement: Placement,
+            desc: str) -> list[np.ndarray]:
+    """Encoder pass: every frame (``gap`` 0) or frame pair of ``clips`` -> float32 arrays per clip."""
     model.eval()
-
-    def fn(frames: np.ndarray):
-        return model(torch.from_numpy(np.ascontiguousarray(frames)).to(device))
-    return fn
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise HRAlignError(f"--device {name}: torch sees no CUDA device")
-    return torch.device(name)
+    return [z.numpy() for z in encode_clips(model, pairs, domain, clips, gap=gap, batch_size=config.batch_size,
+                                            placement=placement, progress=config.progress, desc=desc)]
 
 
 def is_latent_action_model(model) -> bool:
@@ -105,7 +98,7 @@ def lam_gap(model) -> int:
 
 
 def extract_lam_views(pairs: PairsFile, frozen, adapted, selection, gap: int, config: AnalyzeConfig,
-                      device: torch.device) -> dict[str, LatentSet]:
+                      placement: Placement) -> dict[str, LatentSet]:
     """Latent action model: its continuous latent of (x_t, x_{t+gap}) and its code (nearest codebook
     entries of the frozen LAM, also for the adapted view)."""
     codebook = find_codebook(frozen)
@@ -114,12 +107,10 @@ def extract_lam_views(pairs: PairsFile, frozen, adapted, selection, gap: int, co
         if d not in selection:
             continue
         clips = selection[d][0]
-        lat["frozen"][d] = encode_frame_pairs(pairs, d, clips, _encoder_fn(frozen, device), gap, config.batch_size,
-                                              config.progress, desc=f"frozen {d}")
+        lat["frozen"][d] = _encode(frozen, pairs, d, clips, gap, config, placement, f"frozen {d}")
         if adapted is not None:
             lat["adapted"][d] = (lat["frozen"][d] if d == "human" else
-                                 encode_frame_pairs(pairs, d, clips, _encoder_fn(adapted, device), gap,
-                                                    config.batch_size, config.progress, desc=f"adapted {d}"))
+                                 _encode(adapted, pairs, d, clips, gap, config, placement, f"adapted {d}"))
     out = {}
     for view, per_domain in lat.items():
         if not per_domain:
@@ -132,19 +123,17 @@ def extract_lam_views(pairs: PairsFile, frozen, adapted, selection, gap: int, co
 
 
 def extract_views(pairs: PairsFile, frozen, adapted, selection, config: AnalyzeConfig,
-                  device: torch.device) -> dict[str, LatentSet]:
+                  placement: Placement) -> dict[str, LatentSet]:
     """Latent actions of the frozen view (and the adapted one): human features are computed once."""
     feats: dict[str, dict[str, list[np.ndarray]]] = {"frozen": {}, "adapted": {}}
     for d in DOMAINS:
         if d not in selection:
             continue
         clips = selection[d][0]
-        feats["frozen"][d] = encode_clips(pairs, d, clips, _encoder_fn(frozen, device), config.batch_size,
-                                          config.progress, desc=f"frozen {d}")
+        feats["frozen"][d] = _encode(frozen, pairs, d, clips, 0, config, placement, f"frozen {d}")
         if adapted is not None:
             feats["adapted"][d] = (feats["frozen"][d] if d == "human" else
-                                   encode_clips(pairs, d, clips, _encoder_fn(adapted, device), config.batch_size,
-                                                config.progress, desc=f"adapted {d}"))
+                                   _encode(adapted, pairs, d, clips, 0, config, placement, f"adapted {d}"))
     out = {}
     for view, per_domain in feats.items():
         if not per_domain:
@@ -169,9 +158,9 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
     notes: list[str] = []
     reused: list[str] = []
     pairs = PairsFile(config.pairs)
-    device = _resolve_device(config.device)
-    frozen = frozen.to(device)
-    adapted = adapted.to(device) if adapted is not None else None
+    placement = resolve(DeviceConfig(config.device, config.precision))
+    frozen = frozen.to(placement.device)
+    adapted = adapted.to(placement.device) if adapted is not None else None
 
     domains = pairs.domains
     if not domains:
@@ -214,8 +203,8 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module, adapted: torch.
         latsets = {v: cached[v].latents for v in lat_keys}
         reused.append("latents")
     else:
-        latsets = (extract_lam_views(pairs, frozen, adapted, selection, gap, config, device) if lam
-                   else extract_views(pairs, frozen, adapted, selection, config, device))
+        latsets = (extract_lam_views(pairs, frozen, adapted, selection, gap, config, placement) if lam
+                   else extract_views(pairs, frozen, adapted, selection, config, placement))
     timings["latents_s"] = time.perf_counter() - t0
     n = len(next(iter(latsets.values())))
     if config.k > n:

@@ -6,18 +6,20 @@ import click
 
 from hralign.align.config import AdaptConfig
 from hralign.align.trainer import run_adapt
-from hralign.cli.options import dataclass_options
+from hralign.cli.options import dataclass_options, resume_options
 
 
 @click.command("adapt")
 @dataclass_options(AdaptConfig, required=("pairs", "out"))
-def adapt(**kwargs) -> None:
+@click.pass_context
+def adapt(ctx: click.Context, **kwargs) -> None:
     """Train an HR-Align adapter on the robot branch of a frozen encoder.
 
     The adapter is trained with HR-Align's contrastive loss so adapted robot features sit next
     to the matched human features (and closer than the unadapted robot features). The run
     directory gets adapter/ (load with hralign.load_encoder), checkpoints/, metrics.jsonl,
-    config.json and eval.json. Works under `torchrun --nproc_per_node N` and `accelerate launch`.
+    run.json and eval.json. Works under `torchrun --nproc_per_node N` and `accelerate launch`.
+    With --resume, options not given come from the run (docs/training.md).
 
     \b
     Example:
@@ -27,4 +29,4 @@ def adapt(**kwargs) -> None:
       torchrun --nproc_per_node 2 -m hralign.cli.main adapt --pairs data.h5 --out runs/ddp
       accelerate launch --multi_gpu --num_processes 2 -m hralign.cli.main adapt --pairs data.h5 --out runs/acc
     """
-    run_adapt(AdaptConfig(**kwargs), progress=True, echo=click.echo)
+    run_adapt(AdaptConfig(**resume_options(ctx, kwargs)), progress=True, echo=click.echo)

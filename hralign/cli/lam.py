@@ -6,7 +6,9 @@ import json
 
 import click
 
-from hralign.cli.options import dataclass_options
+from hralign.cli.options import dataclass_options, resume_options
+from hralign.device import DeviceConfig
+from hralign.shard import current_shard
 from hralign.hashing import sha256_file
 from hralign.lam.config import LAMConfig
 from hralign.lam.train import LAMTrainConfig
@@ -37,8 +39,9 @@ def train(ctx: click.Context, **kwargs) -> None:
     """Train a LAM on the clips of a pairs file and write it to --out.
 
     Writes OUT/lam.json + model.safetensors (load with `lam:OUT`), metrics.jsonl (reconstruction
-    error, PSNR vs the copy-x_t baseline, codebook perplexity and usage per token),
-    train_config.json and checkpoints/last (for --resume). Defaults are LAPA's (codebook 8,
+    error, PSNR vs the copy-x_t baseline, codebook perplexity and usage per token), run.json and
+    checkpoints/ (for --resume: options not given come from the run). Works under
+    `torchrun --nproc_per_node N` and `accelerate launch` (the global batch is split). Defaults are LAPA's (codebook 8,
     4 tokens, patch 32); for small frames use --idm conv or a smaller --patch-size.
 
     \b
@@ -48,26 +51,18 @@ def train(ctx: click.Context, **kwargs) -> None:
       hralign lam train --pairs demo.h5 --out runs/lam --steps 3000 --resume
       hralign lam train --pairs demo.h5 --out runs/lam_f --target features --target-encoder r3m-resnet18
     """
-    from hralign.lam.train import config_for_pairs, read_train_config, train_lam
+    from hralign.lam.train import config_for_pairs, train_lam
 
+    kwargs = resume_options(ctx, kwargs)
     train_names = {f for f in LAMTrainConfig.__dataclass_fields__}
     train_opts = {k: v for k, v in kwargs.items() if k in train_names}
     model_opts = {k: v for k, v in kwargs.items() if k not in train_names}
-    if train_opts.get("resume"):
-        # options not given on this command line come from the run being resumed
-        saved = read_train_config(train_opts["out"])
-        for k in list(train_opts):
-            if ctx.get_parameter_source(k) != click.core.ParameterSource.COMMANDLINE and k in saved["train"] \
-                    and k not in ("resume", "overwrite", "steps"):
-                train_opts[k] = saved["train"][k]
-        for k in list(model_opts):
-            if ctx.get_parameter_source(k) != click.core.ParameterSource.COMMANDLINE and k in saved["model"]:
-                model_opts[k] = saved["model"][k]
     cfg = LAMTrainConfig(**train_opts)
     model_cfg = config_for_pairs(cfg.pairs, cfg.domain, **model_opts)
     result = train_lam(model_cfg, cfg, progress=True)
-    click.echo(format_eval(result))
-    click.echo(f"wrote {cfg.out} (use it as --lam {cfg.out} or encoder lam:{cfg.out})")
+    if result:  # the main process (the others return {})
+        click.echo(format_eval(result))
+        click.echo(f"wrote {cfg.out} (use it as --lam {cfg.out} or encoder lam:{cfg.out})")
 
 
 def format_eval(r: dict) -> str:
@@ -93,7 +88,9 @@ def format_eval(r: dict) -> str:
               "saved over the LAM: HR-Align adapts the robot branch only).")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Frame pairs per forward pass.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace an existing --out.")
-def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size: int, overwrite: bool) -> None:
+@dataclass_options(DeviceConfig)
+def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size: int, overwrite: bool,
+          device: str, precision: str) -> None:
     """Label every frame pair (x_t, x_{t+gap}) of both embodiments with latent action codes and latents.
 
     The format (codes int64 [N, tokens], latents float32 [N, D], clip and t per row, per domain;
@@ -104,11 +101,17 @@ def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size:
     Example:
       hralign lam label --pairs demo.h5 --lam runs/lam --out runs/lam/labels.h5
       hralign lam label --pairs demo.h5 --lam runs/lam --robot-lam runs/adapt_lam/adapter --out runs/adapt_lam/labels.h5
+      torchrun --nproc_per_node 8 -m hralign.cli.main lam label --pairs big.h5 --lam runs/lam --out labels.h5
+
+    Under torchrun / accelerate launch each process labels a contiguous share of the clips on its
+    own device and the main process writes the one labels file (the same file as one process).
     """
     from hralign.lam.labels import label_pairs, read_labels
 
     path = label_pairs(pairs, lam_dir, out, batch_size=batch_size, progress=True, overwrite=overwrite,
-                       robot_lam=robot_lam)
+                       robot_lam=robot_lam, devices=DeviceConfig(device, precision))
+    if not current_shard().is_main:
+        return
     lab = read_labels(path)
     counts = ", ".join(f"{d} {len(lab[d]['t'])} frame pairs" for d in ("human", "robot") if d in lab)
     click.echo(f"wrote {path} ({counts}; gap {lab['attrs']['gap']}, {lab['attrs']['tokens']} tokens of "
@@ -166,10 +169,12 @@ def evaluate(pairs: str, labels_path: str, which: str, folds: int, seed: int, as
                f"top5 {a['latent_retrieval']['top5']:.3f} (chance {1 / max(a['matched'], 1):.4f})")
     if "probe" in res:
         p = res["probe"]
-        click.echo(f"linear probe latents -> robot actions over the gap: R^2 {p['r2']:.3f} "
-                   f"vs shuffled-label control {p['r2_shuffled']:.3f} ({p['rows']} rows, {p['clips']} clips)")
+        click.echo(f"action probe R^2 (latents -> robot actions over the gap, ridge, {p['folds']}-fold by clip): "
+                   f"{p['action_probe_r2']:.3f} vs shuffled-label control {p['action_probe_r2_shuffled']:.3f} "
+                   f"({p['rows']} rows, {p['clips']} clips)")
         cols = ", ".join(f"col {c}: {r:.3f} ({s:.3f})" for c, r, s in
-                         zip(p["target_columns"], p["r2_per_column"], p["r2_shuffled_per_column"]))
+                         zip(p["target_columns"], p["action_probe_r2_per_column"],
+                             p["action_probe_r2_shuffled_per_column"]))
         click.echo(f"  per action column R^2 (shuffled): {cols}")
 
 

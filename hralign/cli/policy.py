@@ -9,7 +9,10 @@ from typing import Any, Callable
 import click
 
 from hralign.cli.gr1 import gr1_configs, gr1_options, given, split_gr1
+from hralign.cli.options import dataclass_options, resume_options
+from hralign.device import DeviceConfig
 from hralign.errors import HRAlignError
+from hralign.policy.config import TrainConfig
 
 # Import-light: the policy package (torch) is imported inside the commands so `--help` is fast.
 _MODEL_FIELDS_SKIP = ("head",)
@@ -32,17 +35,6 @@ def _model_options(func: Callable) -> Callable:
         else:
             typ = {"int": int, "str": str, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
             func = click.option(flag, f.name, type=typ, default=None, help=help_text)(func)
-    return func
-
-
-def _train_options(func: Callable) -> Callable:
-    from hralign.policy.config import TrainConfig
-
-    for f in reversed(dataclasses.fields(TrainConfig)):
-        flag = "--" + f.name.replace("_", "-")
-        typ = {"int": int, "str": str, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-        func = click.option(flag, f.name, type=typ, default=f.default, show_default=True,
-                            help=f.metadata.get("help", ""))(func)
     return func
 
 
@@ -88,8 +80,6 @@ def policy() -> None:
 @click.option("--labels", default=None, type=click.Path(dir_okay=False),
               help="labels.h5 from `hralign lam label`: train the latent policy + action head on it.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Policy directory to write.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--kind", type=click.Choice(["bc", "latent", "gr1"]), default=None,
               help="Policy kind (default: latent with --lam/--labels, else bc); gr1: GR-1-style causal transformer "
@@ -97,12 +87,12 @@ def policy() -> None:
                    "training options not given take GR-1's defaults (--batch-size 64 windows, --lr 3e-4, "
                    "--weight-decay 1e-2).")
 @_model_options
-@_train_options
+@dataclass_options(TrainConfig)
 @gr1_options
 @click.pass_context
-def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | None, adapter: str | None,
-              image_size: int | None, trust_checkpoint: bool, head: str, lam: str | None, labels: str | None, out: str,
-              resume: bool, overwrite: bool, progress: bool, kind: str | None, **options: Any) -> None:
+def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | None, adapter: str | None, image_size: int | None,
+              trust_checkpoint: bool, head: str, lam: str | None, labels: str | None, out: str, progress: bool,
+              kind: str | None, **options: Any) -> None:
     """Train a BC policy, or (with --lam/--labels) a latent-action policy + robot action head.
 
     \b
@@ -117,12 +107,12 @@ def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | 
       hralign policy train --kind gr1 --pairs demo/pairs.h5 --encoder r3m-resnet18 --adapter runs/demo/adapter \\
           --history 4 --chunk 3 --pretrain-steps 1000 --steps 1500 --out runs/gr1
     """
-    from hralign.policy import BCConfig, EncoderSource, LatentPolicyConfig, TrainConfig, train_policy
+    from hralign.policy import BCConfig, EncoderSource, LatentPolicyConfig, train_policy
 
     gr1_given = split_gr1(options)
     if kind == "gr1":
         _train_gr1(ctx, pairs_path, encoder, weights, adapter, image_size, trust_checkpoint, head, lam, labels, out,
-                   resume, overwrite, progress, {**options, **gr1_given})
+                   bool(options.pop("resume")), bool(options.pop("overwrite")), progress, {**options, **gr1_given})
         return
     if gr1_given:
         raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in sorted(gr1_given))} only apply to "
@@ -131,6 +121,14 @@ def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | 
         raise HRAlignError("--kind latent needs LAM labels: pass --labels labels.h5 or --lam DIR")
     if kind == "bc" and (lam is not None or labels is not None):
         raise HRAlignError("--lam/--labels train a latent policy; drop them or use --kind latent")
+    # with --resume, options not given on the command line come from the run (docs/training.md)
+    given_all = resume_options(ctx, {"encoder": encoder, "weights": weights, "adapter": adapter, "image_size": image_size,
+                                     "trust_checkpoint": trust_checkpoint, "head": head, "lam": lam, "labels": labels,
+                                     "out": out, **options})
+    encoder, weights, adapter, image_size, trust_checkpoint, head, lam, labels = (
+        given_all.pop(k) for k in ("encoder", "weights", "adapter", "image_size", "trust_checkpoint", "head", "lam",
+                                   "labels"))
+    options = {k: v for k, v in given_all.items() if k != "out"}
     if lam is not None and labels is not None:
         raise HRAlignError("pass either --lam or --labels, not both")
     latent = lam is not None or labels is not None
@@ -149,8 +147,9 @@ def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | 
     cfg = cls(head=head, **given)
     source = EncoderSource(encoder=encoder, weights=weights, adapter=adapter, image_size=image_size,
                            trust_checkpoint=trust_checkpoint)
-    summary = train_policy(pairs_path, source, out, cfg, tcfg, labels=labels, lam=lam, resume=resume,
-                           overwrite=overwrite, progress=progress)
+    summary = train_policy(pairs_path, source, out, cfg, tcfg, labels=labels, lam=lam, progress=progress)
+    if not summary:  # not the main process of a multi-process run
+        return
     click.echo(f"wrote {summary['out']} ({summary['kind']} policy, head {head}; "
                f"{summary['robot_action_clips']} robot clips / {summary['robot_action_frames']} frames with actions)")
     for stage, logs in summary["final"].items():
@@ -187,8 +186,10 @@ def _train_gr1(ctx: click.Context, pairs_path: str, encoder: str, weights: str |
 @click.option("--labels", default=None, type=click.Path(dir_okay=False),
               help="labels.h5 for latent-token accuracy (default: the one recorded at training).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@dataclass_options(DeviceConfig)
 def eval_cmd(pairs_path: str, policy_dir: str, encoder: str | None, weights: str | None, adapter: str | None,
-             image_size: int | None, trust_checkpoint: bool, labels: str | None, as_json: bool) -> None:
+             image_size: int | None, trust_checkpoint: bool, labels: str | None, as_json: bool, device: str,
+             precision: str) -> None:
     """Offline evaluation on held-out clips: action MSE / L1 per dim, latent-token accuracy per embodiment.
 
     \b
@@ -203,7 +204,7 @@ def eval_cmd(pairs_path: str, policy_dir: str, encoder: str | None, weights: str
             raise HRAlignError("--adapter needs --encoder (the frozen base for human frames)")
         source = EncoderSource(encoder=encoder, weights=weights, adapter=adapter, image_size=image_size,
                                trust_checkpoint=trust_checkpoint)
-    res = evaluate_policy(policy_dir, pairs_path, source=source, labels=labels)
+    res = evaluate_policy(policy_dir, pairs_path, source=source, labels=labels, devices=DeviceConfig(device, precision))
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return

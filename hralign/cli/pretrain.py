@@ -2,40 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-
 import click
 
-from hralign.pretrain.config import DOMAIN_CHOICES, LANG_NORMS, SIMILARITIES, PretrainConfig
-
-_CHOICES = {"domain": DOMAIN_CHOICES, "similarity": SIMILARITIES, "lang_norm": LANG_NORMS}
-_REQUIRED = ("pairs", "out")
-
-
-def _click_type(name: str, hint: typing.Any):
-    if name in _CHOICES:
-        return click.Choice(_CHOICES[name])
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
-    base = args[0] if args else str
-    return {int: int, float: float}.get(base, str)
-
-
-def _config_options(func):
-    """One click option per PretrainConfig field, help text from the field metadata (CLI == library)."""
-    hints = typing.get_type_hints(PretrainConfig)
-    for f in reversed(dataclasses.fields(PretrainConfig)):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if hints[f.name] is bool:
-            func = click.option(flag, f.name, is_flag=True, default=f.default, help=help_text)(func)
-        else:
-            required = f.name in _REQUIRED
-            func = click.option(flag, f.name, type=_click_type(f.name, hints[f.name]), required=required,
-                                default=None if required else f.default, show_default=not required and f.default is not None,
-                                help=help_text)(func)
-    return func
+from hralign.cli.options import dataclass_options, resume_options
+from hralign.pretrain.config import PretrainConfig
 
 
 def _fmt(x: float | None) -> str:
@@ -43,16 +13,18 @@ def _fmt(x: float | None) -> str:
 
 
 @click.command("pretrain", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@_config_options
+@dataclass_options(PretrainConfig, required=("pairs", "out"))
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def pretrain(quiet: bool, **options) -> None:
+@click.pass_context
+def pretrain(ctx: click.Context, quiet: bool, **options) -> None:
     """Pretrain an encoder on the clips of a pairs file with R3M's objective.
 
     Time-contrastive loss (frames s0 < s1 < s2 of a clip: s1 closer to s2 than s0 is, negatives
     from other clips), language alignment (a scorer ranks later frames above earlier ones for the
     clip's instruction, with a frozen local sentence encoder) and L1/L2 penalties on the
     embeddings (Nair et al., 2022). Writes an encoder directory that `hralign.load_encoder(OUT)`
-    loads frozen, and R3M's model.pt layout beside it.
+    loads frozen, and R3M's model.pt layout beside it. Works under `torchrun --nproc_per_node N`
+    and `accelerate launch` (the global batch is split; negatives come from all of it).
 
     \b
     Example:
@@ -62,8 +34,10 @@ def pretrain(quiet: bool, **options) -> None:
     """
     from hralign.pretrain.trainer import pretrain as run  # torch and the encoders load only when a run starts
 
-    config = PretrainConfig(**options)
+    config = PretrainConfig(**resume_options(ctx, options))
     result = run(config, progress=not quiet, log=lambda s: click.echo(s, err=True))
+    if result is None:  # not the main process of a multi-process run
+        return
     ini, fin = result.initial, result.final
     d = "human" if config.domain == "both" else config.domain
     chance = f"chance {1 / result.num_tasks:.3f}" if result.num_tasks else "no tasks"

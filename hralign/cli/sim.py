@@ -108,14 +108,16 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run dir (results.json, per-seed files).")
 @click.option("--resume", is_flag=True, help="Skip (variant, seed) results already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
+@click.option("--device", default=_E.device, show_default=True, help=_help(SimEvalConfig, "device"))
+@click.option("--precision", default=_E.precision, show_default=True, help=_help(SimEvalConfig, "precision"))
 @click.option("--policy", type=click.Choice(POLICIES), default=_E.policy, show_default=True,
               help=_help(SimEvalConfig, "policy"))
 @gr1_options
 def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None, encoder_image_size: int | None,
              name: str | None,
              proprio_row: bool, protocol: str, rollouts: int, seeds: int, few_shot: int, steps: int, batch_size: int,
-             max_steps: int, eval_seed: int, envs: int, out: str, resume: bool, as_json: bool, policy: str,
-             **gr1_opts: Any) -> None:
+             max_steps: int, eval_seed: int, envs: int, out: str, resume: bool, as_json: bool, device: str,
+             precision: str, policy: str, **gr1_opts: Any) -> None:
     """Train R3M's BC head on the protocol's demos and execute it closed loop from the robot view.
 
     \b
@@ -139,7 +141,8 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
         raise HRAlignError(f"--pretrain-steps should be >= 0 but the value passed is {pretrain_steps}")
     gr1 = GR1Config(**{"gripper_dims": "none", **chosen})
     cfg = SimEvalConfig(protocol=protocol, rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps,
-                        batch_size=batch_size, max_steps=max_steps, eval_seed=eval_seed, envs=envs, policy=policy)
+                        batch_size=batch_size, max_steps=max_steps, eval_seed=eval_seed, envs=envs, device=device,
+                        precision=precision, policy=policy)
     variants: dict = {}
     if proprio_row:
         variants[PROPRIO_ROW] = None

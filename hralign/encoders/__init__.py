@@ -1,4 +1,4 @@
-"""Frozen image encoders behind one contract (DESIGN.md "Encoder"), one registry, official checkpoint readers.
+"""Frozen image encoders behind one contract (docs/design.md, "Encoder"), one registry, official checkpoint readers.
 
 >>> enc = load_encoder("r3m-resnet18", image_size=64)   # random init + one warning
 >>> enc(images_uint8).shape                              # (B, 512)

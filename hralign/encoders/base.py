@@ -1,4 +1,4 @@
-"""The one encoder contract (DESIGN.md "Encoder"): input checks, preprocessing, staged forward, freezing.
+"""The one encoder contract (docs/design.md, "Encoder"): input checks, preprocessing, staged forward, freezing.
 
 Every backbone (R3M ResNets, D4R ViT / GroupNorm ResNet, timm, transformers, LAM) subclasses
 :class:`Encoder` and only says what its stages are and how to read its official checkpoint.

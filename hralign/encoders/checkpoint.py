@@ -1,6 +1,6 @@
 """Reading weights: safe unpickling, checksums and a readable key/shape mismatch report.
 
-One module for all weight reading (STYLE.md point 5), as LeRobot's ``pretrained.py``: the
+One module for all weight reading, as LeRobot's ``pretrained.py``: the
 caller gets one line naming the file and the first disagreeing keys, never a raw
 ``load_state_dict`` dump.
 """

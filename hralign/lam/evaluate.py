@@ -4,9 +4,9 @@
   same motion frame by frame, as the synthetic demo data does), how often the human pair
   (x_t, x_{t+H}) and the robot pair at the same t get the same code, against chance (the product
   of the two code histograms), plus cross-embodiment retrieval of the matched latent.
-- :func:`probe_actions`: a ridge probe from latents to the robot's actions over the gap
-  (LAPA/IGOR's check that latent actions carry the control signal), cross-validated across
-  clips, with a shuffled-label control fitted the same way.
+- :func:`probe_labels`: :func:`hralign.metrics.action_probe_r2` (the one action probe R² of every
+  report: ridge, grouped K-fold by clip, with a shuffled-label control) from latents to the
+  robot's actions over the gap.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hralign.errors import HRAlignError
-from hralign.metrics import retrieval_topk
+from hralign.metrics import action_probe_r2, retrieval_topk
 from hralign.pairs import PairsFile
 
 
@@ -89,51 +89,11 @@ def gap_targets(pairs: PairsFile, domain: str, clips: np.ndarray, ts: np.ndarray
     return out if out is not None else np.zeros((0, 0))
 
 
-def probe_actions(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray, folds: int = 5,
-                  seed: int = 0) -> dict[str, Any]:
-    """Ridge probe latents -> targets, R^2 under grouped K-fold (groups = clips), and the same
-    probe on row-shuffled targets (control). ``r2`` is the mean of the per-column R^2
-    (``r2_per_column``) over target columns with non-zero variance (constant columns, e.g. dz on
-    push-only data, carry no signal); a plain mean so a high-variance column cannot hide the others."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.model_selection import GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = np.asarray(latents, dtype=np.float64)
-    y = np.asarray(targets, dtype=np.float64)
-    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise HRAlignError(f"probe: latents {list(x.shape)} and targets {list(y.shape)} should be 2-D with equal rows")
-    keep = y.std(0) > 1e-9
-    if not keep.any():
-        raise HRAlignError("probe: every target column is constant; nothing to predict")
-    y = y[:, keep]
-    n_groups = len(np.unique(groups))
-    if n_groups < 2:
-        raise HRAlignError(f"probe: needs rows from at least 2 clips, got {n_groups}")
-    cv = GroupKFold(n_splits=min(folds, n_groups))
-
-    def cv_r2(yy: np.ndarray) -> np.ndarray:
-        pred = np.zeros_like(yy)
-        for tr, te in cv.split(x, yy, groups):
-            model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-            model.fit(x[tr], yy[tr])
-            pred[te] = model.predict(x[te]).reshape(len(te), -1)
-        return np.asarray(r2_score(yy, pred, multioutput="raw_values"), dtype=np.float64)
-
-    rng = np.random.default_rng(seed)
-    real, shuffled = cv_r2(y), cv_r2(y[rng.permutation(len(y))])
-    return {"r2": float(real.mean()), "r2_shuffled": float(shuffled.mean()),
-            "r2_per_column": [float(v) for v in real], "r2_shuffled_per_column": [float(v) for v in shuffled],
-            "rows": int(len(y)), "clips": int(n_groups), "target_columns": [int(i) for i in np.flatnonzero(keep)]}
-
-
 def probe_labels(labels: dict[str, Any], pairs: PairsFile, domain: str = "robot", folds: int = 5,
                  seed: int = 0) -> dict[str, Any]:
-    """:func:`probe_actions` on the ``domain`` rows of a labels file against that domain's actions."""
+    """:func:`hralign.metrics.action_probe_r2` on the ``domain`` rows of a labels file against that domain's actions."""
     if domain not in labels:
         raise HRAlignError(f"labels have no {domain} rows")
     rows = labels[domain]
     y = gap_targets(pairs, domain, rows["clip"], rows["t"], int(labels["attrs"]["gap"]))
-    return probe_actions(rows["latents"], y, rows["clip"], folds=folds, seed=seed)
+    return action_probe_r2(rows["latents"], y, rows["clip"], folds=folds, seed=seed)

@@ -6,7 +6,8 @@ Layout of a LAM directory (what ``hralign lam train --out DIR`` leaves)::
                              "weights_sha256": ..., "train": {...}}
     DIR/model.safetensors   the IDM, quantiser and FDM state dict
     DIR/metrics.jsonl       training log (one JSON object per line)
-    DIR/checkpoints/last/   resumable state (model + optimiser + step)
+    DIR/run.json            the training run's options (hralign.train: what --resume compares)
+    DIR/checkpoints/        resumable state (hralign.train.checkpoint)
 """
 
 from __future__ import annotations

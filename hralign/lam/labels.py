@@ -24,6 +24,7 @@ Rows are every (clip, t) with ``t + gap < clip_length``, sorted by clip then t. 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,17 @@ import torch
 from torch import nn
 
 from hralign.atomic import atomic_path
+from hralign.device import DeviceConfig, resolve
 from hralign.encoders import load_encoder
+from hralign.encoders.clips import encode_clips, shard_clips, unit_counts
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
 from hralign.lam.config import LAMConfig
-from hralign.lam.data import FramePairs, check_frame_size
+from hralign.lam.data import check_frame_size
 from hralign.lam.encoder import LAMEncoder, find_codebook, latents_to_codes
 from hralign.lam.io import META_FILE
 from hralign.pairs import PairsFile, open_h5_readonly
+from hralign.shard import Shard, current_shard, gather_parts
 
 LABELS_FORMAT = "lam_labels"
 LABELS_VERSION = 1
@@ -61,38 +65,36 @@ def resolve_lam_encoder(spec: str | os.PathLike) -> tuple[nn.Module, LAMConfig]:
                        "or an adapter saved over a lam: encoder)")
 
 
-@torch.no_grad()
-def encode_pairs(encoder: nn.Module, data: FramePairs, rows: np.ndarray, batch_size: int = 256,
-                 bar: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """(latents float32 [N, D], codes int64 [N, tokens]) of sample ``rows`` of ``data``."""
-    codebook = find_codebook(encoder)
-    lat, codes = [], []
-    for i in range(0, len(rows), batch_size):
-        z = encoder(data.get(rows[i:i + batch_size])).float()
-        lat.append(z.cpu().numpy())
-        codes.append(latents_to_codes(z, codebook.to(z.device)).cpu().numpy())
-        if bar is not None:
-            bar.update(int(z.shape[0]))
-    d = int(codebook.shape[1])
-    if not lat:
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64)
-    return np.concatenate(lat).astype(np.float32), np.concatenate(codes).astype(np.int64).reshape(-1, lat[0].shape[1] // d)
+def _codes(latents: list[torch.Tensor], codebook: torch.Tensor, tokens: int) -> np.ndarray:
+    """int64 (N, tokens) nearest codebook entries of per-clip float32 latents (n_c, tokens * code_dim).
+
+    One call per clip, so a row's code never depends on which rows share its call (sharding).
+    """
+    codebook = codebook.detach().float().cpu()
+    codes = [latents_to_codes(z, codebook).numpy().astype(np.int64) for z in latents if len(z)]
+    return np.concatenate(codes) if codes else np.zeros((0, tokens), np.int64)
 
 
 def label_pairs(pairs_path: str | os.PathLike, lam: str | os.PathLike, out: str | os.PathLike,
                 batch_size: int = 256, progress: bool = False, overwrite: bool = False,
-                robot_lam: str | os.PathLike | None = None) -> Path:
+                robot_lam: str | os.PathLike | None = None, devices: DeviceConfig | None = None,
+                shard: Shard | None = None) -> Path:
     """Write labels.h5 (module docstring) for every frame pair of both embodiments; returns ``out``.
 
     ``robot_lam`` encodes the robot frame pairs with another LAM encoder, typically an HR-Align
     adapter saved over ``lam`` (HR-Align adapts the robot branch only; human pairs keep the
-    frozen LAM), which gives the "after adaptation" labels.
+    frozen LAM), which gives the "after adaptation" labels. ``devices``: where the LAM runs
+    (``--device`` / ``--precision``). Under ``torchrun`` / ``accelerate launch`` (``shard``,
+    default :func:`hralign.shard.current_shard`) each process labels a contiguous share of the
+    clips and the main process writes the file: the same file as one process writes.
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise HRAlignError(f"--out {out}: exists; pass --overwrite to replace it")
-    if batch_size < 1:
-        raise HRAlignError(f"`--batch-size` should be a positive integer but the value passed is {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HRAlignError(f"`--batch-size` should be a positive integer but the value passed is {batch_size!r}")
+    placement = resolve(devices)
+    shard = shard if shard is not None else current_shard()
     encoder, cfg = resolve_lam_encoder(lam)
     encoders = {"human": encoder, "robot": encoder}
     if robot_lam is not None:
@@ -107,15 +109,35 @@ def label_pairs(pairs_path: str | os.PathLike, lam: str | os.PathLike, out: str 
         raise HRAlignError(f"{pairs.path}: has no clips to label")
     for d in domains:
         check_frame_size(pairs, (d,), cfg.image_size)
-    sources = {d: FramePairs(pairs, (d,), cfg.gap) for d in domains}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    units = {d: unit_counts(pairs, d, range(pairs.num_clips(d)), cfg.gap) for d in domains}
+    if not any(u.any() for u in units.values()):
+        longest = max(int(pairs.clip_lengths(d).max(initial=0)) for d in domains)
+        raise HRAlignError(f"`--gap` {cfg.gap} of the LAM is longer than every clip of {pairs.path} "
+                           f"(longest clip has {longest} frames)")
+    short = sum(int((u == 0).sum()) for u in units.values())
+    if short:
+        warnings.warn(f"{pairs.path}: {short} clips have at most {cfg.gap} frames and give no (t, t+{cfg.gap}) pair; skipped")
+    arrays: dict[str, np.ndarray] = {}
+    for d in domains:
+        net = encoders[d].to(placement.device).eval()
+        clips = np.flatnonzero(units[d] > 0)
+        lo, hi = shard_clips(pairs, d, clips, shard, cfg.gap, batch_size)
+        lat = encode_clips(net, pairs, d, clips[lo:hi], gap=cfg.gap, batch_size=batch_size, placement=placement,
+                           progress=progress, desc=f"lam label {d}")
+        lat = [z for z in lat if len(z)]
+        arrays[f"{d}/latents"] = torch.cat(lat).numpy() if lat else np.zeros((0, cfg.latent_dim), np.float32)
+        arrays[f"{d}/codes"] = _codes(lat, find_codebook(encoders[d]), cfg.tokens)
+    merged = gather_parts(arrays, out.with_name(f".{out.name}.parts"), shard)
+    if merged is not None:
+        _write_labels(out, merged, pairs, units, cfg, pairs_path, lam, robot_lam, encoder)
+    shard.barrier()  # every process returns once the file exists
+    pairs.close()
+    return out
 
-        bar = tqdm(total=sum(len(s) for s in sources.values()), desc="lam label", unit="pair", dynamic_ncols=True)
-    results = {d: encode_pairs(encoders[d], s, np.arange(len(s)), batch_size, bar) for d, s in sources.items()}
-    if bar is not None:
-        bar.close()
+
+def _write_labels(out: Path, arrays: dict[str, np.ndarray], pairs: PairsFile, units: dict[str, np.ndarray],
+                  cfg: LAMConfig, pairs_path, lam, robot_lam, encoder: nn.Module) -> None:
+    """Write labels.h5 atomically from merged (latents, codes) per domain; rows are (clip, t) in order."""
     lam_meta_sha = getattr(next(m for m in encoder.modules() if isinstance(m, LAMEncoder)), "spec", {}).get("lam_sha256")
     with atomic_path(out, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -125,14 +147,15 @@ def label_pairs(pairs_path: str | os.PathLike, lam: str | os.PathLike, out: str 
                             "pairs_sha256": sha256_file(pairs_path), "lam": os.fspath(lam),
                             "lam_sha256": lam_meta_sha or "",
                             "robot_lam": os.fspath(robot_lam) if robot_lam is not None else ""})
-            for d, (lat, codes) in results.items():
+            for d, u in units.items():
+                clip = np.repeat(np.arange(len(u), dtype=np.int64), u)
+                t = np.concatenate([np.arange(n, dtype=np.int64) for n in u]) if len(u) else np.zeros(0, np.int64)
                 g = f.create_group(d)
                 g.attrs["image_size"] = cfg.image_size
-                g.create_dataset("codes", data=codes.astype(np.int64))
-                g.create_dataset("latents", data=lat.astype(np.float32))
-                g.create_dataset("clip", data=sources[d].index.clip.astype(np.int64))
-                g.create_dataset("t", data=sources[d].index.t.astype(np.int64))
-    return out
+                g.create_dataset("codes", data=arrays[f"{d}/codes"].astype(np.int64))
+                g.create_dataset("latents", data=arrays[f"{d}/latents"].astype(np.float32))
+                g.create_dataset("clip", data=clip)
+                g.create_dataset("t", data=t)
 
 
 def read_labels(path: str | os.PathLike) -> dict[str, Any]:

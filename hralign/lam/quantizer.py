@@ -19,6 +19,7 @@ back to when no encoder output has been seen).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,12 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.zeros(codebook_size, dtype=torch.float64))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._recent: torch.Tensor | None = None  # last training batch of latents (N, D), detached
+        # Under several processes (hralign.train): gather(x) -> (rows of every process, offset of ours).
+        # Codebook init, usage, restarts and NSVQ noise then see the global batch, as one process does.
+        self.gather: Callable[[torch.Tensor], tuple[torch.Tensor, int]] | None = None
+
+    def _global(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return (x, 0) if self.gather is None else self.gather(x)
 
     def lookup(self, z: torch.Tensor) -> torch.Tensor:
         """Nearest code index of each latent: (B, T, D) -> (B, T) int64."""
@@ -77,17 +84,19 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> QuantOut:
         if self.training and not bool(self.initialized):
-            self._init_from(z.detach().reshape(-1, self.dim))
+            self._init_from(self._global(z.detach())[0].reshape(-1, self.dim))
         codes = self.lookup(z)
         hard = F.embedding(codes, self.codebook)  # (B, T, D)
         zero = z.new_zeros(())
         if not self.training:
             return QuantOut(hard, codes, zero, hard)
         with torch.no_grad():
-            self.usage += torch.bincount(codes.reshape(-1), minlength=self.codebook_size).to(self.usage.dtype)
-            self._recent = z.detach().reshape(-1, self.dim)
+            every_z, offset = self._global(z.detach())  # (B_global, T, D)
+            every_code = self._global(codes)[0]
+            self.usage += torch.bincount(every_code.reshape(-1), minlength=self.codebook_size).to(self.usage.dtype)
+            self._recent = every_z.reshape(-1, self.dim)
         if self.mode == "nsvq":
-            noise = torch.randn_like(z)
+            noise = torch.randn_like(every_z)[offset:offset + z.shape[0]]  # the global batch's draw, our rows
             err = (z - hard).norm(dim=-1, keepdim=True)
             q = z + err / noise.norm(dim=-1, keepdim=True).clamp(min=1e-12) * noise
             return QuantOut(q, codes, zero, hard)

@@ -2,76 +2,66 @@
 
 One step: sample a batch of (x_t, x_{t+H}) pairs, IDM -> quantiser -> FDM, MSE to x_{t+H} (pixels
 or frozen-encoder features), AdamW. Every ``restart_every`` steps dead codes are restarted.
-Randomness is drawn from (seed, step), so a resumed run continues exactly as an uninterrupted one.
+What is the LAM's own lives here: its batches (rows drawn from (seed, step)), its loss, its
+evaluation and its dead-code restart; devices, processes, the run directory, checkpoints,
+metrics and resume are the training layer's (:mod:`hralign.train`, docs/training.md). Under
+several processes the quantiser sees the global batch (codebook init, usage, restarts, noise),
+so the weights are those of one process on the same global batch.
 Run directory: see :mod:`hralign.lam.io`.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
-from hralign.atomic import atomic_dir, write_text_atomic
 from hralign.encoders import load_encoder
 from hralign.errors import HRAlignError
 from hralign.lam.config import LAMConfig
 from hralign.lam.data import FramePairs, check_frame_size, resolve_domains
-from hralign.lam.io import META_FILE, load_state, save_lam, save_state
+from hralign.lam.io import META_FILE, save_lam
 from hralign.lam.model import LatentActionModel, psnr
 from hralign.lam.quantizer import perplexity
 from hralign.pairs import PairsFile
+from hralign.train import Phase, TrainConfig, open_session
 
-CHECKPOINT_DIR = "checkpoints/last"
-METRICS_FILE = "metrics.jsonl"
-TRAIN_CONFIG_FILE = "train_config.json"
-LR_SCHEDULES = ("constant", "cosine")
-RESUME_FIXED = ("pairs", "domain", "seed", "batch_size", "lr", "weight_decay", "restart_every")
+# Derived from the target encoder (not options): not compared on --resume.
+RESUMABLE_FIELDS = ("target_tokens", "target_token_dim")
 
 
 @dataclass
-class LAMTrainConfig:
-    """How to train a LAM (the architecture is :class:`LAMConfig`)."""
+class LAMTrainConfig(TrainConfig):
+    """How to train a LAM (the architecture is :class:`LAMConfig`); shared fields from :class:`hralign.train.TrainConfig`."""
 
-    pairs: str = field(metadata={"help": "Pairs file (HDF5) whose clips are the training video."})
-    out: str = field(metadata={"help": "Output LAM directory."})
-    domain: str = field(default="both", metadata={"help": "Clips to learn from: human, robot or both."})
     steps: int = field(default=2000, metadata={"help": "Optimiser steps."})
-    batch_size: int = field(default=32, metadata={"help": "Frame pairs per step."})
-    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
+    lr: float = field(default=3e-4, metadata={"help": "Peak learning rate of AdamW."})
+    batch_size: int = field(default=32, metadata={"help": "Frame pairs per step, summed over processes."})
+    pairs: str = field(default="", metadata={"help": "Pairs file (HDF5) whose clips are the training video."})
+    out: str = field(default="", metadata={"help": "Output LAM directory (and run directory)."})
+    domain: str = field(default="both", metadata={"help": "Clips to learn from: human, robot or both."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    lr_schedule: str = field(default="constant", metadata={"help": "Learning rate over the run: 'constant' or "
-                                                                    "'cosine' (decays from --lr to 0 at --steps)."})
     rollout_steps: int = field(default=1, metadata={"help": "FDM steps unrolled per training sample: K > 1 reads "
                                                                "K+1 frames `gap` apart and feeds the FDM its own "
                                                                "predictions after the first step, as a rollout does "
                                                                "(pixel targets; costs ~K times a step)."})
-    seed: int = field(default=0, metadata={"help": "Seed for init, sampling and quantiser noise."})
     restart_every: int = field(default=100, metadata={"help": "Restart dead codes every N steps (0: never)."})
-    log_every: int = field(default=50, metadata={"help": "Write training metrics every N steps."})
-    checkpoint_every: int = field(default=250, metadata={"help": "Write a resumable checkpoint every N steps."})
     eval_pairs: int = field(default=512, metadata={"help": "Frame pairs in the fixed evaluation set."})
-    resume: bool = field(default=False, metadata={"help": "Continue from OUT/checkpoints/last."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing OUT directory."})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_pairs", "rollout_steps"):
+        super().__post_init__()
+        for name in ("eval_pairs", "rollout_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise HRAlignError(f"`--{name.replace('_', '-')}` should be a positive integer but the value passed is {v!r}")
         if self.restart_every < 0:
             raise HRAlignError(f"`--restart-every` should be >= 0 but the value passed is {self.restart_every}")
-        if not self.lr > 0:
-            raise HRAlignError(f"`--lr` should be > 0 but the value passed is {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise HRAlignError(f"`--lr-schedule` should be one of {LR_SCHEDULES} but the value passed is {self.lr_schedule!r}")
-        if self.resume and self.overwrite:
-            raise HRAlignError("`--resume` and `--overwrite` exclude each other")
+        if self.weight_decay < 0:
+            raise HRAlignError(f"`--weight-decay` should be >= 0 but the value passed is {self.weight_decay}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,7 +110,7 @@ def _batch(model: LatentActionModel, target: FeatureTarget | None, frames: np.nd
     x = model.preprocess(frames)
     if target is None:
         return x, None, None
-    return x, target(frames[:, 0]), target(frames[:, 1])
+    return x, target(frames[:, 0]).to(x.device), target(frames[:, 1]).to(x.device)
 
 
 def _sequences(model: LatentActionModel, frames: np.ndarray) -> torch.Tensor:
@@ -173,41 +163,6 @@ def evaluate_lam(model: LatentActionModel, data: FramePairs, rows: np.ndarray, t
     return res
 
 
-# ------------------------------------------------------------------------------------------------
-# Run directory
-# ------------------------------------------------------------------------------------------------
-def _prepare_out(cfg: LAMTrainConfig) -> Path:
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise HRAlignError(f"--out {out}: exists and is not a directory")
-    has_content = out.is_dir() and any(out.iterdir())
-    if cfg.resume:
-        if not (out / CHECKPOINT_DIR / "state.json").is_file():
-            raise HRAlignError(f"--resume: {out / CHECKPOINT_DIR} has no checkpoint to resume from")
-    elif has_content:
-        if not cfg.overwrite:
-            raise HRAlignError(f"--out {out}: directory exists and is not empty; pass --resume to continue or --overwrite")
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def read_train_config(out: str | Path) -> dict[str, Any]:
-    """``train_config.json`` of a run directory: {"model": LAMConfig dict, "train": LAMTrainConfig dict}."""
-    path = Path(out) / TRAIN_CONFIG_FILE
-    if not path.is_file():
-        raise HRAlignError(f"{path}: not found; {out} is not a `hralign lam train` run directory")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise HRAlignError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict) or "model" not in data or "train" not in data:
-        raise HRAlignError(f"{path}: expected keys 'model' and 'train'")
-    return data
-
-
 def config_for_pairs(pairs_path: str, domain: str, **model_options: Any) -> LAMConfig:
     """A :class:`LAMConfig` whose ``image_size`` defaults to the pairs file's frame size."""
     if model_options.get("image_size") is None:
@@ -216,61 +171,51 @@ def config_for_pairs(pairs_path: str, domain: str, **model_options: Any) -> LAMC
     return LAMConfig(**model_options)
 
 
-def learning_rate(cfg: LAMTrainConfig, step: int) -> float:
-    """Learning rate of the update after ``step`` updates: a function of the step only, so --resume
-    continues the schedule exactly (cosine: half a cosine from ``lr`` at step 0 to 0 at ``steps``)."""
-    if cfg.lr_schedule == "cosine":
-        return float(cfg.lr * 0.5 * (1.0 + np.cos(np.pi * min(step, cfg.steps) / cfg.steps)))
-    return float(cfg.lr)
-
-
-def _save_checkpoint(out: Path, model: LatentActionModel, opt: torch.optim.Optimizer, step: int) -> None:
-    with atomic_dir(out / CHECKPOINT_DIR) as tmp:
-        save_state(model, tmp / "model.safetensors")
-        torch.save(opt.state_dict(), tmp / "optim.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n", encoding="utf-8")
-
-
-def _load_checkpoint(out: Path, model: LatentActionModel, opt: torch.optim.Optimizer) -> int:
-    ck = out / CHECKPOINT_DIR
-    load_state(model, ck / "model.safetensors")
-    opt.load_state_dict(torch.load(ck / "optim.pt", map_location="cpu", weights_only=True))
-    return int(json.loads((ck / "state.json").read_text(encoding="utf-8"))["step"])
-
-
-def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop lines logged after the checkpoint (they will be logged again)."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
-
-
 # ------------------------------------------------------------------------------------------------
 # The loop
 # ------------------------------------------------------------------------------------------------
+class _Step(nn.Module):
+    """One training forward of the LAM on uint8 frames, as a module so DDP sees it (plain or unrolled)."""
+
+    def __init__(self, model: LatentActionModel, target: FeatureTarget | None, unrolled: bool) -> None:
+        super().__init__()
+        self.model, self.target, self.unrolled = model, target, unrolled
+
+    def forward(self, frames: np.ndarray):
+        if self.unrolled:
+            return self.model.forward_unrolled(_sequences(self.model, frames))
+        return self.model(*_batch(self.model, self.target, frames))
+
+
+def _summarize(window: list[dict[str, Any]], config: LAMConfig) -> dict[str, Any]:
+    """A metrics line: mean losses, codebook use over the window's codes (this process's), restarts."""
+    codes = torch.cat([e["codes"] for e in window])  # (N, tokens)
+    k = config.codebook_size
+    rec = {"loss": float(np.mean([e["loss"] for e in window])),
+           "recon_mse": float(np.mean([e["recon_mse"] for e in window])),
+           "copy_mse": float(np.mean([e["copy_mse"] for e in window])), "perplexity": perplexity(codes, k),
+           "perplexity_per_token": [perplexity(codes[:, j], k) for j in range(codes.shape[1])],
+           "usage_per_token": [int(torch.unique(codes[:, j]).numel()) for j in range(codes.shape[1])],
+           "lr": window[-1]["lr"]}
+    if config.target == "pixels":
+        rec.update(psnr=psnr(rec["recon_mse"]), copy_psnr=psnr(rec["copy_mse"]))
+    restarted = [e["restarted_codes"] for e in window if "restarted_codes" in e]
+    if restarted:
+        rec["restarted_codes"] = int(sum(restarted))
+    return rec
+
+
 def train_lam(model_config: LAMConfig, cfg: LAMTrainConfig, progress: bool = True,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train a LAM and write it to ``cfg.out``; returns the final evaluation (see :func:`evaluate_lam`)."""
-    out = _prepare_out(cfg)
-    if cfg.resume:
-        saved = read_train_config(out)
-        saved_model = LAMConfig.from_dict(saved["model"], source=str(out / TRAIN_CONFIG_FILE))
-        # the checkpoint's architecture and data must be what the run was started with
-        mine, theirs = model_config.to_dict(), saved_model.to_dict()
-        diff = [k for k in theirs if k not in ("target_tokens", "target_token_dim") and mine[k] != theirs[k]]
-        diff += [k for k in RESUME_FIXED if saved["train"].get(k) != getattr(cfg, k)]
-        if diff:
-            was = {**theirs, **saved["train"]}
-            shown = ", ".join(f"--{k.replace('_', '-')} {was[k]!r}" for k in diff)
-            raise HRAlignError(f"--resume: the run in {out} used {shown}; this call differs (drop those options "
-                               "or start a new --out)")
-        model_config = saved_model
+    """Train a LAM and write it to ``cfg.out``; returns the final evaluation (see :func:`evaluate_lam`).
+
+    Runs alone or under ``torchrun`` / ``accelerate launch``; other processes than the main one
+    return ``{}``.
+    """
+    session = open_session(cfg, cfg.out, "lam", {"train": cfg.to_dict(), "model": model_config.to_dict()},
+                           RESUMABLE_FIELDS)
+    if not cfg.pairs:
+        raise HRAlignError("`--pairs` is required: the pairs file whose clips the LAM learns from")
     pairs = PairsFile(cfg.pairs)
     domains = resolve_domains(pairs, cfg.domain)
     check_frame_size(pairs, domains, model_config.image_size)
@@ -285,76 +230,34 @@ def train_lam(model_config: LAMConfig, cfg: LAMTrainConfig, progress: bool = Tru
     torch.manual_seed(cfg.seed)
     sample = data.get(np.array([0]))[:, 0]
     model, target = build_lam(model_config, sample)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    write_text_atomic(out / TRAIN_CONFIG_FILE, json.dumps({"model": model_config.to_dict(), "train": asdict(cfg)}, indent=2) + "\n")
-    metrics = out / METRICS_FILE
-    step = 0
-    if cfg.resume:
-        step = _load_checkpoint(out, model, opt)
-        _truncate_metrics(metrics, step)
-    elif metrics.exists():
-        metrics.unlink()
-
+    model.to(session.device)
+    model.quantizer.gather = session.gather  # None alone: the global batch is this process's
+    session.begin()
     eval_rows = np.sort(np.random.default_rng([cfg.seed, 7]).permutation(len(data))[:cfg.eval_pairs])
-    model.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), desc="lam train", unit="step", dynamic_ncols=True)
-    t0 = time.time()
-    window: dict[str, list] = {"loss": [], "recon": [], "copy": [], "codes": []}
-    while step < cfg.steps:
-        rng = np.random.default_rng([cfg.seed, step])
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # quantiser noise and restarts, per step
-        rows = rng.integers(0, len(train_data), cfg.batch_size)
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        if cfg.rollout_steps > 1:
-            outp = model.forward_unrolled(_sequences(model, train_data.get(rows)))
-        else:
-            x, cur, tgt = _batch(model, target, train_data.get(rows))
-            outp = model(x, cur, tgt)
-        opt.zero_grad(set_to_none=True)
-        outp.loss.backward()
-        opt.step()
-        step += 1
-        window["loss"].append(float(outp.loss.detach()))
-        window["recon"].append(float(outp.recon_mse))
-        window["copy"].append(float(outp.copy_mse))
-        window["codes"].append(outp.codes)
-        restarted = None
+    def forward(step_module: nn.Module, step: int):
+        rows = np.random.default_rng([cfg.seed, step]).integers(0, len(train_data), cfg.batch_size)  # global batch
+        outp = step_module(train_data.get(session.local_rows(rows)))
+        return outp.loss, {"recon_mse": float(outp.recon_mse), "copy_mse": float(outp.copy_mse), "codes": outp.codes}
+
+    def restart(step: int) -> dict[str, Any] | None:
         if cfg.restart_every and step % cfg.restart_every == 0:
-            restarted = model.quantizer.restart_dead_codes(model_config.dead_code_threshold)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            codes = torch.cat(window["codes"])
-            rec = {"step": step, "loss": float(np.mean(window["loss"])), "recon_mse": float(np.mean(window["recon"])),
-                   "copy_mse": float(np.mean(window["copy"])), "perplexity": perplexity(codes, model_config.codebook_size),
-                   "perplexity_per_token": [perplexity(codes[:, j], model_config.codebook_size) for j in range(codes.shape[1])],
-                   "usage_per_token": [int(torch.unique(codes[:, j]).numel()) for j in range(codes.shape[1])],
-                   "elapsed_s": round(time.time() - t0, 2)}
-            if model_config.target == "pixels":
-                rec.update(psnr=psnr(rec["recon_mse"]), copy_psnr=psnr(rec["copy_mse"]))
-            if restarted is not None:
-                rec["restarted_codes"] = restarted
-            _append_metrics(metrics, rec)
-            window = {k: [] for k in window}
-            if bar is not None:
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", ppl=f"{rec['perplexity']:.2f}",
-                                **({"psnr": f"{rec['psnr']:.2f}/{rec['copy_psnr']:.2f}"} if "psnr" in rec else {}))
-        elif restarted is not None:
-            _append_metrics(metrics, {"step": step, "restarted_codes": restarted})
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            _save_checkpoint(out, model, opt, step)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    _save_checkpoint(out, model, opt, step)
-    result = evaluate_lam(model, data, eval_rows, target, seed=cfg.seed)
-    result.update(step=step, kind="eval")
-    _append_metrics(metrics, result)
-    save_lam(model, out, train={"pairs": str(cfg.pairs), "domain": cfg.domain, "steps": step, "final_eval": result})
-    if log is not None:
-        log(f"wrote {out / META_FILE}")
+            return {"restarted_codes": model.quantizer.restart_dead_codes(model_config.dead_code_threshold)}
+        return None
+
+    session.run_phase(Phase(
+        "train", cfg.steps, _Step(model, target, cfg.rollout_steps > 1), forward, weight_decay=cfg.weight_decay,
+        evaluate=lambda step: evaluate_lam(model, data, eval_rows, target, seed=cfg.seed), after_step=restart,
+        summarize=lambda window: _summarize(window, model_config), tensors=model.state_dict,
+        load_tensors=model.load_state_dict), progress=progress)
+
+    result: dict[str, Any] = {}
+    if session.is_main:
+        result = evaluate_lam(model, data, eval_rows, target, seed=cfg.seed)
+        session.log({"step": cfg.steps, "eval": result})
+        save_lam(model, session.path, train={"pairs": str(cfg.pairs), "domain": cfg.domain, "steps": cfg.steps,
+                                             "final_eval": result})
+        if log is not None:
+            log(f"wrote {session.path / META_FILE}")
+    session.finish()
     return result

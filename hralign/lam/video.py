@@ -76,14 +76,11 @@ def write_strip_figure(path: str | os.PathLike, rows: Sequence[tuple[str, np.nda
                        step_label: str = "step", curves: dict[str, Sequence[float]] | None = None,
                        curve_label: str = "MSE vs real") -> Path:
     """A PNG: one row of frames per entry of ``rows`` (label, uint8 (T, H, W, 3)), optional curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # object-oriented API: no pyplot, no backend switch
 
     cols = max(len(f) for _, f in rows)
     extra = 1 if curves else 0
-    fig = plt.figure(figsize=(1.3 * cols + 1.5, 1.4 * (len(rows) + extra * 1.6) + 0.5))
+    fig = Figure(figsize=(1.3 * cols + 1.5, 1.4 * (len(rows) + extra * 1.6) + 0.5))
     grid = fig.add_gridspec(len(rows) + extra, cols, height_ratios=[1] * len(rows) + ([1.6] if extra else []))
     for i, (label, frames) in enumerate(rows):
         for j in range(cols):
@@ -108,5 +105,4 @@ def write_strip_figure(path: str | os.PathLike, rows: Sequence[tuple[str, np.nda
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers the Blosc filter, which h5py needs to read blosc-compressed frames
 import numpy as np
 
 from hralign.errors import HRAlignError
@@ -42,28 +43,38 @@ def _raw_frame_chunks(ds: h5py.Dataset) -> bool:
             and ds.id.get_create_plist().get_nfilters() == 0)
 
 
-def _read_rows(ds: h5py.Dataset, rows: np.ndarray, direct: bool) -> np.ndarray:
-    """Rows ``rows`` (sorted, unique) of a frame-chunked dataset, one chunk read per row.
+def _read_rows(ds: h5py.Dataset, rows: list[int],
+               layout: tuple[bool, tuple[int, ...], np.dtype]) -> np.ndarray:
+    """Rows ``rows`` (sorted, unique) of a frame-chunked dataset, one chunk read per row, into one
+    preallocated array (no per-row arrays to stack).
 
-    ``direct`` (see :func:`_raw_frame_chunks`): read each chunk's bytes with ``read_direct_chunk``,
-    which skips h5py's selection machinery (about 2x faster per frame, benchmarks/pairs_read.py).
-    h5py fancy indexing is ~50x slower than either here, so it is not used.
+    ``layout`` is (direct, row shape, dtype) of ``ds``, looked up once per handle (h5py's
+    ``shape``/``ndim``/``dtype`` properties cost, in cProfile, about as much as reading a small
+    frame). ``direct`` (see :func:`_raw_frame_chunks`): read each chunk's bytes with
+    ``read_direct_chunk``, which skips h5py's selection machinery (about 2x faster per frame,
+    benchmarks/pairs_read.py).
+    Compressed chunks go through h5py's one-row read, HDF5's filter pipeline decoding them; for a
+    few rows it beats one read of a multi-row selection (HDF5's irregular hyperslab unions, which
+    h5py fancy indexing builds, were 15-50x slower for 5 of 8 frames here) and the covering
+    slice (which decodes chunks nobody asked for).
     """
+    direct, shape, dtype = layout
+    out = np.empty((len(rows), *shape), dtype=dtype)
     if direct:
-        zeros = (0,) * (ds.ndim - 1)
-        shape = ds.shape[1:]
-        out = np.empty((rows.size, *shape), dtype=np.uint8)
+        zeros = (0,) * len(shape)
         try:
-            for j, r in enumerate(rows.tolist()):
+            for j, r in enumerate(rows):
                 out[j] = np.frombuffer(ds.id.read_direct_chunk((r, *zeros))[1], dtype=np.uint8).reshape(shape)
             return out
         except (OSError, KeyError, ValueError, RuntimeError):
             pass  # e.g. an unallocated chunk: let h5py handle it
-    return np.stack([ds[r] for r in rows.tolist()])
+    for j, r in enumerate(rows):
+        out[j] = ds[r]
+    return out
 
 
 class PairsFile:
-    """Read-only access to a pairs file (DESIGN.md layout).
+    """Read-only access to a pairs file (docs/design.md, "Pairs file").
 
     Parameters
     ----------
@@ -77,7 +88,7 @@ class PairsFile:
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._datasets: dict[tuple[str, str], h5py.Dataset] = {}  # name lookups cost ~100 us each in h5py
-        self._direct: dict[tuple[str, str], bool] = {}  # property lookups (chunks, filters) are slow too
+        self._layout: dict[tuple[str, str], tuple] = {}  # property lookups (chunks, filters, shape) are slow too
         h = self._handle()
         fmt = h.attrs.get(S.FORMAT_ATTR)
         if isinstance(fmt, bytes):
@@ -98,6 +109,8 @@ class PairsFile:
                     self._index[d] = {k: np.asarray(h[d][k][()], dtype=np.int64) for k in S.CLIP_INDEX}
             # optional per-frame arrays present, listed once (the file is read-only)
             self._present = {d: {n for n in S.PER_FRAME_OPTIONAL if n in h[d]} for d in self._index}
+            self._clip_split = {d: np.asarray(h[d][S.CLIP_SPLIT][()], dtype=np.uint8) for d in self._index
+                                if S.CLIP_SPLIT in h[d]}
         except KeyError as e:
             raise HRAlignError(f"{self.path}: missing dataset {e}; run `hralign pairs validate {self.path}`") from e
         except (OSError, ValueError, TypeError) as e:
@@ -109,7 +122,7 @@ class PairsFile:
             self._h5 = open_h5_readonly(self.path)
             self._pid = os.getpid()
             self._datasets = {}
-            self._direct = {}
+            self._layout = {}
         return self._h5
 
     def close(self) -> None:
@@ -118,13 +131,13 @@ class PairsFile:
             self._h5.close()
         self._h5 = None
         self._datasets = {}
-        self._direct = {}
+        self._layout = {}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_h5"] = None  # each worker process opens its own handle
         state["_datasets"] = {}
-        state["_direct"] = {}
+        state["_layout"] = {}
         state["_pid"] = None
         return state
 
@@ -180,6 +193,15 @@ class PairsFile:
         self._check_domain(domain)
         return self._index[domain][S.CLIP_TASK]
 
+    def clip_split(self, domain: str) -> np.ndarray | None:
+        """The optional per-clip split of ``domain`` (uint8 [C], 0 train / 1 validation), or None.
+
+        Written by ``hralign pairs import`` so that files without pairs (a human video set, a
+        robomimic file with its masks) keep the source's split.
+        """
+        self._check_domain(domain)
+        return self._clip_split.get(domain)
+
     def has(self, domain: str, name: str) -> bool:
         """Whether ``domain`` stores the optional per-frame dataset ``name`` ("actions" or "state")."""
         return domain in self._index and name in self._present[domain]
@@ -189,9 +211,10 @@ class PairsFile:
                   name: str = S.FRAMES) -> np.ndarray:
         """Frames (uint8 [T, H, W, 3]) or per-frame ``name`` ("actions"/"state") of one clip.
 
-        ``frames`` selects within the clip: a slice or sorted/unsorted indices (dense indices are
-        read as one contiguous slice covering them, then picked, which is what HDF5 does fastest;
-        sparse ones frame by frame, so a few frames of a long clip cost a few frames).
+        ``frames`` selects within the clip: a slice or a 1-D list of indices, sorted or not, with
+        repeats or not (each distinct frame is read once; a contiguous run as one slice, which is
+        what HDF5 does fastest; sparse ones frame by frame, so a few frames of a long clip cost a
+        few frames).
         """
         self._check_clip(domain, clip)
         if name != S.FRAMES and not self.has(domain, name):
@@ -205,22 +228,38 @@ class PairsFile:
             lo, hi, step = frames.indices(length)
             return ds[start + lo:start + hi][::step]
         idx = np.asarray(frames, dtype=np.int64)
-        if idx.size == 0:
+        if idx.ndim != 1:
+            raise HRAlignError(f"{domain} clip {clip}: `frames` should be a 1-D list of indices but has shape {idx.shape}")
+        # T is a handful of indices per call (adapt reads 5 per clip, once per clip and step): on a
+        # few elements Python list operations cost well under a microsecond where each numpy
+        # reduction or np.unique costs several: on small frames a large share of the read (cProfile).
+        want = idx.tolist()
+        if not want:
             return ds[start:start][:0]
-        if idx.min() < 0 or idx.max() >= length:
-            raise HRAlignError(f"{domain} clip {clip}: frame indices {idx.min()}..{idx.max()} outside 0..{length - 1}")
-        lo, hi = int(idx.min()), int(idx.max()) + 1
-        if idx.size == 1 or (idx[1:] > idx[:-1]).all():  # sorted and distinct, as PairsDataset samples
-            uniq, inverse = idx, None
-        else:
-            uniq, inverse = np.unique(idx, return_inverse=True)
-        if hi - lo == uniq.size or name != S.FRAMES:  # a contiguous run (or small rows): one slice read
+        lo, hi = want[0], want[-1] + 1
+        if hi - lo == len(want) and want == list(range(lo, hi)):  # a run i..j (whole clips): one slice read
+            if lo < 0 or hi > length:
+                raise HRAlignError(f"{domain} clip {clip}: frame indices {lo}..{hi - 1} outside 0..{length - 1}")
+            return ds[start + lo:start + hi]
+        lo, hi = min(want), max(want) + 1
+        if lo < 0 or hi > length:
+            raise HRAlignError(f"{domain} clip {clip}: frame indices {lo}..{hi - 1} outside 0..{length - 1}")
+        if name != S.FRAMES:  # small rows: one slice read
             return ds[start + lo:start + hi][idx - lo]
-        key = (domain, name)
-        if key not in self._direct:
-            self._direct[key] = _raw_frame_chunks(ds)
-        rows = _read_rows(ds, start + uniq, self._direct[key])
-        return rows if inverse is None else rows[inverse]
+        distinct = all(a < b for a, b in zip(want, want[1:]))  # sorted, no repeats (as adapt mostly samples)
+        uniq = want if distinct else sorted(set(want))
+        if hi - lo == len(uniq):  # a contiguous run with repeats or out of order: one slice read
+            rows = ds[start + lo:start + hi]
+        else:  # sparse: chunk by chunk, so a few frames of a long clip cost a few frames
+            key = (domain, name)
+            layout = self._layout.get(key)
+            if layout is None:
+                layout = self._layout[key] = (_raw_frame_chunks(ds), ds.shape[1:], ds.dtype)
+            rows = _read_rows(ds, [start + r for r in uniq], layout)
+        if distinct:
+            return rows
+        where = {r: j for j, r in enumerate(uniq)}
+        return rows[[where[r] for r in want]]
 
     def read_frames(self, domain: str, start: int, stop: int) -> np.ndarray:
         """A raw slice of ``domain``'s frames dataset (uint8 [stop-start, H, W, 3])."""

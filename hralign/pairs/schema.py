@@ -1,4 +1,4 @@
-"""The pairs HDF5 layout (DESIGN.md, "Pairs file"): names, dtypes and version in one place.
+"""The pairs HDF5 layout (docs/design.md, "Pairs file"): names, dtypes and version in one place.
 
 Flat layout: every clip of a domain lives in one frames dataset, indexed by
 ``clip_start``/``clip_length``; never one group per clip (HDF5 metadata cost grows with groups).
@@ -21,9 +21,10 @@ CLIP_LENGTH = "clip_length"
 CLIP_TASK = "clip_task"
 ACTIONS = "actions"  # optional, per frame, float32 [N, A]
 STATE = "state"  # optional, per frame, float32 [N, S]
+CLIP_SPLIT = "clip_split"  # optional, per clip, uint8 [C]: 0 train, 1 validation (files without pairs, e.g. imports)
 CLIP_INDEX = (CLIP_START, CLIP_LENGTH, CLIP_TASK)
 PER_FRAME_OPTIONAL = (ACTIONS, STATE)
 
 SPLIT_TRAIN = 0
 SPLIT_VAL = 1
-COMPRESSIONS = (None, "gzip", "lzf")
+COMPRESSIONS = (None, "gzip", "lzf", "blosc")  # blosc: hdf5plugin.Blosc(zstd 3, bit shuffle)

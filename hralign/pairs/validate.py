@@ -1,4 +1,4 @@
-"""Check a pairs file against the layout of DESIGN.md and report EVERY problem, not the first.
+"""Check a pairs file against the layout of docs/design.md (docs/pairs.md) and report EVERY problem, not the first.
 
 ``validate`` never raises on a bad file: each check runs on its own, and a check that cannot
 even read what it looks at reports that as the problem. Per-frame float data (actions, state)
@@ -162,6 +162,15 @@ def _check_domain(h: h5py.File, d: str, num_tasks: int | None, problems: list[st
         bad = np.flatnonzero((task < 0) | (task >= num_tasks))
         if bad.size:
             problems.append(f"/{d}/{S.CLIP_TASK}: task index outside 0..{num_tasks - 1} at clip {_examples(bad)}")
+    if S.CLIP_SPLIT in g:
+        cs = g[S.CLIP_SPLIT]
+        if not isinstance(cs, h5py.Dataset) or cs.dtype.kind not in "iu" or cs.shape != (len(start),):
+            what = "a group" if not isinstance(cs, h5py.Dataset) else f"dtype {cs.dtype} shape {list(cs.shape)}"
+            problems.append(f"/{d}/{S.CLIP_SPLIT}: {what}, expected uint8 [{len(start)}] (one per clip)")
+        else:
+            bad = np.flatnonzero(~np.isin(np.asarray(cs[()]), (S.SPLIT_TRAIN, S.SPLIT_VAL)))
+            if bad.size:
+                problems.append(f"/{d}/{S.CLIP_SPLIT}: values other than 0 (train) / 1 (validation) at clip {_examples(bad)}")
     for name in S.PER_FRAME_OPTIONAL:
         if name not in g:
             continue

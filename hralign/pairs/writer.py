@@ -18,6 +18,22 @@ from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 
 
+def frame_filter(compression: str | None) -> dict:
+    """h5py ``create_dataset`` keyword arguments for a frame filter (None, gzip, lzf or blosc).
+
+    blosc is hdf5plugin's Blosc filter with zstd level 3 and bit shuffle (of the Blosc codecs, the one
+    that both shrinks decoded video frames and reads fast: benchmarks/import_scale.py); readers import
+    ``hdf5plugin`` to decode it.
+    """
+    if compression not in S.COMPRESSIONS:
+        raise HRAlignError(f"`compression` should be one of {S.COMPRESSIONS} but the value passed is {compression!r}")
+    if compression == "blosc":
+        import hdf5plugin
+
+        return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
+    return {} if compression is None else {"compression": compression}
+
+
 class PairsWriter:
     """Write a pairs file clip by clip.
 
@@ -27,7 +43,7 @@ class PairsWriter:
         Final file name; nothing appears under it until :meth:`close` succeeds.
     tasks : list of str, optional
         Instructions known up front; more can be added with :meth:`add_task`.
-    compression : {None, "gzip", "lzf"}
+    compression : {None, "gzip", "lzf", "blosc"}
         HDF5 filter for frames (chunks are one frame, so reads by slice stay cheap).
     overwrite : bool
         Replace an existing file at ``path`` (default: refuse).
@@ -35,8 +51,7 @@ class PairsWriter:
 
     def __init__(self, path: str | os.PathLike, tasks: list[str] | None = None,
                  compression: str | None = None, overwrite: bool = False) -> None:
-        if compression not in S.COMPRESSIONS:
-            raise HRAlignError(f"`compression` should be one of {S.COMPRESSIONS} but the value passed is {compression!r}")
+        frame_filter(compression)  # checks the name
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise HRAlignError(f"{self.path}: output exists; pass overwrite=True (CLI: --overwrite) to replace it")
@@ -52,6 +67,7 @@ class PairsWriter:
         self._n_frames = {d: 0 for d in S.DOMAINS}
         self._pairs: list[tuple[int, int]] = []
         self._split: list[int | None] = []
+        self._clip_split: dict[str, list[int | None]] = {d: [] for d in S.DOMAINS}
         self._closed = False
         for t in tasks or []:
             self.add_task(t)
@@ -60,6 +76,19 @@ class PairsWriter:
     def tasks(self) -> list[str]:
         """Instructions registered so far (index = task id)."""
         return list(self._tasks)
+
+    def num_clips(self, domain: str) -> int:
+        """Clips of ``domain`` added so far."""
+        return len(self._clips[domain][S.CLIP_START])
+
+    def num_frames(self, domain: str) -> int:
+        """Frames of ``domain`` added so far."""
+        return self._n_frames[domain]
+
+    @property
+    def num_pairs(self) -> int:
+        """Pairs added so far."""
+        return len(self._pairs)
 
     # -- building -----------------------------------------------------------------------------
     def add_task(self, instruction: str) -> int:
@@ -72,26 +101,65 @@ class PairsWriter:
         return self._task_ids[instruction]
 
     def add_clip(self, domain: str, frames: np.ndarray, task: int | str,
-                 actions: np.ndarray | None = None, state: np.ndarray | None = None) -> int:
+                 actions: np.ndarray | None = None, state: np.ndarray | None = None, split: int | None = None) -> int:
         """Append one clip to ``domain`` and return its clip index.
 
         ``frames`` is uint8 of shape (T, H, W, 3); ``actions``/``state`` are per frame, (T, A)/(T, S).
-        All clips of a domain share H, W (and A, S).
+        All clips of a domain share H, W (and A, S). ``split`` (0 train, 1 validation) fills the
+        optional per-clip ``/<domain>/clip_split``: give it for every clip of a domain or for none.
         """
         self._check_open()
-        if domain not in S.DOMAINS:
-            raise HRAlignError(f"`domain` should be one of {S.DOMAINS} but the value passed is {domain!r}")
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise HRAlignError(f"{domain} clip frames should be uint8 [T, H, W, 3] but got {frames.dtype} {list(frames.shape)}")
-        if frames.shape[0] == 0:
+        task_id, g = self._check_clip(domain, frames.shape[0], task, split)
+        self._append(g, S.FRAMES, frames, chunk_rows=1, compression=self._compression)
+        return self._finish_clip(domain, g, frames.shape[0], task_id, actions, state, split)
+
+    def add_clip_chunks(self, domain: str, frames: h5py.Dataset, task: int | str, actions: np.ndarray | None = None,
+                        state: np.ndarray | None = None, split: int | None = None) -> int:
+        """Like :meth:`add_clip`, from an HDF5 dataset chunked one frame per chunk with this writer's filter.
+
+        The compressed chunks are copied as they are (``read_direct_chunk``/``write_direct_chunk``),
+        so a clip compressed once, in a worker process, is never decompressed and recompressed here.
+        """
+        self._check_open()
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise HRAlignError(f"{domain} clip frames should be uint8 [T, H, W, 3] but got {frames.dtype} {list(frames.shape)}")
+        task_id, g = self._check_clip(domain, frames.shape[0], task, split)
+        if frames.chunks != (1, *frames.shape[1:]) or _filters(frames) != _filters_of(self._compression):
+            raise HRAlignError(f"{frames.file.filename}: frames are chunked {frames.chunks} with filters {_filters(frames)}, "
+                               f"expected one frame per chunk with {self._compression!r}")
+        t = frames.shape[0]
+        if S.FRAMES not in g:
+            g.create_dataset(S.FRAMES, shape=(0, *frames.shape[1:]), maxshape=(None, *frames.shape[1:]), dtype=np.uint8,
+                             chunks=(1, *frames.shape[1:]), track_times=False, **frame_filter(self._compression))
+        ds = g[S.FRAMES]
+        if ds.shape[1:] != frames.shape[1:]:
+            raise HRAlignError(f"{g.name}/{S.FRAMES}: every clip must have shape [T, {', '.join(map(str, ds.shape[1:]))}] "
+                               f"but this one has {list(frames.shape)}")
+        n = ds.shape[0]
+        ds.resize(n + t, axis=0)
+        zeros = (0,) * (frames.ndim - 1)
+        for i in range(t):
+            mask, chunk = frames.id.read_direct_chunk((i, *zeros))
+            ds.id.write_direct_chunk((n + i, *zeros), chunk, mask)
+        return self._finish_clip(domain, g, t, task_id, actions, state, split)
+
+    def _check_clip(self, domain: str, t: int, task: int | str, split: int | None) -> tuple[int, h5py.Group]:
+        if domain not in S.DOMAINS:
+            raise HRAlignError(f"`domain` should be one of {S.DOMAINS} but the value passed is {domain!r}")
+        if t == 0:
             raise HRAlignError(f"{domain} clip has no frames; clips need at least 1 frame")
+        if split not in (None, S.SPLIT_TRAIN, S.SPLIT_VAL):
+            raise HRAlignError(f"`split` should be None, 0 (train) or 1 (validation) but the value passed is {split!r}")
         task_id = self.add_task(task) if isinstance(task, str) else int(task)
         if not 0 <= task_id < len(self._tasks):
             raise HRAlignError(f"{domain} clip task {task_id} is out of range; {len(self._tasks)} tasks are registered")
-        g = self._h5.require_group(domain)
-        t = frames.shape[0]
-        self._append(g, S.FRAMES, frames, chunk_rows=1, compression=self._compression)
+        return task_id, self._h5.require_group(domain)
+
+    def _finish_clip(self, domain: str, g: h5py.Group, t: int, task_id: int, actions: np.ndarray | None,
+                     state: np.ndarray | None, split: int | None) -> int:
         for name, arr in ((S.ACTIONS, actions), (S.STATE, state)):
             if arr is None:
                 if name in g:
@@ -107,6 +175,7 @@ class PairsWriter:
         idx[S.CLIP_START].append(self._n_frames[domain])
         idx[S.CLIP_LENGTH].append(t)
         idx[S.CLIP_TASK].append(task_id)
+        self._clip_split[domain].append(None if split is None else int(split))
         self._n_frames[domain] += t
         return len(idx[S.CLIP_START]) - 1
 
@@ -139,19 +208,25 @@ class PairsWriter:
         try:
             h.attrs[S.FORMAT_ATTR] = S.FORMAT_NAME
             h.attrs[S.VERSION_ATTR] = S.FORMAT_VERSION
-            h.create_dataset(S.TASKS, data=np.array(self._tasks, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            h.create_dataset(S.TASKS, data=np.array(self._tasks, dtype=object), dtype=h5py.string_dtype("utf-8"),
+                             track_times=False)
             for domain in S.DOMAINS:
                 idx = self._clips[domain]
                 if not idx[S.CLIP_START]:
                     continue
                 g = h.require_group(domain)
                 for name in S.CLIP_INDEX:
-                    g.create_dataset(name, data=np.asarray(idx[name], dtype=np.int64))
-            h.create_dataset(S.PAIRS, data=np.asarray(self._pairs, dtype=np.int64).reshape(-1, 2))
+                    g.create_dataset(name, data=np.asarray(idx[name], dtype=np.int64), track_times=False)
+                cs = self._clip_split[domain]
+                if any(s is not None for s in cs):
+                    if any(s is None for s in cs):
+                        raise HRAlignError(f"either every {domain} clip has a split or none has; some were added without one")
+                    g.create_dataset(S.CLIP_SPLIT, data=np.asarray(cs, dtype=np.uint8), track_times=False)
+            h.create_dataset(S.PAIRS, data=np.asarray(self._pairs, dtype=np.int64).reshape(-1, 2), track_times=False)
             if any(s is not None for s in self._split):
                 if any(s is None for s in self._split):
                     raise HRAlignError("either every pair has a split or none has; some pairs were added without one")
-                h.create_dataset(S.SPLIT, data=np.asarray(self._split, dtype=np.uint8))
+                h.create_dataset(S.SPLIT, data=np.asarray(self._split, dtype=np.uint8), track_times=False)
             h.close()
         except BaseException:
             self.abort()
@@ -197,7 +272,7 @@ class PairsWriter:
         if name not in group:
             group.create_dataset(name, data=arr, maxshape=(None, *arr.shape[1:]),
                                  chunks=(min(chunk_rows, max(1, arr.shape[0])) if chunk_rows > 1 else 1, *arr.shape[1:]),
-                                 compression=compression)
+                                 track_times=False, **frame_filter(compression))
             return
         ds = group[name]
         if ds.shape[1:] != arr.shape[1:]:
@@ -206,3 +281,15 @@ class PairsWriter:
         n = ds.shape[0]
         ds.resize(n + arr.shape[0], axis=0)
         ds[n:] = arr
+
+
+def _filters(ds: h5py.Dataset) -> tuple[int, ...]:
+    """The HDF5 filter ids of a dataset's pipeline."""
+    plist = ds.id.get_create_plist()
+    return tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
+
+
+def _filters_of(compression: str | None) -> tuple[int, ...]:
+    """The filter ids ``frame_filter(compression)`` produces (gzip=1, lzf=32000, blosc=32001)."""
+    ids = {None: (), "gzip": (h5py.h5z.FILTER_DEFLATE,), "lzf": (32000,), "blosc": (32001,)}
+    return ids[compression]

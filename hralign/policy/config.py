@@ -6,7 +6,8 @@
 * :class:`LatentPolicyConfig` - LAPA / IGOR's latent-action policy (Ye et al., 2024; Chen et
   al., 2024): features of the current frame(s) + instruction embedding -> the LAM's latent tokens,
   then a small action head on the policy's hidden state + features, trained on a few robot demos.
-* :class:`TrainConfig` - steps, learning rate, seed, the robot fraction and the split.
+* :class:`TrainConfig` - the shared training fields (:class:`hralign.train.TrainConfig`) plus the
+  latent stage's steps, the robot fraction and the split.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hralign.errors import HRAlignError
+from hralign.train.config import TrainConfig as SharedTrainConfig
 
 HEAD_NAMES = ("bc", "continuous", "binned")
 
@@ -135,46 +137,29 @@ class LatentPolicyConfig(ActionConfig):
 
 
 @dataclass
-class TrainConfig:
-    """How a policy is trained (the model config says what it is)."""
+class TrainConfig(SharedTrainConfig):
+    """How a policy is trained (the model config says what it is); shared fields from :class:`hralign.train.TrainConfig`."""
 
     steps: int = field(default=1500, metadata={"help": "Optimiser steps of the action stage."})
+    batch_size: int = field(default=256, metadata={"help": "Frames per step, summed over processes."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
     latent_steps: int = field(default=1500, metadata={"help": "Optimiser steps of the latent-token stage "
                                                                 "(latent policy only)."})
-    batch_size: int = field(default=256, metadata={"help": "Frames per step."})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
-    seed: int = field(default=0, metadata={"help": "Seed of init, robot-clip subset and batches (CPU runs repeat "
-                                                   "exactly)."})
     robot_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training robot clips whose actions "
                                                                  "are used (e.g. 0.2: few labelled demos)."})
-    val_fraction: float = field(default=0.2, metadata={"help": "Held-out fraction of pairs when the file has no "
-                                                               "/split (the file's /split wins)."})
     split_by: str = field(default="pair", metadata={"help": "Held-out unit when the file has no /split: 'pair' or "
                                                             "'task'."})
-    log_every: int = field(default=100, metadata={"help": "Steps between metrics.jsonl lines."})
-    checkpoint_every: int = field(default=500, metadata={"help": "Steps between resumable checkpoints."})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            _positive_int(self, name)
+        super().__post_init__()
         _positive_int(self, "latent_steps", 0)
-        _positive_int(self, "seed", 0)
-        for name in ("lr", "weight_decay"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "lr" and v == 0):
-                raise HRAlignError(f"`{name}` should be a {'positive' if name == 'lr' else 'non-negative'} number "
-                                   f"but the value passed is {v!r}")
+        v = self.weight_decay
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise HRAlignError(f"`weight_decay` should be a non-negative number but the value passed is {v!r}")
         if isinstance(self.robot_fraction, bool) or not isinstance(self.robot_fraction, (int, float)) \
                 or not 0.0 < self.robot_fraction <= 1.0:
             raise HRAlignError(f"`robot_fraction` should be a number in (0, 1] but the value passed is "
                                f"{self.robot_fraction!r}")
-        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
-                or not 0.0 < self.val_fraction < 1.0:
-            raise HRAlignError(f"`val_fraction` should be a number in (0, 1) but the value passed is "
-                               f"{self.val_fraction!r}")
         if self.split_by not in ("pair", "task"):
             raise HRAlignError(f"`split_by` should be 'pair' or 'task' but the value passed is {self.split_by!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

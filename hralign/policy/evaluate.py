@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hralign.device import DeviceConfig, resolve
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy.data import action_table, batch_of, check_robot_actions, clip_split, token_table
@@ -47,15 +48,18 @@ def action_errors(pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
 
 def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike,
                     source: EncoderSource | None = None, labels: str | os.PathLike | TokenLabels | None = None,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, devices: DeviceConfig | None = None) -> dict[str, Any]:
     """Held-out action error and latent-token accuracy of the policy in ``policy_dir`` on ``pairs_path``.
 
     ``source`` overrides the encoder recorded in the policy (its feature dim must match);
-    ``labels`` overrides the labels.h5 recorded at training time.
+    ``labels`` overrides the labels.h5 recorded at training time; ``devices`` is where the encoder
+    pass and the policy run (``--device`` / ``--precision``; the precision applies to the encoder).
     """
+    placement = resolve(devices)
     policy, meta = load_policy(policy_dir)
     if policy.name == "gr1":  # windows of history, not per-frame rows: its own evaluation
-        return evaluate_gr1(policy, meta, policy_dir, pairs_path, source, progress)
+        return evaluate_gr1(policy, meta, policy_dir, pairs_path, source, progress, placement)
+    policy = policy.to(placement.device)
     where = str(Path(policy_dir) / "config.json")
     pairs = PairsFile(pairs_path)
     if source is None:
@@ -63,7 +67,7 @@ def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike
         if not isinstance(rec, dict) or "encoder" not in rec:
             raise HRAlignError(f"{where}: no recorded encoder; pass --encoder")
         source = EncoderSource(**rec)
-    robot_enc = source.robot_encoder()
+    robot_enc = source.robot_encoder().to(placement.device)
     check_feature_dim(meta, robot_enc, where)
     held = _heldout(meta, pairs)
     k = policy.config.context_frames
@@ -73,7 +77,8 @@ def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike
     result: dict[str, Any] = {"policy": str(policy_dir), "kind": policy.name,
                               "heldout_clips": {d: len(v) for d, v in held.items()}}
     robot_held = held.get("robot", np.zeros(0, np.int64))
-    robot_feats = encode_clips(robot_enc, pairs, "robot", robot_held, progress=progress) if len(robot_held) else {}
+    robot_feats = (encode_clips(robot_enc, pairs, "robot", robot_held, progress=progress, placement=placement)
+                   if len(robot_held) else {})
     if len(robot_held):
         check_robot_actions(pairs, policy.config.head)
         want_state = policy.dims.get("state_dim", 0) > 0
@@ -83,7 +88,7 @@ def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike
         if table["action"].shape[1] != policy.dims["action_dim"]:
             raise HRAlignError(f"{pairs.path}: /robot/actions has {table['action'].shape[1]} dims, the policy "
                                f"predicts {policy.dims['action_dim']}")
-        pred = policy.select_action(batch_of(table, None, instructions))
+        pred = policy.select_action(_to(batch_of(table, None, instructions), placement.device)).cpu()
         result["action"] = action_errors(pred, table["action"])
         result["action"]["clips"] = int(len(robot_held))
     if policy.name == "latent":
@@ -103,14 +108,19 @@ def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike
             if d == "robot":
                 feats = robot_feats
             else:
-                feats = encode_clips(source.human_encoder(robot_enc), pairs, d, np.unique(rows[0]), progress=progress)
+                feats = encode_clips(source.human_encoder(robot_enc).to(placement.device), pairs, d, np.unique(rows[0]),
+                                     progress=progress, placement=placement)
             tab = token_table(pairs, d, feats, rows, k)
-            pred = policy.predict_tokens(batch_of(tab, None, instructions))
+            pred = policy.predict_tokens(_to(batch_of(tab, None, instructions), placement.device)).cpu()
             hit = (pred == tab["tokens"]).float()
             result["latent"][d] = {"token_accuracy": float(hit.mean()), "all_tokens_accuracy": float(hit.all(1).float().mean()),
                                    "frames": int(hit.shape[0]),
                                    "chance": float(_majority_rate(tl, d, tab["tokens"]))}
     return result
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _majority_rate(tl: TokenLabels, domain: str, tokens: torch.Tensor) -> float:

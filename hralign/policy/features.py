@@ -13,33 +13,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from hralign.device import Placement
+from hralign.encoders.clips import encode_clips as shared_encode_clips
 from hralign.pairs import PairsFile
 
 
-@torch.no_grad()
 def encode_clips(encoder: nn.Module, pairs: PairsFile, domain: str, clips: Iterable[int], batch_size: int = 64,
-                 progress: bool = False) -> dict[int, torch.Tensor]:
-    """``{clip: float32 [T, D]}`` for each clip of ``domain`` (frames read by slice, encoded in batches)."""
+                 progress: bool = False, placement: Placement | None = None) -> dict[int, torch.Tensor]:
+    """``{clip: float32 [T, D]}`` for each distinct clip of ``domain`` (the encoder pass is
+    :func:`hralign.encoders.clips.encode_clips`; ``placement`` gives its device and precision)."""
     clips = sorted({int(c) for c in clips})
-    out: dict[int, torch.Tensor] = {}
-    bar = None
-    if progress and clips:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=int(pairs.clip_lengths(domain)[clips].sum()), desc=f"features {domain}", unit="frame",
-                   dynamic_ncols=True, leave=False)
     encoder.eval()
-    for c in clips:
-        frames = pairs.read_clip(domain, c)  # uint8 (T, H, W, 3)
-        parts = []
-        for i in range(0, len(frames), batch_size):
-            parts.append(encoder(frames[i:i + batch_size]).float().cpu())
-            if bar is not None:
-                bar.update(min(batch_size, len(frames) - i))
-        out[c] = torch.cat(parts) if parts else torch.zeros(0, 0)
-    if bar is not None:
-        bar.close()
-    return out
+    feats = shared_encode_clips(encoder, pairs, domain, clips, batch_size=batch_size, placement=placement,
+                                progress=progress, desc=f"features {domain}")
+    return dict(zip(clips, feats))
 
 
 def context_features(clip_features: torch.Tensor, t: np.ndarray, k: int) -> torch.Tensor:

@@ -1,14 +1,16 @@
 """``train_policy``: features once, then the latent-token stage (latent policy) and the action stage.
 
-Both stages are plain AdamW loops over cached features. Batches are drawn by a generator seeded
-with (seed, stage, step), so a run resumed from ``checkpoints/last.pt`` draws exactly the batches
-the uninterrupted run would have drawn, and the same seed gives the same weights on CPU.
+Each stage is a phase of the training layer (:mod:`hralign.train`, docs/training.md) over cached
+features: what is the policy's own lives here (its batches, its stages); the layer owns devices,
+processes, the run directory, checkpoints, metrics and resume. Global batches are drawn by a
+generator seeded with (seed, stage, step) and split across processes, so a resumed run draws
+exactly the batches the uninterrupted run would have drawn, the same seed gives the same weights
+on CPU, and several processes give the weights of one (BatchNorm over the global batch).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from hralign.atomic import atomic_path
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
 from hralign.pairs import PairsFile
@@ -32,13 +33,14 @@ from hralign.policy.data import (
     token_table,
 )
 from hralign.policy.features import encode_clips
-from hralign.policy.io import CONFIG_FILE, EncoderSource, save_policy
+from hralign.policy.io import EncoderSource, save_policy
 from hralign.policy.labels import TokenLabels, label_with_lam, load_token_labels
 from hralign.policy.latent import LatentPolicy
+from hralign.train import Phase, Session, open_session
 
-CHECKPOINT = "checkpoints/last.pt"
-METRICS = "metrics.jsonl"
 STAGES = ("latent", "action")
+# Besides the shared resumable fields: the latent stage may be lengthened too.
+RESUMABLE_FIELDS = ("latent_steps",)
 
 
 def instruction_table(tasks: list[str], enabled: bool) -> torch.Tensor | None:
@@ -55,93 +57,38 @@ def _batch_rows(n: int, batch_size: int, seed: int, stage: int, step: int) -> to
     return torch.randint(0, n, (max(2, min(batch_size, n)),), generator=g)
 
 
-def run_stage(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], instructions: torch.Tensor | None,
-               cfg: TrainConfig, steps: int, out: Path, start: int = 0, optim_state: dict | None = None,
-               progress: bool = True) -> dict[str, float]:
-    """Train one stage ("tokens" or "action") of ``policy`` on a ready feature ``table``; returns its last logs.
-
-    The one training loop of hralign's policies: ``hralign policy train`` and the MetaWorld
-    evaluation (``hralign.sim``) both call it. Batches are seeded per step, so a resumed stage
-    (``start``, ``optim_state``) continues exactly.
-    """
+def _stage_phase(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], instructions: torch.Tensor | None,
+                 cfg: TrainConfig, steps: int, session: Session) -> Phase:
+    """The phase of one stage ("latent" or "action") on a ready feature ``table``."""
     n = int(next(iter(table.values())).shape[0])
     if n < 2:
         raise HRAlignError(f"{stage} stage: {n} training frame(s); need at least 2 (BatchNorm), add clips or raise "
                            "--robot-fraction")
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if optim_state is not None:
-        optim.load_state_dict(optim_state)
     sid = STAGES.index(stage)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=start, desc=f"policy {stage}", unit="step", dynamic_ncols=True)
-    logs: dict[str, float] = {}
-    policy.train()
-    for step in range(start, steps):
-        batch = batch_of(table, _batch_rows(n, cfg.batch_size, cfg.seed, sid, step), instructions)
+    def forward(model: nn.Module, step: int):
+        rows = session.local_rows(_batch_rows(n, cfg.batch_size, cfg.seed, sid, step))  # this process's share
+        batch = {k: v.to(session.device) for k, v in batch_of(table, rows, instructions).items()}
         if stage == "latent":
             batch.pop("action", None)
-        loss, logs = policy(batch)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        done = step + 1
-        if done % cfg.log_every == 0 or done == steps:
-            with open(out / METRICS, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"stage": stage, "step": done, **logs}) + "\n")
-        if done % cfg.checkpoint_every == 0 or done == steps:
-            _save_checkpoint(out, policy, optim, stage, done)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:3]})
-    if bar is not None:
-        bar.close()
+        return model(batch)
+
+    return Phase(stage, steps, policy, forward, weight_decay=cfg.weight_decay, record={"stage": stage})
+
+
+def run_stage(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], instructions: torch.Tensor | None,
+              cfg: TrainConfig, steps: int, out: Path, progress: bool = True) -> dict[str, float]:
+    """Train one stage of ``policy`` on a ready feature ``table`` into run directory ``out`` (replaced);
+    returns its last logged figures. The MetaWorld evaluation (``hralign.sim``) trains its BC
+    policies with it: the same loop as ``hralign policy train``."""
+    cfg = dataclasses.replace(cfg, steps=steps, resume=False, overwrite=True)
+    session = open_session(cfg, out, "policy-stage", {"stage": stage, "train": cfg.to_dict()},
+                           find_unused_parameters=True)
+    session.begin()
+    logs = session.run_phase(_stage_phase(policy, stage, table, instructions, cfg, steps, session), STAGES.index(stage),
+                             progress)
+    session.finish()
     return logs
-
-
-def _save_checkpoint(out: Path, policy: nn.Module, optim: torch.optim.Optimizer, stage: str, step: int) -> None:
-    with atomic_path(out / CHECKPOINT, suffix=".pt") as tmp:
-        torch.save({"stage": stage, "step": step, "model": policy.state_dict(), "optim": optim.state_dict()}, tmp)
-
-
-def _load_checkpoint(out: Path) -> dict[str, Any] | None:
-    path = out / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of a damaged file
-        raise HRAlignError(f"{path}: unreadable checkpoint ({e}); delete it or train without --resume") from e
-    if not isinstance(ck, dict) or ck.get("stage") not in STAGES:
-        raise HRAlignError(f"{path}: not a policy checkpoint")
-    return ck
-
-
-def _prepare_out(out: Path, resume: bool, overwrite: bool, run: dict[str, Any]) -> dict[str, Any] | None:
-    """Check/prepare the run dir; returns the checkpoint to resume from (or None)."""
-    run_file = out / "run.json"
-    if resume:
-        if not run_file.is_file():
-            raise HRAlignError(f"--resume: {run_file} not found; nothing to resume in {out}")
-        old = json.loads(run_file.read_text(encoding="utf-8"))
-        if old != run:
-            diff = sorted(k for k in set(old) | set(run) if old.get(k) != run.get(k))
-            raise HRAlignError(f"--resume: {out} was started with other settings (differs in {', '.join(diff)}); "
-                               "use the same flags or --overwrite")
-        return _load_checkpoint(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise HRAlignError(f"--out {out}: exists and is not empty; pass --resume to continue or --overwrite")
-        for name in (CONFIG_FILE, METRICS, "run.json", "labels.h5", "model.safetensors"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_file) as tmp:
-        tmp.write_text(json.dumps(run, indent=2), encoding="utf-8")
-    return None
 
 
 def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path, config: ActionConfig,
@@ -161,9 +108,12 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
     config : BCConfig or LatentPolicyConfig
         What to train; a latent policy needs ``labels`` (labels.h5 / TokenLabels) or ``lam`` (a LAM dir).
     train : TrainConfig
-        Steps, learning rate, seed, robot fraction, split.
+        Steps, learning rate, seed, robot fraction, split, device, resume rule.
+    resume, overwrite : bool
+        Shortcuts for ``train.resume`` / ``train.overwrite`` (the training layer's run-directory rule).
 
-    Returns a summary dict (clip counts, final losses, output path).
+    Returns a summary dict (clip counts, final losses, output path); ``{}`` on the processes other
+    than the main one under a launcher.
     """
     train = train or TrainConfig()
     out = Path(out)
@@ -174,14 +124,13 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
         raise HRAlignError("--labels/--lam train a latent policy; drop them for the BC baseline")
     pairs = PairsFile(pairs_path)
     check_robot_actions(pairs, config.head)
+    train = dataclasses.replace(train, resume=train.resume or resume, overwrite=train.overwrite or overwrite)
     run = {"pairs": str(Path(pairs_path).resolve()), "pairs_sha256": sha256_file(pairs_path),
            "encoder": source.to_dict(), "kind": "latent" if latent else "bc", "config": config.to_dict(),
-           # steps may grow on --resume (continue a finished run); everything else must match
-           "train": {k: v for k, v in train.to_dict().items()
-                     if k not in ("log_every", "checkpoint_every", "steps", "latent_steps")},
+           "train": train.to_dict(),
            "labels": None if labels is None or isinstance(labels, TokenLabels) else str(Path(labels).resolve()),
            "lam": None if lam is None else str(Path(lam).resolve())}
-    ckpt = _prepare_out(out, resume, overwrite, run)
+    session = open_session(train, out, "policy", run, RESUMABLE_FIELDS, find_unused_parameters=True)
 
     train_clips, held = clip_split(pairs, train.val_fraction, train.split_by, train.seed)
     if "robot" not in train_clips or not len(train_clips["robot"]):
@@ -192,6 +141,7 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
     k = config.context_frames
     instructions = instruction_table(pairs.tasks, config.instruction)
 
+    session.begin()  # checks passed: the run directory is created (labels may be written into it)
     token_labels: TokenLabels | None = None
     if latent:
         if isinstance(labels, TokenLabels):
@@ -253,23 +203,21 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
         policy.fit_future(fut_table["future"][valid])
     stages.append(("action", train.steps, table))
 
-    if ckpt is not None:
-        policy.load_state_dict(ckpt["model"])
+    policy.to(session.device)
     finals: dict[str, dict[str, float]] = {}
     for stage, steps, tab in stages:
         if stage == "action" and latent:
             policy.freeze_trunk(not config.finetune_trunk)
-        start, optim_state = 0, None
-        if ckpt is not None:
-            done_idx = STAGES.index(ckpt["stage"])
-            if STAGES.index(stage) < done_idx:
-                continue
-            if stage == ckpt["stage"]:
-                start, optim_state = int(ckpt["step"]), ckpt["optim"]
-        if steps == 0 or start >= steps:
+        if steps == 0:
             continue
-        finals[stage] = run_stage(policy, stage, tab, instructions, train, steps, out, start, optim_state, progress)
-
+        logs = session.run_phase(_stage_phase(policy, stage, tab, instructions, train, steps, session),
+                                 STAGES.index(stage), progress)
+        if logs:
+            finals[stage] = logs
+    if not session.is_main:
+        session.finish()
+        return {}
+    policy.cpu()
     enc_meta = {"source": source.to_dict(), "name": getattr(robot_enc, "name", "?"), "spec": robot_enc.spec,
                 "feature_dim": dims["feature_dim"], "image_size": int(robot_enc.image_size)}
     meta = {"encoder": enc_meta, "train": train.to_dict(),
@@ -282,4 +230,5 @@ def train_policy(pairs_path: str | Path, source: EncoderSource, out: str | Path,
                      "labels_gap": token_labels.gap if token_labels is not None else None},
             "counts": counts, "final": finals}
     save_policy(policy, out, meta)
+    session.finish()
     return {"out": str(out), "kind": policy.name, **counts, "final": finals}

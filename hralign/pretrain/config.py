@@ -10,22 +10,25 @@ instruction embeddings are standardized before the scorer sees them (``--lang-no
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from hralign.errors import HRAlignError
+from hralign.train.config import TrainConfig
 
 SIMILARITIES = ("l2", "cosine")
 LANG_NORMS = ("standardize", "none")
 DOMAIN_CHOICES = ("human", "robot", "both")
 
-# Fields that may differ between an interrupted run and its resumption (everything else must match).
-RESUMABLE_FIELDS = ("steps", "eval_every", "checkpoint_every", "log_every", "device", "resume", "overwrite", "out")
-
 
 @dataclass
-class PretrainConfig:
-    """Every flag of `hralign pretrain`."""
+class PretrainConfig(TrainConfig):
+    """Every flag of `hralign pretrain`; shared training fields from :class:`hralign.train.TrainConfig`."""
 
+    steps: int = field(default=250, metadata={"help": "Optimiser steps (R3M: 1.5M on Ego4D; a few hundred for the demo)."})
+    batch_size: int = field(default=8, metadata={"help": "Clips per step, summed over processes; 5 frames are drawn "
+                                                         "from each (R3M: 32)."})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (R3M: 1e-4; on the demo 1e-3 gave the best held-out "
+                                                    "time-contrastive accuracy in a few hundred steps, 1e-4 lowered it)."})
     pairs: str = field(default="", metadata={"help": "Pairs HDF5 file whose clips are the training video."})
     out: str = field(default="", metadata={"help": "Output directory: the encoder (hralign.json, model.safetensors), "
                                                   "R3M-layout model.pt, checkpoints/, metrics.jsonl, summary.json."})
@@ -36,11 +39,6 @@ class PretrainConfig:
     trust_checkpoint: bool = field(default=False, metadata={"help": "Allow full unpickling of --weights (only for files you trust)."})
     image_size: int | None = field(default=64, metadata={"help": "Training/eval input size (R3M: 224; 64 keeps the CPU demo "
                                                                  "to minutes). 0 = the encoder's default."})
-    steps: int = field(default=250, metadata={"help": "Optimiser steps (R3M: 1.5M on Ego4D; a few hundred for the demo)."})
-    batch_size: int = field(default=8, metadata={"help": "Clips per step; 5 frames are drawn from each (R3M: 32)."})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (R3M: 1e-4; on the demo 1e-3 gave the best held-out "
-                                                    "time-contrastive accuracy in a few hundred steps, 1e-4 lowered it)."})
-    seed: int = field(default=0, metadata={"help": "Seed of init, sampling, crops and negatives; same seed + flags = same weights on CPU."})
     text_encoder: str = field(default="auto", metadata={"help": "Sentence encoder for the language term: auto (minilm when "
                                                                 "installed, else the term is off), minilm, a local transformers "
                                                                 "directory, or none."})
@@ -64,23 +62,16 @@ class PretrainConfig:
     crop_scale: float = field(default=1.0, metadata={"help": "Smallest area share of the random resized crop, the same crop "
                                                             "across a sample's frames (R3M 'rctraj': 0.2); 1 = no crop "
                                                             "(R3M's default doaug='none')."})
-    val_fraction: float = field(default=0.25, metadata={"help": "Share of pairs (or clips, in files without pairs) held out "
-                                                               "for evaluation when the file has no /split."})
     eval_frames: int = field(default=8, metadata={"help": "Frames per clip averaged into the clip embedding for kNN/retrieval."})
     knn_k: int = field(default=5, metadata={"help": "Neighbours of the kNN task-accuracy monitor."})
-    eval_every: int = field(default=100, metadata={"help": "Evaluate on held-out clips every N steps (0 = only at start and end)."})
-    checkpoint_every: int = field(default=50, metadata={"help": "Write a resumable checkpoint every N steps (0 = only at the end)."})
-    log_every: int = field(default=10, metadata={"help": "Append the training losses to metrics.jsonl every N steps."})
-    device: str = field(default="cpu", metadata={"help": "cpu | cuda | cuda:N | auto."})
-    resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its last checkpoint."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "lr", "scorer_hidden", "eval_frames", "knn_k", "log_every"):
+        super().__post_init__()
+        for name in ("scorer_hidden", "eval_frames", "knn_k"):
             value = getattr(self, name)
             if value is None or value <= 0:
                 raise HRAlignError(f"`--{_flag(name)}` should be positive but the value passed is {value}")
-        for name in ("tcn_weight", "lang_weight", "l1_weight", "l2_weight", "num_negatives", "eval_every", "checkpoint_every"):
+        for name in ("tcn_weight", "lang_weight", "l1_weight", "l2_weight", "num_negatives"):
             if getattr(self, name) < 0:
                 raise HRAlignError(f"`--{_flag(name)}` should be >= 0 but the value passed is {getattr(self, name)}")
         if self.image_size is not None and self.image_size < 0:
@@ -101,8 +92,6 @@ class PretrainConfig:
             raise HRAlignError(f"`--alpha` should be in [0, 0.5] but the value passed is {self.alpha}")
         if not 0 < self.crop_scale <= 1:
             raise HRAlignError(f"`--crop-scale` should be in (0, 1] but the value passed is {self.crop_scale}")
-        if not 0 < self.val_fraction < 1:
-            raise HRAlignError(f"`--val-fraction` should be in (0, 1) but the value passed is {self.val_fraction}")
 
     @property
     def logit_temperature(self) -> float:
@@ -110,9 +99,6 @@ class PretrainConfig:
         if self.temperature is not None:
             return float(self.temperature)
         return 1.0 if self.similarity == "l2" else 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "PretrainConfig":
@@ -122,11 +108,6 @@ class PretrainConfig:
         if unknown:
             raise HRAlignError(f"pretrain config: unknown keys {unknown}; known keys are {sorted(known)}")
         return cls(**data)
-
-    def resume_mismatches(self, saved: dict) -> list[str]:
-        """Fields (outside RESUMABLE_FIELDS) whose value differs from the saved run's config."""
-        now = self.to_dict()
-        return [k for k in now if k not in RESUMABLE_FIELDS and k in saved and saved[k] != now[k]]
 
 
 def _flag(name: str) -> str:

@@ -125,7 +125,7 @@ def _pretrain(out: Path, pairs: Path, bench: BenchConfig, image_size: int, progr
     if not _done(target):
         cfg = PretrainConfig(pairs=str(pairs), out=str(target), domain="human", encoder=bench.encoder,
                              image_size=image_size, steps=bench.pretrain_steps, seed=bench.seed,
-                             resume=(target / "config.json").is_file(), eval_every=0,
+                             resume=(target / "run.json").is_file(), eval_every=0,
                              checkpoint_every=max(1, bench.pretrain_steps // 4))
         pretrain(cfg, progress=progress, log=lambda _msg: None)
     return target
@@ -147,8 +147,8 @@ def _adapt(out: Path, pairs: Path, spec: str, base: str, weights: str | None, im
         cfg = AdaptConfig(pairs=str(pairs), out=str(run), encoder=base, weights=weights, image_size=image_size,
                           adapter=method, placement=placement or None, steps=bench.adapt_steps, lr=lr,
                           frame_weight=bench.adapt_frame_weight if frames else 0.0,
-                          batch_size=batch, seed=bench.seed, eval_every=0, save_every=max(1, bench.adapt_steps // 4),
-                          cache_dir=str(out / "cache"), device="cpu", resume=(run / "config.json").is_file())
+                          batch_size=batch, seed=bench.seed, eval_every=0, checkpoint_every=max(1, bench.adapt_steps // 4),
+                          cache_dir=str(out / "cache"), device="cpu", resume=(run / "run.json").is_file())
         run_adapt(cfg, progress=progress, echo=lambda *_a: None)
     return run / "adapter"
 
@@ -271,16 +271,14 @@ def paired_difference(row: dict[str, Any], ref: dict[str, Any]) -> dict[str, flo
 
 def plot_table(results: dict[str, Any], path: Path) -> None:
     """Grouped bars (protocol groups, one bar per variant, std as error bar)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # object-oriented API: no pyplot, no backend switch
 
     protocols = list(results["table"])
     variants = list(next(iter(results["table"].values())))
     width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(2.4 + 1.8 * len(protocols), 3.4))
+    fig = Figure(figsize=(2.4 + 1.8 * len(protocols), 3.4))
+    ax = fig.subplots()
     for i, v in enumerate(variants):
         means = [results["table"][p][v]["mean"] for p in protocols]
         stds = [results["table"][p][v]["std"] for p in protocols]
@@ -292,4 +290,3 @@ def plot_table(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)

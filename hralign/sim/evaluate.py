@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from hralign.atomic import write_text_atomic
+from hralign.device import DEVICE_HELP, PRECISION_HELP, DeviceConfig, Placement, resolve
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
@@ -60,6 +61,9 @@ class SimEvalConfig:
     eval_seed: int = field(default=10_000, metadata={"help": "Seed of the rollout goals (same for every variant)."})
     envs: int = field(default=10, metadata={"help": "Envs per task stepped in lockstep (one batched encoder call "
                                                     "per step; ~240 MB each)."})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP + " Runs the encoder (demo features and "
+                                                                        "rollout frames); BC and GR-1 stay on CPU."})
+    precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})
     policy: str = field(default="bc", metadata={"help": "Policy of the encoder rows: bc (R3M's MLP) or gr1 (GR-1-style "
                                                         "transformer; the proprio-only floor stays BC)."})
 
@@ -73,6 +77,7 @@ class SimEvalConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
+        DeviceConfig(self.device, self.precision)  # names checked here; the hardware by evaluate_sim
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,15 +118,17 @@ def demo_table(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]] | Non
 
 @torch.no_grad()
 def rollout(envs: list[SimEnv], policy: nn.Module, encoder: nn.Module | None, goals: list[np.ndarray],
-            max_steps: int, instruction: torch.Tensor | None = None) -> list[bool]:
+            max_steps: int, placement: Placement | None = None, instruction: torch.Tensor | None = None) -> list[bool]:
     """Closed-loop episodes from the robot view, one per (env, goal), stepped in lockstep.
 
     The encoder sees one batch of the still-running envs' frames per step: on one CPU thread a
     batch of 10 costs ~11 ms per image against ~34 ms one at a time (ResNet-18 at 96 px, measured),
-    which more than halves a rollout. An episode stops at MetaWorld's first success. A policy with a
+    which more than halves a rollout. An episode stops at MetaWorld's first success. ``placement``:
+    the encoder's device and precision (it must already be there; default CPU fp32). A policy with a
     ``runner`` (GR-1) acts through it: history per episode and ACT's temporal ensembling of its chunks;
     ``instruction`` [E] is the task's text embedding it conditions on.
     """
+    placement = placement or Placement(torch.device("cpu"), "fp32")
     if len(envs) < len(goals):
         raise HRAlignError(f"rollout: {len(goals)} goals for {len(envs)} envs")
     obs = [env.reset(g) for env, g in zip(envs, goals)]
@@ -135,7 +142,9 @@ def rollout(envs: list[SimEnv], policy: nn.Module, encoder: nn.Module | None, go
         batch = {"state": torch.from_numpy(np.stack([envs[i].proprio(obs[i]) for i in active]))}
         if encoder is not None:
             frames = np.stack([envs[i].render(human=False) for i in active])
-            batch["features"] = encoder(torch.from_numpy(frames)).float()  # (B, D)
+            with torch.inference_mode(), placement.autocast():
+                feats = encoder(torch.from_numpy(frames).to(placement.device))
+            batch["features"] = feats.float().cpu()  # (B, D)
         if instruction is not None:
             batch["instruction"] = instruction[None, :].expand(len(active), -1)
         actions = (runner.act(batch, active) if runner is not None else policy.select_action(batch)).numpy()
@@ -166,6 +175,7 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
     gr1 = gr1 or GR1Config(gripper_dims="none")
     if cfg.policy == "gr1":
         check_chunk_fits(gr1.chunk, cfg.max_steps)  # before any work
+    placement = resolve(DeviceConfig(cfg.device, cfg.precision))
     out = Path(out)
     meta = read_sim_meta(pairs_path)
     pairs = PairsFile(pairs_path)
@@ -202,8 +212,9 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
             if use_gr1 and pretrain_steps:  # stage 1 reads every human-view clip
                 need["human"] = np.arange(pairs.num_clips("human"))
             if source is not None and robot_enc is None:
-                robot_enc = source.robot_encoder()
-                human_enc = source.human_encoder(robot_enc) if source.adapter is not None else robot_enc
+                robot_enc = source.robot_encoder().to(placement.device)
+                human_enc = (source.human_encoder(robot_enc).to(placement.device) if source.adapter is not None
+                             else robot_enc)
                 if int(human_enc.feature_dim) != int(robot_enc.feature_dim):
                     raise HRAlignError(f"{vname}: human encoder gives {human_enc.feature_dim}-d features, robot "
                                        f"encoder {robot_enc.feature_dim}-d; they must agree")
@@ -213,7 +224,7 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                     enc = human_enc if d == "human" else robot_enc
                     have = feats.setdefault(d, {})
                     missing = [int(c) for c in cs if int(c) not in have]
-                    have.update(encode_clips(enc, pairs, d, missing))
+                    have.update(encode_clips(enc, pairs, d, missing, placement=placement))
             table = demo_table(pairs, feats if source is not None else None, clips)
             run = vdir / f"seed{s}"
             run.mkdir(exist_ok=True)
@@ -241,7 +252,7 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                 for lo in range(0, cfg.rollouts, n_envs):
                     chunk = goals[t][lo:lo + n_envs]
                     wins += sum(rollout(envs[t], policy, robot_enc if source is not None else None, chunk,
-                                        cfg.max_steps, instr[ti] if instr is not None else None))
+                                        cfg.max_steps, placement, instr[ti] if instr is not None else None))
                     if bar is not None:
                         bar.update(len(chunk))
                 per_task[t] = wins / cfg.rollouts

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from hralign.atomic import atomic_path, write_text_atomic
+from hralign.device import Placement
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
 from hralign.pairs import PairsFile
@@ -282,9 +283,11 @@ def prepare_out(out: Path, resume: bool, overwrite: bool, run: dict[str, Any]) -
 
 
 def load_clip_data(pairs: PairsFile, domain: str, encoder: torch.nn.Module, clips: np.ndarray, actions: bool,
-                   state: bool, progress: bool = False) -> ClipData:
-    """Frozen features (one camera: [T, 1, D]) and, when asked and stored, actions / state of ``clips``."""
-    feats = {c: f[:, None, :] for c, f in encode_clips(encoder, pairs, domain, clips, progress=progress).items()}
+                   state: bool, progress: bool = False, placement: Placement | None = None) -> ClipData:
+    """Frozen features (one camera: [T, 1, D]) and, when asked and stored, actions / state of ``clips``
+    (``placement``: the encoder pass's device and precision; the encoder must already be there)."""
+    feats = {c: f[:, None, :] for c, f in encode_clips(encoder, pairs, domain, clips, progress=progress,
+                                                        placement=placement).items()}
     data = ClipData(domain, feats, np.asarray(pairs.clip_tasks(domain)))
     for c in feats:
         if actions:

@@ -1,0 +1,96 @@
+"""``folder DIR --csv F``: any videos under DIR, one CSV row per clip.
+
+Columns: ``path`` (relative to DIR), ``instruction``, ``embodiment`` (human or robot), and
+optionally ``start``/``end`` (seconds within the video), ``pair`` (clips of opposite embodiment
+with the same value are paired) and ``split`` (train/val). Every row is checked before anything
+is decoded: a path outside DIR or a missing file is a one-line error naming the CSV row.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hralign.errors import HRAlignError
+from hralign.pairs import schema as S
+from hralign.pairs.importers.source import ClipSource, ImportPlan, VideoSegment
+
+REQUIRED = ("path", "instruction", "embodiment")
+SPLITS = {"": None, "train": S.SPLIT_TRAIN, "0": S.SPLIT_TRAIN, "val": S.SPLIT_VAL, "valid": S.SPLIT_VAL,
+          "validation": S.SPLIT_VAL, "1": S.SPLIT_VAL}
+
+
+@dataclass
+class FolderConfig:
+    """Options of the ``folder`` importer."""
+
+    csv: str = field(metadata={"help": "CSV listing the clips: path, instruction, embodiment (human|robot)"
+                                       "[, start, end (seconds), pair, split (train|val)]; paths relative to DIR."})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.csv, str) or not self.csv:
+            raise HRAlignError(f"`csv` should be the path of a CSV file but the value passed is {self.csv!r}")
+
+
+def _seconds(value: str, where: str, column: str) -> float | None:
+    if not value:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise HRAlignError(f"{where}: {column} {value!r} is not a number of seconds") from None
+    if not v >= 0:
+        raise HRAlignError(f"{where}: {column} {value!r}, expected seconds >= 0")
+    return v
+
+
+def plan(root: Path, config: FolderConfig) -> ImportPlan:
+    """One clip per CSV row (see the module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise HRAlignError(f"{root}: not a folder (expected DIR holding the videos listed in {config.csv})")
+    table = Path(config.csv)
+    if not table.is_file():
+        raise HRAlignError(f"{table}: CSV not found (expected columns {', '.join(REQUIRED)})")
+    base = root.resolve()
+    clips: list[ClipSource] = []
+    try:
+        with open(table, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise HRAlignError(f"{table}: columns are {header}, missing {missing} (expected {', '.join(REQUIRED)}"
+                                   "[, start, end, pair, split])")
+            for line, raw in enumerate(reader, start=2):
+                rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str) or v is None}
+                where = f"{table}: row {line}"
+                for c in REQUIRED:
+                    if not rec.get(c):
+                        raise HRAlignError(f"{where}: column `{c}` is empty, expected a value")
+                emb = rec["embodiment"].lower()
+                if emb not in S.DOMAINS:
+                    raise HRAlignError(f"{where}: embodiment {rec['embodiment']!r}, expected human or robot")
+                path = (root / rec["path"]).resolve()
+                if not path.is_relative_to(base):
+                    raise HRAlignError(f"{where}: path {rec['path']!r} is outside {root}; paths must stay inside DIR")
+                if not path.is_file():
+                    raise HRAlignError(f"{where}: video {rec['path']!r} not found in {root}")
+                start = _seconds(rec.get("start", ""), where, "start") or 0.0
+                end = _seconds(rec.get("end", ""), where, "end")
+                if end is not None and end <= start:
+                    raise HRAlignError(f"{where}: end {end} <= start {start}, expected a non-empty segment")
+                split = rec.get("split", "").lower()
+                if split not in SPLITS:
+                    raise HRAlignError(f"{where}: split {split!r}, expected train, val or empty")
+                clips.append(ClipSource(key=f"row{line}:{rec['path']}", domain=emb, instruction=rec["instruction"],
+                                        frames=VideoSegment(path, start, end), split=SPLITS[split],
+                                        pair_key=rec.get("pair") or None))
+    except UnicodeDecodeError as e:
+        raise HRAlignError(f"{table}: not UTF-8 text ({e})") from e
+    except csv.Error as e:
+        raise HRAlignError(f"{table}: not valid CSV ({e})") from e
+    if not clips:
+        raise HRAlignError(f"{table}: has a header but no rows, expected one row per clip")
+    return ImportPlan(clips=clips)

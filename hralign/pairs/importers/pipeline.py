@@ -1,0 +1,500 @@
+"""The import pipeline shared by every importer: decode, resample, resize, compress, pair, split, resume.
+
+:func:`run_import` takes an importer's :class:`~hralign.pairs.importers.source.ImportPlan` and
+writes one pairs file:
+
+* Each clip is decoded by a worker process (a ``ProcessPoolExecutor``; ``workers=1`` runs in this
+  process), resampled to ``fps`` by its source timestamps, its actions/state rows picked nearest in
+  time to each kept frame, resized (centre crop or letterbox) and written, already compressed, to
+  its own small shard file ``.OUT.partial/clip_NNNNNN.h5`` (temporary name + rename, so a shard
+  that exists is complete). A worker holds one clip in memory.
+* The main process appends shards to a :class:`~hralign.pairs.writer.PairsWriter` in plan order,
+  copying the compressed frame chunks as they are (no recompression), then adds the pairs (every
+  human x every robot clip of a ``pair_key``) and their split; the writer renames the file into
+  place only at the end, so ``OUT`` is never half-written.
+* ``resume=True`` continues a killed import: shards already in ``.OUT.partial/`` are reused (the
+  partial folder records a fingerprint of the plan and the options; a mismatch is an error), and
+  because the file is assembled from shards in plan order, the result has the same content hash
+  (:func:`content_hash`) as an uninterrupted import. The partial folder is removed on success.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import zlib
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hralign.errors import HRAlignError
+from hralign.pairs import schema as S
+from hralign.pairs.importers.source import ClipSource, ImportPlan
+from hralign.pairs.writer import PairsWriter, frame_filter
+
+RESIZE_MODES = ("crop", "letterbox")
+# Chosen by benchmarks/import_scale.py (docs/pairs.md, "Import at scale"): on AV1-decoded frames blosc
+# (zstd 3, bit shuffle) stores 0.77 of raw bytes and reads ~41k frames/s; lzf 0.89 at ~45k; gzip 0.70 at ~24k.
+DEFAULT_COMPRESSION = "blosc"
+SHARD_FORMAT = 1  # bump when the shard layout changes (old partial folders are then refused on --resume)
+
+
+@dataclass
+class ImportConfig:
+    """How :func:`run_import` turns an import plan into a pairs file (the same for every importer)."""
+
+    fps: float | None = field(default=None, metadata={"help": "Resample every clip to this frame rate by its source "
+                                                               "timestamps (default: keep every frame)."})
+    image_size: int | None = field(default=128, metadata={"help": "Side of the square frames written (0 or None: keep "
+                                                                  "the source size; all clips of a domain must then match)."})
+    resize: str = field(default="crop", metadata={"help": "crop: centre-crop to a square then resize; letterbox: "
+                                                          "resize the long side and pad with black."})
+    compression: str | None = field(default=DEFAULT_COMPRESSION, metadata={"help": "HDF5 filter for frames: none, gzip, "
+                                                                                    "lzf or blosc (hdf5plugin)."})
+    workers: int = field(default=2, metadata={"help": "Decode worker processes (1: decode in this process)."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Validation share for clips whose source gives no split "
+                                                               "(decided per pair key, so a pair never straddles splits)."})
+    seed: int = field(default=0, metadata={"help": "Seed of that split rule."})
+    skip_bad: bool = field(default=False, metadata={"help": "Skip clips whose frames do not decode (a warning each and "
+                                                            "a count at the end) instead of stopping with exit 2."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace --out (and discard a partial import) if it exists."})
+    resume: bool = field(default=False, metadata={"help": "Continue an import of the same sources and options that was "
+                                                          "killed (reuses the clips in .OUT.partial/)."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.compression, str) and self.compression.lower() == "none":
+            self.compression = None
+        if self.compression not in S.COMPRESSIONS:
+            raise HRAlignError(f"`compression` should be one of none, gzip, lzf, blosc but the value passed is {self.compression!r}")
+        if self.image_size == 0:
+            self.image_size = None
+        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
+                                            or self.image_size < 8):
+            raise HRAlignError(f"`image_size` should be an integer >= 8 (or 0 to keep the source size) "
+                               f"but the value passed is {self.image_size!r}")
+        if self.fps is not None and (isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not self.fps > 0):
+            raise HRAlignError(f"`fps` should be a positive number but the value passed is {self.fps!r}")
+        if self.resize not in RESIZE_MODES:
+            raise HRAlignError(f"`resize` should be one of {RESIZE_MODES} but the value passed is {self.resize!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise HRAlignError(f"`workers` should be a positive integer but the value passed is {self.workers!r}")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
+                or not 0.0 <= self.val_fraction < 1.0:
+            raise HRAlignError(f"`val_fraction` should be a number in [0, 1) but the value passed is {self.val_fraction!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise HRAlignError(f"`seed` should be a non-negative integer but the value passed is {self.seed!r}")
+
+    def content_fields(self) -> dict:
+        """The options that change the output's content (they make up the resume fingerprint)."""
+        return {k: getattr(self, k) for k in ("fps", "image_size", "resize", "compression", "val_fraction", "seed")}
+
+
+@dataclass
+class ImportReport:
+    """What :func:`run_import` did: counts per domain, pairs, and every skipped clip with its reason."""
+
+    out: Path
+    clips: dict[str, int]
+    frames: dict[str, int]
+    pairs: int
+    skipped: list[tuple[str, str]]
+    unpaired: list[tuple[str, str]] = field(default_factory=list)  # (pair key, reason it gave no pair)
+    reused: int = 0  # clips taken from a partial import (--resume)
+
+    def lines(self) -> list[str]:
+        """The report as printed by ``hralign pairs import``."""
+        imported = ", ".join(f"{n} {d} clips ({self.frames[d]} frames)" for d, n in self.clips.items() if n) or "no clips"
+        out = [f"wrote {self.out}: {imported}, {self.pairs} pairs"
+               + (f"; {self.reused} clips reused from the partial import" if self.reused else "")]
+        for key, reason in self.skipped:
+            out.append(f"skipped {key}: {reason}")
+        for key, reason in self.unpaired:
+            out.append(f"no pair for key {key}: {reason}")
+        out.append(f"{sum(self.clips.values())} clips imported, {len(self.skipped)} skipped, {self.pairs} pairs")
+        return out
+
+
+# -- frames: resampling and resizing (pure functions, used in worker processes) --------------------
+def resample_indices(times_s: np.ndarray, fps: float | None) -> np.ndarray:
+    """Indices of the source frames kept at ``fps``: for each target time k/fps, the nearest frame.
+
+    Never upsamples (a frame is kept once); ``fps=None`` keeps every frame.
+    """
+    t = np.asarray(times_s, dtype=np.float64)
+    if fps is None or t.size <= 1:
+        return np.arange(t.size)
+    targets = np.arange(0.0, t[-1] + 0.5 / fps, 1.0 / fps)
+    return np.unique(nearest_rows(t, targets))
+
+
+def nearest_rows(row_times: np.ndarray, query_times: np.ndarray) -> np.ndarray:
+    """For each query time, the index of the nearest entry of sorted ``row_times`` (ties: earlier row)."""
+    row_times = np.asarray(row_times, dtype=np.float64)
+    q = np.asarray(query_times, dtype=np.float64)
+    hi = np.clip(np.searchsorted(row_times, q), 1, max(1, row_times.size - 1))
+    lo = hi - 1
+    if row_times.size == 1:
+        return np.zeros(q.shape, dtype=np.int64)
+    pick_hi = np.abs(row_times[hi] - q) < np.abs(q - row_times[lo])
+    return np.where(pick_hi, hi, lo).astype(np.int64)
+
+
+def resize_frames(frames: np.ndarray, size: int | None, mode: str) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, size, size, 3) by centre crop or letterbox (Pillow bilinear, antialiased)."""
+    from PIL import Image
+
+    if size is None:
+        return np.ascontiguousarray(frames)
+    out = np.zeros((frames.shape[0], size, size, 3), dtype=np.uint8)
+    h, w = frames.shape[1:3]
+    for i, fr in enumerate(frames):
+        if mode == "crop":
+            s = min(h, w)
+            top, left = (h - s) // 2, (w - s) // 2
+            img = Image.fromarray(fr[top:top + s, left:left + s])
+            out[i] = np.asarray(img.resize((size, size), Image.BILINEAR, reducing_gap=None))
+        else:
+            scale = size / max(h, w)
+            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+            img = Image.fromarray(fr).resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+            top, left = (size - nh) // 2, (size - nw) // 2
+            out[i, top:top + nh, left:left + nw] = np.asarray(img)
+    return out
+
+
+# -- one clip, in a worker -------------------------------------------------------------------------
+def _per_frame(name: str, rows: np.ndarray | None, step_times: np.ndarray | None, kept: np.ndarray,
+               kept_times: np.ndarray, n_decoded: int) -> np.ndarray | None:
+    """The actions/state rows for the kept frames: nearest in time, or one-to-one with decoded frames."""
+    if rows is None:
+        return None
+    rows = np.asarray(rows, dtype=np.float32)
+    if rows.ndim == 1:
+        rows = rows[:, None]
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise HRAlignError(f"{name} should be float [N, D] with N >= 1 but has shape {list(rows.shape)}")
+    if step_times is None:
+        if rows.shape[0] != n_decoded:
+            raise HRAlignError(f"{name} has {rows.shape[0]} rows but the video decoded {n_decoded} frames "
+                               "(rows without step times must match frames one to one)")
+        return rows[kept]
+    return rows[nearest_rows(step_times, kept_times)]
+
+
+def process_clip(clip: ClipSource, shard: Path, config: ImportConfig) -> int:
+    """Decode, resample and resize one clip and write it to ``shard`` (atomically); returns its frame count."""
+    frames, times = clip.frames.read()
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise HRAlignError(f"decoded no frames (shape {list(frames.shape)})")
+    kept = resample_indices(times, config.fps)
+    kept_times = np.asarray(times, dtype=np.float64)[kept]
+    step_times = None if clip.step_times_s is None else np.asarray(clip.step_times_s, dtype=np.float64)
+    per_frame = {name: _per_frame(name, rows, step_times, kept, kept_times, frames.shape[0])
+                 for name, rows in ((S.ACTIONS, clip.actions), (S.STATE, clip.state))}
+    out = resize_frames(frames[kept], config.image_size, config.resize)
+    del frames
+    tmp = shard.with_name(shard.name + ".tmp")
+    with h5py.File(tmp, "w") as h:
+        h.create_dataset(S.FRAMES, data=out, chunks=(1, *out.shape[1:]), track_times=False,
+                         **frame_filter(config.compression))
+        for name, arr in per_frame.items():
+            if arr is not None:
+                h.create_dataset(name, data=arr, track_times=False)
+    os.replace(tmp, shard)
+    return int(out.shape[0])
+
+
+def _work(index: int, clip: ClipSource, shard: Path, config: ImportConfig) -> tuple[int, int | None, str | None]:
+    """Worker entry: (index, frames, None) or (index, None, one-line reason) for a clip that is bad input."""
+    try:
+        return index, process_clip(clip, shard, config), None
+    except HRAlignError as e:
+        return index, None, str(e)
+
+
+# -- splits and pairs ------------------------------------------------------------------------------
+def _rule_split(name: str, val_fraction: float, seed: int) -> int:
+    """0/1 from a stable hash of ``name`` (a pair key or clip key) and the seed: order-free, so resume-safe."""
+    if val_fraction <= 0:
+        return S.SPLIT_TRAIN
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+    return S.SPLIT_VAL if rng.random() < val_fraction else S.SPLIT_TRAIN
+
+
+def clip_splits(clips: list[ClipSource], val_fraction: float, seed: int) -> list[int]:
+    """The split of every clip: its own, else its pair key's (the first explicit one among the key's
+    clips, else the hash rule on the key), else the hash rule on its key."""
+    by_key: dict[str, int] = {}
+    for c in clips:
+        if c.pair_key is not None and c.split is not None:
+            by_key.setdefault(c.pair_key, int(c.split))
+    out = []
+    for c in clips:
+        if c.split is not None:
+            out.append(int(c.split))
+        elif c.pair_key is not None:
+            out.append(by_key.setdefault(c.pair_key, _rule_split("pair:" + c.pair_key, val_fraction, seed)))
+        else:
+            out.append(_rule_split("clip:" + c.key, val_fraction, seed))
+    return out
+
+
+# -- resume bookkeeping ----------------------------------------------------------------------------
+def _fingerprint(plan: ImportPlan, config: ImportConfig) -> str:
+    """sha256 of what decides the output: the options and every clip's description and arrays."""
+    h = hashlib.sha256(json.dumps({"shard_format": SHARD_FORMAT, **config.content_fields()}, sort_keys=True).encode())
+    for c in plan.clips:
+        h.update(repr((c.key, c.domain, c.instruction, repr(c.frames), c.split, c.pair_key)).encode("utf-8"))
+        for arr in (c.actions, c.state, c.step_times_s):
+            h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def partial_dir(out: str | os.PathLike) -> Path:
+    """Where an import of ``out`` keeps its finished clips until the file is complete."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def _prepare_partial(out: Path, fingerprint: str, config: ImportConfig) -> Path:
+    part = partial_dir(out)
+    stamp = part / "fingerprint.json"
+    if part.exists():
+        if config.resume:
+            try:
+                found = json.loads(stamp.read_text())["fingerprint"]
+            except (OSError, ValueError, KeyError, TypeError):
+                found = None
+            if found != fingerprint:
+                raise HRAlignError(f"{part}: partial import was made from other sources or options than this one; "
+                                   "rerun with the same ones, or pass --overwrite to start over")
+            return part
+        if not config.overwrite:
+            raise HRAlignError(f"{part}: a partial import of {out.name} exists; pass --resume to continue it "
+                               "or --overwrite to start over")
+        shutil.rmtree(part)
+    part.mkdir(parents=True)
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint}))
+    os.replace(tmp, stamp)
+    return part
+
+
+def _shard(part: Path, i: int) -> Path:
+    return part / f"clip_{i:06d}.h5"
+
+
+def _skip_marker(part: Path, i: int) -> Path:
+    return part / f"clip_{i:06d}.skip.json"
+
+
+# -- the pipeline ----------------------------------------------------------------------------------
+def _check_plan(plan: ImportPlan) -> None:
+    if not plan.clips:
+        skipped = f" ({len(plan.skipped)} skipped, first: {plan.skipped[0][0]}: {plan.skipped[0][1]})" if plan.skipped else ""
+        raise HRAlignError(f"the importer found no clips to import{skipped}")
+    seen: set[str] = set()
+    for c in plan.clips:
+        if c.domain not in S.DOMAINS:
+            raise HRAlignError(f"clip {c.key}: domain {c.domain!r}, expected one of {S.DOMAINS}")
+        if c.key in seen:
+            raise HRAlignError(f"clip key {c.key!r} appears twice in the import plan; keys must be unique")
+        if not isinstance(c.instruction, str) or not c.instruction.strip():
+            raise HRAlignError(f"clip {c.key}: empty instruction, expected the task's text")
+        if c.split not in (None, S.SPLIT_TRAIN, S.SPLIT_VAL):
+            raise HRAlignError(f"clip {c.key}: split {c.split!r}, expected None, 0 (train) or 1 (validation)")
+        seen.add(c.key)
+
+
+def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | None = None,
+               progress: bool = True, attrs: dict[str, str] | None = None) -> ImportReport:
+    """Write the clips of ``plan`` to the pairs file ``out`` and return what was imported and skipped.
+
+    Parameters
+    ----------
+    plan : ImportPlan
+        An importer's clips (see :mod:`hralign.pairs.importers.source`).
+    out : path
+        The pairs file; it appears only when the import is complete.
+    config : ImportConfig
+        Frame rate, size, compression, workers, split rule, overwrite and resume.
+    progress : bool
+        Show a tqdm bar (only on a terminal).
+    attrs : dict, optional
+        Provenance stored as root attributes (e.g. the importer and its options).
+    """
+    cfg = config or ImportConfig()
+    out = Path(out)
+    _check_plan(plan)
+    if out.exists() and not cfg.overwrite:
+        raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
+    part = _prepare_partial(out, _fingerprint(plan, cfg), cfg)
+    clips = plan.clips
+    splits = clip_splits(clips, cfg.val_fraction, cfg.seed)
+    skipped: list[tuple[str, str]] = list(plan.skipped)
+    reused = sum(1 for i in range(len(clips)) if _shard(part, i).exists() or _skip_marker(part, i).exists())
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(clips), desc="import", unit="clip", disable=None if progress else True)
+    placed: dict[int, tuple[str, int]] = {}  # plan index -> (domain, clip index in the file)
+    try:
+        with PairsWriter(out, compression=cfg.compression, overwrite=cfg.overwrite) as w:
+            for k, v in (attrs or {}).items():
+                w.set_attr(k, v)
+            for i, result in _results(clips, part, cfg):
+                c = clips[i]
+                if result is not None:  # bad input in this clip
+                    if not cfg.skip_bad:
+                        raise HRAlignError(f"clip {c.key}: {result} (pass --skip-bad to skip such clips; "
+                                           f"--resume reuses the {i} clips done)")
+                    tqdm.write(f"warning: skipping clip {c.key}: {result}", file=sys.stderr)
+                    skipped.append((c.key, result))
+                else:
+                    placed[i] = _assemble_clip(w, _shard(part, i), c, splits[i])
+                bar.update(1)
+            unpaired = _add_pairs(w, clips, placed, splits)
+            counts = {d: w.num_clips(d) for d in S.DOMAINS}
+            frames = {d: w.num_frames(d) for d in S.DOMAINS}
+            n_pairs = w.num_pairs
+            if not any(counts.values()):
+                raise HRAlignError(f"no clip could be imported ({len(skipped)} skipped; first: "
+                                   f"{skipped[0][0]}: {skipped[0][1]})" if skipped else "no clip could be imported")
+    finally:
+        bar.close()
+    shutil.rmtree(part, ignore_errors=True)
+    return ImportReport(out, counts, frames, n_pairs, skipped, unpaired, reused)
+
+
+def _results(clips: list[ClipSource], part: Path, cfg: ImportConfig):
+    """Yield (plan index, None or the reason a clip is bad) in plan order, decoding what is not done yet.
+
+    Finished shards and skip markers of a partial import are reused. Work is submitted ahead by at
+    most ``2 * workers`` clips, so memory stays bounded whatever the plan's size.
+    """
+    def done(i: int) -> str | None | bool:
+        if _shard(part, i).exists():
+            return None
+        marker = _skip_marker(part, i)
+        if marker.exists():
+            return json.loads(marker.read_text())["reason"]
+        return False
+
+    def record(i: int, reason: str | None) -> str | None:
+        if reason is not None and cfg.skip_bad:  # remembered, so a resumed import skips it without decoding
+            tmp = _skip_marker(part, i).with_suffix(".tmp")
+            tmp.write_text(json.dumps({"reason": reason}))
+            os.replace(tmp, _skip_marker(part, i))
+        return reason
+
+    if cfg.workers == 1:
+        for i, c in enumerate(clips):
+            prior = done(i)
+            if prior is False:
+                _, _, reason = _work(i, c, _shard(part, i), cfg)
+                prior = record(i, reason)
+            yield i, prior
+        return
+    ctx = multiprocessing.get_context("spawn")  # fork would copy the parent's threads and open handles
+    with cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
+        pending: dict[int, cf.Future] = {}
+        nxt = 0
+        try:
+            for i in range(len(clips)):
+                while nxt < len(clips) and len(pending) < 2 * cfg.workers:
+                    if done(nxt) is False:
+                        pending[nxt] = pool.submit(_work, nxt, clips[nxt], _shard(part, nxt), cfg)
+                    nxt += 1
+                if i in pending:
+                    try:
+                        _, _, reason = pending.pop(i).result()
+                    except BrokenProcessPool as e:
+                        raise HRAlignError(
+                            f"a decode worker process died while importing clip {clips[i].key} ({e}); out of memory, "
+                            "or run_import called from a script without `if __name__ == '__main__':` (workers are "
+                            "spawned and re-import the script); --resume continues, --workers 1 decodes in-process"
+                        ) from e
+                    yield i, record(i, reason)
+                else:
+                    yield i, done(i)
+        finally:
+            for f in pending.values():
+                f.cancel()
+
+
+def _assemble_clip(w: PairsWriter, shard: Path, clip: ClipSource, split: int) -> tuple[str, int]:
+    """Append one shard to the writer (frame chunks copied compressed) and return (domain, clip index)."""
+    try:
+        with h5py.File(shard, "r") as h:
+            actions = h[S.ACTIONS][()] if S.ACTIONS in h else None
+            state = h[S.STATE][()] if S.STATE in h else None
+            idx = w.add_clip_chunks(clip.domain, h[S.FRAMES], clip.instruction, actions=actions, state=state, split=split)
+    except HRAlignError as e:
+        raise HRAlignError(f"clip {clip.key}: {e}") from e
+    return clip.domain, idx
+
+
+def _add_pairs(w: PairsWriter, clips: list[ClipSource], placed: dict[int, tuple[str, int]],
+               splits: list[int]) -> list[tuple[str, str]]:
+    """Every human x every robot clip of each pair key (same instruction); returns keys that gave no pair."""
+    groups: dict[str, dict[str, list[int]]] = {}
+    for i, c in enumerate(clips):
+        if c.pair_key is not None:
+            groups.setdefault(c.pair_key, {"human": [], "robot": []})[c.domain].append(i)
+    unpaired: list[tuple[str, str]] = []
+    for key, g in groups.items():
+        humans = [i for i in g["human"] if i in placed]
+        robots = [i for i in g["robot"] if i in placed]
+        if not humans or not robots:
+            missing = "human" if not humans else "robot"
+            why = "skipped" if g[missing] else "none in the source"
+            unpaired.append((key, f"no {missing} clip ({why})"))
+            continue
+        n = 0
+        for hi in humans:
+            for ri in robots:
+                if clips[hi].instruction != clips[ri].instruction:
+                    continue
+                w.add_pair(placed[hi][1], placed[ri][1], split=splits[ri])
+                n += 1
+        if n == 0:
+            unpaired.append((key, f"human and robot instructions differ ({clips[humans[0]].instruction!r} vs "
+                                  f"{clips[robots[0]].instruction!r})"))
+    return unpaired
+
+
+# -- content hash ----------------------------------------------------------------------------------
+def content_hash(path: str | os.PathLike, block: int = 1024) -> str:
+    """sha256 of a pairs file's content: every dataset's name, dtype, shape and values, and every
+    attribute, in sorted order (independent of HDF5's byte layout, chunk allocation or timestamps)."""
+    from hralign.pairs.reader import open_h5_readonly
+
+    h = hashlib.sha256()
+    with open_h5_readonly(path) as f:
+        names: list[str] = []
+        f.visit(names.append)
+        for obj_name in ["/", *sorted(names)]:
+            obj = f[obj_name]
+            h.update(obj_name.encode())
+            for k in sorted(obj.attrs):
+                h.update(f"{k}={obj.attrs[k]!r}".encode())
+            if isinstance(obj, h5py.Dataset):
+                h.update(f"{obj.dtype}{obj.shape}".encode())
+                if obj.shape == () or obj.ndim == 0:
+                    h.update(repr(obj[()]).encode())
+                    continue
+                for lo in range(0, obj.shape[0], block):
+                    arr = obj[lo:lo + block]
+                    h.update(arr.tobytes() if arr.dtype.kind != "O" else repr(arr.tolist()).encode())
+    return h.hexdigest()
+
+
+__all__ = ["ImportConfig", "ImportReport", "run_import", "content_hash", "partial_dir", "resample_indices",
+           "nearest_rows", "resize_frames", "clip_splits", "process_clip"]

@@ -1,0 +1,147 @@
+"""The training layer (hralign.train): its parts, and bad input to every training CLI (exit 2, one line, nothing written)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_LAM_ARGS, run_cli
+
+from hralign.errors import HRAlignError
+from hralign.train import TrainConfig
+from hralign.train.checkpoint import CheckpointSaver
+from hralign.train.distributed import gather_with_grad, global_batchnorm
+from hralign.train.metrics import MetricsLog
+from hralign.train.optim import make_optimizer_and_scheduler, set_lr_for_step
+from hralign.train.rundir import RunDir, config_differences
+
+
+def _one_line(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+def _snapshot(path) -> dict:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_config_checks_name_the_option():
+    for kw, flag in ((dict(lr=0), "--lr"), (dict(lr_schedule="step"), "--lr-schedule"), (dict(device="tpu"), "--device"),
+                     (dict(precision="fp16"), "--precision"), (dict(val_fraction=1.0), "--val-fraction"),
+                     (dict(keep_checkpoints=0), "--keep-checkpoints"), (dict(resume=True, overwrite=True), "--resume")):
+        with pytest.raises(HRAlignError, match=flag):
+            TrainConfig(**kw)
+
+
+def test_config_differences_skip_resumable_fields_and_recurse():
+    saved = {"lr": 1e-3, "steps": 10, "model": {"tokens": 4, "dim": 8}}
+    now = {"lr": 2e-3, "steps": 20, "model": {"tokens": 2, "dim": 8}}
+    assert config_differences(saved, now, ("steps",)) == [("lr", 1e-3, 2e-3), ("model.tokens", 4, 2)]
+
+
+def test_schedules_come_from_timm_and_are_functions_of_the_step():
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    _, sched = make_optimizer_and_scheduler(p, TrainConfig(lr=1.0, lr_schedule="cosine", warmup=2, steps=6), 6)
+    lrs = [set_lr_for_step(sched, s) for s in range(7)]
+    assert lrs[:3] == [0.0, 0.5, 1.0] and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert set_lr_for_step(sched, 1) == 0.5  # stateless: going back gives the same value
+    _, lin = make_optimizer_and_scheduler(p, TrainConfig(lr=1.0, lr_schedule="linear", steps=4), 4)
+    assert [set_lr_for_step(lin, s) for s in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+
+
+def test_checkpoints_are_atomic_keep_the_newest_and_load(tmp_path):
+    saver = CheckpointSaver(tmp_path, keep=2)
+    for step in (3, 6, 9):
+        saver.save(step, {"w": torch.full((2,), float(step))}, {"step": step, "optimizer": {}})
+    assert [p.name for p in saver.all()] == ["step_00000006", "step_00000009"]
+    (tmp_path / "checkpoints" / ".step_00000012.tmp").mkdir()  # a save killed midway is not a checkpoint
+    latest = saver.latest()
+    assert latest.state["updates"] == 9 and torch.equal(latest.model["w"], torch.full((2,), 9.0))
+    (latest.path / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(HRAlignError, match="unreadable checkpoint"):
+        saver.latest()
+
+
+def test_metrics_log_trims_to_the_checkpoints_line_count(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.start()
+    for step in range(1, 5):
+        log.write({"step": step})
+    assert log.lines == 4
+    again = MetricsLog(tmp_path / "metrics.jsonl")
+    again.trim(2)
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert again.lines == 2
+    quiet = MetricsLog(tmp_path / "other.jsonl", enabled=False)  # another process: counts, writes nothing
+    quiet.start()
+    quiet.write({"step": 1})
+    assert quiet.lines == 1 and not (tmp_path / "other.jsonl").exists()
+
+
+def test_run_dir_rule(tmp_path):
+    out = tmp_path / "run"
+    run = RunDir(out, "lam", {"lr": 1.0}, ("steps",), resume=False, overwrite=False, world_size=1, is_main=True)
+    assert not out.exists()  # checks write nothing
+    run.begin({"extra": 1})
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["kind"] == "lam" and saved["config"] == {"lr": 1.0} and saved["world_size"] == 1
+    with pytest.raises(HRAlignError, match="--resume to continue it or --overwrite"):
+        RunDir(out, "lam", {"lr": 1.0}, (), resume=False, overwrite=False, world_size=1, is_main=True)
+    with pytest.raises(HRAlignError, match="`hralign lam` run, not `adapt`"):
+        RunDir(out, "adapt", {"lr": 1.0}, (), resume=True, overwrite=False, world_size=1, is_main=True)
+    with pytest.raises(HRAlignError, match="1 process\(es\), this run has 2"):
+        RunDir(out, "lam", {"lr": 1.0}, (), resume=True, overwrite=False, world_size=2, is_main=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(HRAlignError, match="holds no hralign run"):
+        RunDir(tmp_path / "mine", "lam", {}, (), resume=False, overwrite=True, world_size=1, is_main=True)
+
+
+def test_alone_gathering_and_batchnorm_change_nothing():
+    x = torch.randn(4, 3)
+    assert gather_with_grad(x)[0] is x and gather_with_grad(x)[1] == 0
+    assert global_batchnorm(torch.nn.BatchNorm1d(3), None) == []
+
+
+# ---- bad input to the training CLIs --------------------------------------------------------------
+def _cli(trainer: str, pairs, out) -> list[str]:
+    return {"adapt": ["adapt", "--pairs", str(pairs), "--out", str(out), "--image-size", "32", "--steps", "2"],
+            "lam": ["lam", "train", "--pairs", str(pairs), "--out", str(out), "--steps", "2", *TINY_LAM_ARGS],
+            "pretrain": ["pretrain", "--pairs", str(pairs), "--out", str(out), "--steps", "2", "--quiet"],
+            "policy": ["policy", "train", "--pairs", str(pairs), "--encoder", "r3m-resnet18", "--image-size", "32",
+                       "--out", str(out), "--steps", "2"]}[trainer]
+
+
+@pytest.mark.parametrize("trainer", ["adapt", "lam", "pretrain", "policy"])
+def test_unavailable_device_or_precision_is_one_line_and_writes_nothing(trainer, tiny_pairs, tmp_path):
+    out = tmp_path / "run"
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(*_cli(trainer, tiny_pairs, out), "--device", "cuda")
+        _one_line(code, err, "--device cuda", "CUDA is not available")
+        assert not out.exists()
+    code, _, err = run_cli(*_cli(trainer, tiny_pairs, out), "--device", "cpu", "--precision", "bf16")
+    _one_line(code, err, "--precision bf16")
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def lam_run(tiny_pairs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("layer") / "lam"
+    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--gap", "2", "--steps", "2",
+                           "--device", "cpu", *TINY_LAM_ARGS)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize("option, value, field", [("--lr", "0.5", "--lr"), ("--lr-schedule", "cosine", "--lr-schedule"),
+                                                  ("--image-size", "64", "--image-size")])
+def test_resume_with_a_changed_option_names_it_and_writes_nothing(lam_run, tiny_pairs, option, value, field):
+    before = _snapshot(lam_run)
+    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(lam_run), "--steps", "4",
+                           "--resume", option, value)
+    _one_line(code, err, f"was run with {field} ", "may change")
+    assert _snapshot(lam_run) == before
