@@ -151,7 +151,7 @@ def test_resume_is_exact_in_both_stages(tiny_pairs, tmp_path, monkeypatch):
         a = load_file(str(tmp_path / "full" / "model.safetensors"))
         b = load_file(str(tmp_path / f"part{stop}" / "model.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(HRAlignError, match="other settings"):
+    with pytest.raises(HRAlignError, match="was run with --dim 32, this call passes 16"):
         _train(tiny_pairs, tmp_path / "full", GR1Config(**{**SMALL, "dim": 16}), resume=True)
 
 

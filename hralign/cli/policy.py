@@ -112,7 +112,7 @@ def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | 
     gr1_given = split_gr1(options)
     if kind == "gr1":
         _train_gr1(ctx, pairs_path, encoder, weights, adapter, image_size, trust_checkpoint, head, lam, labels, out,
-                   bool(options.pop("resume")), bool(options.pop("overwrite")), progress, {**options, **gr1_given})
+                   progress, {**options, **gr1_given})
         return
     if gr1_given:
         raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in sorted(gr1_given))} only apply to "
@@ -158,7 +158,7 @@ def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | 
 
 def _train_gr1(ctx: click.Context, pairs_path: str, encoder: str, weights: str | None, adapter: str | None,
                image_size: int | None, trust_checkpoint: bool, head: str, lam: str | None, labels: str | None, out: str,
-               resume: bool, overwrite: bool, progress: bool, options: dict[str, Any]) -> None:
+               progress: bool, options: dict[str, Any]) -> None:
     from hralign.policy import EncoderSource
     from hralign.policy.gr1.train import train_gr1
 
@@ -170,7 +170,9 @@ def _train_gr1(ctx: click.Context, pairs_path: str, encoder: str, weights: str |
     cfg, tcfg = gr1_configs(ctx, options)
     source = EncoderSource(encoder=encoder, weights=weights, adapter=adapter, image_size=image_size,
                            trust_checkpoint=trust_checkpoint)
-    summary = train_gr1(pairs_path, source, out, cfg, tcfg, resume=resume, overwrite=overwrite, progress=progress)
+    summary = train_gr1(pairs_path, source, out, cfg, tcfg, progress=progress)
+    if not summary:  # not the main process of a multi-process run
+        return
     click.echo(f"wrote {summary['out']} (gr1 policy, history {cfg.history}, chunk {cfg.chunk}; "
                f"{summary['robot_action_clips']} robot clips / {summary['robot_windows']} windows with actions"
                + (f"; stage 1 on {summary['human_pretrain_clips']} human clips" if tcfg.pretrain_steps else "") + ")")

@@ -18,6 +18,7 @@ from hralign.pairs import PairsFile
 from hralign.policy.gr1.config import GR1Config, GR1TrainConfig
 from hralign.policy.gr1.model import GR1Policy
 from hralign.policy.gr1.train import ClipData, instruction_embeddings, run_stages, windows
+from hralign.train import open_session
 
 
 def clip_data(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips: dict[str, np.ndarray],
@@ -61,7 +62,12 @@ def train_sim_gr1(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], c
     policy = GR1Policy(config, dims)
     policy.fit_head(torch.cat(list(demos.actions.values())))
     policy.fit_future(torch.cat(fit))
+    # the policy's training loop (hralign/train/), on CPU: the rollouts feed it CPU batches
     train = GR1TrainConfig(pretrain_steps=pretrain_steps, steps=steps, batch_size=max(2, batch_size // config.history),
-                           seed=seed, log_every=max(1, steps // 10), checkpoint_every=max(steps, pretrain_steps, 1))
-    finals = run_stages(policy, plan, train, instructions, run, None, progress=False)
-    return policy.eval(), finals, instructions
+                           seed=seed, log_every=max(1, steps // 10), checkpoint_every=0, device="cpu",
+                           overwrite=True)
+    session = open_session(train, run, "gr1-sim", {"train": train.to_dict()}, find_unused_parameters=True)
+    session.begin()
+    finals = run_stages(policy, plan, train, instructions, session, progress=False)
+    session.finish()
+    return policy.cpu().eval(), finals, instructions

@@ -14,6 +14,7 @@ from typing import Any
 
 from hralign.errors import HRAlignError
 from hralign.policy.config import _check_gripper_spec, _positive_int
+from hralign.train.config import TrainConfig as SharedTrainConfig
 
 GR1_FUTURE_LOSSES = ("mse", "cosine")
 
@@ -83,38 +84,36 @@ class GR1Config(_FromDict):
 
 
 @dataclass
-class GR1TrainConfig(_FromDict):
-    """The two stages: stage 1 on human-view clips (future only), stage 2 on robot demos (actions + future)."""
+class GR1TrainConfig(SharedTrainConfig, _FromDict):
+    """The two stages: stage 1 on human-view clips (future only), stage 2 on robot demos (actions + future).
 
-    pretrain_steps: int = field(default=0, metadata={"help": "Stage-1 optimiser steps on human-view clips without "
-                                                             "actions (future prediction only); 0 skips stage 1."})
+    The shared training fields (devices, precision, schedule, checkpoints, resume) come from
+    :class:`hralign.train.TrainConfig`; GR-1's recipe redeclares the defaults it changes.
+    """
+
     steps: int = field(default=1500, metadata={"help": "Stage-2 optimiser steps on robot demos (actions + future)."})
-    batch_size: int = field(default=64, metadata={"help": "Windows of H steps per optimiser step."})
-    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
-    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay."})
+    batch_size: int = field(default=64, metadata={"help": "Windows of H steps per optimiser step, summed over "
+                                                          "processes."})
+    lr: float = field(default=3e-4, metadata={"help": "Peak learning rate of AdamW."})
     seed: int = field(default=0, metadata={"help": "Seed of init, clip subset, batches and dropout (CPU runs repeat "
                                                    "exactly, resumed or not)."})
+    log_every: int = field(default=100, metadata={"help": "Steps between metrics.jsonl lines."})
+    checkpoint_every: int = field(default=500, metadata={"help": "Steps between resumable checkpoints "
+                                                                 "(0 = only at the end of each stage)."})
+    pretrain_steps: int = field(default=0, metadata={"help": "Stage-1 optimiser steps on human-view clips without "
+                                                             "actions (future prediction only); 0 skips stage 1."})
+    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay."})
     robot_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training robot clips whose actions "
                                                                  "stage 2 uses."})
-    val_fraction: float = field(default=0.2, metadata={"help": "Held-out fraction of pairs when the file has no "
-                                                               "/split."})
     split_by: str = field(default="pair", metadata={"help": "Held-out unit when the file has no /split: 'pair' or "
                                                             "'task'."})
-    log_every: int = field(default=100, metadata={"help": "Steps between metrics.jsonl lines."})
-    checkpoint_every: int = field(default=500, metadata={"help": "Steps between resumable checkpoints."})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            _positive_int(self, name)
+        super().__post_init__()
         _positive_int(self, "pretrain_steps", 0)
-        _positive_int(self, "seed", 0)
-        _non_negative(self, "lr", positive=True)
         _non_negative(self, "weight_decay")
         f = self.robot_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
             raise HRAlignError(f"`robot_fraction` should be a number in (0, 1] but the value passed is {f!r}")
-        v = self.val_fraction
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
-            raise HRAlignError(f"`val_fraction` should be a number in (0, 1) but the value passed is {v!r}")
         if self.split_by not in ("pair", "task"):
             raise HRAlignError(f"`split_by` should be 'pair' or 'task' but the value passed is {self.split_by!r}")

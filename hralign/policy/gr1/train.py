@@ -1,17 +1,19 @@
 """Training the GR-1-style policy: stage 1 on human-view clips (future only), stage 2 on robot demos.
 
-Structured as hralign's shared training layer (``hralign/train/``, docs/design.md) wants a trainer:
+A trainer of hralign's shared training layer (``hralign/train/``, docs/training.md), as
+``hralign/policy/train.py`` is; GR-1 supplies only what is its own, one :class:`~hralign.train.Phase`
+per stage:
 
-* :func:`make_batch` - the batch of a (stage, seed, step), drawn by a generator seeded with all three,
-  so a resumed run draws exactly the batches the uninterrupted run would have drawn;
+* :func:`batch_rows` - the windows of global batch (seed, stage, step), drawn by a generator seeded
+  with all three, so a resumed run draws exactly the batches the uninterrupted run would have drawn;
+  each process takes its share (``Session.local_rows``);
 * :func:`gr1_forward` - ``forward -> (loss, logs)``;
-* :func:`evaluate_windows` - the evaluation (held-out action error and future-feature cosine);
-* :func:`extra_state` / :func:`load_extra_state` - what else a checkpoint must hold (torch's RNG,
-  which dropout draws from).
+* :func:`evaluate_windows` - the evaluation (held-out action error and future-feature cosine), offline
+  in ``hralign policy eval`` as for the other policies.
 
-:func:`run_stages` is a small loop of its own **for now: the part to move onto hralign/train/ once it
-lands** (devices, checkpoints, metrics and the resume rule then come from the layer). Its checkpoints
-are atomic (``checkpoints/last.pt``: stage, step, model, optimiser, RNG) and resume exactly.
+The layer owns the rest: devices and precision (Accelerate), processes, the run directory rule,
+checkpoints (``checkpoints/step_N``), metrics.jsonl, the optimiser and schedule, and the torch RNG
+(seeded from (seed, update) before each step, so dropout repeats on resume without storing RNG state).
 
 Features of every clip are computed once by the frozen encoder (robot clips through the adapted
 encoder, human clips through the frozen base, as HR-Align adapts only the robot branch) and cached.
@@ -19,8 +21,7 @@ encoder, human clips through the frozen base, as HR-Align adapts only the robot 
 
 from __future__ import annotations
 
-import json
-import shutil
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from hralign.atomic import atomic_path, write_text_atomic
 from hralign.device import Placement
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
@@ -37,10 +37,11 @@ from hralign.policy.data import check_robot_actions, clip_split, pick_fraction
 from hralign.policy.features import encode_clips
 from hralign.policy.gr1.config import GR1Config, GR1TrainConfig
 from hralign.policy.gr1.model import GR1Policy
-from hralign.policy.io import CONFIG_FILE, EncoderSource, save_policy
+from hralign.policy.io import EncoderSource, save_policy
+from hralign.train import Phase, Session, open_session
+from hralign.train.checkpoint import CheckpointSaver
 
-CHECKPOINT = "checkpoints/last.pt"
-METRICS = "metrics.jsonl"
+RESUMABLE = ("pretrain_steps",)  # besides the layer's: stage 1's length may change on --resume, as --steps
 STAGES = ("pretrain", "action")  # stage 1 (human video, future only), stage 2 (robot demos)
 
 
@@ -117,26 +118,17 @@ def window_batch(data: ClipData, rows: np.ndarray, n: int, config: GR1Config, in
     return batch
 
 
-def make_batch(stage: str, data: ClipData, rows: np.ndarray, config: GR1Config, train: GR1TrainConfig,
-               instructions: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
-    """The batch of (``train.seed``, ``stage``, ``step``): the same on every run and on resume."""
+def batch_rows(stage: str, rows: np.ndarray, train: GR1TrainConfig, step: int) -> np.ndarray:
+    """The windows of global batch (``train.seed``, ``stage``, ``step``): the same on every run and on resume."""
     g = torch.Generator().manual_seed(int(train.seed) * 1_000_003 + STAGES.index(stage) * 100_003 + int(step))
     pick = torch.randint(0, len(rows), (min(train.batch_size, max(2, len(rows))),), generator=g).numpy()
-    return window_batch(data, rows[pick], config.history, config, instructions, with_actions=stage == "action")
+    return rows[pick]
 
 
-def gr1_forward(policy: GR1Policy, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """The trainer's forward: loss and logs (stage 1 batches carry no actions, so only the future loss)."""
+def gr1_forward(policy: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The trainer's forward: loss and logs (stage 1 batches carry no actions, so only the future loss).
+    ``policy`` is the GR1Policy or its DDP wrapper (several processes)."""
     return policy(batch)
-
-
-def extra_state() -> dict[str, Any]:
-    """What a checkpoint holds beyond model and optimiser: torch's CPU RNG (dropout draws from it)."""
-    return {"rng": torch.get_rng_state()}
-
-
-def load_extra_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["rng"])
 
 
 @torch.no_grad()
@@ -184,102 +176,41 @@ def evaluate_windows(policy: GR1Policy, data: ClipData, clips: np.ndarray, instr
     return out
 
 
-# ---------------------------------------------------------------------------- the loop (to move onto hralign/train/)
-def _save_checkpoint(out: Path, policy: GR1Policy, optim: torch.optim.Optimizer, stage: str, step: int) -> None:
-    with atomic_path(out / CHECKPOINT, suffix=".pt") as tmp:
-        torch.save({"stage": stage, "step": step, "model": policy.state_dict(), "optim": optim.state_dict(),
-                    **extra_state()}, tmp)
+# ---------------------------------------------------------------------------- on the training layer
+def stage_phase(policy: GR1Policy, stage: str, steps: int, data: ClipData, rows: np.ndarray, train: GR1TrainConfig,
+                instructions: torch.Tensor | None, session: Session) -> Phase:
+    """The layer's phase of one stage: this process's share of each global batch of windows."""
+    config = policy.config
 
+    def forward(model: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        local = session.local_rows(batch_rows(stage, rows, train, step))
+        batch = window_batch(data, local, config.history, config, instructions, with_actions=stage == "action")
+        return gr1_forward(model, {k: v.to(session.device) for k, v in batch.items()})
 
-def load_checkpoint(out: Path) -> dict[str, Any] | None:
-    """The resumable state in ``out`` (None when there is none); a damaged file is a one-line error."""
-    path = out / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of a damaged file
-        raise HRAlignError(f"{path}: unreadable checkpoint ({e}); delete it or train without --resume") from e
-    if not isinstance(ck, dict) or ck.get("stage") not in STAGES:
-        raise HRAlignError(f"{path}: not a GR-1 policy checkpoint")
-    return ck
+    return Phase(stage, steps, policy, forward, weight_decay=train.weight_decay, record={"stage": stage})
 
 
 def run_stages(policy: GR1Policy, plan: list[tuple[str, int, ClipData, np.ndarray]], train: GR1TrainConfig,
-               instructions: torch.Tensor | None, out: Path, ckpt: dict[str, Any] | None = None,
-               progress: bool = True) -> dict[str, dict[str, float]]:
-    """Train ``policy`` through ``plan`` [(stage, steps, data, windows)]; returns each stage's last logs.
-
-    THE PART TO MOVE ONTO hralign/train/: a plain AdamW loop per stage with per-step seeded batches,
-    metrics.jsonl and an atomic checkpoint every ``checkpoint_every`` steps and at each stage's end.
-    ``ckpt`` (from :func:`load_checkpoint`) resumes exactly: finished stages are skipped, the current
-    one continues from its step with its optimiser and RNG state.
-    """
-    if ckpt is not None:
-        policy.load_state_dict(ckpt["model"])
-        load_extra_state(ckpt)
+               instructions: torch.Tensor | None, session: Session, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Train ``policy`` through ``plan`` [(stage, steps, data, windows)] in ``session`` (begun); returns each
+    stage's last logs. A resumed session skips finished stages and continues the current one exactly."""
+    policy.to(session.device)
     finals: dict[str, dict[str, float]] = {}
     for stage, steps, data, rows in plan:
-        start, optim_state = 0, None
-        if ckpt is not None:
-            if STAGES.index(stage) < STAGES.index(ckpt["stage"]):
-                continue
-            if stage == ckpt["stage"]:
-                start, optim_state = int(ckpt["step"]), ckpt["optim"]
-        if steps == 0 or start >= steps:
+        if steps == 0:
             continue
-        optim = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=train.lr,
-                                  weight_decay=train.weight_decay)
-        if optim_state is not None:
-            optim.load_state_dict(optim_state)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps, initial=start, desc=f"gr1 {stage}", unit="step", dynamic_ncols=True)
-        policy.train()
-        logs: dict[str, float] = {}
-        for step in range(start, steps):
-            loss, logs = gr1_forward(policy, make_batch(stage, data, rows, policy.config, train, instructions, step))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            done = step + 1
-            if done % train.log_every == 0 or done == steps:
-                with open(out / METRICS, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"stage": stage, "step": done, **logs}) + "\n")
-            if done % train.checkpoint_every == 0 or done == steps:
-                _save_checkpoint(out, policy, optim, stage, done)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:3]})
-        if bar is not None:
-            bar.close()
-        finals[stage] = logs
+        logs = session.run_phase(stage_phase(policy, stage, steps, data, rows, train, instructions, session),
+                                 STAGES.index(stage), progress)
+        if logs:
+            finals[stage] = logs
     return finals
 
 
-def prepare_out(out: Path, resume: bool, overwrite: bool, run: dict[str, Any]) -> dict[str, Any] | None:
-    """Check/prepare the run dir (run.json holds the settings a resume must repeat); returns the checkpoint."""
-    run_file = out / "run.json"
-    if resume:
-        if not run_file.is_file():
-            raise HRAlignError(f"--resume: {run_file} not found; nothing to resume in {out}")
-        old = json.loads(run_file.read_text(encoding="utf-8"))
-        if old != run:
-            diff = sorted(k for k in set(old) | set(run) if old.get(k) != run.get(k))
-            raise HRAlignError(f"--resume: {out} was started with other settings (differs in {', '.join(diff)}); "
-                               "use the same flags or --overwrite")
-        return load_checkpoint(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise HRAlignError(f"--out {out}: exists and is not empty; pass --resume to continue or --overwrite")
-        for name in (CONFIG_FILE, METRICS, "run.json", "model.safetensors"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_file, json.dumps(run, indent=2))
-    return None
+def load_checkpoint(out: str | Path) -> dict[str, Any] | None:
+    """Stage and step of the newest checkpoint in ``out`` (None when there is none); a damaged one is a one-line error."""
+    ck = CheckpointSaver(Path(out), keep=1).latest()
+    return None if ck is None else {"stage": ck.state["phase"], "step": int(ck.state["step"]),
+                                    "updates": int(ck.state["updates"])}
 
 
 def load_clip_data(pairs: PairsFile, domain: str, encoder: torch.nn.Module, clips: np.ndarray, actions: bool,
@@ -317,16 +248,19 @@ def train_gr1(pairs_path: str | Path, source: EncoderSource, out: str | Path, co
         ``hralign policy eval`` and :func:`hralign.policy.load_policy`.
     config, train : GR1Config, GR1TrainConfig
 
-    Returns a summary dict (clip and window counts, final losses, output path).
+    resume, overwrite : bool
+        Shortcuts for ``train.resume`` / ``train.overwrite`` (the training layer's run-directory rule).
+
+    Returns a summary dict (clip and window counts, final losses, output path); ``{}`` on the processes
+    other than the main one under a launcher.
     """
     train = train or GR1TrainConfig()
+    train = dataclasses.replace(train, resume=train.resume or resume, overwrite=train.overwrite or overwrite)
     out = Path(out)
     pairs = PairsFile(pairs_path)
     check_robot_actions(pairs, "gr1")
     run = {"pairs": str(Path(pairs_path).resolve()), "pairs_sha256": sha256_file(pairs_path),
-           "encoder": source.to_dict(), "kind": "gr1", "config": config.to_dict(),
-           "train": {k: v for k, v in train.to_dict().items()
-                     if k not in ("log_every", "checkpoint_every", "steps", "pretrain_steps")}}
+           "encoder": source.to_dict(), "kind": "gr1", "config": config.to_dict(), "train": train.to_dict()}
     if train.pretrain_steps and "human" not in pairs.domains:
         raise HRAlignError(f"--pretrain-steps {train.pretrain_steps}: {pairs.path} has no human clips for stage 1")
     train_clips, held = clip_split(pairs, train.val_fraction, train.split_by, train.seed)
@@ -341,7 +275,8 @@ def train_gr1(pairs_path: str | Path, source: EncoderSource, out: str | Path, co
             raise HRAlignError(f"--history {config.history}: {d} clip {short[0]} has only {int(lengths[short[0]])} "
                                f"frames; the history must not be longer than any training clip (use --history "
                                f"{int(lengths[list(cs)].min())} or less)")
-    ckpt = prepare_out(out, resume, overwrite, run)
+    session = open_session(train, out, "gr1", run, RESUMABLE, find_unused_parameters=True)
+    session.begin()  # checks passed: the run directory is created
 
     robot_enc = source.robot_encoder()
     robot = load_clip_data(pairs, "robot", robot_enc, action_clips, actions=True, state=config.proprio,
@@ -376,7 +311,11 @@ def train_gr1(pairs_path: str | Path, source: EncoderSource, out: str | Path, co
     policy = GR1Policy(config, dims)
     policy.fit_head(torch.cat(list(robot.actions.values())))
     policy.fit_future(torch.cat(fut_fit))
-    finals = run_stages(policy, plan_data, train, instructions, out, ckpt, progress)
+    finals = run_stages(policy, plan_data, train, instructions, session, progress)
+    if not session.is_main:
+        session.finish()
+        return {}
+    policy.cpu()
 
     meta = {"encoder": {"source": source.to_dict(), "name": getattr(robot_enc, "name", "?"), "spec": robot_enc.spec,
                         "feature_dim": dims["feature_dim"], "image_size": int(robot_enc.image_size)},
@@ -387,4 +326,5 @@ def train_gr1(pairs_path: str | Path, source: EncoderSource, out: str | Path, co
                      "heldout_clips": {d: v.tolist() for d, v in held.items()}},
             "counts": counts, "final": finals}
     save_policy(policy, out, meta)
+    session.finish()
     return {"out": str(out), "kind": "gr1", **counts, "final": finals}
