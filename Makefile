@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LEROBOT_STAMP := $(VENV)/.lerobot
 DEMO_DIR ?= demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -17,10 +18,20 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,sim]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The real LeRobot for tests/test_integrations_lerobot.py. lerobot 0.4.4 pins torch<2.11 and
+# transformers<5 (hralign runs torch 2.14 / transformers 5), so its wheel goes in without dependencies,
+# then only the modules its ACT/Diffusion code imports, pinned; none of them moves torch, torchvision
+# or transformers (`datasets` also without dependencies: its own pins would downgrade huggingface_hub).
+$(LEROBOT_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --no-deps lerobot==0.4.4 datasets==4.8.5
+	$(BIN)/pip install --quiet draccus==0.10.0 einops==0.8.2 diffusers==0.35.2 dill==0.4.1 multiprocess==0.70.19 \
+		pandas==3.1.1 httpx==0.28.1 requests==2.34.2 xxhash==4.1.0 pyserial==3.5 deepdiff==8.6.2
+	touch $(LEROBOT_STAMP)
+
+install: $(STAMP) $(LEROBOT_STAMP)
 
 # pytest exits 5 when it collected no test (e.g. a -k filter): not a failure of the project.
-test: $(STAMP)
+test: $(STAMP) $(LEROBOT_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 demo: $(STAMP)

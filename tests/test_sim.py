@@ -207,6 +207,24 @@ def test_eval_tiny_transfer_and_resume(mw_pairs, tmp_path):
     assert "frozen" in stdout and "+-" in stdout
 
 
+def test_eval_tiny_gr1_with_stage1_runs_closed_loop(mw_pairs, tmp_path):
+    path, _ = mw_pairs
+    out = tmp_path / "gr1"
+    code, stdout, stderr = run_cli("sim", "eval", "--pairs", str(path), "--encoder", "r3m-resnet18",
+                                   "--encoder-image-size", "32", "--name", "gr1", "--no-proprio-row", "--policy", "gr1",
+                                   "--history", "3", "--chunk", "2", "--dim", "32", "--heads", "2",
+                                   "--pretrain-steps", "4", "--steps", "4", "--batch-size", "12", "--protocol", "few-shot",
+                                   "--few-shot", "1", "--rollouts", "1", "--seeds", "1", "--max-steps", "8",
+                                   "--out", str(out), "--json")
+    assert code == 0, stderr
+    row = json.loads(stdout)["variants"]["gr1"]
+    assert row["policy"] == "gr1" and row["pretrain_steps"] == 4 and row["gr1"]["chunk"] == 2
+    (seed,) = row["per_seed"]
+    assert seed["demo_clips"] == {"human": 2, "robot": 1} and 0.0 <= seed["success"] <= 1.0
+    stages = [json.loads(x)["stage"] for x in (out / "gr1" / "seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert "pretrain" in stages and stages[-1] == "action"
+
+
 @needs_mw
 def test_bench_metaworld_tiny_runs_every_stage_and_resumes(tmp_path):
     """The CI configuration: 1 task, 8 episodes, a few steps per stage, 1 rollout - plumbing, not success rates."""

@@ -110,3 +110,23 @@ def test_policy_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     assert code == 0, err
     assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
                         load_file(str(tmp_path / "one" / "model.safetensors")))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                  reason="known gap: GR-1's action / future losses are means over the non-padded / valid positions of "
+                         "each process's share, so 2 processes train on the mean of 2 share-means, not the global "
+                         "mean (measured: action_head.out.bias differs by 2.2e-5 after 3+4 steps); fix: weight each "
+                         "share by its count of positions")
+def test_gr1_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
+    # both GR-1 stages; no dropout (each process would draw its own masks for its share of the batch)
+    common = ["policy", "train", "--kind", "gr1", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18",
+              "--image-size", "32", "--history", "3", "--dim", "32", "--heads", "2", "--dropout", "0",
+              "--pretrain-steps", "3", "--steps", "4", "--batch-size", "8", "--lr", "1e-3", "--no-progress",
+              "--device", "cpu"]
+    proc = launch("torchrun", [*common, "--out", str(tmp_path / "ddp")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
+                        load_file(str(tmp_path / "one" / "model.safetensors")))

@@ -113,10 +113,12 @@ def _cli(trainer: str, pairs, out) -> list[str]:
             "lam": ["lam", "train", "--pairs", str(pairs), "--out", str(out), "--steps", "2", *TINY_LAM_ARGS],
             "pretrain": ["pretrain", "--pairs", str(pairs), "--out", str(out), "--steps", "2", "--quiet"],
             "policy": ["policy", "train", "--pairs", str(pairs), "--encoder", "r3m-resnet18", "--image-size", "32",
-                       "--out", str(out), "--steps", "2"]}[trainer]
+                       "--out", str(out), "--steps", "2"],
+            "gr1": ["policy", "train", "--kind", "gr1", "--pairs", str(pairs), "--encoder", "r3m-resnet18",
+                    "--image-size", "32", "--out", str(out), "--steps", "2"]}[trainer]
 
 
-@pytest.mark.parametrize("trainer", ["adapt", "lam", "pretrain", "policy"])
+@pytest.mark.parametrize("trainer", ["adapt", "lam", "pretrain", "policy", "gr1"])
 def test_unavailable_device_or_precision_is_one_line_and_writes_nothing(trainer, tiny_pairs, tmp_path):
     out = tmp_path / "run"
     if not torch.cuda.is_available():

@@ -8,9 +8,9 @@ from typing import Any, Callable
 
 import click
 
+from hralign.cli.gr1 import gr1_configs, gr1_options, given, split_gr1
 from hralign.cli.options import dataclass_options, resume_options
 from hralign.device import DeviceConfig
-from hralign.cli.options import dataclass_options, resume_options
 from hralign.errors import HRAlignError
 from hralign.policy.config import TrainConfig
 
@@ -81,12 +81,18 @@ def policy() -> None:
               help="labels.h5 from `hralign lam label`: train the latent policy + action head on it.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Policy directory to write.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--kind", type=click.Choice(["bc", "latent", "gr1"]), default=None,
+              help="Policy kind (default: latent with --lam/--labels, else bc); gr1: GR-1-style causal transformer "
+                   "over the last --history steps, stage 1 on human clips (--pretrain-steps), stage 2 on robot demos; "
+                   "training options not given take GR-1's defaults (--batch-size 64 windows, --lr 3e-4, "
+                   "--weight-decay 1e-2).")
 @_model_options
 @dataclass_options(TrainConfig)
+@gr1_options
 @click.pass_context
 def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | None, adapter: str | None, image_size: int | None,
               trust_checkpoint: bool, head: str, lam: str | None, labels: str | None, out: str, progress: bool,
-              **options: Any) -> None:
+              kind: str | None, **options: Any) -> None:
     """Train a BC policy, or (with --lam/--labels) a latent-action policy + robot action head.
 
     \b
@@ -97,9 +103,24 @@ def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | 
       # latent policy on LAM labels of human + robot clips, action head on 20% of robot clips
       hralign policy train --pairs demo/pairs.h5 --encoder r3m-resnet18 --labels runs/lam/labels.h5 \\
           --head continuous --robot-fraction 0.2 --out runs/latent
+      # GR-1-style: 4 steps of history, chunks of 3, stage 1 on human clips then stage 2 on robot demos
+      hralign policy train --kind gr1 --pairs demo/pairs.h5 --encoder r3m-resnet18 --adapter runs/demo/adapter \\
+          --history 4 --chunk 3 --pretrain-steps 1000 --steps 1500 --out runs/gr1
     """
     from hralign.policy import BCConfig, EncoderSource, LatentPolicyConfig, train_policy
 
+    gr1_given = split_gr1(options)
+    if kind == "gr1":
+        _train_gr1(ctx, pairs_path, encoder, weights, adapter, image_size, trust_checkpoint, head, lam, labels, out,
+                   progress, {**options, **gr1_given})
+        return
+    if gr1_given:
+        raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in sorted(gr1_given))} only apply to "
+                           "--kind gr1")
+    if kind == "latent" and lam is None and labels is None:
+        raise HRAlignError("--kind latent needs LAM labels: pass --labels labels.h5 or --lam DIR")
+    if kind == "bc" and (lam is not None or labels is not None):
+        raise HRAlignError("--lam/--labels train a latent policy; drop them or use --kind latent")
     # with --resume, options not given on the command line come from the run (docs/training.md)
     given_all = resume_options(ctx, {"encoder": encoder, "weights": weights, "adapter": adapter, "image_size": image_size,
                                      "trust_checkpoint": trust_checkpoint, "head": head, "lam": lam, "labels": labels,
@@ -131,6 +152,30 @@ def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | 
         return
     click.echo(f"wrote {summary['out']} ({summary['kind']} policy, head {head}; "
                f"{summary['robot_action_clips']} robot clips / {summary['robot_action_frames']} frames with actions)")
+    for stage, logs in summary["final"].items():
+        click.echo(f"  {stage}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+
+
+def _train_gr1(ctx: click.Context, pairs_path: str, encoder: str, weights: str | None, adapter: str | None,
+               image_size: int | None, trust_checkpoint: bool, head: str, lam: str | None, labels: str | None, out: str,
+               progress: bool, options: dict[str, Any]) -> None:
+    from hralign.policy import EncoderSource
+    from hralign.policy.gr1.train import train_gr1
+
+    if lam is not None or labels is not None:
+        raise HRAlignError("--lam/--labels train a latent policy; --kind gr1 pretrains on human clips itself")
+    if given(ctx, "head") and head != "continuous":
+        raise HRAlignError(f"--head {head}: --kind gr1 uses GR-1's heads (smooth-L1 arm + BCE gripper, i.e. "
+                           "continuous); drop --head")
+    cfg, tcfg = gr1_configs(ctx, options)
+    source = EncoderSource(encoder=encoder, weights=weights, adapter=adapter, image_size=image_size,
+                           trust_checkpoint=trust_checkpoint)
+    summary = train_gr1(pairs_path, source, out, cfg, tcfg, progress=progress)
+    if not summary:  # not the main process of a multi-process run
+        return
+    click.echo(f"wrote {summary['out']} (gr1 policy, history {cfg.history}, chunk {cfg.chunk}; "
+               f"{summary['robot_action_clips']} robot clips / {summary['robot_windows']} windows with actions"
+               + (f"; stage 1 on {summary['human_pretrain_clips']} human clips" if tcfg.pretrain_steps else "") + ")")
     for stage, logs in summary["final"].items():
         click.echo(f"  {stage}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
 
@@ -173,6 +218,9 @@ def eval_cmd(pairs_path: str, policy_dir: str, encoder: str | None, weights: str
                    f"MSE {a['mse_mean']:.4g}, L1 {a['l1_mean']:.4g}")
         click.echo("    per dim MSE " + " ".join(f"{x:.4g}" for x in a["mse"]))
         click.echo("    per dim L1  " + " ".join(f"{x:.4g}" for x in a["l1"]))
+    for d, c in (res.get("future_cosine") or {}).items():
+        if c is not None:
+            click.echo(f"  future-feature cosine {d} (t+{res.get('future_delta', '?')}): {c:.3f}")
     for d, r in (res.get("latent") or {}).items():
         if d == "skipped":
             click.echo(f"  latent tokens: skipped ({r})")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import click
 
+from hralign.cli.gr1 import gr1_options, split_gr1
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
 from hralign.sim.collect import CollectConfig, collect
 from hralign.sim.evaluate import (
+    POLICIES,
     PROPRIO_ROW,
     PROTOCOLS,
     SimEvalConfig,
@@ -107,11 +110,14 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
 @click.option("--device", default=_E.device, show_default=True, help=_help(SimEvalConfig, "device"))
 @click.option("--precision", default=_E.precision, show_default=True, help=_help(SimEvalConfig, "precision"))
+@click.option("--policy", type=click.Choice(POLICIES), default=_E.policy, show_default=True,
+              help=_help(SimEvalConfig, "policy"))
+@gr1_options
 def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None, encoder_image_size: int | None,
              name: str | None,
              proprio_row: bool, protocol: str, rollouts: int, seeds: int, few_shot: int, steps: int, batch_size: int,
              max_steps: int, eval_seed: int, envs: int, out: str, resume: bool, as_json: bool, device: str,
-             precision: str) -> None:
+             precision: str, policy: str, **gr1_opts: Any) -> None:
     """Train R3M's BC head on the protocol's demos and execute it closed loop from the robot view.
 
     \b
@@ -121,10 +127,22 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
     Example:
       hralign sim eval --pairs mw.h5 --encoder r3m-resnet18 --adapter runs/mw/adapter \\
           --protocol transfer --rollouts 10 --seeds 3 --out runs/mw_eval
+      # GR-1-style policy, stage 1 on every human-view clip first
+      hralign sim eval --pairs mw.h5 --encoder r3m-resnet18 --policy gr1 --history 4 --chunk 4 \\
+          --pretrain-steps 1000 --protocol robot --out runs/mw_gr1
     """
+    from hralign.policy.gr1 import GR1Config
+
+    chosen = split_gr1(gr1_opts)
+    if policy != "gr1" and chosen:
+        raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in sorted(chosen))} only apply to --policy gr1")
+    pretrain_steps = int(chosen.pop("pretrain_steps", 0))
+    if pretrain_steps < 0:
+        raise HRAlignError(f"--pretrain-steps should be >= 0 but the value passed is {pretrain_steps}")
+    gr1 = GR1Config(**{"gripper_dims": "none", **chosen})
     cfg = SimEvalConfig(protocol=protocol, rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps,
                         batch_size=batch_size, max_steps=max_steps, eval_seed=eval_seed, envs=envs, device=device,
-                        precision=precision)
+                        precision=precision, policy=policy)
     variants: dict = {}
     if proprio_row:
         variants[PROPRIO_ROW] = None
@@ -136,5 +154,6 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
                                                                                      image_size=encoder_image_size)
     if not variants:
         raise HRAlignError("nothing to evaluate: pass --encoder or keep --proprio-row")
-    results = evaluate_sim(pairs_path, out, variants, cfg, resume=resume, progress=True)
+    results = evaluate_sim(pairs_path, out, variants, cfg, resume=resume, progress=True, gr1=gr1,
+                           pretrain_steps=pretrain_steps)
     click.echo(json.dumps(results, indent=2) if as_json else format_results(results))

@@ -23,6 +23,7 @@ from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy.data import action_table, batch_of, check_robot_actions, clip_split, token_table
 from hralign.policy.features import encode_clips
+from hralign.policy.gr1.evaluate import evaluate_gr1
 from hralign.policy.io import EncoderSource, check_feature_dim, load_policy
 from hralign.policy.labels import TokenLabels, load_token_labels
 from hralign.policy.train import instruction_table
@@ -56,6 +57,8 @@ def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike
     """
     placement = resolve(devices)
     policy, meta = load_policy(policy_dir)
+    if policy.name == "gr1":  # windows of history, not per-frame rows: its own evaluation
+        return evaluate_gr1(policy, meta, policy_dir, pairs_path, source, progress, placement)
     policy = policy.to(placement.device)
     where = str(Path(policy_dir) / "config.json")
     pairs = PairsFile(pairs_path)

@@ -32,13 +32,17 @@ from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
 from hralign.policy.features import encode_clips
+from hralign.policy.gr1.config import GR1Config
+from hralign.policy.gr1.model import check_chunk_fits
 from hralign.policy.train import (
     run_stage,  # the BC training loop of hralign.policy (no second BC here)
 )
 from hralign.sim.collect import read_sim_meta
 from hralign.sim.env import SimEnv, seed_rng
+from hralign.sim.gr1 import train_sim_gr1
 
 PROTOCOLS = ("transfer", "few-shot", "robot")
+POLICIES = ("bc", "gr1")
 PROPRIO_ROW = "proprio-only"
 
 
@@ -58,10 +62,14 @@ class SimEvalConfig:
     envs: int = field(default=10, metadata={"help": "Envs per task stepped in lockstep (one batched encoder call "
                                                     "per step; ~240 MB each)."})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP + " Runs the encoder (demo features and "
-                                                                        "rollout frames); BC stays on CPU."})
+                                                                        "rollout frames); BC and GR-1 stay on CPU."})
     precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})
+    policy: str = field(default="bc", metadata={"help": "Policy of the encoder rows: bc (R3M's MLP) or gr1 (GR-1-style "
+                                                        "transformer; the proprio-only floor stays BC)."})
 
     def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise HRAlignError(f"`policy` should be one of {', '.join(POLICIES)} but the value passed is {self.policy!r}")
         if self.protocol not in PROTOCOLS:
             raise HRAlignError(f"`protocol` should be one of {', '.join(PROTOCOLS)} but the value passed is "
                                f"{self.protocol!r}")
@@ -109,14 +117,17 @@ def demo_table(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]] | Non
 
 
 @torch.no_grad()
-def rollout(envs: list[SimEnv], policy: BCPolicy, encoder: nn.Module | None, goals: list[np.ndarray],
-            max_steps: int, placement: Placement | None = None, human_view: bool = False) -> list[bool]:
+def rollout(envs: list[SimEnv], policy: nn.Module, encoder: nn.Module | None, goals: list[np.ndarray],
+            max_steps: int, placement: Placement | None = None, instruction: torch.Tensor | None = None,
+            human_view: bool = False) -> list[bool]:
     """Closed-loop episodes from the robot view, one per (env, goal), stepped in lockstep.
 
     The encoder sees one batch of the still-running envs' frames per step: on one CPU thread a
     batch of 10 costs ~11 ms per image against ~34 ms one at a time (ResNet-18 at 96 px, measured),
     which more than halves a rollout. An episode stops at MetaWorld's first success. ``placement``:
-    the encoder's device and precision (it must already be there; default CPU fp32).
+    the encoder's device and precision (it must already be there; default CPU fp32). A policy with a
+    ``runner`` (GR-1) acts through it: history per episode and ACT's temporal ensembling of its chunks;
+    ``instruction`` [E] is the task's text embedding it conditions on.
     ``human_view`` renders the human look instead (the human-view oracle: how well a policy trained
     on human-view demos does where it sees what it was trained on).
     """
@@ -126,6 +137,7 @@ def rollout(envs: list[SimEnv], policy: BCPolicy, encoder: nn.Module | None, goa
     obs = [env.reset(g) for env, g in zip(envs, goals)]
     success = [False] * len(goals)
     policy.eval()
+    runner = policy.runner(len(goals), max_steps) if hasattr(policy, "runner") else None
     for _ in range(max_steps):
         active = [i for i, ok in enumerate(success) if not ok]
         if not active:
@@ -136,7 +148,9 @@ def rollout(envs: list[SimEnv], policy: BCPolicy, encoder: nn.Module | None, goa
             with torch.inference_mode(), placement.autocast():
                 feats = encoder(torch.from_numpy(frames).to(placement.device))
             batch["features"] = feats.float().cpu()  # (B, D)
-        actions = policy.select_action(batch).numpy()
+        if instruction is not None:
+            batch["instruction"] = instruction[None, :].expand(len(active), -1)
+        actions = (runner.act(batch, active) if runner is not None else policy.select_action(batch)).numpy()
         for a, i in zip(actions, active):
             obs[i], success[i] = envs[i].step(a)
     return success
@@ -150,8 +164,13 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, EncoderSource | None],
                  config: SimEvalConfig | None = None, resume: bool = False, progress: bool = True,
-                 human_view: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train and roll out one BC policy per (variant, seed); ``None`` as a variant = proprio-only.
+                 human_view: tuple[str, ...] = (), gr1: GR1Config | None = None,
+                 pretrain_steps: int = 0) -> dict[str, Any]:
+    """Train and roll out one policy per (variant, seed); ``None`` as a variant = proprio-only (BC).
+
+    With ``config.policy == "gr1"`` the encoder rows train :class:`hralign.policy.gr1.GR1Policy`
+    (``gr1``, default ``GR1Config(gripper_dims="none")``: MetaWorld's gripper action is in [-1, 1])
+    after ``pretrain_steps`` of stage 1 on every human-view clip (:mod:`hralign.sim.gr1`).
 
     Writes ``out/<variant>/seed<k>.json`` as each finishes (``resume`` skips those present; each
     holds the outcome of every goal, ``per_goal``, for the paired bootstrap) and ``out/results.json``
@@ -159,6 +178,9 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
     ``human_view`` are rolled out from the human view (the oracle row).
     """
     cfg = config or SimEvalConfig()
+    gr1 = gr1 or GR1Config(gripper_dims="none")
+    if cfg.policy == "gr1":
+        check_chunk_fits(gr1.chunk, cfg.max_steps)  # before any work
     placement = resolve(DeviceConfig(cfg.device, cfg.precision))
     out = Path(out)
     meta = read_sim_meta(pairs_path)
@@ -191,6 +213,10 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                     bar.update(len(tasks) * cfg.rollouts)
                 continue
             clips = demo_clips(pairs, cfg.protocol, cfg.few_shot, s)
+            use_gr1 = cfg.policy == "gr1" and source is not None
+            need = dict(clips)
+            if use_gr1 and pretrain_steps:  # stage 1 reads every human-view clip
+                need["human"] = np.arange(pairs.num_clips("human"))
             if source is not None and robot_enc is None:
                 robot_enc = source.robot_encoder().to(placement.device)
                 human_enc = (source.human_encoder(robot_enc).to(placement.device) if source.adapter is not None
@@ -200,34 +226,41 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                                        f"encoder {robot_enc.feature_dim}-d; they must agree")
             if source is not None:
                 feats = feats or {}
-                for d, cs in clips.items():  # human clips through the frozen base, robot clips adapted
+                for d, cs in need.items():  # human clips through the frozen base, robot clips adapted
                     enc = human_enc if d == "human" else robot_enc
                     have = feats.setdefault(d, {})
                     missing = [int(c) for c in cs if int(c) not in have]
                     have.update(encode_clips(enc, pairs, d, missing, placement=placement))
             table = demo_table(pairs, feats if source is not None else None, clips)
-            fdim = int(table["features"].shape[1])
-            torch.manual_seed(s)
-            policy = BCPolicy(BCConfig(head="bc", proprio=True), fdim, int(table["action"].shape[1]),
-                              int(table["state"].shape[1]))
-            policy.fit_head(table["action"])
             run = vdir / f"seed{s}"
             run.mkdir(exist_ok=True)
             (run / "metrics.jsonl").unlink(missing_ok=True)
-            train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=s, log_every=max(1, cfg.steps // 10),
-                                checkpoint_every=cfg.steps)
             t_train = time.perf_counter()
-            final = run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
+            instr = None
+            if use_gr1:
+                policy, finals, instr = train_sim_gr1(pairs, feats, clips, gr1, pretrain_steps, cfg.steps,
+                                                      cfg.batch_size, s, run)
+                final = finals.get("action", {})
+            else:
+                fdim = int(table["features"].shape[1])
+                torch.manual_seed(s)
+                policy = BCPolicy(BCConfig(head="bc", proprio=True), fdim, int(table["action"].shape[1]),
+                                  int(table["state"].shape[1]))
+                policy.fit_head(table["action"])
+                train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=s,
+                                    log_every=max(1, cfg.steps // 10), checkpoint_every=cfg.steps)
+                final = run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
             t_train = time.perf_counter() - t_train
             per_task: dict[str, float] = {}
             per_goal: dict[str, list[int]] = {}
             t_roll = time.perf_counter()
-            for t in tasks:
+            for ti, t in enumerate(tasks):
                 outcome: list[int] = []
                 for lo in range(0, cfg.rollouts, n_envs):
                     chunk = goals[t][lo:lo + n_envs]
                     outcome += [int(ok) for ok in rollout(envs[t], policy, robot_enc if source is not None else None,
                                                           chunk, cfg.max_steps, placement,
+                                                          instr[ti] if instr is not None else None,
                                                           human_view=vname in human_view)]
                     if bar is not None:
                         bar.update(len(chunk))
@@ -240,7 +273,11 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                    "rollout_s": time.perf_counter() - t_roll}
             write_text_atomic(done, json.dumps(rec, indent=2))
             per_seed.append(rec)
-        row = {"source": source.to_dict() if source is not None else None, "per_seed": per_seed,
+        row = {"source": source.to_dict() if source is not None else None,
+               "policy": cfg.policy if source is not None else "bc",
+               **({"gr1": gr1.to_dict(), "pretrain_steps": pretrain_steps}
+                  if cfg.policy == "gr1" and source is not None else {}),
+               "per_seed": per_seed,
                **_stats([r["success"] for r in per_seed]),
                "per_task": {t: _stats([r["per_task"][t] for r in per_seed]) for t in tasks},
                "seconds": time.perf_counter() - t0}

@@ -121,6 +121,7 @@ class Session:
     def begin(self, record: dict[str, Any] | None = None) -> None:
         """Write run.json (main) and set up metrics.jsonl: empty, or cut back to the checkpoint's lines."""
         acc = self.accelerator
+        acc.wait_for_everyone()  # every process has checked the run directory before the main one writes it
         self.run.begin({"global_batch": self.cfg.batch_size, "process_batch": self.local_batch,
                         "device": str(self.device), "precision": self.cfg.precision, **(record or {})})
         acc.wait_for_everyone()

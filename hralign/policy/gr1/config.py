@@ -1,0 +1,119 @@
+"""GR-1 configs (no torch import, as LeRobot's ``configuration_*.py``): the model and its two-stage training.
+
+GR-1 (Wu et al., 2024, "Unleashing Large-Scale Video Generative Pre-training for Visual Robot
+Manipulation"): a GPT-style causal transformer over the last H steps of (language, image, proprio)
+tokens, a learned [ACT] query read out by the action heads (smooth-L1 arm, BCE gripper) and learned
+[OBS] queries predicting the future; stage 1 pretrains on action-free video by future prediction
+alone, stage 2 fine-tunes on robot demos with both losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from hralign.errors import HRAlignError
+from hralign.policy.config import _check_gripper_spec, _positive_int
+from hralign.train.config import TrainConfig as SharedTrainConfig
+
+GR1_FUTURE_LOSSES = ("mse", "cosine")
+
+
+def _non_negative(obj: Any, name: str, positive: bool = False) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (positive and v == 0):
+        raise HRAlignError(f"`{name}` should be a {'positive' if positive else 'non-negative'} number but the value "
+                           f"passed is {v!r}")
+
+
+class _FromDict:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Any:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HRAlignError(f"{source}: unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class GR1Config(_FromDict):
+    """The GR-1-style policy: what it reads, how big it is, what it predicts."""
+
+    history: int = field(default=4, metadata={"help": "Steps H the transformer sees: t-H+1..t (GR-1: 10). Every "
+                                                      "training clip must have at least H frames."})
+    chunk: int = field(default=1, metadata={"help": "Actions k predicted per step (t..t+k-1), executed with ACT's "
+                                                    "temporal ensembling; 1 = one action per step."})
+    future_delta: int = field(default=3, metadata={"help": "The [OBS] queries predict the frozen encoder's features "
+                                                           "of frame t+DELTA (GR-1 predicts frame t+3)."})
+    dim: int = field(default=128, metadata={"help": "Transformer width."})
+    layers: int = field(default=2, metadata={"help": "Transformer layers (causal self-attention + MLP)."})
+    heads: int = field(default=4, metadata={"help": "Attention heads; must divide `dim`."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout in the transformer (GR-1: 0.1)."})
+    proprio: bool = field(default=True, metadata={"help": "Feed the robot state as a token per step when the data "
+                                                          "has it (human clips get a learned 'no state' token)."})
+    instruction: bool = field(default=True, metadata={"help": "Feed the frozen MiniLM embedding of the task "
+                                                              "instruction as a token per step (GR-1 conditions on "
+                                                              "language)."})
+    gripper_dims: str = field(default="last", metadata={"help": "Action dims trained with BCE (values in [0, 1]): "
+                                                                "'last', 'none' or e.g. '3' / '6,7'; the rest use "
+                                                                "smooth-L1 on standardised values."})
+    future_weight: float = field(default=1.0, metadata={"help": "Weight of the future-feature loss beside the action "
+                                                                "loss in stage 2 (stage 1 has only this loss)."})
+    future_loss: str = field(default="mse", metadata={"help": "Future-feature loss on standardised features: 'mse' or "
+                                                             "'cosine'."})
+    ensemble_coeff: float = field(default=0.01, metadata={"help": "ACT's temporal-ensembling m: the prediction made i "
+                                                                  "steps after the oldest one weighs exp(-m*i)."})
+
+    def __post_init__(self) -> None:
+        for name in ("history", "chunk", "future_delta", "dim", "layers", "heads"):
+            _positive_int(self, name)
+        if self.dim % self.heads:
+            raise HRAlignError(f"`heads` should divide `dim` ({self.dim}) but the value passed is {self.heads!r}")
+        _non_negative(self, "dropout")
+        if self.dropout >= 1:
+            raise HRAlignError(f"`dropout` should be in [0, 1) but the value passed is {self.dropout!r}")
+        _non_negative(self, "future_weight")
+        _non_negative(self, "ensemble_coeff")
+        _check_gripper_spec(self.gripper_dims)
+        if self.future_loss not in GR1_FUTURE_LOSSES:
+            raise HRAlignError(f"`future_loss` should be 'mse' or 'cosine' but the value passed is {self.future_loss!r}")
+
+
+@dataclass
+class GR1TrainConfig(SharedTrainConfig, _FromDict):
+    """The two stages: stage 1 on human-view clips (future only), stage 2 on robot demos (actions + future).
+
+    The shared training fields (devices, precision, schedule, checkpoints, resume) come from
+    :class:`hralign.train.TrainConfig`; GR-1's recipe redeclares the defaults it changes.
+    """
+
+    steps: int = field(default=1500, metadata={"help": "Stage-2 optimiser steps on robot demos (actions + future)."})
+    batch_size: int = field(default=64, metadata={"help": "Windows of H steps per optimiser step, summed over "
+                                                          "processes."})
+    lr: float = field(default=3e-4, metadata={"help": "Peak learning rate of AdamW."})
+    seed: int = field(default=0, metadata={"help": "Seed of init, clip subset, batches and dropout (CPU runs repeat "
+                                                   "exactly, resumed or not)."})
+    log_every: int = field(default=100, metadata={"help": "Steps between metrics.jsonl lines."})
+    checkpoint_every: int = field(default=500, metadata={"help": "Steps between resumable checkpoints "
+                                                                 "(0 = only at the end of each stage)."})
+    pretrain_steps: int = field(default=0, metadata={"help": "Stage-1 optimiser steps on human-view clips without "
+                                                             "actions (future prediction only); 0 skips stage 1."})
+    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay."})
+    robot_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training robot clips whose actions "
+                                                                 "stage 2 uses."})
+    split_by: str = field(default="pair", metadata={"help": "Held-out unit when the file has no /split: 'pair' or "
+                                                            "'task'."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int(self, "pretrain_steps", 0)
+        _non_negative(self, "weight_decay")
+        f = self.robot_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+            raise HRAlignError(f"`robot_fraction` should be a number in (0, 1] but the value passed is {f!r}")
+        if self.split_by not in ("pair", "task"):
+            raise HRAlignError(f"`split_by` should be 'pair' or 'task' but the value passed is {self.split_by!r}")

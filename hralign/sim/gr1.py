@@ -1,0 +1,73 @@
+"""GR-1 in the MetaWorld closed loop: the protocol's demos as GR-1 windows, stage 1 on human-view clips.
+
+``hralign sim eval --policy gr1`` trains :class:`hralign.policy.gr1.GR1Policy` where the BC row trains
+R3M's MLP, on the same cached features, demos and goals: stage 2 on exactly the protocol's demo clips
+(actions + future), and, with ``pretrain_steps`` > 0, stage 1 before it on *every* human-view clip of
+the file with its actions ignored (future prediction only, GR-1's video pretraining). Batches hold
+``batch_size // history`` windows, so a step sees about as many frames as a BC step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hralign.pairs import PairsFile
+from hralign.policy.gr1.config import GR1Config, GR1TrainConfig
+from hralign.policy.gr1.model import GR1Policy
+from hralign.policy.gr1.train import ClipData, instruction_embeddings, run_stages, windows
+from hralign.train import open_session
+
+
+def clip_data(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips: dict[str, np.ndarray],
+              actions: bool) -> ClipData:
+    """One :class:`ClipData` over the clips of several domains (robot clips re-keyed after the human ones)."""
+    n_h = pairs.num_clips("human") if "human" in pairs.domains else 0
+    tasks = np.concatenate([pairs.clip_tasks(d) for d in ("human", "robot") if d in pairs.domains])
+    data = ClipData("+".join(clips), {}, tasks)
+    for d, cs in clips.items():
+        off = 0 if d == "human" else n_h
+        for c in cs:
+            key = int(c) + off
+            data.features[key] = feats[d][int(c)][:, None, :]  # one camera
+            data.state[key] = torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="state"), np.float32))
+            if actions:
+                data.actions[key] = torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="actions"), np.float32))
+    return data
+
+
+def train_sim_gr1(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips: dict[str, np.ndarray],
+                  config: GR1Config, pretrain_steps: int, steps: int, batch_size: int, seed: int,
+                  run: Path) -> tuple[GR1Policy, dict[str, dict[str, float]], torch.Tensor | None]:
+    """(trained policy, final logs per stage, instruction embeddings [K, E] or None) for one seed."""
+    demos = clip_data(pairs, feats, clips, actions=True)
+    keys = np.asarray(sorted(demos.features), dtype=np.int64)
+    plan = []
+    fit = [f[:, 0] for f in demos.features.values()]
+    if pretrain_steps:
+        human_all = {"human": np.arange(pairs.num_clips("human"))}
+        video = clip_data(pairs, feats, human_all, actions=False)
+        video.state = {}  # human video: no proprio (the learned "no state" token)
+        plan.append(("pretrain", pretrain_steps, video, windows(video, human_all["human"], config.history)))
+        fit += [f[:, 0] for f in video.features.values()]
+    plan.append(("action", steps, demos, windows(demos, keys, config.history)))
+    instructions = instruction_embeddings(pairs.tasks, config.instruction)
+    a = next(iter(demos.actions.values()))
+    dims = {"feature_dim": int(fit[0].shape[1]), "cameras": 1, "action_dim": int(a.shape[1]),
+            "state_dim": int(next(iter(demos.state.values())).shape[1]),
+            "instruction_dim": int(instructions.shape[1]) if instructions is not None else 0}
+    torch.manual_seed(seed)
+    policy = GR1Policy(config, dims)
+    policy.fit_head(torch.cat(list(demos.actions.values())))
+    policy.fit_future(torch.cat(fit))
+    # the policy's training loop (hralign/train/), on CPU: the rollouts feed it CPU batches
+    train = GR1TrainConfig(pretrain_steps=pretrain_steps, steps=steps, batch_size=max(2, batch_size // config.history),
+                           seed=seed, log_every=max(1, steps // 10), checkpoint_every=0, device="cpu",
+                           overwrite=True)
+    session = open_session(train, run, "gr1-sim", {"train": train.to_dict()}, find_unused_parameters=True)
+    session.begin()
+    finals = run_stages(policy, plan, train, instructions, session, progress=False)
+    session.finish()
+    return policy.cpu().eval(), finals, instructions
