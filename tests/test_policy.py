@@ -220,3 +220,15 @@ def test_cli_bad_input_is_one_line_exit_2(tiny_pairs, tmp_path):
     assert code == 2 and "--head bc" in err
     code, _, err = run_cli("policy", "eval", "--pairs", str(tiny_pairs), "--policy", str(tmp_path / "missing"))
     assert code == 2 and "not a directory" in err
+
+
+def test_recorded_source_prefers_the_given_one_and_names_the_file_without_a_record():
+    from hralign.errors import HRAlignError
+    from hralign.policy.io import EncoderSource, recorded_source
+
+    given = EncoderSource("r3m-resnet18", image_size=32)
+    assert recorded_source({}, given, "p/config.json") is given
+    rec = recorded_source({"encoder": {"source": {"encoder": "r3m-resnet18", "image_size": 48}}}, None, "p/config.json")
+    assert rec.encoder == "r3m-resnet18" and rec.image_size == 48
+    with pytest.raises(HRAlignError, match=r"p/config.json: no recorded encoder"):
+        recorded_source({"encoder": {}}, None, "p/config.json")

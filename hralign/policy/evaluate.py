@@ -24,7 +24,7 @@ from hralign.pairs import PairsFile
 from hralign.policy.data import action_table, batch_of, check_robot_actions, clip_split, token_table
 from hralign.policy.features import encode_clips
 from hralign.policy.gr1.evaluate import evaluate_gr1
-from hralign.policy.io import EncoderSource, check_feature_dim, load_policy
+from hralign.policy.io import EncoderSource, check_feature_dim, load_policy, recorded_source
 from hralign.policy.labels import TokenLabels, load_token_labels
 from hralign.policy.train import instruction_table
 
@@ -62,11 +62,7 @@ def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike
     policy = policy.to(placement.device)
     where = str(Path(policy_dir) / "config.json")
     pairs = PairsFile(pairs_path)
-    if source is None:
-        rec = meta.get("encoder", {}).get("source")
-        if not isinstance(rec, dict) or "encoder" not in rec:
-            raise HRAlignError(f"{where}: no recorded encoder; pass --encoder")
-        source = EncoderSource(**rec)
+    source = recorded_source(meta, source, where)
     robot_enc = source.robot_encoder().to(placement.device)
     check_feature_dim(meta, robot_enc, where)
     held = _heldout(meta, pairs)

@@ -168,3 +168,14 @@ def check_feature_dim(meta: dict[str, Any], encoder: nn.Module, where: str) -> N
         trained = meta.get("encoder", {}).get("name", "?")
         raise HRAlignError(f"{where}: policy was trained on {want}-d features ({trained}) but encoder "
                            f"{getattr(encoder, 'name', '?')} gives {got}-d features; pass the encoder it was trained with")
+
+
+def recorded_source(meta: dict[str, Any], source: EncoderSource | None, where: str) -> EncoderSource:
+    """``source`` if given, else the encoder recorded in a saved policy's ``meta`` (one line naming
+    ``where`` when the policy recorded none), for the offline evaluations of every policy kind."""
+    if source is not None:
+        return source
+    rec = meta.get("encoder", {}).get("source")
+    if not isinstance(rec, dict) or "encoder" not in rec:
+        raise HRAlignError(f"{where}: no recorded encoder; pass --encoder")
+    return EncoderSource(**rec)

@@ -14,7 +14,7 @@ from hralign.pairs import PairsFile
 from hralign.policy.data import check_robot_actions, clip_split
 from hralign.policy.gr1.model import GR1Policy
 from hralign.policy.gr1.train import evaluate_windows, instruction_embeddings, load_clip_data
-from hralign.policy.io import EncoderSource, check_feature_dim
+from hralign.policy.io import EncoderSource, check_feature_dim, recorded_source
 
 
 def _heldout(meta: dict[str, Any], pairs: PairsFile) -> dict[str, np.ndarray]:
@@ -34,11 +34,7 @@ def evaluate_gr1(policy: GR1Policy, meta: dict[str, Any], policy_dir: str | os.P
     transformer stays on CPU (as BC does in ``sim eval``)."""
     where = str(Path(policy_dir) / "config.json")
     pairs = PairsFile(pairs_path)
-    if source is None:
-        rec = meta.get("encoder", {}).get("source")
-        if not isinstance(rec, dict) or "encoder" not in rec:
-            raise HRAlignError(f"{where}: no recorded encoder; pass --encoder")
-        source = EncoderSource(**rec)
+    source = recorded_source(meta, source, where)
     robot_enc = source.robot_encoder().to(placement.device) if placement is not None else source.robot_encoder()
     check_feature_dim(meta, robot_enc, where)
     held = _heldout(meta, pairs)
