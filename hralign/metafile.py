@@ -13,17 +13,23 @@ from typing import Any
 from hralign.errors import HRAlignError
 
 
+def read_json(path: Path, missing: str) -> Any:
+    """The parsed JSON of ``path``; one line naming the file when it is absent (``missing`` says what
+    was expected) or not valid JSON."""
+    if not path.is_file():
+        raise HRAlignError(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HRAlignError(f"{path}: not valid JSON ({e})") from e
+
+
 def read_meta_json(path: Path, formats: tuple[str, ...] | None, version: int, written_by: str) -> dict[str, Any]:
     """Read ``path``; it must be a JSON object whose format is one of ``formats`` (any when None) at ``version``.
 
     ``written_by`` names what writes such directories, for the error message (e.g. "`hralign lam train`").
     """
-    if not path.is_file():
-        raise HRAlignError(f"{path}: missing; expected a directory written by {written_by}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HRAlignError(f"{path}: not valid JSON ({e})") from e
+    meta = read_json(path, f"missing; expected a directory written by {written_by}")
     found = meta.get("hralign_format") if isinstance(meta, dict) else None
     if found is None or (formats is not None and found not in formats):
         expected = " or ".join(repr(f) for f in formats) if formats else "a format name"

@@ -153,6 +153,29 @@ def _adapt(out: Path, pairs: Path, spec: str, base: str, weights: str | None, im
     return run / "adapter"
 
 
+class StageTimer:
+    """Wall time of each benchmark stage, written to ``path`` as each stage finishes, so a resumed
+    benchmark still reports what the stages it reuses cost when they ran (a stage killed midway is
+    timed again from its restart). ``timer(stage, fn, *args)`` runs and times ``fn(*args)``."""
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path = path
+        self.timings: dict[str, float] = (json.loads(path.read_text(encoding="utf-8"))
+                                          if resume and path.is_file() else {})
+
+    def __call__(self, stage: str, fn, *args):
+        t = time.perf_counter()
+        value = fn(*args)
+        if stage not in self.timings:
+            self.record({stage: time.perf_counter() - t})
+        return value
+
+    def record(self, values: dict[str, float]) -> None:
+        """Add ``values`` and persist them atomically."""
+        self.timings.update(values)
+        write_text_atomic(self.path, json.dumps(self.timings, indent=2))
+
+
 def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, eval_cfg: SimEvalConfig,
               resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Collect, pretrain, adapt, evaluate every variant under every protocol, write the table."""
@@ -160,19 +183,8 @@ def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, e
     if out.exists() and any(out.iterdir()) and not resume:
         raise HRAlignError(f"--out {out}: exists and is not empty; pass --resume to continue")
     out.mkdir(parents=True, exist_ok=True)
-    # Stage wall times persist as each stage finishes, so a resumed benchmark still reports what the
-    # stages it reuses cost when they ran (a stage killed midway is timed again from its restart).
-    timings_file = out / "timings.json"
-    timings: dict[str, float] = (json.loads(timings_file.read_text(encoding="utf-8"))
-                                 if resume and timings_file.is_file() else {})
-
-    def timed(stage: str, fn, *args):
-        t = time.perf_counter()
-        value = fn(*args)
-        if stage not in timings:
-            timings[stage] = time.perf_counter() - t
-            write_text_atomic(timings_file, json.dumps(timings, indent=2))
-        return value
+    timed = StageTimer(out / "timings.json", resume)
+    timings = timed.timings
 
     pairs = out / "mw.h5"
     if pairs.is_file() and resume:

@@ -38,7 +38,7 @@ import numpy as np
 from hralign.atomic import write_text_atomic
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
-from hralign.sim.bench import BenchConfig, _adapt, adapter_row, parse_adapter_spec
+from hralign.sim.bench import BenchConfig, StageTimer, _adapt, adapter_row, parse_adapter_spec
 from hralign.sim.collect import CollectConfig, collect
 from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim
 from hralign.sim.stats import discordant_share, paired_bootstrap, rollouts_for_difference
@@ -160,16 +160,8 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
         raise HRAlignError(f"--protocols: {','.join(protocols)!r}; expected a subset of {', '.join(PROTOCOLS)}")
     tasks.check_known()
     _check_resume(out, tasks, resume)
-    timings_file = out / "timings.json"
-    timings: dict[str, float] = json.loads(timings_file.read_text(encoding="utf-8")) if timings_file.is_file() else {}
-
-    def timed(stage: str, fn, *args):
-        t = time.perf_counter()
-        value = fn(*args)
-        if stage not in timings:
-            timings[stage] = time.perf_counter() - t
-            write_text_atomic(timings_file, json.dumps(timings, indent=2))
-        return value
+    timed = StageTimer(out / "timings.json", resume=True)  # finished stages are reused whatever the flag
+    timings = timed.timings
 
     size = cfg.image_size
     files = {"corpus": (out / "corpus.h5", CollectConfig(tasks=tasks.pretrain, episodes=cfg.corpus_episodes,
@@ -216,10 +208,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     ran = sum(len(r["row"]["per_seed"]) for r in done) * eval_cfg.rollouts * len(tasks.eval)
     fresh = sum(1 for r in done if r["seconds"] > 1.0)
     if "eval" not in timings and fresh:
-        timings["eval"] = eval_s
-        timings["eval rollouts/s"] = ran / max(eval_s, 1e-9)
-        timings["eval workers"] = cfg.workers
-        write_text_atomic(timings_file, json.dumps(timings, indent=2))
+        timed.record({"eval": eval_s, "eval rollouts/s": ran / max(eval_s, 1e-9), "eval workers": cfg.workers})
     rss = {"main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "workers_max_mb": max(r["rss_mb"] for r in done)}
 

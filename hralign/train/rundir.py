@@ -23,6 +23,7 @@ import torch
 from hralign import __version__
 from hralign.atomic import write_text_atomic
 from hralign.errors import HRAlignError
+from hralign.metafile import read_json
 
 RUN_FILE = "run.json"
 
@@ -49,12 +50,7 @@ def config_differences(saved: dict[str, Any], now: dict[str, Any], resumable: tu
 def read_run(out: str | Path) -> dict[str, Any]:
     """``OUT/run.json`` of a training run: {"kind", "config", "world_size", ...}."""
     path = Path(out) / RUN_FILE
-    if not path.is_file():
-        raise HRAlignError(f"{path}: not found; {out} is not an hralign training run directory")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HRAlignError(f"{path}: not valid JSON ({e})") from e
+    data = read_json(path, f"not found; {out} is not an hralign training run directory")
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or "kind" not in data:
         raise HRAlignError(f"{path}: expected an object with `kind` and `config` (written by an hralign trainer)")
     return data
