@@ -8,7 +8,6 @@ used by several rows is stored once. Any failure aborts the writer: nothing half
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
-from hralign.pairs.writer import PairsWriter
+from hralign.pairs.csvtable import read_csv_records
+from hralign.pairs.writer import PairsWriter, check_compression
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -49,8 +49,7 @@ class BuildConfig:
         if self.max_frames is not None and (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int)
                                             or self.max_frames < 1):
             raise HRAlignError(f"`max_frames` should be a positive integer but the value passed is {self.max_frames!r}")
-        if self.compression not in S.COMPRESSIONS:
-            raise HRAlignError(f"`compression` should be one of {S.COMPRESSIONS} but the value passed is {self.compression!r}")
+        self.compression = check_compression(self.compression)
 
 
 @dataclass
@@ -65,33 +64,13 @@ class ManifestRow:
 def read_manifest(manifest: str | os.PathLike) -> list[ManifestRow]:
     """Parse and check the manifest; paths are relative to the manifest's folder."""
     m = Path(manifest)
-    if not m.is_file():
-        raise HRAlignError(f"{m}: manifest not found (expected a CSV with columns {', '.join(REQUIRED_COLUMNS)})")
-    try:
-        with open(m, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise HRAlignError(f"{m}: manifest columns are {header}, missing {missing} "
-                                   f"(expected a header with {', '.join(REQUIRED_COLUMNS)}[, split])")
-            rows = []
-            for i, raw in enumerate(reader, start=2):
-                rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str) or v is None}
-                for c in REQUIRED_COLUMNS:
-                    if not rec.get(c):
-                        raise HRAlignError(f"{m}: line {i}: column `{c}` is empty, expected a value")
-                split_raw = rec.get("split", "").lower()
-                if split_raw not in SPLIT_VALUES:
-                    raise HRAlignError(f"{m}: line {i}: split {split_raw!r}, expected one of train, val, 0, 1 or empty")
-                rows.append(ManifestRow(i, (m.parent / rec["human"]), (m.parent / rec["robot"]), rec["task"],
-                                        SPLIT_VALUES[split_raw]))
-    except UnicodeDecodeError as e:
-        raise HRAlignError(f"{m}: manifest is not UTF-8 text ({e})") from e
-    except csv.Error as e:
-        raise HRAlignError(f"{m}: manifest is not valid CSV ({e})") from e
-    if not rows:
-        raise HRAlignError(f"{m}: manifest has a header but no rows, expected one row per pair")
+    rows = []
+    for i, rec in read_csv_records(m, REQUIRED_COLUMNS, "manifest", optional=("split",)):
+        split_raw = rec.get("split", "").lower()
+        if split_raw not in SPLIT_VALUES:
+            raise HRAlignError(f"{m}: line {i}: split {split_raw!r}, expected one of train, val, 0, 1 or empty")
+        rows.append(ManifestRow(i, (m.parent / rec["human"]), (m.parent / rec["robot"]), rec["task"],
+                                SPLIT_VALUES[split_raw]))
     splits = {r.split is None for r in rows}
     if len(splits) > 1:
         raise HRAlignError(f"{m}: column `split` is filled on some rows and empty on others; fill it everywhere or nowhere")

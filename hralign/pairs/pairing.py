@@ -31,7 +31,7 @@ from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.reader import PairsFile
 from hralign.pairs.validate import check_valid
-from hralign.pairs.writer import PairsWriter
+from hralign.pairs.writer import PairsWriter, check_compression
 
 PAIR_BY = ("text", "embedding")
 Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised float [N, D]
@@ -54,10 +54,7 @@ class PairingConfig:
             raise HRAlignError(f"`by` should be one of {PAIR_BY} but the value passed is {self.by!r}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or not -1 <= self.threshold <= 1:
             raise HRAlignError(f"`threshold` should be a cosine similarity in [-1, 1] but the value passed is {self.threshold!r}")
-        if isinstance(self.compression, str) and self.compression.lower() == "none":
-            self.compression = None
-        if self.compression not in S.COMPRESSIONS:
-            raise HRAlignError(f"`compression` should be one of none, gzip, lzf, blosc but the value passed is {self.compression!r}")
+        self.compression = check_compression(self.compression)
 
 
 @dataclass

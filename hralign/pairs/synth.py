@@ -36,7 +36,7 @@ import numpy as np
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.split import make_split
-from hralign.pairs.writer import PairsWriter
+from hralign.pairs.writer import PairsWriter, check_compression
 
 # (name, instruction, kind, direction or rotation sign). ``num_tasks`` takes the first N.
 SYNTH_TASKS: tuple[tuple[str, str, str, tuple[float, float]], ...] = (
@@ -93,8 +93,7 @@ class SynthConfig:
             raise HRAlignError(f"`noise` should be a number in [0, 0.5] but the value passed is {self.noise!r}")
         if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
             raise HRAlignError(f"`val_fraction` should be in [0, 1) but the value passed is {self.val_fraction!r}")
-        if self.compression not in S.COMPRESSIONS:
-            raise HRAlignError(f"`compression` should be one of {S.COMPRESSIONS} but the value passed is {self.compression!r}")
+        self.compression = check_compression(self.compression)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,15 @@ from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 
 
+def check_compression(compression: str | None) -> str | None:
+    """The frame filter a config names: one of ``S.COMPRESSIONS``, with the string "none" read as None."""
+    if isinstance(compression, str) and compression.lower() == "none":
+        return None
+    if compression not in S.COMPRESSIONS:
+        raise HRAlignError(f"`compression` should be one of none, gzip, lzf, blosc but the value passed is {compression!r}")
+    return compression
+
+
 def frame_filter(compression: str | None) -> dict:
     """h5py ``create_dataset`` keyword arguments for a frame filter (None, gzip, lzf or blosc).
 
@@ -25,8 +34,7 @@ def frame_filter(compression: str | None) -> dict:
     that both shrinks decoded video frames and reads fast: benchmarks/import_scale.py); readers import
     ``hdf5plugin`` to decode it.
     """
-    if compression not in S.COMPRESSIONS:
-        raise HRAlignError(f"`compression` should be one of {S.COMPRESSIONS} but the value passed is {compression!r}")
+    compression = check_compression(compression)
     if compression == "blosc":
         import hdf5plugin
 

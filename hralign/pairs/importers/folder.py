@@ -8,12 +8,12 @@ is decoded: a path outside DIR or a missing file is a one-line error naming the 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
+from hralign.pairs.csvtable import read_csv_records
 from hralign.pairs.importers.source import ClipSource, ImportPlan, VideoSegment
 
 REQUIRED = ("path", "instruction", "embodiment")
@@ -51,46 +51,26 @@ def plan(root: Path, config: FolderConfig) -> ImportPlan:
     if not root.is_dir():
         raise HRAlignError(f"{root}: not a folder (expected DIR holding the videos listed in {config.csv})")
     table = Path(config.csv)
-    if not table.is_file():
-        raise HRAlignError(f"{table}: CSV not found (expected columns {', '.join(REQUIRED)})")
     base = root.resolve()
     clips: list[ClipSource] = []
-    try:
-        with open(table, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in REQUIRED if c not in header]
-            if missing:
-                raise HRAlignError(f"{table}: columns are {header}, missing {missing} (expected {', '.join(REQUIRED)}"
-                                   "[, start, end, pair, split])")
-            for line, raw in enumerate(reader, start=2):
-                rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str) or v is None}
-                where = f"{table}: row {line}"
-                for c in REQUIRED:
-                    if not rec.get(c):
-                        raise HRAlignError(f"{where}: column `{c}` is empty, expected a value")
-                emb = rec["embodiment"].lower()
-                if emb not in S.DOMAINS:
-                    raise HRAlignError(f"{where}: embodiment {rec['embodiment']!r}, expected human or robot")
-                path = (root / rec["path"]).resolve()
-                if not path.is_relative_to(base):
-                    raise HRAlignError(f"{where}: path {rec['path']!r} is outside {root}; paths must stay inside DIR")
-                if not path.is_file():
-                    raise HRAlignError(f"{where}: video {rec['path']!r} not found in {root}")
-                start = _seconds(rec.get("start", ""), where, "start") or 0.0
-                end = _seconds(rec.get("end", ""), where, "end")
-                if end is not None and end <= start:
-                    raise HRAlignError(f"{where}: end {end} <= start {start}, expected a non-empty segment")
-                split = rec.get("split", "").lower()
-                if split not in SPLITS:
-                    raise HRAlignError(f"{where}: split {split!r}, expected train, val or empty")
-                clips.append(ClipSource(key=f"row{line}:{rec['path']}", domain=emb, instruction=rec["instruction"],
-                                        frames=VideoSegment(path, start, end), split=SPLITS[split],
-                                        pair_key=rec.get("pair") or None))
-    except UnicodeDecodeError as e:
-        raise HRAlignError(f"{table}: not UTF-8 text ({e})") from e
-    except csv.Error as e:
-        raise HRAlignError(f"{table}: not valid CSV ({e})") from e
-    if not clips:
-        raise HRAlignError(f"{table}: has a header but no rows, expected one row per clip")
+    for line, rec in read_csv_records(table, REQUIRED, "CSV", optional=("start", "end", "pair", "split")):
+        where = f"{table}: row {line}"
+        emb = rec["embodiment"].lower()
+        if emb not in S.DOMAINS:
+            raise HRAlignError(f"{where}: embodiment {rec['embodiment']!r}, expected human or robot")
+        path = (root / rec["path"]).resolve()
+        if not path.is_relative_to(base):
+            raise HRAlignError(f"{where}: path {rec['path']!r} is outside {root}; paths must stay inside DIR")
+        if not path.is_file():
+            raise HRAlignError(f"{where}: video {rec['path']!r} not found in {root}")
+        start = _seconds(rec.get("start", ""), where, "start") or 0.0
+        end = _seconds(rec.get("end", ""), where, "end")
+        if end is not None and end <= start:
+            raise HRAlignError(f"{where}: end {end} <= start {start}, expected a non-empty segment")
+        split = rec.get("split", "").lower()
+        if split not in SPLITS:
+            raise HRAlignError(f"{where}: split {split!r}, expected train, val or empty")
+        clips.append(ClipSource(key=f"row{line}:{rec['path']}", domain=emb, instruction=rec["instruction"],
+                                frames=VideoSegment(path, start, end), split=SPLITS[split],
+                                pair_key=rec.get("pair") or None))
     return ImportPlan(clips=clips)

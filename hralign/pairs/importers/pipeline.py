@@ -39,7 +39,7 @@ from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.importers.source import ClipSource, ImportPlan
 from hralign.pairs.split import DEFAULT_VAL_FRACTION
-from hralign.pairs.writer import PairsWriter, frame_filter
+from hralign.pairs.writer import PairsWriter, check_compression, frame_filter
 
 RESIZE_MODES = ("crop", "letterbox")
 # Chosen by benchmarks/import_scale.py (docs/pairs.md, "Import at scale"): on AV1-decoded frames blosc
@@ -71,10 +71,7 @@ class ImportConfig:
                                                           "killed (reuses the clips in .OUT.partial/)."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.compression, str) and self.compression.lower() == "none":
-            self.compression = None
-        if self.compression not in S.COMPRESSIONS:
-            raise HRAlignError(f"`compression` should be one of none, gzip, lzf, blosc but the value passed is {self.compression!r}")
+        self.compression = check_compression(self.compression)
         if self.image_size == 0:
             self.image_size = None
         if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
