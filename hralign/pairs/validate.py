@@ -163,14 +163,7 @@ def _check_domain(h: h5py.File, d: str, num_tasks: int | None, problems: list[st
         if bad.size:
             problems.append(f"/{d}/{S.CLIP_TASK}: task index outside 0..{num_tasks - 1} at clip {_examples(bad)}")
     if S.CLIP_SPLIT in g:
-        cs = g[S.CLIP_SPLIT]
-        if not isinstance(cs, h5py.Dataset) or cs.dtype.kind not in "iu" or cs.shape != (len(start),):
-            what = "a group" if not isinstance(cs, h5py.Dataset) else f"dtype {cs.dtype} shape {list(cs.shape)}"
-            problems.append(f"/{d}/{S.CLIP_SPLIT}: {what}, expected uint8 [{len(start)}] (one per clip)")
-        else:
-            bad = np.flatnonzero(~np.isin(np.asarray(cs[()]), (S.SPLIT_TRAIN, S.SPLIT_VAL)))
-            if bad.size:
-                problems.append(f"/{d}/{S.CLIP_SPLIT}: values other than 0 (train) / 1 (validation) at clip {_examples(bad)}")
+        _check_split(g[S.CLIP_SPLIT], f"/{d}/{S.CLIP_SPLIT}", len(start), "clip", problems)
     for name in S.PER_FRAME_OPTIONAL:
         if name not in g:
             continue
@@ -221,15 +214,18 @@ def _check_pairs(h: h5py.File, clips: dict[str, int | None], tasks: dict[str, np
         if bad.size:
             problems.append(f"/{S.PAIRS}: human and robot clip have different tasks at pair {_examples(bad)}")
     if S.SPLIT in h:
-        sp = h[S.SPLIT]
-        if not isinstance(sp, h5py.Dataset) or sp.dtype.kind not in "iu" or sp.shape != (len(pairs),):
-            what = "a group" if not isinstance(sp, h5py.Dataset) else f"dtype {sp.dtype} shape {list(sp.shape)}"
-            problems.append(f"/{S.SPLIT}: {what}, expected uint8 [{len(pairs)}] (one per pair)")
-        else:
-            values = np.asarray(sp[()])
-            bad = np.flatnonzero(~np.isin(values, (S.SPLIT_TRAIN, S.SPLIT_VAL)))
-            if bad.size:
-                problems.append(f"/{S.SPLIT}: values other than 0 (train) / 1 (validation) at pair {_examples(bad)}")
+        _check_split(h[S.SPLIT], f"/{S.SPLIT}", len(pairs), "pair", problems)
+
+
+def _check_split(ds: object, where: str, n: int, unit: str, problems: list[str]) -> None:
+    """A split array (/split per pair, /<domain>/clip_split per clip): uint8 [n] of 0 (train) / 1 (validation)."""
+    if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "iu" or ds.shape != (n,):
+        what = "a group" if not isinstance(ds, h5py.Dataset) else f"dtype {ds.dtype} shape {list(ds.shape)}"
+        problems.append(f"{where}: {what}, expected uint8 [{n}] (one per {unit})")
+        return
+    bad = np.flatnonzero(~np.isin(np.asarray(ds[()]), (S.SPLIT_TRAIN, S.SPLIT_VAL)))
+    if bad.size:
+        problems.append(f"{where}: values other than 0 (train) / 1 (validation) at {unit} {_examples(bad)}")
 
 
 def _guard(problems: list[str], where: str, fn: Callable[[], object]) -> object:
