@@ -73,6 +73,22 @@ def test_task_sets_refuse_overlap_and_name_changes():
     assert changes(old, old) == []
 
 
+def test_spread_figures_separate_degenerate_from_spread_clips():
+    from hralign.sim.alignment import spread_figures
+
+    rng = np.random.default_rng(0)
+    tasks = np.repeat([0, 1, 2], 6)
+    one_point = np.ones((18, 8)) + 1e-6 * rng.normal(size=(18, 8))  # v1's failure: every clip at one point
+    d = spread_figures(one_point, tasks)
+    assert d["robot_cos"] > 0.9999 and d["relative_std"] < 1e-4 and d["chance"] == pytest.approx(1 / 3)
+    centres = 5 * np.eye(3, 8)  # three tight task clusters
+    clustered = centres[tasks] + 0.1 * rng.normal(size=(18, 8)) + 1.0
+    c = spread_figures(clustered, tasks)
+    assert c["knn_r2r"] == 1.0 and c["robot_cos"] < d["robot_cos"] and c["relative_std"] > 0.5
+    s = spread_figures(rng.normal(size=(18, 8)), rng.permutation(tasks))  # spread but task-free: kNN near chance
+    assert s["knn_r2r"] < 0.7 and (s["clips"], s["tasks"]) == (18, 3)
+
+
 def test_v2_config_refuses_bad_latent_sizes(tmp_path):
     from hralign.sim.bench_v2 import V2Config
     from hralign.sim.latent import SimLatentConfig
