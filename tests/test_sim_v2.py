@@ -61,6 +61,8 @@ def test_task_sets_refuse_overlap_and_name_changes():
         TaskSets(pretrain="reach,sweep-into-v3", pair="door-open", eval="push,sweep-into")
     with pytest.raises(HRAlignError, match="more than once"):
         TaskSets(pretrain="reach,reach", pair="door-open", eval="push")
+    with pytest.raises(HRAlignError, match="pair-tasks and --pretrain-tasks overlap on door-open, reach"):
+        TaskSets(pretrain="reach,door-open", pair="door-open,reach", eval="push")
     with pytest.raises(HRAlignError, match="empty"):
         TaskSets(pretrain=" , ", pair="door-open", eval="push")
     t = TaskSets()
@@ -71,10 +73,43 @@ def test_task_sets_refuse_overlap_and_name_changes():
     assert changes(old, old) == []
 
 
+def test_spread_figures_separate_degenerate_from_spread_clips():
+    from hralign.sim.alignment import spread_figures
+
+    rng = np.random.default_rng(0)
+    tasks = np.repeat([0, 1, 2], 6)
+    one_point = np.ones((18, 8)) + 1e-6 * rng.normal(size=(18, 8))  # v1's failure: every clip at one point
+    d = spread_figures(one_point, tasks)
+    assert d["robot_cos"] > 0.9999 and d["relative_std"] < 1e-4 and d["chance"] == pytest.approx(1 / 3)
+    centres = 5 * np.eye(3, 8)  # three tight task clusters
+    clustered = centres[tasks] + 0.1 * rng.normal(size=(18, 8)) + 1.0
+    c = spread_figures(clustered, tasks)
+    assert c["knn_r2r"] == 1.0 and c["robot_cos"] < d["robot_cos"] and c["relative_std"] > 0.5
+    s = spread_figures(rng.normal(size=(18, 8)), rng.permutation(tasks))  # spread but task-free: kNN near chance
+    assert s["knn_r2r"] < 0.7 and (s["clips"], s["tasks"]) == (18, 3)
+
+
+def test_v2_config_refuses_bad_latent_sizes(tmp_path):
+    from hralign.sim.bench_v2 import V2Config
+    from hralign.sim.latent import SimLatentConfig
+
+    assert V2Config(lam_steps=0).lam_steps == 0  # 0 = no latent-chain rows
+    with pytest.raises(HRAlignError, match="lam_steps.*>= 0.*-1"):
+        V2Config(lam_steps=-1)
+    with pytest.raises(HRAlignError, match="latent_steps"):
+        V2Config(latent_steps=1.5)
+    with pytest.raises(HRAlignError, match="no such file"):
+        SimLatentConfig(labels=str(tmp_path / "labels.h5"))
+
+
 @needs_mw
-def test_unknown_task_lists_the_valid_ones():
+def test_unknown_task_lists_the_valid_ones(tmp_path):
     with pytest.raises(HRAlignError, match="eval-tasks.*pushh.*sweep-into"):
         TaskSets(pretrain="reach", pair="door-open", eval="pushh").check_known()
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(tmp_path / "v2"), "--pretrain-tasks", "reachh",
+                              "--pair-tasks", "door-open", "--eval-tasks", "push")
+    assert code == 2 and "--pretrain-tasks" in stderr and "reachh" in stderr and "sweep-into" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "v2").exists()  # refused before any work
 
 
 @needs_mw
@@ -120,7 +155,8 @@ def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
     sets = ["--pretrain-tasks", "reach", "--pair-tasks", "door-open", "--eval-tasks", "push"]
     sizes = ["--set", "corpus_episodes=3", "--set", "pair_episodes=3", "--set", "eval_episodes=8",
              "--set", "image_size=32", "--set", "pretrain_steps=2", "--set", "pretrain_eval_every=2",
-             "--set", "adapters=lora:middle+frames", "--set", "adapt_steps=2", "--set", "rollouts=2",
+             "--set", "adapters=lora:middle+frames", "--set", "adapt_steps=2", "--set", "lam_steps=2",
+             "--set", "latent_steps=3", "--set", "old_base=true", "--set", "rollouts=2",
              "--set", "seeds=2", "--set", "steps=5", "--set", "max_steps=8", "--set", "envs=2",
              "--set", "bootstrap=100", "--protocols", "robot,transfer", "--workers", "2"]
     code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), "--pretrain-tasks", "reach",
@@ -132,16 +168,35 @@ def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
     assert code == 0, stderr
     res = json.loads((out / "results.json").read_text())
     rows = {"proprio-only", "random-init", "frozen", "adapted:lora-middle+frames"}
-    assert set(res["table"]["robot"]) == rows and set(res["table"]["transfer"]) == rows | {"human-view oracle"}
+    chain = {"latent chain", "latent policy without latent pretraining"}
+    assert set(res["table"]["robot"]) == rows | chain and set(res["table"]["transfer"]) == rows | {"human-view oracle"}
+    # the chain: latent stage on the LAM-labelled human clips, then the robot demos; its control skips the latent stage
+    latent = [json.loads((out / "eval" / "robot" / d / v / "seed0.json").read_text())
+              for d, v in (("latent-chain", "latent chain"),
+                           ("latent-policy-without-latent-pretraining", "latent policy without latent pretraining"))]
+    assert 0 <= latent[0]["latent_final"]["token_acc"] <= 1 and latent[1]["latent_final"] is None
+    assert latent[0]["final_loss"] != latent[1]["final_loss"]  # same seed and init: only the latent stage differs
+    assert latent[0]["demo_frames"] == latent[1]["demo_frames"] == json.loads(
+        (out / "eval" / "robot" / "frozen" / "frozen" / "seed0.json").read_text())["demo_frames"]  # BC's demos
+    lc = res["stats"]["robot"]["latent_chain"]
+    assert lc["diff_lo"] <= lc["diff"] <= lc["diff_hi"] and "latent_chain" not in res["stats"]["transfer"]
+    assert res["table"]["robot"]["latent chain"]["policy"] == "latent" and res["lam"]["perplexity"] >= 1
+    # must-show 2: spread and robot->robot kNN of random-init, the corpus base and the old (v1) base
+    assert set(res["spread"]) == {"random-init", "frozen", "old base (v1: eval tasks' human views)"}
+    for per_file in res["spread"].values():
+        assert set(per_file) == {"eval", "pairs"} and per_file["eval"]["clips"] == 8
+        assert -1 <= per_file["eval"]["robot_cos"] <= 1 and 0 <= per_file["eval"]["knn_r2r"] <= 1
     boot = res["stats"]["transfer"]["bootstrap"]
     for v, b in boot.items():
         assert b["lo"] <= b["mean"] <= b["hi"] and (v == "frozen" or b["diff_lo"] <= b["diff"] <= b["diff_hi"])
     assert res["stats"]["robot"]["rollouts_per_cell"] == 4  # 2 goals x 2 seeds
-    assert {"collect corpus", "collect pairs", "collect eval", "pretrain (corpus)", "eval"} <= set(res["timings_s"])
+    assert {"collect corpus", "collect pairs", "collect eval", "pretrain (corpus)", "eval", "lam (corpus)",
+            "lam labels (eval)", "spread (robot clips)"} <= set(res["timings_s"])
     assert res["timings_s"]["eval rollouts/s"] > 0 and res["peak_rss"]["workers_max_mb"] > 0
     assert res["alignment"]["frozen"]["robot_cos"] <= 1.0 and res["pretrain_curve"]
     md = (out / "results.md").read_text()
     assert "human-view oracle" in md and "[" in md and md in stdout + "\n"
+    assert "latent chain - latent policy without latent pretraining" in md and "Robot-clip spread" in md
     seed0 = (out / "eval" / "robot" / "frozen" / "frozen" / "seed0.json").read_text()
     assert len(json.loads(seed0)["per_goal"]["push"]) == 2
     code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), *sets[:4], "--eval-tasks", "sweep-into",

@@ -92,7 +92,7 @@ def metaworld(out: str, tasks: str, episodes: int, image_size: int, human_camera
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Benchmark dir (corpus.h5, pairs.h5, eval.h5, "
                                                                              "pretrain/, adapt/, eval/, results.*).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
-              help="quick: sized for < 30 min on 2 idle cores (not verified); full: the issue's table (~5 h estimated; docs/sim.md).")
+              help="quick: sized for < 30 min on 2 idle cores (not verified); full: the issue's table (~6 h estimated with the latent rows; docs/sim.md).")
 @click.option("--pretrain-tasks", default=None, help=_help(TaskSets, "pretrain") + " Default: docs/sim.md's set.")
 @click.option("--pair-tasks", default=None, help=_help(TaskSets, "pair") + " Default: docs/sim.md's set.")
 @click.option("--eval-tasks", default=None, help=_help(TaskSets, "eval") + " Default: push,sweep-into.")

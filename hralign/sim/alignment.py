@@ -68,3 +68,33 @@ def mean_pairwise_cosine(x: np.ndarray) -> float:
     c = u @ u.T
     n = len(x)
     return float((c.sum() - np.trace(c)) / (n * (n - 1)))
+
+
+def robot_spread(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str, float]:
+    """How spread out an encoder's robot clips are and whether they cluster by task (issue 17, must-show 2).
+
+    Over every robot clip of the file (mean-pooled frame features through the robot encoder): the
+    mean pairwise cosine (1 = every clip is one point, v1's base measured 0.9997), the relative
+    spread (mean per-dimension std across clips / root-mean-square of the mean descriptor's entries:
+    scale-free, 0 = one point) and leave-one-out kNN task accuracy robot->robot (k = ``k``) with its
+    chance level.
+    """
+    pairs = PairsFile(pairs_path)
+    if "robot" not in pairs.domains or pairs.num_clips("robot") < 2:
+        raise HRAlignError(f"{pairs_path}: the spread needs at least 2 robot clips")
+    clips = np.arange(pairs.num_clips("robot"))
+    feats = encode_clips(source.robot_encoder(), pairs, "robot", clips)
+    r = np.stack([feats[int(c)].numpy().mean(0) for c in clips])
+    return spread_figures(r, pairs.clip_tasks("robot")[clips], k)
+
+
+def spread_figures(descriptors: np.ndarray, tasks: np.ndarray, k: int = 5) -> dict[str, float]:
+    """:func:`robot_spread`'s figures from clip descriptors [N, D] and their task ids [N]."""
+    r = np.asarray(descriptors, np.float64)
+    tasks = np.asarray(tasks)
+    kk = max(1, min(k, len(r) - 1))
+    rel = float(r.std(axis=0).mean() / max(np.linalg.norm(r.mean(axis=0)) / np.sqrt(r.shape[1]), 1e-12))
+    r32 = r.astype(np.float32)
+    return {"robot_cos": mean_pairwise_cosine(r), "relative_std": rel,
+            "knn_r2r": knn_accuracy(r32, tasks, r32, tasks, k=kk, exclude_self=True),
+            "chance": float(1.0 / len(np.unique(tasks))), "clips": int(len(r)), "tasks": int(len(np.unique(tasks)))}

@@ -9,17 +9,24 @@ Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished o
    (evaluation tasks, both views);
 2. pretrain the base on the corpus with R3M's objective (``OUT/pretrain``; its held-out TCN accuracy
    and kNN every ``pretrain_eval_every`` steps land in ``OUT/pretrain/metrics.jsonl``);
-3. adapt the robot branch on ``pairs.h5`` once per adapter spec (``OUT/adapt/<name>``);
-4. evaluate every row on the evaluation tasks under each protocol, (protocol, row) jobs spread over
-   ``workers`` processes: proprio-only, random-init, frozen, adapters, full fine-tune and, under
-   ``transfer``, the human-view oracle (BC on human-view demos rolled out in the human view);
-5. alignment on ``eval.h5``'s held-out pairs (tasks no adapter saw): retrieval, kNN, frame error,
-   robot-clip spread;
-6. optionally the old base (pretrained on the evaluation tasks' own human views, the v1 setting) for
-   the spread / kNN comparison.
+3. optionally the old base (pretrained on the evaluation tasks' own human views, the v1 setting),
+   then the spread diagnostic ``OUT/spread.json``: robot-clip feature spread and robot->robot kNN
+   task accuracy of random-init, the corpus base and the old base on the robot clips of ``eval.h5``
+   and ``pairs.h5`` (must-show 2: is the corpus base still degenerate on robot views?);
+4. adapt the robot branch on ``pairs.h5`` once per adapter spec (``OUT/adapt/<name>``);
+5. the latent chain's LAM on the corpus (``OUT/lam``, human view only) and its labels of
+   ``eval.h5`` (``OUT/lam_labels.h5``), unless ``lam_steps`` is 0;
+6. evaluate every row on the evaluation tasks under each protocol, (protocol, row) jobs spread over
+   ``workers`` processes: proprio-only, random-init, frozen, adapters, full fine-tune, under
+   ``robot`` / ``few-shot`` the latent chain and the same latent policy without latent pretraining
+   (:mod:`hralign.sim.latent`) and, under ``transfer``, the human-view oracle (BC on human-view demos
+   rolled out in the human view);
+7. alignment on ``eval.h5``'s held-out pairs (tasks no adapter saw): retrieval, kNN, frame error,
+   robot-clip spread.
 
-Writes ``results.json`` and ``results.md`` (success with 95% CIs, paired differences to frozen,
-the rollouts a 10-point difference needs, stage times, rollouts/s, peak RSS).
+Writes ``results.json`` and ``results.md`` (success with 95% CIs, paired differences to frozen and
+latent chain minus its control, the rollouts a 10-point difference needs, stage times, rollouts/s,
+peak RSS, the spread diagnostic).
 """
 
 from __future__ import annotations
@@ -41,10 +48,15 @@ from hralign.policy import EncoderSource
 from hralign.sim.bench import BenchConfig, StageTimer, _adapt, adapter_row, parse_adapter_spec
 from hralign.sim.collect import CollectConfig, collect
 from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim
+from hralign.sim.latent import LAM_OPTIONS, SimLatentConfig
 from hralign.sim.stats import discordant_share, paired_bootstrap, rollouts_for_difference
 from hralign.sim.tasksets import TaskSets, changes
 
 ORACLE_ROW = "human-view oracle"
+OLD_BASE_ROW = "old base (v1: eval tasks' human views)"
+LATENT_ROW = "latent chain"
+LATENT_CONTROL_ROW = "latent policy without latent pretraining"
+LATENT_PROTOCOLS = ("robot", "few-shot")  # where the action head trains on robot demos (LAPA's recipe)
 
 
 @dataclass
@@ -65,6 +77,10 @@ class V2Config:
     adapters: tuple[str, ...] | str = field(default=("lora:middle", "lora:middle+frames", "full"), metadata={
         "help": "Adapter specs method[:placement][+frames] trained on the pair tasks."})
     adapt_steps: int = field(default=400, metadata={"help": "HR-Align optimiser steps per adapter."})
+    lam_steps: int = field(default=1000, metadata={
+        "help": "Steps of the latent chain's LAM on the corpus (conv IDM, human view; 0 = no latent-chain rows)."})
+    latent_steps: int = field(default=1000, metadata={
+        "help": "Latent-token steps of the latent policy on the LAM-labelled human-view clips of the evaluation tasks."})
     workers: int = field(default=2, metadata={"help": "Processes the (protocol, row) evaluation jobs run in."})
     bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples of goals and seeds."})
 
@@ -77,6 +93,10 @@ class V2Config:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
+        for name in ("lam_steps", "latent_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise HRAlignError(f"`{name}` should be an integer >= 0 but the value passed is {v!r}")
         if self.pair_episodes < 2 or self.eval_episodes < 2:
             raise HRAlignError("`pair_episodes` and `eval_episodes` should be >= 2 (training and held-out pairs)")
 
@@ -89,23 +109,26 @@ class V2Config:
 # quick: sized for < 30 min on 2 idle cores (a target, not verified: docs/sim.md); full: the issue's table.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"v2": dict(corpus_episodes=3, pair_episodes=6, eval_episodes=20, pretrain_steps=100,
-                         pretrain_eval_every=25, adapters=("lora:middle+frames",), adapt_steps=150),
+                         pretrain_eval_every=25, adapters=("lora:middle+frames",), adapt_steps=150,
+                         lam_steps=300, latent_steps=300),
               "eval": dict(rollouts=6, seeds=2, steps=1000, max_steps=100, envs=3),
               "protocols": ("robot", "transfer")},
     "full": {"v2": dict(corpus_episodes=20, pair_episodes=20, eval_episodes=20, pretrain_steps=1500,
                         pretrain_eval_every=250, old_base=True,
-                        adapters=("bottleneck:late", "lora:middle", "lora:middle+frames", "full"), adapt_steps=400),
+                        adapters=("bottleneck:late", "lora:middle", "lora:middle+frames", "full"), adapt_steps=400,
+                        lam_steps=1500, latent_steps=1000),
              "eval": dict(rollouts=60, seeds=4, steps=1000, max_steps=120, envs=10),
              "protocols": PROTOCOLS},
 }
 
 
 def _eval_job(pairs: str, out: str, vname: str, source: EncoderSource | None, cfg: dict[str, Any],
-              human_view: bool) -> dict[str, Any]:
+              human_view: bool, latent: dict[str, Any] | None = None) -> dict[str, Any]:
     """One (protocol, row) evaluation, run in a worker process (its own envs and GL contexts)."""
     t = time.perf_counter()
     res = evaluate_sim(pairs, out, {vname: source}, SimEvalConfig(**cfg), resume=True, progress=False,
-                       human_view=(vname,) if human_view else ())
+                       human_view=(vname,) if human_view else (),
+                       latent=SimLatentConfig(**latent) if latent is not None else None)
     row = res["variants"][vname]
     return {"row": row, "seconds": time.perf_counter() - t,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -183,20 +206,37 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     variants: dict[str, EncoderSource | None] = {
         PROPRIO_ROW: None, "random-init": EncoderSource("r3m-resnet18", image_size=size),
         "frozen": EncoderSource(base, image_size=size)}
+    # must-show 2 right after the base (cheap next to the rollouts; a partial run answers it)
+    spread_sources = {"random-init": variants["random-init"], "frozen": variants["frozen"]}
+    if cfg.old_base:
+        old = timed("pretrain (old base: eval tasks' human views)", _pretrain, out / "pretrain_old", files["eval"][0],
+                    cfg, progress)
+        spread_sources[OLD_BASE_ROW] = EncoderSource(str(old), image_size=size)
+    spread = timed("spread (robot clips)", _spread, out / "spread.json",
+                   {"eval": str(files["eval"][0]), "pairs": str(files["pairs"][0])}, spread_sources)
     for spec in cfg.adapters:
         adapter = timed(f"adapt {spec}", _adapt, out, files["pairs"][0], spec, base, None, size, bench, progress)
         variants[adapter_row(spec)] = EncoderSource(base, adapter=str(adapter))
+    labels = None
+    if cfg.lam_steps:
+        lam = timed("lam (corpus)", _lam, out / "lam", files["corpus"][0], cfg, progress)
+        labels = str(timed("lam labels (eval)", _lam_labels, out / "lam_labels.h5", files["eval"][0], lam, progress))
+
 
     jobs = []
     for protocol in protocols:
-        rows = dict(variants)
+        rows: dict[str, tuple[EncoderSource | None, dict[str, Any] | None]] = {
+            v: (src, None) for v, src in variants.items()}
         if protocol == "transfer":
-            rows[ORACLE_ROW] = variants["frozen"]
+            rows[ORACLE_ROW] = (variants["frozen"], None)
+        if labels is not None and protocol in LATENT_PROTOCOLS:
+            rows[LATENT_ROW] = (variants["frozen"], {"labels": labels, "latent_steps": cfg.latent_steps})
+            rows[LATENT_CONTROL_ROW] = (variants["frozen"], {"labels": labels, "latent_steps": 0})
         pcfg = {**eval_cfg.to_dict(), "protocol": protocol}
-        for vname, src in rows.items():
+        for vname, (src, latent) in rows.items():
             jobs.append({"pairs": str(files["eval"][0]), "out": str(out / "eval" / protocol / _slug(vname)),
                          "vname": vname, "source": src, "cfg": pcfg, "human_view": vname == ORACLE_ROW,
-                         "_protocol": protocol})
+                         "latent": latent, "_protocol": protocol})
     jobs.sort(key=lambda j: j["source"] is None)  # image rows first: the long jobs start early
     t_eval = time.perf_counter()
     done = run_eval_jobs([{k: v for k, v in j.items() if k != "_protocol"} for j in jobs], cfg.workers)
@@ -214,7 +254,8 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
 
     results = {"tasks": tasks.to_dict(), "v2": cfg.to_dict(), "eval": eval_cfg.to_dict(), "protocols": list(protocols),
                "collect": collected, "pretrain_curve": _pretrain_curve(out / "pretrain"), "timings_s": timings,
-               "peak_rss": rss, "table": table, "stats": _statistics(table, tasks.eval, cfg.bootstrap)}
+               "peak_rss": rss, "spread": spread, "lam": _lam_summary(out / "lam") if labels is not None else None,
+               "table": table, "stats": _statistics(table, tasks.eval, cfg.bootstrap)}
     _write(out, results)
 
     def align() -> dict[str, Any]:
@@ -222,13 +263,51 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
                 for v, src in variants.items() if src is not None}
     results["alignment"] = timed("alignment (eval tasks)", align)
     _write(out, results)
-    if cfg.old_base:
-        old = timed("pretrain (old base: eval tasks' human views)", _pretrain, out / "pretrain_old", files["eval"][0],
-                    cfg, progress)
-        results["alignment"]["old base (v1)"] = alignment_metrics(str(files["eval"][0]),
-                                                                  EncoderSource(str(old), image_size=size), subset="val")
-        _write(out, results)
     return results
+
+
+def _lam(target: Path, corpus: Path, cfg: V2Config, progress: bool) -> Path:
+    """The latent chain's LAM on the corpus (``hralign lam train``'s function; resumable)."""
+    from hralign.lam.io import META_FILE
+    from hralign.lam.train import LAMTrainConfig, config_for_pairs, train_lam
+
+    if not (target / META_FILE).is_file():
+        every = max(1, cfg.lam_steps // 4)
+        tcfg = LAMTrainConfig(pairs=str(corpus), out=str(target), domain="human", steps=cfg.lam_steps, seed=0,
+                              eval_every=0, checkpoint_every=every, log_every=every, eval_pairs=256,
+                              resume=(target / "run.json").is_file())
+        train_lam(config_for_pairs(str(corpus), "human", **LAM_OPTIONS), tcfg, progress=progress)
+    return target
+
+
+def _lam_labels(target: Path, pairs: Path, lam: Path, progress: bool) -> Path:
+    """LAM labels of every frame pair of the evaluation file (``hralign lam label``; written atomically)."""
+    from hralign.lam.labels import label_pairs
+
+    if not target.is_file():
+        label_pairs(pairs, lam, target, progress=progress)
+    return target
+
+
+def _lam_summary(run: Path) -> dict[str, Any]:
+    """The LAM's final held-out figures (reconstruction vs copying x_t, perplexity of its codes)."""
+    from hralign.lam.io import read_lam_meta
+
+    final = read_lam_meta(run).get("train", {}).get("final_eval", {})
+    return {k: v for k, v in final.items() if isinstance(v, (int, float))}
+
+
+def _spread(target: Path, files: dict[str, str], sources: dict[str, EncoderSource]) -> dict[str, Any]:
+    """Robot-clip spread and robot->robot kNN per encoder and file, each encoder's figures cached in
+    ``target`` as they finish (a resume computes only the missing ones, e.g. an old base added later)."""
+    from hralign.sim.alignment import robot_spread
+
+    res = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
+    for v, src in sources.items():
+        if v not in res:
+            res[v] = {name: robot_spread(path, src) for name, path in files.items()}
+            write_text_atomic(target, json.dumps(res, indent=2))
+    return {v: res[v] for v in sources}
 
 
 def _pretrain(target: Path, pairs: Path, cfg: V2Config, progress: bool) -> Path:
@@ -273,6 +352,12 @@ def _statistics(table: dict[str, dict[str, Any]], tasks: tuple[str, ...], sample
                     power[v] = {"discordant": disc,
                                 "rollouts_for_0.10": rollouts_for_difference(0.10, max(disc, 0.10))}
         out[protocol] = {"bootstrap": boot, "power": power, "rollouts_per_cell": int(next(iter(mats.values())).size)}
+        if LATENT_ROW in mats and LATENT_CONTROL_ROW in mats:  # the chain against its own control, paired
+            pair = {v: mats[v] for v in (LATENT_ROW, LATENT_CONTROL_ROW)}
+            b = paired_bootstrap(pair, reference=LATENT_CONTROL_ROW, samples=samples)[LATENT_ROW]
+            disc = discordant_share(*pair.values())
+            out[protocol]["latent_chain"] = {**b, "discordant": disc,
+                                             "rollouts_for_0.10": rollouts_for_difference(0.10, max(disc, 0.10))}
     return out
 
 
@@ -313,6 +398,22 @@ def format_v2(results: dict[str, Any]) -> str:
                 continue
             cells.append(f"{_ci(b, True)} (n10 {st[p]['power'][v]['rollouts_for_0.10']})")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    chain = {p: st[p]["latent_chain"] for p in protocols if "latent_chain" in st[p]}
+    if chain:
+        lines += ["", f"{LATENT_ROW} - {LATENT_CONTROL_ROW} [95% CI, paired]: " + "; ".join(
+            f"{p} {_ci(b, True)} (n10 {b['rollouts_for_0.10']})" for p, b in chain.items())]
+        if results.get("lam"):
+            lines.append("LAM on the corpus, held-out corpus frame pairs: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in results["lam"].items()))
+    if results.get("spread"):
+        lines += ["", "Robot-clip spread (every robot clip, mean-pooled features; cos = mean pairwise cosine, 1 = one "
+                  "point; rel std = mean per-dim std / RMS of the mean descriptor) and robot->robot kNN task accuracy "
+                  "(k=5, leave-one-out):", "",
+                  "| encoder | file | clips (tasks) | robot cos | rel std | kNN r->r (chance) |", "|---|---|---|---|---|---|"]
+        for v, per_file in results["spread"].items():
+            for f, m in per_file.items():
+                lines.append(f"| {v} | {f} | {m['clips']} ({m['tasks']}) | {m['robot_cos']:.4f} | {m['relative_std']:.3f} "
+                             f"| {m['knn_r2r']:.2f} ({m['chance']:.2f}) |")
     if "transfer" in protocols and ORACLE_ROW in st["transfer"]["bootstrap"]:
         o = st["transfer"]["bootstrap"][ORACLE_ROW]["mean"]
         lines += ["", f"transfer / human-view oracle ({o:.2f}): " + ", ".join(
@@ -331,7 +432,8 @@ def format_v2(results: dict[str, Any]) -> str:
                                                  if k != "step" and isinstance(v, (int, float)))
             for r in results["pretrain_curve"])]
     t = results["timings_s"]
-    lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items() if k.startswith(("collect", "pretrain", "adapt", "align"))
+    lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()
+                                            if k.startswith(("collect", "pretrain", "adapt", "align", "lam", "spread"))
                                             or k == "eval"),
               f"evaluation: {t.get('eval rollouts/s', float('nan')):.2f} rollouts/s with {t.get('eval workers', '?')} worker "
               "process(es)",
@@ -345,5 +447,5 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     write_text_atomic(out / "results.md", format_v2(results))
 
 
-__all__ = ["ORACLE_ROW", "PRESETS", "V2Config", "format_v2", "outcome_matrix", "parse_adapter_spec", "run_bench_v2",
-           "run_eval_jobs"]
+__all__ = ["LATENT_CONTROL_ROW", "LATENT_ROW", "OLD_BASE_ROW", "ORACLE_ROW", "PRESETS", "V2Config", "format_v2",
+           "outcome_matrix", "parse_adapter_spec", "run_bench_v2", "run_eval_jobs"]

@@ -40,6 +40,7 @@ from hralign.policy.train import (
 from hralign.sim.collect import read_sim_meta
 from hralign.sim.env import SimEnv, seed_rng
 from hralign.sim.gr1 import train_sim_gr1
+from hralign.sim.latent import SimLatentConfig, train_sim_latent
 
 PROTOCOLS = ("transfer", "few-shot", "robot")
 POLICIES = ("bc", "gr1")
@@ -165,12 +166,14 @@ def _stats(values: list[float]) -> dict[str, float]:
 def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, EncoderSource | None],
                  config: SimEvalConfig | None = None, resume: bool = False, progress: bool = True,
                  human_view: tuple[str, ...] = (), gr1: GR1Config | None = None,
-                 pretrain_steps: int = 0) -> dict[str, Any]:
+                 pretrain_steps: int = 0, latent: SimLatentConfig | None = None) -> dict[str, Any]:
     """Train and roll out one policy per (variant, seed); ``None`` as a variant = proprio-only (BC).
 
     With ``config.policy == "gr1"`` the encoder rows train :class:`hralign.policy.gr1.GR1Policy`
     (``gr1``, default ``GR1Config(gripper_dims="none")``: MetaWorld's gripper action is in [-1, 1])
-    after ``pretrain_steps`` of stage 1 on every human-view clip (:mod:`hralign.sim.gr1`).
+    after ``pretrain_steps`` of stage 1 on every human-view clip (:mod:`hralign.sim.gr1`). With
+    ``latent`` the encoder rows train the latent-action policy instead (:mod:`hralign.sim.latent`:
+    latent tokens on the labelled human-view clips, then the protocol's demos).
 
     Writes ``out/<variant>/seed<k>.json`` as each finishes (``resume`` skips those present; each
     holds the outcome of every goal, ``per_goal``, for the paired bootstrap) and ``out/results.json``
@@ -213,9 +216,10 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                     bar.update(len(tasks) * cfg.rollouts)
                 continue
             clips = demo_clips(pairs, cfg.protocol, cfg.few_shot, s)
-            use_gr1 = cfg.policy == "gr1" and source is not None
+            use_gr1 = cfg.policy == "gr1" and source is not None and latent is None
+            use_latent = latent is not None and source is not None
             need = dict(clips)
-            if use_gr1 and pretrain_steps:  # stage 1 reads every human-view clip
+            if (use_gr1 and pretrain_steps) or (use_latent and latent.latent_steps):  # stage 1 reads every human clip
                 need["human"] = np.arange(pairs.num_clips("human"))
             if source is not None and robot_enc is None:
                 robot_enc = source.robot_encoder().to(placement.device)
@@ -237,7 +241,12 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
             (run / "metrics.jsonl").unlink(missing_ok=True)
             t_train = time.perf_counter()
             instr = None
-            if use_gr1:
+            stage_logs: dict[str, Any] = {}
+            if use_latent:
+                policy, stage_logs = train_sim_latent(pairs, (feats or {}).get("human", {}), table, latent, cfg.steps,
+                                                      cfg.batch_size, s, run)
+                final = stage_logs["action"]
+            elif use_gr1:
                 policy, finals, instr = train_sim_gr1(pairs, feats, clips, gr1, pretrain_steps, cfg.steps,
                                                       cfg.batch_size, s, run)
                 final = finals.get("action", {})
@@ -270,11 +279,13 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                    "per_goal": per_goal,
                    "demo_frames": int(table["action"].shape[0]), "demo_clips": {d: len(c) for d, c in clips.items()},
                    "final_loss": final.get("action_loss"), "train_s": t_train,
+                   **({"latent_final": stage_logs.get("latent")} if use_latent else {}),
                    "rollout_s": time.perf_counter() - t_roll}
             write_text_atomic(done, json.dumps(rec, indent=2))
             per_seed.append(rec)
         row = {"source": source.to_dict() if source is not None else None,
-               "policy": cfg.policy if source is not None else "bc",
+               "policy": ("latent" if latent is not None else cfg.policy) if source is not None else "bc",
+               **({"latent": latent.to_dict()} if latent is not None and source is not None else {}),
                **({"gr1": gr1.to_dict(), "pretrain_steps": pretrain_steps}
                   if cfg.policy == "gr1" and source is not None else {}),
                "per_seed": per_seed,
