@@ -131,19 +131,39 @@ def test_unavailable_device_or_precision_is_one_line_and_writes_nothing(trainer,
 
 
 @pytest.fixture(scope="module")
-def lam_run(tiny_pairs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("layer") / "lam"
-    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--gap", "2", "--steps", "2",
-                           "--device", "cpu", *TINY_LAM_ARGS)
-    assert code == 0, err
-    return out
+def finished_run(tiny_pairs, tmp_path_factory):
+    """``finished_run(trainer) -> (its command line without --out, run dir)``: one tiny CPU run per trainer."""
+    root, made = tmp_path_factory.mktemp("layer"), {}
+    extra = {"adapt": ["--frames", "3", "--batch-size", "4", "--eval-every", "0", "--cache-dir", str(root / "cache")],
+             "lam": ["--gap", "2"],
+             "pretrain": ["--encoder", "timm:resnet10t", "--image-size", "32", "--batch-size", "2", "--eval-every", "0",
+                          "--eval-frames", "2", "--text-encoder", "none"],
+             "policy": ["--batch-size", "16", "--no-progress"],
+             "gr1": ["--history", "3", "--dim", "16", "--heads", "2", "--no-instruction", "--batch-size", "8",
+                     "--no-progress"]}
+
+    def get(trainer: str):
+        if trainer not in made:
+            out = root / trainer
+            args = [a for a in _cli(trainer, tiny_pairs, out) if a != str(out)]
+            args = [*args[:args.index("--out")], *args[args.index("--out") + 1:], *extra[trainer], "--device", "cpu"]
+            code, _, err = run_cli(*args, "--out", str(out))
+            assert code == 0, err
+            made[trainer] = (args, out)
+        return made[trainer]
+    return get
 
 
-@pytest.mark.parametrize("option, value, field", [("--lr", "0.5", "--lr"), ("--lr-schedule", "cosine", "--lr-schedule"),
-                                                  ("--image-size", "64", "--image-size")])
-def test_resume_with_a_changed_option_names_it_and_writes_nothing(lam_run, tiny_pairs, option, value, field):
-    before = _snapshot(lam_run)
-    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(lam_run), "--steps", "4",
-                           "--resume", option, value)
-    _one_line(code, err, f"was run with {field} ", "may change")
-    assert _snapshot(lam_run) == before
+@pytest.mark.parametrize("trainer", ["adapt", "lam", "pretrain", "policy", "gr1"])
+@pytest.mark.parametrize("option, value", [("--lr", "0.5"), ("--lr-schedule", "linear"), ("--image-size", "64")])
+def test_resume_with_a_changed_option_names_it_and_writes_nothing(finished_run, trainer, option, value):
+    # only the required options, the changed one and a longer --steps: the rest come from run.json
+    args, out = finished_run(trainer)
+    required = {"adapt": 1, "lam": 2, "pretrain": 1, "policy": 2, "gr1": 2}[trainer]  # words before --pairs
+    base = [*args[:required], "--pairs", args[args.index("--pairs") + 1]]
+    if trainer in ("policy", "gr1"):
+        base += ["--encoder", "r3m-resnet18"]  # a required option
+    before = _snapshot(out)
+    code, _, err = run_cli(*base, "--out", str(out), "--steps", "4", "--resume", option, value)
+    _one_line(code, err, f"was run with {option} ", "may change")
+    assert _snapshot(out) == before
