@@ -135,11 +135,11 @@ def test_resume_is_exact_in_both_stages(tiny_pairs, tmp_path, monkeypatch):
     for stop in (5, 10):  # interrupted in stage 1 (after its step-4 checkpoint), then in stage 2
         calls = {"n": 0}
 
-        def flaky(policy, batch, stop=stop, calls=calls):
+        def flaky(policy, batch, mean=None, stop=stop, calls=calls):
             calls["n"] += 1
             if calls["n"] == stop:
                 raise KeyboardInterrupt
-            return real(policy, batch)
+            return real(policy, batch, mean)
 
         monkeypatch.setattr(gr1_train, "gr1_forward", flaky)
         with pytest.raises(KeyboardInterrupt):
@@ -179,3 +179,27 @@ def test_bad_input_is_one_line_exit_2(tiny_pairs, tmp_path):
         GR1Config(dim=30, heads=4)
     with pytest.raises(HRAlignError, match="steps of history"):
         _policy(history=2).select_chunk(_window(3))
+
+
+def test_cli_resume_takes_the_runs_options_and_refuses_a_changed_one(tiny_pairs, tmp_path):
+    # `--resume` needs only the required options and the longer --steps: the rest (--kind gr1, the
+    # model, the recipe, the encoder's --image-size) come from run.json, as for the other trainers
+    base = ["policy", "train", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18"]
+    recipe = ["--kind", "gr1", "--image-size", "32", "--history", "3", "--dim", "16", "--heads", "2", "--no-instruction",
+              "--pretrain-steps", "2", "--batch-size", "8", "--lr", "1e-3", "--log-every", "1", "--no-progress",
+              "--device", "cpu"]
+    assert run_cli(*base, *recipe, "--steps", "2", "--out", str(tmp_path / "part"))[0] == 0
+    code, _, err = run_cli(*base, "--out", str(tmp_path / "part"), "--resume", "--steps", "4", "--no-progress")
+    assert code == 0, err
+    assert run_cli(*base, *recipe, "--steps", "4", "--out", str(tmp_path / "full"))[0] == 0
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "part" / "metrics.jsonl").read_text()
+    run = json.loads((tmp_path / "part" / "run.json").read_text())
+    assert run["kind"] == "gr1" and run["config"]["config"]["dim"] == 16 and run["config"]["train"]["steps"] == 4
+    # a changed non-resumable option is refused, naming it; nothing is written
+    before = {p.name: p.read_bytes() for p in (tmp_path / "part").iterdir() if p.is_file()}
+    code, _, err = run_cli(*base, "--out", str(tmp_path / "part"), "--resume", "--steps", "6", "--dim", "32")
+    assert code == 2 and "was run with --dim 16, this call passes 32" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "part").iterdir() if p.is_file()} == before

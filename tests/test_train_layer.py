@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +16,7 @@ from conftest import TINY_LAM_ARGS, run_cli
 from hralign.errors import HRAlignError
 from hralign.train import TrainConfig
 from hralign.train.checkpoint import CheckpointSaver
-from hralign.train.distributed import gather_with_grad, global_batchnorm
+from hralign.train.distributed import gather_with_grad, global_batchnorm, global_mean
 from hralign.train.metrics import MetricsLog
 from hralign.train.optim import make_optimizer_and_scheduler, set_lr_for_step
 from hralign.train.rundir import RunDir, config_differences
@@ -105,6 +110,63 @@ def test_alone_gathering_and_batchnorm_change_nothing():
     x = torch.randn(4, 3)
     assert gather_with_grad(x)[0] is x and gather_with_grad(x)[1] == 0
     assert global_batchnorm(torch.nn.BatchNorm1d(3), None) == []
+    # alone, a masked mean is this batch's: sum / count (a count of 0 counts as 1)
+    total = torch.tensor(6.0, requires_grad=True)
+    assert global_mean(total, torch.tensor(4.0)).item() == 1.5
+    assert global_mean(total, torch.tensor(0.0)).item() == 6.0
+
+
+_GATHER_WORKER = """
+import torch, torch.distributed as dist
+from hralign.train.distributed import gather_with_grad, global_mean
+dist.init_process_group("gloo")
+r = dist.get_rank()
+g = torch.Generator().manual_seed(0)
+x = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+w = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
+valid = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64)  # 2 counted rows on rank 0, 1 on rank 1
+local = x[2 * r:2 * r + 2].detach().requires_grad_()
+full, offset = gather_with_grad(local)
+bn = torch.nn.BatchNorm2d(3).double()
+(bn(full) * w).sum().backward()  # every process computes the loss of the whole batch
+share = local.detach().clone().requires_grad_()
+term = global_mean(((share * w[2 * r:2 * r + 2]).sum((1, 2, 3)) * valid[2 * r:2 * r + 2]).sum(), valid[2 * r:2 * r + 2].sum())
+term.backward()
+torch.save({"channels_last": full.is_contiguous(memory_format=torch.channels_last), "offset": offset,
+            "grad": local.grad, "term": term.detach(), "mean_grad": share.grad}, f"{OUT}/rank{r}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_two_processes_gather_in_one_process_layout_and_global_mean(tmp_path):
+    """gather_with_grad keeps channels-last (the layout decides CPU BatchNorm's rounding) and its gradients
+    are each process's rows of the one-process gradient (times the W processes that each compute the
+    loss); global_mean's terms average to the mean over the counted rows of the whole batch."""
+    script = tmp_path / "worker.py"
+    script.write_text(f"OUT = {str(tmp_path)!r}\n" + _GATHER_WORKER)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", port, str(script)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert all(p["channels_last"] for p in parts) and [p["offset"] for p in parts] == [0, 2]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
+    x.requires_grad_()
+    (torch.nn.BatchNorm2d(3).double()(x) * w).sum().backward()
+    assert torch.allclose(torch.cat([p["grad"] for p in parts]), 2 * x.grad, atol=1e-12)
+    # the mean over the 3 counted rows (not the mean of the 2 shares' means), and DDP's average of the
+    # 2 gradients is the one-process gradient of that mean
+    rows = (x.detach() * w).sum((1, 2, 3))
+    assert torch.isclose((parts[0]["term"] + parts[1]["term"]) / 2, rows[:3].mean())
+    mean_grad = torch.cat([p["mean_grad"] for p in parts]) / 2
+    expected = w * torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64)[:, None, None, None] / 3
+    assert torch.allclose(mean_grad, expected, atol=1e-12)
 
 
 # ---- bad input to the training CLIs --------------------------------------------------------------
@@ -131,19 +193,39 @@ def test_unavailable_device_or_precision_is_one_line_and_writes_nothing(trainer,
 
 
 @pytest.fixture(scope="module")
-def lam_run(tiny_pairs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("layer") / "lam"
-    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(out), "--gap", "2", "--steps", "2",
-                           "--device", "cpu", *TINY_LAM_ARGS)
-    assert code == 0, err
-    return out
+def finished_run(tiny_pairs, tmp_path_factory):
+    """``finished_run(trainer) -> (its command line without --out, run dir)``: one tiny CPU run per trainer."""
+    root, made = tmp_path_factory.mktemp("layer"), {}
+    extra = {"adapt": ["--frames", "3", "--batch-size", "4", "--eval-every", "0", "--cache-dir", str(root / "cache")],
+             "lam": ["--gap", "2"],
+             "pretrain": ["--encoder", "timm:resnet10t", "--image-size", "32", "--batch-size", "2", "--eval-every", "0",
+                          "--eval-frames", "2", "--text-encoder", "none"],
+             "policy": ["--batch-size", "16", "--no-progress"],
+             "gr1": ["--history", "3", "--dim", "16", "--heads", "2", "--no-instruction", "--batch-size", "8",
+                     "--no-progress"]}
+
+    def get(trainer: str):
+        if trainer not in made:
+            out = root / trainer
+            args = [a for a in _cli(trainer, tiny_pairs, out) if a != str(out)]
+            args = [*args[:args.index("--out")], *args[args.index("--out") + 1:], *extra[trainer], "--device", "cpu"]
+            code, _, err = run_cli(*args, "--out", str(out))
+            assert code == 0, err
+            made[trainer] = (args, out)
+        return made[trainer]
+    return get
 
 
-@pytest.mark.parametrize("option, value, field", [("--lr", "0.5", "--lr"), ("--lr-schedule", "cosine", "--lr-schedule"),
-                                                  ("--image-size", "64", "--image-size")])
-def test_resume_with_a_changed_option_names_it_and_writes_nothing(lam_run, tiny_pairs, option, value, field):
-    before = _snapshot(lam_run)
-    code, _, err = run_cli("lam", "train", "--pairs", str(tiny_pairs), "--out", str(lam_run), "--steps", "4",
-                           "--resume", option, value)
-    _one_line(code, err, f"was run with {field} ", "may change")
-    assert _snapshot(lam_run) == before
+@pytest.mark.parametrize("trainer", ["adapt", "lam", "pretrain", "policy", "gr1"])
+@pytest.mark.parametrize("option, value", [("--lr", "0.5"), ("--lr-schedule", "linear"), ("--image-size", "64")])
+def test_resume_with_a_changed_option_names_it_and_writes_nothing(finished_run, trainer, option, value):
+    # only the required options, the changed one and a longer --steps: the rest come from run.json
+    args, out = finished_run(trainer)
+    required = {"adapt": 1, "lam": 2, "pretrain": 1, "policy": 2, "gr1": 2}[trainer]  # words before --pairs
+    base = [*args[:required], "--pairs", args[args.index("--pairs") + 1]]
+    if trainer in ("policy", "gr1"):
+        base += ["--encoder", "r3m-resnet18"]  # a required option
+    before = _snapshot(out)
+    code, _, err = run_cli(*base, "--out", str(out), "--steps", "4", "--resume", option, value)
+    _one_line(code, err, f"was run with {option} ", "may change")
+    assert _snapshot(out) == before

@@ -51,11 +51,15 @@ def split_gr1(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k in GR1_ONLY if (v := options.pop(k, None)) is not None}
 
 
-def gr1_configs(ctx: click.Context, options: dict[str, Any]) -> tuple[GR1Config, GR1TrainConfig]:
-    """(model, training) configs from the GR-1 options plus the host command's options the user gave."""
+def gr1_configs(ctx: click.Context, options: dict[str, Any],
+                also: frozenset[str] = frozenset()) -> tuple[GR1Config, GR1TrainConfig]:
+    """(model, training) configs from the GR-1 options plus the host command's options the user gave
+    and those named in ``also`` (``policy train --resume``: the options refilled from the run's run.json).
+    The host's other options keep GR-1's defaults, not the host's."""
     model_names = {f.name for f in dataclasses.fields(GR1Config)}
     train_names = {f.name for f in dataclasses.fields(GR1TrainConfig)}
-    chosen = {k: v for k, v in options.items() if v is not None and (k in GR1_ONLY or given(ctx, k))}
+    chosen = {k: v for k, v in options.items()
+              if v is not None and (k in GR1_ONLY or given(ctx, k) or k in also)}
     unknown = sorted(set(chosen) - model_names - train_names)
     if unknown:
         raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in unknown)} do not apply to --kind gr1")

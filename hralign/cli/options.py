@@ -56,19 +56,26 @@ def _flat(config: dict) -> dict:
     return out
 
 
+def saved_options(options: dict) -> dict:
+    """With ``--resume``: the options the run in ``options["out"]`` was started with (its run.json's
+    config, one level); ``{}`` without ``--resume`` or when there is no run to resume (the training
+    layer then says so, in one line)."""
+    if not options.get("resume"):
+        return {}
+    # imported here: hralign.train loads torch and accelerate, which `--help` should not pay for
+    from hralign.train.rundir import RUN_FILE, read_run
+
+    if not (Path(options["out"]) / RUN_FILE).is_file():
+        return {}
+    saved = _flat(read_run(options["out"])["config"])
+    return {k: v for k, v in saved.items() if k not in ("out", "resume", "overwrite")}
+
+
 def resume_options(ctx: click.Context, options: dict) -> dict:
     """With ``--resume``, options not given on the command line take the value the run in ``--out``
     was started with, so ``--resume --steps N`` suffices; options given are kept (and the training
     layer refuses those that differ and may not change). Without ``--resume``: ``options`` as is.
     """
-    if not options.get("resume"):
-        return options
-    # imported here: hralign.train loads torch and accelerate, which `--help` should not pay for
-    from hralign.train.rundir import RUN_FILE, read_run
-
-    if not (Path(options["out"]) / RUN_FILE).is_file():
-        return options  # nothing to resume: the training layer says so, in one line
-    saved = _flat(read_run(options["out"])["config"])
-    return {k: saved[k] if k in saved and k not in ("out", "resume", "overwrite")
-            and ctx.get_parameter_source(k) != click.core.ParameterSource.COMMANDLINE else v
-            for k, v in options.items()}
+    saved = saved_options(options)
+    return {k: saved[k] if k in saved and ctx.get_parameter_source(k) != click.core.ParameterSource.COMMANDLINE
+            else v for k, v in options.items()}

@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import click
 
-from hralign.cli.gr1 import gr1_configs, gr1_options, given, split_gr1
-from hralign.cli.options import dataclass_options, resume_options
+from hralign.cli.gr1 import GR1_ONLY, gr1_configs, gr1_options, given, split_gr1
+from hralign.cli.options import dataclass_options, resume_options, saved_options
 from hralign.device import DeviceConfig
 from hralign.errors import HRAlignError
 from hralign.policy.config import TrainConfig
@@ -109,10 +109,12 @@ def train_cmd(ctx: click.Context, pairs_path: str, encoder: str, weights: str | 
     """
     from hralign.policy import BCConfig, EncoderSource, LatentPolicyConfig, train_policy
 
+    if kind is None and saved_options({"out": out, **options}).get("kind") == "gr1":
+        kind = "gr1"  # `--resume` of a GR-1 run without --kind: the run's kind, like its other options
     gr1_given = split_gr1(options)
     if kind == "gr1":
         _train_gr1(ctx, pairs_path, encoder, weights, adapter, image_size, trust_checkpoint, head, lam, labels, out,
-                   progress, {**options, **gr1_given})
+                   progress, {**options, **dict.fromkeys(GR1_ONLY), **gr1_given})
         return
     if gr1_given:
         raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in sorted(gr1_given))} only apply to "
@@ -167,7 +169,14 @@ def _train_gr1(ctx: click.Context, pairs_path: str, encoder: str, weights: str |
     if given(ctx, "head") and head != "continuous":
         raise HRAlignError(f"--head {head}: --kind gr1 uses GR-1's heads (smooth-L1 arm + BCE gripper, i.e. "
                            "continuous); drop --head")
-    cfg, tcfg = gr1_configs(ctx, options)
+    # with --resume, options not given on the command line come from the run (docs/training.md)
+    saved = saved_options({"out": out, **options})
+    given_all = resume_options(ctx, {"encoder": encoder, "weights": weights, "adapter": adapter, "image_size": image_size,
+                                     "trust_checkpoint": trust_checkpoint, "out": out, **options})
+    encoder, weights, adapter, image_size, trust_checkpoint = (
+        given_all.pop(k) for k in ("encoder", "weights", "adapter", "image_size", "trust_checkpoint"))
+    options = {k: v for k, v in given_all.items() if k != "out"}
+    cfg, tcfg = gr1_configs(ctx, options, also=frozenset(saved))
     source = EncoderSource(encoder=encoder, weights=weights, adapter=adapter, image_size=image_size,
                            trust_checkpoint=trust_checkpoint)
     summary = train_gr1(pairs_path, source, out, cfg, tcfg, progress=progress)

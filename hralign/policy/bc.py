@@ -10,6 +10,8 @@ embedding) and, for training, ``action`` [B, A].
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -69,12 +71,16 @@ class BCPolicy(nn.Module):
         if self.future_head is not None:
             self.future_head.fit(features)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, torch.Tensor],
+                mean: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Action loss (+ the weighted future loss when the batch has ``future``); ``mean``: how the
+        future loss's masked sum becomes a mean (``Session.masked_mean``), default this batch's."""
         h = self.net.trunk(gather_inputs(batch, self._keys()))
         loss, logs = self.net.head.loss(self.net.head(h), batch["action"].float())
         logs = {"action_loss": float(loss.detach()), **logs}
         if self.future_head is not None and "future" in batch:
-            fl = self.future_head.loss(h, batch["future"], batch["future_valid"])
+            fl = self.future_head.loss(h, batch["future"], batch["future_valid"], mean)
             loss = loss + self.config.future_weight * fl
             logs["future_loss"] = float(fl.detach())
         return loss, logs

@@ -12,6 +12,8 @@ Rows whose ``t + delta`` falls past the clip end carry ``future_valid = 0`` and 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -49,8 +51,14 @@ class FutureHead(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.proj(h)
 
-    def loss(self, h: torch.Tensor, future: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Masked mean over rows of MSE (per standardised dim) or 1 - cosine; 0 when no row is valid."""
+    def loss(self, h: torch.Tensor, future: torch.Tensor, valid: torch.Tensor,
+             mean: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Masked mean over rows of MSE (per standardised dim) or 1 - cosine; 0 when no row is valid.
+
+        ``mean(sum, count)`` replaces ``sum / count`` when given: the training layer's mean over the
+        valid rows of the *global* batch under several processes (``hralign.train.distributed.global_mean``),
+        as each process's share has its own number of valid rows.
+        """
         pred = self(h)
         target = (future.float() - self.mean) / self.std
         if self.loss_name == "cosine":
@@ -58,4 +66,6 @@ class FutureHead(nn.Module):
         else:
             per = (pred - target).pow(2).mean(1)
         valid = valid.float()
+        if mean is not None:
+            return mean((per * valid).sum(), valid.sum())
         return (per * valid).sum() / valid.sum().clamp_min(1.0)

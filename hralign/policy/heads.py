@@ -21,6 +21,13 @@ from torch.nn import functional as F
 
 from hralign.errors import HRAlignError
 
+# (sum over counted elements, their count) -> mean; hralign.train.distributed.MaskedMean
+MaskedMean = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _elementwise_mean(per: torch.Tensor, mean: MaskedMean) -> torch.Tensor:
+    return mean(per.sum(), per.new_tensor(float(per.numel())))
+
 
 class ActionHead(nn.Module):
     """Base: a linear output on the hidden state plus fitted statistics."""
@@ -104,16 +111,27 @@ class ContinuousHead(ActionHead):
         self.fitted.fill_(True)
         return self
 
-    def loss(self, raw: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, raw: torch.Tensor, target: torch.Tensor,
+             mean: MaskedMean | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Smooth-L1 + BCE, each a mean over its elements of ``raw``/``target`` [N, A].
+
+        ``mean(sum, count)``, when given, takes each term's mean instead of torch's: GR-1's training
+        passes the training layer's mean over the global batch (its rows are the non-padded chunk
+        steps, a different number in each process's share; ``hralign.train.distributed.global_mean``).
+        """
         g = self.gripper_mask
         logs: dict[str, float] = {}
         loss = raw.new_zeros(())
         if (~g).any():
-            arm = F.smooth_l1_loss(raw[:, ~g], ((target - self.mean) / self.std)[:, ~g])
+            arm_raw, arm_target = raw[:, ~g], ((target - self.mean) / self.std)[:, ~g]
+            arm = (F.smooth_l1_loss(arm_raw, arm_target) if mean is None
+                   else _elementwise_mean(F.smooth_l1_loss(arm_raw, arm_target, reduction="none"), mean))
             loss = loss + arm
             logs["smooth_l1"] = float(arm.detach())
         if g.any():
-            bce = F.binary_cross_entropy_with_logits(raw[:, g], target[:, g].float())
+            bce = (F.binary_cross_entropy_with_logits(raw[:, g], target[:, g].float()) if mean is None
+                   else _elementwise_mean(F.binary_cross_entropy_with_logits(raw[:, g], target[:, g].float(),
+                                                                               reduction="none"), mean))
             loss = loss + bce
             logs["bce"] = float(bce.detach())
         return loss, logs

@@ -13,6 +13,8 @@ A batch is a dict: ``features`` [B, k*D], ``instruction`` [B, E] (when configure
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -91,8 +93,14 @@ class LatentPolicy(nn.Module):
         return self.action_net(torch.cat([h, rest], 1))
 
     # -- LeRobot-shaped API ---------------------------------------------------------------------------
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Sum of the losses whose targets are in ``batch`` (``tokens``: CE per token; ``action``: head loss)."""
+    def forward(self, batch: dict[str, torch.Tensor],
+                mean: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Sum of the losses whose targets are in ``batch`` (``tokens``: CE per token; ``action``: head loss).
+
+        ``mean``: how the future loss's masked sum becomes a mean (the training layer's
+        ``Session.masked_mean``, over the global batch under several processes); default this batch's.
+        """
         h = self.hidden(batch)
         loss = h.new_zeros(())
         logs: dict[str, float] = {}
@@ -110,7 +118,7 @@ class LatentPolicy(nn.Module):
             logs["action_loss"] = float(al.detach())
             logs.update(alogs)
         if self.future_head is not None and self._trunk_trainable and "future" in batch:
-            fl = self.future_head.loss(h, batch["future"], batch["future_valid"])
+            fl = self.future_head.loss(h, batch["future"], batch["future_valid"], mean)
             loss = loss + self.config.future_weight * fl
             logs["future_loss"] = float(fl.detach())
         return loss, logs

@@ -71,7 +71,7 @@ def _stage_phase(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], 
         batch = {k: v.to(session.device) for k, v in batch_of(table, rows, instructions).items()}
         if stage == "latent":
             batch.pop("action", None)
-        return model(batch)
+        return model(batch, mean=session.masked_mean)  # future loss: masked mean over the global batch
 
     return Phase(stage, steps, policy, forward, weight_decay=cfg.weight_decay, record={"stage": stage})
 

@@ -9,7 +9,9 @@ exact), an evaluation, and extra state. The session does the rest:
 * one :func:`train_step`: ``accelerator.autocast()``, ``accelerator.backward``, gradient clipping,
   optimiser step; the lr of update ``t`` is set from ``t`` (timm schedule);
 * the torch RNG is seeded from (seed, update) before each step (quantiser noise, dropout);
-* under several processes BatchNorm layers normalise with the global batch's statistics;
+* under several processes BatchNorm layers normalise with the global batch's statistics, and a
+  trainer passes ``Session.gather`` (rows with gradients) and ``Session.masked_mean`` (a mean over
+  the counted positions of the global batch) to its loss;
 * every ``log_every`` steps the mean of the step logs goes to metrics.jsonl (``loss`` averaged over
   processes), every ``eval_every`` the phase's evaluation (main process), every
   ``checkpoint_every`` and at the end of a phase a checkpoint (main process; all wait).
@@ -31,7 +33,7 @@ from hralign.errors import HRAlignError
 from hralign.train.accelerator import make_accelerator
 from hralign.train.checkpoint import Checkpoint, CheckpointSaver
 from hralign.train.config import RESUMABLE_FIELDS, TrainConfig
-from hralign.train.distributed import Gather, gather_with_grad, global_batchnorm
+from hralign.train.distributed import Gather, MaskedMean, gather_with_grad, global_batchnorm, global_mean
 from hralign.train.metrics import MetricsLog
 from hralign.train.optim import make_optimizer_and_scheduler, set_lr_for_step
 from hralign.train.rundir import RunDir
@@ -112,6 +114,8 @@ class Session:
         self.checkpoint: Checkpoint | None = self.saver.latest() if cfg.resume else None
         self.updates = int(self.checkpoint.state["updates"]) if self.checkpoint else 0
         self.gather: Gather | None = gather_with_grad if self.world > 1 else None
+        # masked means (padded / invalid positions) over the global batch; alone the model's own mean
+        self.masked_mean: MaskedMean | None = global_mean if self.world > 1 else None
 
     @property
     def resumed_from(self) -> int | None:

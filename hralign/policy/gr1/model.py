@@ -30,7 +30,9 @@ Batches (one window of n <= H consecutive steps per row; C cameras; D feature di
 
 from __future__ import annotations
 
+import functools
 from collections import deque
+from typing import Callable
 
 import torch
 from torch import nn
@@ -56,6 +58,20 @@ def step_mask(n: int, obs_per_step: int, queries_per_step: int) -> torch.Tensor:
     return ~allowed
 
 
+def _without_key_bias_grad(grad: torch.Tensor, dim: int) -> torch.Tensor:
+    """The gradient of attention's packed q/k/v bias with the key part set to 0.
+
+    The key bias has no effect: it adds q.b_k to every logit of a query's row, which the softmax
+    removes, so its true gradient is 0 and the computed one is rounding noise. AdamW divides each
+    step by the gradient's running scale and would turn that noise into steps of up to lr (a random
+    walk of a parameter that does nothing; 2 processes vs 1 ended 3.5e-4 apart there after 7 steps,
+    while every other weight agreed to ~1e-7). With its gradient 0 it stays at its initial 0.
+    """
+    grad = grad.clone()
+    grad[dim:2 * dim] = 0
+    return grad
+
+
 class GR1Net(nn.Module):
     """The bare network: tokens of n steps -> ([ACT] hidden [B, n, dim], [OBS] hidden [B, n, C, dim])."""
 
@@ -77,6 +93,8 @@ class GR1Net(nn.Module):
         layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, config.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        for block in self.transformer.layers:  # see _without_key_bias_grad
+            block.self_attn.in_proj_bias.register_hook(functools.partial(_without_key_bias_grad, dim=d))
         self.norm = nn.LayerNorm(d)
 
     def forward(self, features: torch.Tensor, state: torch.Tensor | None,
@@ -176,8 +194,15 @@ class GR1Policy(nn.Module):
         return self.action_head(self.chunk_proj(act_h).view(b, n, self.config.chunk, -1))  # (B, n, k, A)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss over every step of the windows: action (when ``action`` is given) + weighted future loss."""
+    def forward(self, batch: dict[str, torch.Tensor],
+                mean: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss over every step of the windows: action (when ``action`` is given) + weighted future loss.
+
+        Both are means over counted positions (non-padded chunk steps, valid future frames);
+        ``mean(sum, count)`` takes them (the training layer's ``Session.masked_mean``: over the global
+        batch under several processes), default ``sum / count`` of this batch.
+        """
         f, state, instr = self._inputs(batch)
         act_h, obs_h = self.net(f, state, instr)
         logs: dict[str, float] = {}
@@ -187,11 +212,11 @@ class GR1Policy(nn.Module):
             fut = fut[:, :, None, :] if fut.ndim == 3 else fut
             valid = batch["future_valid"].float()[:, :, None].expand(-1, -1, fut.shape[2])
             fl = self.future_head.loss(obs_h.reshape(-1, obs_h.shape[-1]), fut.reshape(-1, fut.shape[-1]),
-                                       valid.reshape(-1))
+                                       valid.reshape(-1), mean)
             logs["future_loss"] = float(fl.detach())
         if "action" in batch:
             keep = ~batch["action_is_pad"].bool()  # (B, n, k)
-            al, alogs = self.action_head.loss(self._raw_chunks(act_h)[keep], batch["action"].float()[keep])
+            al, alogs = self.action_head.loss(self._raw_chunks(act_h)[keep], batch["action"].float()[keep], mean)
             loss = al
             logs = {"action_loss": float(al.detach()), **alogs, **logs}
             if "future" in batch:

@@ -40,6 +40,7 @@ from hralign.policy.gr1.model import GR1Policy
 from hralign.policy.io import EncoderSource, save_policy
 from hralign.train import Phase, Session, open_session
 from hralign.train.checkpoint import CheckpointSaver
+from hralign.train.distributed import MaskedMean
 
 RESUMABLE = ("pretrain_steps",)  # besides the layer's: stage 1's length may change on --resume, as --steps
 STAGES = ("pretrain", "action")  # stage 1 (human video, future only), stage 2 (robot demos)
@@ -125,10 +126,12 @@ def batch_rows(stage: str, rows: np.ndarray, train: GR1TrainConfig, step: int) -
     return rows[pick]
 
 
-def gr1_forward(policy: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def gr1_forward(policy: torch.nn.Module, batch: dict[str, torch.Tensor],
+                mean: MaskedMean | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The trainer's forward: loss and logs (stage 1 batches carry no actions, so only the future loss).
-    ``policy`` is the GR1Policy or its DDP wrapper (several processes)."""
-    return policy(batch)
+    ``policy`` is the GR1Policy or its DDP wrapper (several processes); ``mean`` the session's
+    ``masked_mean`` (the loss is then the mean over the global batch's counted positions)."""
+    return policy(batch, mean=mean)
 
 
 @torch.no_grad()
@@ -185,7 +188,7 @@ def stage_phase(policy: GR1Policy, stage: str, steps: int, data: ClipData, rows:
     def forward(model: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         local = session.local_rows(batch_rows(stage, rows, train, step))
         batch = window_batch(data, local, config.history, config, instructions, with_actions=stage == "action")
-        return gr1_forward(model, {k: v.to(session.device) for k, v in batch.items()})
+        return gr1_forward(model, {k: v.to(session.device) for k, v in batch.items()}, session.masked_mean)
 
     return Phase(stage, steps, policy, forward, weight_decay=train.weight_decay, record={"stage": stage})
 
