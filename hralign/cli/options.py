@@ -24,28 +24,46 @@ def _click_type(annotation) -> tuple[type, bool]:
     return (args[0], args[0] is bool) if args else (str, False)
 
 
-def dataclass_options(cls, exclude: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> Callable:
-    """Decorator adding one click option per field of ``cls`` (fields in ``exclude`` skipped)."""
+def dataclass_options(cls, exclude: tuple[str, ...] = (), required: tuple[str, ...] = (),
+                      only: tuple[str, ...] | None = None, rename: dict[str, str] | None = None) -> Callable:
+    """Decorator adding one click option per field of ``cls``.
+
+    ``exclude`` skips fields, ``only`` keeps just those (in field order); ``rename`` maps a field to
+    another option name where a command combines configs that share one (``bench metaworld``'s
+    ``--collect-seed`` beside ``--seed``). Tuple defaults are shown and passed comma-separated, the
+    form the configs parse.
+    """
+    rename = rename or {}
 
     def decorate(func: Callable) -> Callable:
         for f in reversed(dataclasses.fields(cls)):
-            if f.name in exclude:
+            if f.name in exclude or (only is not None and f.name not in only):
                 continue
-            flag = "--" + f.name.replace("_", "-")
+            dest = rename.get(f.name, f.name)
+            flag = "--" + dest.replace("_", "-")
             typ, is_bool = _click_type(f.type)
             help_text = f.metadata.get("help", "")
             if is_bool:
-                func = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, show_default=True,
+                func = click.option(f"{flag}/--no-{flag[2:]}", dest, default=f.default, show_default=True,
                                     help=help_text)(func)
             else:
                 default = None if f.default is dataclasses.MISSING else f.default
+                if isinstance(default, (tuple, list)):
+                    typ, default = str, ",".join(map(str, default))
                 is_required = f.name in required
-                func = click.option(flag, f.name, type=typ, default=None if is_required else default,
+                func = click.option(flag, dest, type=typ, default=None if is_required else default,
                                     required=is_required, show_default=default not in (None, ""),
                                     help=help_text)(func)
         return func
 
     return decorate
+
+
+def config_kwargs(cls, options: dict, rename: dict[str, str] | None = None) -> dict:
+    """The keyword arguments of ``cls`` among a command's parsed ``options`` (renamed options mapped back)."""
+    rename = rename or {}
+    return {f.name: options[rename.get(f.name, f.name)] for f in dataclasses.fields(cls)
+            if rename.get(f.name, f.name) in options}
 
 
 def _flat(config: dict) -> dict:

@@ -7,32 +7,17 @@ config dataclasses.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
 import click
 
 from hralign.cli.gr1 import gr1_options, split_gr1
+from hralign.cli.options import config_kwargs, dataclass_options
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
 from hralign.sim.collect import CollectConfig, collect
-from hralign.sim.evaluate import (
-    POLICIES,
-    PROPRIO_ROW,
-    PROTOCOLS,
-    SimEvalConfig,
-    evaluate_sim,
-    format_results,
-)
-
-
-def _help(cls: type, name: str) -> str:
-    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
-
-
-_C = CollectConfig()
-_E = SimEvalConfig()
+from hralign.sim.evaluate import PROPRIO_ROW, SimEvalConfig, evaluate_sim, format_results
 
 
 @click.group("sim")
@@ -47,22 +32,11 @@ def sim() -> None:
 
 
 @sim.command("collect", short_help="Scripted-expert rollouts rendered as robot + human view into a pairs file.")
-@click.option("--tasks", default=",".join(_C.tasks), show_default=True, help=_help(CollectConfig, "tasks"))
-@click.option("--episodes", type=int, default=_C.episodes, show_default=True, help=_help(CollectConfig, "episodes"))
-@click.option("--image-size", type=int, default=_C.image_size, show_default=True, help=_help(CollectConfig, "image_size"))
-@click.option("--camera", default=_C.camera, show_default=True, help=_help(CollectConfig, "camera"))
-@click.option("--human-camera", default=None, help=_help(CollectConfig, "human_camera"))
-@click.option("--seed", type=int, default=_C.seed, show_default=True, help=_help(CollectConfig, "seed"))
-@click.option("--noise", type=float, default=_C.noise, show_default=True, help=_help(CollectConfig, "noise"))
-@click.option("--max-steps", type=int, default=_C.max_steps, show_default=True, help=_help(CollectConfig, "max_steps"))
-@click.option("--tail-steps", type=int, default=_C.tail_steps, show_default=True, help=_help(CollectConfig, "tail_steps"))
-@click.option("--val-fraction", type=float, default=_C.val_fraction, show_default=True,
-              help=_help(CollectConfig, "val_fraction"))
+@dataclass_options(CollectConfig)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_camera: str | None, seed: int,
-                noise: float, max_steps: int, tail_steps: int, val_fraction: float, out: str, overwrite: bool, as_json: bool) -> None:
+def collect_cmd(out: str, overwrite: bool, as_json: bool, **options: Any) -> None:
     """Roll out MetaWorld's scripted experts; render each step as the robot view and a re-skinned "human" view.
 
     \b
@@ -70,9 +44,7 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
       MUJOCO_GL=egl hralign sim collect --tasks push,pick-place --episodes 20 --image-size 64 --out mw.h5
       hralign sim collect --tasks push --episodes 5 --human-camera corner2 --out mw_xview.h5   # cross-view
     """
-    cfg = CollectConfig(tasks=tasks, episodes=episodes, image_size=image_size, camera=camera,
-                        human_camera=human_camera, seed=seed, noise=noise, max_steps=max_steps, tail_steps=tail_steps,
-                        val_fraction=val_fraction)
+    cfg = CollectConfig(**options)
     summary = collect(out, cfg, overwrite=overwrite, progress=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -95,29 +67,13 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
 @click.option("--name", default=None, help="Row name of the encoder variant (default: encoder[+adapter]).")
 @click.option("--proprio-row/--no-proprio-row", default=True, show_default=True,
               help="Also evaluate a proprio-only policy (the floor).")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default=_E.protocol, show_default=True,
-              help=_help(SimEvalConfig, "protocol"))
-@click.option("--rollouts", type=int, default=_E.rollouts, show_default=True, help=_help(SimEvalConfig, "rollouts"))
-@click.option("--seeds", type=int, default=_E.seeds, show_default=True, help=_help(SimEvalConfig, "seeds"))
-@click.option("--few-shot", type=int, default=_E.few_shot, show_default=True, help=_help(SimEvalConfig, "few_shot"))
-@click.option("--steps", type=int, default=_E.steps, show_default=True, help=_help(SimEvalConfig, "steps"))
-@click.option("--batch-size", type=int, default=_E.batch_size, show_default=True, help=_help(SimEvalConfig, "batch_size"))
-@click.option("--max-steps", type=int, default=_E.max_steps, show_default=True, help=_help(SimEvalConfig, "max_steps"))
-@click.option("--eval-seed", type=int, default=_E.eval_seed, show_default=True, help=_help(SimEvalConfig, "eval_seed"))
-@click.option("--envs", type=int, default=_E.envs, show_default=True, help=_help(SimEvalConfig, "envs"))
+@dataclass_options(SimEvalConfig)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run dir (results.json, per-seed files).")
 @click.option("--resume", is_flag=True, help="Skip (variant, seed) results already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
-@click.option("--device", default=_E.device, show_default=True, help=_help(SimEvalConfig, "device"))
-@click.option("--precision", default=_E.precision, show_default=True, help=_help(SimEvalConfig, "precision"))
-@click.option("--policy", type=click.Choice(POLICIES), default=_E.policy, show_default=True,
-              help=_help(SimEvalConfig, "policy"))
 @gr1_options
 def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None, encoder_image_size: int | None,
-             name: str | None,
-             proprio_row: bool, protocol: str, rollouts: int, seeds: int, few_shot: int, steps: int, batch_size: int,
-             max_steps: int, eval_seed: int, envs: int, out: str, resume: bool, as_json: bool, device: str,
-             precision: str, policy: str, **gr1_opts: Any) -> None:
+             name: str | None, proprio_row: bool, out: str, resume: bool, as_json: bool, **options: Any) -> None:
     """Train R3M's BC head on the protocol's demos and execute it closed loop from the robot view.
 
     \b
@@ -133,16 +89,14 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
     """
     from hralign.policy.gr1 import GR1Config
 
-    chosen = split_gr1(gr1_opts)
-    if policy != "gr1" and chosen:
+    chosen = split_gr1(options)
+    cfg = SimEvalConfig(**config_kwargs(SimEvalConfig, options))
+    if cfg.policy != "gr1" and chosen:
         raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in sorted(chosen))} only apply to --policy gr1")
     pretrain_steps = int(chosen.pop("pretrain_steps", 0))
     if pretrain_steps < 0:
         raise HRAlignError(f"--pretrain-steps should be >= 0 but the value passed is {pretrain_steps}")
     gr1 = GR1Config(**{"gripper_dims": "none", **chosen})
-    cfg = SimEvalConfig(protocol=protocol, rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps,
-                        batch_size=batch_size, max_steps=max_steps, eval_seed=eval_seed, envs=envs, device=device,
-                        precision=precision, policy=policy)
     variants: dict = {}
     if proprio_row:
         variants[PROPRIO_ROW] = None
