@@ -72,10 +72,11 @@ if {threads}:  # same thread count for every method (faiss OpenMP + BLAS + sklea
     threadpool_limits({threads}); faiss.omp_set_num_threads({threads})
 ru0 = resource.getrusage(resource.RUSAGE_SELF)
 t = time.perf_counter()
-if {method!r} == "hralign":
+if {method!r}.startswith("hralign"):
     from hralign.analysis import FaissKMeans
-    km = FaissKMeans(k={k}, seed=0, max_points=min({n}, {train}), threads={threads} or None).fit(x)
-    labels, inertia, extra = km.labels_, km.inertia_, f"threads {{km.threads or 'auto'}}, trained on {{km.n_train_points_}}"
+    how = {method!r}.partition("-")[2] or "auto"
+    km = FaissKMeans(k={k}, seed=0, max_points=min({n}, {train}), threads={threads} or None, method=how).fit(x)
+    labels, inertia, extra = km.labels_, km.inertia_, f"{{km.method_}} ({{how}}), trained on {{km.n_train_points_}}, all assigned"
 elif {method!r} == "sklearn":
     from sklearn.cluster import KMeans
     km = KMeans(n_clusters={k}, n_init=1, max_iter=25, tol=0.0, init="k-means++", algorithm="lloyd", random_state=0).fit(x)
@@ -107,7 +108,8 @@ def _child(code: str, budget: float, env: dict | None = None) -> tuple[dict | No
     return (json.loads(line[-1][7:]), f"{time.perf_counter() - t:.0f} s process") if line else (None, "no result")
 
 
-def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, methods: list[str], threads: int) -> None:
+def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, methods: list[str], threads: int,
+                 json_out: str | None = None) -> None:
     print(f"k-means on N x 512 mixtures; cores visible {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; "
           f"budget {budget:.0f} s per run; hralign trains on {train} points; threads {threads or 'default'}")
     print(f"{'N':>8s} {'k':>4s} {'method':12s} {'time s':>8s} {'CPU s':>8s} {'CPU vs sk':>9s} {'peak RSS MB':>11s} "
@@ -118,6 +120,9 @@ def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, met
             for m in methods:
                 res[m] = _child(KMEANS_CHILD.format(root=ROOT, n=n, k=k, method=m, train=train, threads=threads), budget)
             base = res.get("sklearn", (None, ""))[0]
+            if json_out:
+                _append_json(json_out, [dict(n=n, k=k, method=m, threads=threads, budget_s=budget, status=status,
+                                             load=os.getloadavg()[0], **(r or {})) for m, (r, status) in res.items()])
             for m, (r, status) in res.items():
                 if r is None:
                     print(f"{n:8d} {k:4d} {m:12s} {'-':>8s} {'':>8s} {'':>9s} {'':>11s} {'':>8s} {'':>12s} {'':>10s} "
@@ -129,8 +134,16 @@ def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, met
                       f"{r['rss_data']:8.0f} {r['inertia']:12.5g} {ri:>10s} {r['nmi']:6.3f}  {r['extra']}", flush=True)
 
 
+def _append_json(path: str, rows: list[dict]) -> None:
+    """Append result rows to a JSON list file (created if missing)."""
+    p = Path(path)
+    old = json.loads(p.read_text()) if p.exists() else []
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(old + rows, indent=1))
+
+
 KNN_CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from hralign.analysis import open_latents, Rows, stratified_sample
@@ -140,34 +153,49 @@ ls = f.views["frozen"].latents
 rows = Rows(ls.latents)
 sample = stratified_sample(ls.domain, ls.task, 50000, 0)
 out = {{}}
-for label, exact_max in (("default", None), ("exact", 10**12)):
+for label, kw in {variants!r}:
     t = time.perf_counter()
-    kw = {{}} if exact_max is None else {{"exact_max": exact_max}}
-    m = cross_knn(rows, ls.domain.astype(np.int64), ls.task, k=20, queries=sample, pair=ls.pair, t=ls.t, seed=0, **kw)
+    m = cross_knn(rows, ls.domain.astype(np.int64), ls.task, k=20, queries=sample, pair=ls.pair, t=ls.t, seed=0,
+                  threads={threads}, **kw)
     m["sec"] = time.perf_counter() - t
+    m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out[label] = m
 print("RESULT " + json.dumps(out))
 """
 
+KNN_VARIANTS = [("default", {}), ("ivf", {"exact_max": 0}), ("ivf nprobe/2", {"exact_max": 0, "nprobe": "half"}),
+                ("exact", {"exact_max": 10**12})]
 
-def bench_knn(n: int, budget: float, workdir: Path) -> None:
+
+def bench_knn(n: int, budget: float, workdir: Path, threads: int, variants: list[str], json_out: str | None) -> None:
+    import math
+
     from hralign.analysis.synth import write_synthetic_latents
 
     path = workdir / f"synth_{n}.h5"
     if not path.exists():
         write_synthetic_latents(path, n, dim=512, num_clusters=64, num_tasks=8, seed=0)
-    r, status = _child(KNN_CHILD.format(root=ROOT, path=str(path)), budget)
-    print(f"cross-embodiment neighbour metrics, {n} x 512 latents (half human, half robot), k=20, "
-          f"queries: a stratified 50k sample, at most 10k per direction ({status})")
+    nlist = min(1024, max(16, round(math.sqrt(n // 2))))
+    chosen = []
+    for label, kw in KNN_VARIANTS:
+        if label in variants:
+            kw = dict(kw)
+            if kw.get("nprobe") == "half":
+                kw["nprobe"] = max(1, max(8, nlist // 8) // 2)
+            chosen.append((label, kw))
+    r, status = _child(KNN_CHILD.format(root=ROOT, path=str(path), variants=chosen, threads=threads), budget)
+    print(f"cross-embodiment neighbour metrics, {n} x 512 latents (half human, half robot: {n // 2} references per "
+          f"direction), k=20, queries: a stratified 50k sample, at most 10k per direction; threads {threads} ({status})")
     if r is None:
         return
+    if json_out:
+        _append_json(json_out, [dict(n=n, variant=v, threads=threads, load=os.getloadavg()[0], **m) for v, m in r.items()])
     keys = ("knn_robot_to_human", "knn_human_to_robot", "knn_cross", "retrieval_robot_to_human",
-            "knn_robot_to_human_recall", "knn_human_to_robot_recall", "knn_index", "sec")
-    print(f"{'':28s} {'default index':>34s} {'exact':>34s}")
+            "knn_robot_to_human_recall", "knn_human_to_robot_recall", "knn_index", "sec", "peak_rss_mb")
+    print(f"{'':28s}" + "".join(f"{v:>40s}" for v in r))
     for key in keys:
-        a, b = r["default"][key], r["exact"][key]
-        fmt = (lambda v: f"{v:.4f}") if isinstance(a, float) else str
-        print(f"{key:28s} {fmt(a):>34s} {fmt(b):>34s}")
+        cells = [r[v][key] for v in r]
+        print(f"{key:28s}" + "".join(f"{(f'{c:.4f}' if isinstance(c, float) else str(c)):>40s}" for c in cells))
 
 
 def chromium_check(report: Path) -> str:
@@ -266,11 +294,16 @@ def main() -> None:
     k.add_argument("--ks", type=int, nargs="+", default=[64, 256])
     k.add_argument("--budget", type=float, default=300)
     k.add_argument("--train-points", type=int, default=50_000)
-    k.add_argument("--methods", nargs="+", default=["hralign", "sklearn", "minibatch"])
+    k.add_argument("--methods", nargs="+", default=["hralign", "sklearn", "minibatch"],
+                   help="hralign (method auto), hralign-faiss, hralign-minibatch, sklearn, minibatch")
+    k.add_argument("--json", default=None, help="append the rows to this JSON file")
     k.add_argument("--threads", type=int, default=0, help="threads for every method (0: each library's default)")
     q = sub.add_parser("knn")
     q.add_argument("--n", type=int, default=1_000_000)
     q.add_argument("--budget", type=float, default=1200)
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--variants", nargs="+", default=[v for v, _ in KNN_VARIANTS])
+    q.add_argument("--json", default=None, help="append the rows to this JSON file")
     a = sub.add_parser("analyze")
     a.add_argument("--n", type=int, default=1_000_000)
     a.add_argument("--one-embodiment", action="store_true")
@@ -283,10 +316,10 @@ def main() -> None:
         p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "hralign_bench_cluster"))
     args = ap.parse_args()
     if args.cmd == "kmeans":
-        bench_kmeans(args.sizes, args.ks, args.budget, args.train_points, args.methods, args.threads)
+        bench_kmeans(args.sizes, args.ks, args.budget, args.train_points, args.methods, args.threads, args.json)
     elif args.cmd == "knn":
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        bench_knn(args.n, args.budget, Path(args.workdir))
+        bench_knn(args.n, args.budget, Path(args.workdir), args.threads, args.variants, args.json)
     elif args.cmd == "analyze":
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         bench_analyze(args.n, args.one_embodiment, args.budget, Path(args.workdir), args.chromium, args.extra)
