@@ -75,15 +75,15 @@ t = time.perf_counter()
 if {method!r}.startswith("hralign"):
     from hralign.analysis import FaissKMeans
     how = {method!r}.partition("-")[2] or "auto"
-    km = FaissKMeans(k={k}, seed=0, max_points=min({n}, {train}), threads={threads} or None, method=how).fit(x)
+    km = FaissKMeans(k={k}, seed={seed}, max_points=min({n}, {train}), threads={threads} or None, method=how).fit(x)
     labels, inertia, extra = km.labels_, km.inertia_, f"{{km.method_}} ({{how}}), trained on {{km.n_train_points_}}, all assigned"
 elif {method!r} == "sklearn":
     from sklearn.cluster import KMeans
-    km = KMeans(n_clusters={k}, n_init=1, max_iter=25, tol=0.0, init="k-means++", algorithm="lloyd", random_state=0).fit(x)
+    km = KMeans(n_clusters={k}, n_init=1, max_iter=25, tol=0.0, init="k-means++", algorithm="lloyd", random_state={seed}).fit(x)
     labels, inertia, extra = km.labels_, float(km.inertia_), "25 Lloyd iterations"
 else:
     from sklearn.cluster import MiniBatchKMeans
-    km = MiniBatchKMeans(n_clusters={k}, batch_size=4096, n_init=1, random_state=0).fit(x)
+    km = MiniBatchKMeans(n_clusters={k}, batch_size=4096, n_init=1, random_state={seed}).fit(x)
     labels = km.predict(x)
     inertia, extra = float(((x - km.cluster_centers_[labels]) ** 2).sum()), f"{{km.n_iter_}} epochs"
 sec = time.perf_counter() - t
@@ -109,29 +109,29 @@ def _child(code: str, budget: float, env: dict | None = None) -> tuple[dict | No
 
 
 def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, methods: list[str], threads: int,
-                 json_out: str | None = None) -> None:
+                 json_out: str | None = None, seeds: tuple[int, ...] = (0,)) -> None:
     print(f"k-means on N x 512 mixtures; cores visible {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; "
           f"budget {budget:.0f} s per run; hralign trains on {train} points; threads {threads or 'default'}")
     print(f"{'N':>8s} {'k':>4s} {'method':12s} {'time s':>8s} {'CPU s':>8s} {'CPU vs sk':>9s} {'peak RSS MB':>11s} "
           f"{'data MB':>8s} {'inertia':>12s} {'vs sklearn':>10s} {'NMI':>6s}  notes")
-    for n in sizes:
-        for k in ks:
-            res = {}
-            for m in methods:
-                res[m] = _child(KMEANS_CHILD.format(root=ROOT, n=n, k=k, method=m, train=train, threads=threads), budget)
-            base = res.get("sklearn", (None, ""))[0]
-            if json_out:
-                _append_json(json_out, [dict(n=n, k=k, method=m, threads=threads, budget_s=budget, status=status,
-                                             load=os.getloadavg()[0], **(r or {})) for m, (r, status) in res.items()])
-            for m, (r, status) in res.items():
-                if r is None:
-                    print(f"{n:8d} {k:4d} {m:12s} {'-':>8s} {'':>8s} {'':>9s} {'':>11s} {'':>8s} {'':>12s} {'':>10s} "
-                          f"{'':>6s}  {status}", flush=True)
-                    continue
-                sp = f"{base['cpu'] / r['cpu']:.2f}x" if base else "-"
-                ri = f"{r['inertia'] / base['inertia'] - 1:+.2%}" if base else "-"
-                print(f"{n:8d} {k:4d} {m:12s} {r['sec']:8.1f} {r['cpu']:8.1f} {sp:>9s} {r['rss_peak']:11.0f} "
-                      f"{r['rss_data']:8.0f} {r['inertia']:12.5g} {ri:>10s} {r['nmi']:6.3f}  {r['extra']}", flush=True)
+    for n, k, seed in ((n, k, seed) for n in sizes for k in ks for seed in seeds):
+        res = {}
+        for m in methods:
+            res[m] = _child(KMEANS_CHILD.format(root=ROOT, n=n, k=k, method=m, train=train, threads=threads,
+                                                seed=seed), budget)
+        base = res.get("sklearn", (None, ""))[0]
+        if json_out:
+            _append_json(json_out, [dict(n=n, k=k, method=m, seed=seed, threads=threads, budget_s=budget, status=status,
+                                         load=os.getloadavg()[0], **(r or {})) for m, (r, status) in res.items()])
+        for m, (r, status) in res.items():
+            if r is None:
+                print(f"{n:8d} {k:4d} {m:12s} {'-':>8s} {'':>8s} {'':>9s} {'':>11s} {'':>8s} {'':>12s} {'':>10s} "
+                      f"{'':>6s}  {status}", flush=True)
+                continue
+            sp = f"{base['cpu'] / r['cpu']:.2f}x" if base else "-"
+            ri = f"{r['inertia'] / base['inertia'] - 1:+.2%}" if base else "-"
+            print(f"{n:8d} {k:4d} {m:12s} {r['sec']:8.1f} {r['cpu']:8.1f} {sp:>9s} {r['rss_peak']:11.0f} "
+                  f"{r['rss_data']:8.0f} {r['inertia']:12.5g} {ri:>10s} {r['nmi']:6.3f}  seed {seed}; {r['extra']}", flush=True)
 
 
 def _append_json(path: str, rows: list[dict]) -> None:
@@ -297,6 +297,7 @@ def main() -> None:
     k.add_argument("--methods", nargs="+", default=["hralign", "sklearn", "minibatch"],
                    help="hralign (method auto), hralign-faiss, hralign-minibatch, sklearn, minibatch")
     k.add_argument("--json", default=None, help="append the rows to this JSON file")
+    k.add_argument("--seeds", type=int, nargs="+", default=[0], help="clustering seeds (the data seed stays 0)")
     k.add_argument("--threads", type=int, default=0, help="threads for every method (0: each library's default)")
     q = sub.add_parser("knn")
     q.add_argument("--n", type=int, default=1_000_000)
@@ -316,7 +317,7 @@ def main() -> None:
         p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "hralign_bench_cluster"))
     args = ap.parse_args()
     if args.cmd == "kmeans":
-        bench_kmeans(args.sizes, args.ks, args.budget, args.train_points, args.methods, args.threads, args.json)
+        bench_kmeans(args.sizes, args.ks, args.budget, args.train_points, args.methods, args.threads, args.json, tuple(args.seeds))
     elif args.cmd == "knn":
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         bench_knn(args.n, args.budget, Path(args.workdir), args.threads, args.variants, args.json)

@@ -116,9 +116,10 @@ def test_kmeans_minibatch_method_is_seeded_thread_independent_and_chosen_by_size
     assert not np.array_equal(a.cluster_centers_, FaissKMeans(k=8, seed=1, method="minibatch").fit(x).cluster_centers_)
     sk = KMeans(n_clusters=8, n_init=1, random_state=0).fit(x)
     assert a.inertia_ <= 1.01 * sk.inertia_
-    # the size rule: the first method whose bound holds the training-set size
-    monkeypatch.setattr(cluster, "METHOD_BY_SIZE", {"faiss": 1000, "minibatch": float("inf")})
-    assert cluster.choose_method(1000, 8) == "faiss" and cluster.choose_method(1001, 8) == "minibatch"
+    # the size rule: MiniBatchKMeans from both thresholds on (training points and k), faiss below, faiss on GPU
+    monkeypatch.setattr(cluster, "MINIBATCH_FROM", {"n_train": 1000, "k": 8})
+    assert cluster.choose_method(999, 8, gpu=False) == "faiss" and cluster.choose_method(1000, 8, gpu=False) == "minibatch"
+    assert cluster.choose_method(10**6, 7, gpu=False) == "faiss"
     assert cluster.choose_method(10**6, 8, gpu=True) == "faiss"
     assert FaissKMeans(k=8, seed=0, max_points=900).fit(x).method_ == "faiss"
     assert FaissKMeans(k=8, seed=0, max_points=2000).fit(x).method_ == "minibatch"

@@ -14,10 +14,10 @@ What makes it faster than scikit-learn at the same inertia (measured in ``benchm
 - **sample then assign**: Lloyd iterations run on ``max_points`` training points (a seeded
   sample, or the stratified sample the pipeline passes), then every point is assigned to its
   nearest centroid chunk by chunk (:meth:`assign`), so 1M x 512 never needs a full-data Lloyd.
-- **method by measurement**: below :data:`MINIBATCH_MIN_TRAIN` training points Lloyd runs with
-  faiss; from there on scikit-learn's ``MiniBatchKMeans`` trains the centroids (faster at an
-  inertia within 1% of KMeans in ``benchmarks/cluster.py``; figures in :data:`METHOD_BY_SIZE`'s
-  comment and docs/analysis.md). Assignment of every point is faiss either way.
+- **method by measurement**: where ``benchmarks/cluster.py`` measured scikit-learn's
+  ``MiniBatchKMeans`` faster at an inertia within 1% of KMeans (:data:`MINIBATCH_FROM`, figures in
+  its comment and docs/analysis.md) it trains the centroids; faiss Lloyd elsewhere. Assignment of
+  every point is faiss either way.
 - **threads**: on a machine where other jobs use every core, OpenMP/BLAS spin-waiting makes 2
   threads 3-5x slower than 1 (measured); ``threads=None`` picks the idle core count
   (:func:`auto_threads`). Results do not depend on the thread count (faiss sums each centroid
@@ -56,11 +56,10 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 _INIT = ("k-means++", "random")
 METHODS = ("auto", "faiss", "minibatch")
 MINIBATCH_BATCH = 4096  # MiniBatchKMeans batch size (the one measured)
-# Training method by number of training points (``method="auto"``): the first entry whose bound
-# is >= n_train. Measured (benchmarks/cluster.py kmeans, 512-d mixtures, k=64 and 256; table in
-# docs/analysis.md, results in benchmarks/results/cluster/): MINIBATCH_EVIDENCE below.
-METHOD_BY_SIZE: dict[str, float] = {"faiss": 0, "minibatch": math.inf}
-MINIBATCH_EVIDENCE = "filled in from the measurement"
+# Training method (``method="auto"``, :func:`choose_method`): MiniBatchKMeans from these training-set
+# sizes and k on, faiss Lloyd below. Measured with benchmarks/cluster.py kmeans (512-d mixtures,
+# 1 thread, seeds 0-2; benchmarks/results/cluster/, docs/analysis.md): FILLED IN BELOW
+MINIBATCH_FROM: dict[str, int] = {"n_train": 50_000, "k": 256}
 
 
 def auto_threads() -> int:
@@ -285,12 +284,15 @@ class FaissKMeans:
                 f"init_size={self.init_size}, threads={self.threads}, method={self.method!r})")
 
 
-def choose_method(n_train: int, k: int, gpu: bool = False) -> str:
-    """Training method for ``n_train`` points (:data:`METHOD_BY_SIZE`); faiss on a GPU (not measured
-    against MiniBatchKMeans there, and faiss' GPU Lloyd is its fast path)."""
+def choose_method(n_train: int, k: int, gpu: bool | None = None) -> str:
+    """Training method for ``n_train`` points and ``k`` clusters by the measured rule
+    (:data:`MINIBATCH_FROM`); faiss on a GPU (``gpu`` None: whether faiss sees one), where faiss'
+    Lloyd is the fast path and MiniBatchKMeans was not measured against it."""
+    if gpu is None:
+        gpu = _gpu_count("auto") > 0
     if gpu:
         return "faiss"
-    return next(m for m, bound in sorted(METHOD_BY_SIZE.items(), key=lambda kv: kv[1]) if n_train <= bound)
+    return "minibatch" if n_train >= MINIBATCH_FROM["n_train"] and k >= MINIBATCH_FROM["k"] else "faiss"
 
 
 def knn_search(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:

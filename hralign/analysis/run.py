@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hralign.analysis.cluster import FaissKMeans
+from hralign.analysis.cluster import FaissKMeans, choose_method
 from hralign.analysis.config import AnalyzeConfig
 from hralign.analysis.consistency import consistency_metrics, paired_agreement
 from hralign.analysis.embed import PCAEmbedding, UMAPEmbedding, embed_rows
@@ -310,6 +310,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     metrics: dict[str, dict] = {}
     timings.update(cluster_s=0.0, map_s=0.0, metrics_s=0.0)
     use_cache = "latents" in reused
+    km_method = choose_method(len(sample), config.k)  # the size rule (cluster.py)
     for vname, ls in latsets.items():
         rows = Rows(ls.latents)
         space = rows
@@ -317,7 +318,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
             wh = LatentWhitener(seed=config.seed).fit(rows.take(sample))
             space = Rows(ls.latents, transform=wh.transform)
         ckey = cache_key(lat=lat_keys[vname], k=config.k, sph=config.spherical, nredo=config.nredo,
-                         niter=config.niter, whiten=config.whiten, max_points=config.max_points, v=2)
+                         niter=config.niter, whiten=config.whiten, max_points=config.max_points, method=km_method, v=3)
         mkey = cache_key(lat=lat_keys[vname], whiten=config.whiten, umap=config.umap, nn=config.n_neighbors,
                          max_points=config.max_points, v=2)
         old = cached.get(vname)
@@ -328,7 +329,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
             reused.append(f"clusters[{vname}]")
         else:
             km = FaissKMeans(k=config.k, spherical=config.spherical, nredo=config.nredo, niter=config.niter,
-                             seed=config.seed).fit(space.take(sample))
+                             seed=config.seed, method=km_method).fit(space.take(sample))
             clusters, dists[vname] = km.assign(space)
             centroids = km.cluster_centers_
         timings["cluster_s"] += time.perf_counter() - t0
@@ -383,8 +384,9 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     info.update({
         "latents analysed": f"{n} ({int((first.domain == 0).sum())} human, {int((first.domain == 1).sum())} robot); "
                             f"stratified sample {len(sample)}",
-        "clusters": f"FAISS k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}, "
-                    f"greedy k-means++ init, trained on the sample, every latent assigned",
+        "clusters": (f"k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}, "
+                     + ("scikit-learn MiniBatchKMeans" if km_method == "minibatch" else "FAISS Lloyd, greedy k-means++ init")
+                     + " on the sample (size rule), every latent assigned by FAISS"),
         "2-D map": ("UMAP (FAISS kNN, n_neighbors=%d, seed %d), fitted on a sample, transform for the rest"
                     % (config.n_neighbors, config.seed)) if method == "umap" else "PCA (first two components; UMAP off)",
         "kNN index": str(knn_index or "none"),
