@@ -248,6 +248,8 @@ def bench_analyze(n: int, one_embodiment: bool, budget: float, workdir: Path, ch
     print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings"].items()))
     print(f"report.html {(out / 'report.html').stat().st_size / 2**20:.2f} MB; latents.h5 "
           f"{(out / 'latents.h5').stat().st_size / 2**20:.0f} MB; in-process peak RSS {summary['peak_rss_mb']:.0f} MB")
+    print("peak RSS after each stage (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                                          summary.get("peak_rss_after_stage_mb", {}).items()))
     if chromium:
         print(f"headless Chromium: {chromium_check(out / 'report.html')}")
 

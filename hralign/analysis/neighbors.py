@@ -180,6 +180,7 @@ def cross_knn(latents, domain: np.ndarray, task: np.ndarray, k: int = 20, querie
             has = partner >= 0
             if has.any():
                 out["retrieval_robot_to_human"] = float((found[has] == partner[has, None]).any(1).mean())
+        del index, q  # an IVF index holds every reference: free it before the other direction builds its own
     if out["knn_robot_to_human"] is not None and out["knn_human_to_robot"] is not None:
         out["knn_cross"] = (out["knn_robot_to_human"] + out["knn_human_to_robot"]) / 2
     out["knn_index"] = "; ".join(sorted(set(descs)))

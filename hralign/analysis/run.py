@@ -288,6 +288,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
                          "process computes); clusters, maps and metrics in the main process.")
         tasks = pairs.tasks
     timings["latents_s"] = time.perf_counter() - t0
+    rss = {"latents": _peak_rss_mb()}  # peak RSS so far after each stage (MB): which step needs the memory
     first = next(iter(latsets.values()))
     n = len(first)
     if config.k > n:
@@ -303,6 +304,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
         notes.append(f"{n} latents: k-means trained, the 2-D map fitted and kNN queried on a stratified sample of "
                      f"{len(sample)} (--max-points); every latent is clustered, mapped and counted.")
     timings["sample_s"] = time.perf_counter() - t0
+    rss["sample"] = _peak_rss_mb()
 
     # -- 2-4. per view: space, clusters, 2-D map, metrics
     views: dict[str, View] = {}
@@ -333,6 +335,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
             clusters, dists[vname] = km.assign(space)
             centroids = km.cluster_centers_
         timings["cluster_s"] += time.perf_counter() - t0
+        rss[f"clusters[{vname}]"] = _peak_rss_mb()
         t0 = time.perf_counter()
         if use_cache and old is not None and old.keys.get("map_key") == mkey and old.map2d is not None:
             map2d, method = old.map2d, old.map_method
@@ -344,6 +347,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
                 notes.append(f"only {n} latents: PCA map instead of UMAP")
             map2d, method = embed_rows(emb, space, sample), emb.method
         timings["map_s"] += time.perf_counter() - t0
+        rss[f"map[{vname}]"] = _peak_rss_mb()
         views[vname] = View(latents=ls, clusters=clusters, centroids=centroids, map2d=map2d, map_method=method,
                             keys={"latents_key": lat_keys[vname], "cluster_key": ckey, "map_key": mkey})
         t0 = time.perf_counter()
@@ -358,6 +362,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
             c = np.asarray(centroids, np.float32)
             dists[vname] = np.concatenate([((ch - c[clusters[a:a + len(ch)]]) ** 2).sum(1) for a, ch in space.chunks()])
         timings["metrics_s"] += time.perf_counter() - t0
+        rss[f"metrics[{vname}]"] = _peak_rss_mb()
     method = next(iter(views.values())).map_method
     knn_index = next(iter(metrics.values())).get("knn_index")
 
@@ -414,6 +419,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
         timings["total_s"] = time.perf_counter() - t_start
         summary = {"views": metrics, "notes": notes, "timings": timings, "reused": reused,
                    "config": asdict(config), "map_method": method, "peak_rss_mb": _peak_rss_mb(),
+                   "peak_rss_after_stage_mb": rss,
                    "num_sampled": len(sample)}
         write_text_atomic(tmp / "metrics.json", json.dumps(summary, indent=2))
         write_report(tmp / "report.html", title="hralign latent-action analysis", info=info, notes=notes,
