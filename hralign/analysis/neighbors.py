@@ -24,7 +24,13 @@ from hralign.errors import HRAlignError
 from hralign.metrics import knn_vote
 
 HUMAN, ROBOT = 0, 1
-EXACT_MAX = 50_000  # references up to this: exact search; measured in benchmarks/cluster.py knn (see docs/analysis.md)
+# References up to this: exact search (streamed, no index), above: IVF. Measured with benchmarks/cluster.py
+# knn (512-d, 10k queries per direction, 1 thread; benchmarks/results/cluster/knn.json), both directions:
+#   50k refs  exact 11.2 s, IVF (nprobe nlist/8) 13.5 s;   150k refs  exact 35.0 s, IVF 51.5 s;
+#   500k refs exact 115 s, IVF 177-185 s (nprobe nlist/8) or 102 s (nlist/16, recall@20 0.9999).
+# Up to 500k references exact search is at most 12% slower than the best IVF and holds no index (an
+# IVF-Flat holds every reference: 1 GB at 500k), with recall 1; IVF only above, where it was not measured.
+EXACT_MAX = 500_000
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -42,7 +48,8 @@ class NeighborIndex:
     nlist : int or None
         IVF lists (default ``clip(sqrt(n_ref), 16, 1024)``).
     nprobe : int or None
-        Lists visited per query (default ``max(8, nlist // 8)``: recall >= 0.95 at 1M in the benchmark).
+        Lists visited per query (default ``max(8, nlist // 16)``: recall@20 0.9999 at 500k references in
+        the benchmark, 1.8x faster than ``nlist // 8`` at the same recall).
     seed : int
         Seed of the IVF training sample and of faiss' quantiser k-means.
 
@@ -72,7 +79,7 @@ class NeighborIndex:
         with compute_threads(self.threads):
             self.kind_ = "ivf"
             nlist = int(self.nlist or min(1024, max(16, round(math.sqrt(n_ref)))))
-            nprobe = int(self.nprobe or max(8, nlist // 8))
+            nprobe = int(self.nprobe or max(8, nlist // 16))
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = int(self.seed)
