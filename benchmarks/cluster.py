@@ -7,10 +7,12 @@ reported as such):
 
   kmeans   (wall time and CPU seconds: on a shared machine CPU seconds are the load-robust figure)
            N x 512 Gaussian-mixture latents (k true components), k=64 and k=256, at each --sizes:
-           hralign's clustering (FaissKMeans as ``analyze`` runs it: greedy k-means++ init, nredo=3,
-           niter=20, trained on a --train-points sample, every point assigned) vs scikit-learn
-           KMeans (k-means++, n_init=1, 25 Lloyd iterations, tol=0: the issue's baseline) and
-           MiniBatchKMeans (batch 4096); wall time, peak RSS, inertia on all points, NMI vs truth.
+           hralign's clustering (FaissKMeans trained on a --train-points sample, every point
+           assigned by faiss; methods ``hralign`` = the size rule ``analyze`` uses,
+           ``hralign-faiss`` = faiss Lloyd with greedy k-means++ x3, ``hralign-minibatch`` =
+           MiniBatchKMeans) vs scikit-learn KMeans (k-means++, n_init=1, 25 Lloyd iterations,
+           tol=0: the issue's baseline) and MiniBatchKMeans on all points (``minibatch``, batch
+           4096); wall time, CPU time, peak RSS, inertia on all points, NMI vs truth; ``--seeds``.
   knn      cross-embodiment kNN metrics on an N-latent synthetic file: the default index (exact up to
            500k references per direction), IVF (nprobe nlist/16 and nlist/8) and exact search on the
            same queries: metric values, recall@k and wall time of each.
@@ -21,7 +23,8 @@ reported as such):
            with an empty and then a warm numba cache.
 
 Usage:  python benchmarks/cluster.py kmeans [--sizes 100000 300000 1000000] [--ks 64 256] [--budget 300]
-        python benchmarks/cluster.py knn --n 1000000
+                                           [--threads 1] [--seeds 0 1 2] [--json FILE]
+        python benchmarks/cluster.py knn --n 1000000 [--threads 1] [--json FILE]
         python benchmarks/cluster.py analyze --n 1000000 [--one-embodiment] [--chromium]
         python benchmarks/cluster.py umap [--n 50000]
 Figures depend on the machine and on whatever else runs on it; the script prints both sides.
