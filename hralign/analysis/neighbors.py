@@ -1,14 +1,14 @@
 """Cross-embodiment neighbour metrics on FAISS indexes chosen by size, with their measured recall.
 
-Below ``exact_max`` reference latents the search is exact: brute force on L2-normalised rows (=
+Up to ``exact_max`` reference latents the search is exact: brute force on L2-normalised rows (=
 cosine, as :func:`hralign.metrics.knn_accuracy`) streamed over the references chunk by chunk
-(``faiss.knn`` + ``faiss.ResultHeap``), so no index is held in memory; above it an ``IndexIVFFlat`` (inverted lists over
-a k-means coarse quantiser, Jegou et al. 2011) trained on a seeded sample of the references and
-filled chunk by chunk (it holds every reference: 2 KB per 512-d latent, 1 GB for 500k).
-The queries are a bounded sample (``max_queries`` per direction, drawn from the stratified sample)
-so the cost at 1M latents is queries x references, not n^2. Approximate search changes the metric only through the neighbours it
-misses, so every metric carries the recall@k of its search against exact search on a seeded
-subset of its queries (exact top-k by chunked brute force, ``faiss.knn`` + ``faiss.ResultHeap``).
+(``faiss.knn`` + ``faiss.ResultHeap``), so no index is held in memory. Above it an
+``IndexIVFFlat`` (inverted lists over a k-means coarse quantiser, Jegou et al. 2011) trained on a
+seeded sample of the references and filled chunk by chunk (it holds every reference: 2 KB per
+512-d latent, 1 GB for 500k). The queries are a bounded sample (``max_queries`` per direction,
+drawn from the stratified sample), so the cost at 1M latents is queries x references, not n^2.
+Approximate search changes the metric only through the neighbours it misses, so every metric
+carries the recall@k of its search against exact search on a seeded subset of its queries.
 """
 
 from __future__ import annotations
