@@ -7,12 +7,15 @@ reported as such):
 
   kmeans   (wall time and CPU seconds: on a shared machine CPU seconds are the load-robust figure)
            N x 512 Gaussian-mixture latents (k true components), k=64 and k=256, at each --sizes:
-           hralign's clustering (FaissKMeans as ``analyze`` runs it: greedy k-means++ init, nredo=3,
-           niter=20, trained on a --train-points sample, every point assigned) vs scikit-learn
-           KMeans (k-means++, n_init=1, 25 Lloyd iterations, tol=0: the issue's baseline) and
-           MiniBatchKMeans (batch 4096); wall time, peak RSS, inertia on all points, NMI vs truth.
-  knn      cross-embodiment kNN metrics on an N-latent synthetic file: the default index (IVF above
-           50k references) vs exact search on the same queries: metric values both ways and recall@k.
+           hralign's clustering (FaissKMeans trained on a --train-points sample, every point
+           assigned by faiss; methods ``hralign`` = the size rule ``analyze`` uses,
+           ``hralign-faiss`` = faiss Lloyd with greedy k-means++ x3, ``hralign-minibatch`` =
+           MiniBatchKMeans) vs scikit-learn KMeans (k-means++, n_init=1, 25 Lloyd iterations,
+           tol=0: the issue's baseline) and MiniBatchKMeans on all points (``minibatch``, batch
+           4096); wall time, CPU time, peak RSS, inertia on all points, NMI vs truth; ``--seeds``.
+  knn      cross-embodiment kNN metrics on an N-latent synthetic file: the default index (exact up to
+           500k references per direction), IVF (nprobe nlist/16 and nlist/8) and exact search on the
+           same queries: metric values, recall@k and wall time of each.
   analyze  ``hralign analyze --latents`` on an N-latent synthetic file (2 embodiments, 8 tasks,
            64 clusters; ``--one-embodiment`` for a human-only file): wall time by stage, peak RSS,
            report size, and (with --chromium) the headless-Chromium check of the report.
@@ -20,7 +23,8 @@ reported as such):
            with an empty and then a warm numba cache.
 
 Usage:  python benchmarks/cluster.py kmeans [--sizes 100000 300000 1000000] [--ks 64 256] [--budget 300]
-        python benchmarks/cluster.py knn --n 1000000
+                                           [--threads 1] [--seeds 0 1 2] [--json FILE]
+        python benchmarks/cluster.py knn --n 1000000 [--threads 1] [--json FILE]
         python benchmarks/cluster.py analyze --n 1000000 [--one-embodiment] [--chromium]
         python benchmarks/cluster.py umap [--n 50000]
 Figures depend on the machine and on whatever else runs on it; the script prints both sides.
@@ -72,17 +76,18 @@ if {threads}:  # same thread count for every method (faiss OpenMP + BLAS + sklea
     threadpool_limits({threads}); faiss.omp_set_num_threads({threads})
 ru0 = resource.getrusage(resource.RUSAGE_SELF)
 t = time.perf_counter()
-if {method!r} == "hralign":
+if {method!r}.startswith("hralign"):
     from hralign.analysis import FaissKMeans
-    km = FaissKMeans(k={k}, seed=0, max_points=min({n}, {train}), threads={threads} or None).fit(x)
-    labels, inertia, extra = km.labels_, km.inertia_, f"threads {{km.threads or 'auto'}}, trained on {{km.n_train_points_}}"
+    how = {method!r}.partition("-")[2] or "auto"
+    km = FaissKMeans(k={k}, seed={seed}, max_points=min({n}, {train}), threads={threads} or None, method=how).fit(x)
+    labels, inertia, extra = km.labels_, km.inertia_, f"{{km.method_}} ({{how}}), trained on {{km.n_train_points_}}, all assigned"
 elif {method!r} == "sklearn":
     from sklearn.cluster import KMeans
-    km = KMeans(n_clusters={k}, n_init=1, max_iter=25, tol=0.0, init="k-means++", algorithm="lloyd", random_state=0).fit(x)
+    km = KMeans(n_clusters={k}, n_init=1, max_iter=25, tol=0.0, init="k-means++", algorithm="lloyd", random_state={seed}).fit(x)
     labels, inertia, extra = km.labels_, float(km.inertia_), "25 Lloyd iterations"
 else:
     from sklearn.cluster import MiniBatchKMeans
-    km = MiniBatchKMeans(n_clusters={k}, batch_size=4096, n_init=1, random_state=0).fit(x)
+    km = MiniBatchKMeans(n_clusters={k}, batch_size=4096, n_init=1, random_state={seed}).fit(x)
     labels = km.predict(x)
     inertia, extra = float(((x - km.cluster_centers_[labels]) ** 2).sum()), f"{{km.n_iter_}} epochs"
 sec = time.perf_counter() - t
@@ -107,30 +112,42 @@ def _child(code: str, budget: float, env: dict | None = None) -> tuple[dict | No
     return (json.loads(line[-1][7:]), f"{time.perf_counter() - t:.0f} s process") if line else (None, "no result")
 
 
-def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, methods: list[str], threads: int) -> None:
+def bench_kmeans(sizes: list[int], ks: list[int], budget: float, train: int, methods: list[str], threads: int,
+                 json_out: str | None = None, seeds: tuple[int, ...] = (0,)) -> None:
     print(f"k-means on N x 512 mixtures; cores visible {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; "
           f"budget {budget:.0f} s per run; hralign trains on {train} points; threads {threads or 'default'}")
     print(f"{'N':>8s} {'k':>4s} {'method':12s} {'time s':>8s} {'CPU s':>8s} {'CPU vs sk':>9s} {'peak RSS MB':>11s} "
           f"{'data MB':>8s} {'inertia':>12s} {'vs sklearn':>10s} {'NMI':>6s}  notes")
-    for n in sizes:
-        for k in ks:
-            res = {}
-            for m in methods:
-                res[m] = _child(KMEANS_CHILD.format(root=ROOT, n=n, k=k, method=m, train=train, threads=threads), budget)
-            base = res.get("sklearn", (None, ""))[0]
-            for m, (r, status) in res.items():
-                if r is None:
-                    print(f"{n:8d} {k:4d} {m:12s} {'-':>8s} {'':>8s} {'':>9s} {'':>11s} {'':>8s} {'':>12s} {'':>10s} "
-                          f"{'':>6s}  {status}", flush=True)
-                    continue
-                sp = f"{base['cpu'] / r['cpu']:.2f}x" if base else "-"
-                ri = f"{r['inertia'] / base['inertia'] - 1:+.2%}" if base else "-"
-                print(f"{n:8d} {k:4d} {m:12s} {r['sec']:8.1f} {r['cpu']:8.1f} {sp:>9s} {r['rss_peak']:11.0f} "
-                      f"{r['rss_data']:8.0f} {r['inertia']:12.5g} {ri:>10s} {r['nmi']:6.3f}  {r['extra']}", flush=True)
+    for n, k, seed in ((n, k, seed) for n in sizes for k in ks for seed in seeds):
+        res = {}
+        for m in methods:
+            res[m] = _child(KMEANS_CHILD.format(root=ROOT, n=n, k=k, method=m, train=train, threads=threads,
+                                                seed=seed), budget)
+        base = res.get("sklearn", (None, ""))[0]
+        if json_out:
+            _append_json(json_out, [dict(n=n, k=k, method=m, seed=seed, threads=threads, budget_s=budget, status=status,
+                                         load=os.getloadavg()[0], **(r or {})) for m, (r, status) in res.items()])
+        for m, (r, status) in res.items():
+            if r is None:
+                print(f"{n:8d} {k:4d} {m:12s} {'-':>8s} {'':>8s} {'':>9s} {'':>11s} {'':>8s} {'':>12s} {'':>10s} "
+                      f"{'':>6s}  {status}", flush=True)
+                continue
+            sp = f"{base['cpu'] / r['cpu']:.2f}x" if base else "-"
+            ri = f"{r['inertia'] / base['inertia'] - 1:+.2%}" if base else "-"
+            print(f"{n:8d} {k:4d} {m:12s} {r['sec']:8.1f} {r['cpu']:8.1f} {sp:>9s} {r['rss_peak']:11.0f} "
+                  f"{r['rss_data']:8.0f} {r['inertia']:12.5g} {ri:>10s} {r['nmi']:6.3f}  seed {seed}; {r['extra']}", flush=True)
+
+
+def _append_json(path: str, rows: list[dict]) -> None:
+    """Append result rows to a JSON list file (created if missing)."""
+    p = Path(path)
+    old = json.loads(p.read_text()) if p.exists() else []
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(old + rows, indent=1))
 
 
 KNN_CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from hralign.analysis import open_latents, Rows, stratified_sample
@@ -140,34 +157,49 @@ ls = f.views["frozen"].latents
 rows = Rows(ls.latents)
 sample = stratified_sample(ls.domain, ls.task, 50000, 0)
 out = {{}}
-for label, exact_max in (("default", None), ("exact", 10**12)):
+for label, kw in {variants!r}:
     t = time.perf_counter()
-    kw = {{}} if exact_max is None else {{"exact_max": exact_max}}
-    m = cross_knn(rows, ls.domain.astype(np.int64), ls.task, k=20, queries=sample, pair=ls.pair, t=ls.t, seed=0, **kw)
+    m = cross_knn(rows, ls.domain.astype(np.int64), ls.task, k=20, queries=sample, pair=ls.pair, t=ls.t, seed=0,
+                  threads={threads}, **kw)
     m["sec"] = time.perf_counter() - t
+    m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out[label] = m
 print("RESULT " + json.dumps(out))
 """
 
+KNN_VARIANTS = [("default", {}), ("ivf", {"exact_max": 0}), ("ivf nprobe nlist/8", {"exact_max": 0, "nprobe": "nlist/8"}),
+                ("exact", {"exact_max": 10**12})]
 
-def bench_knn(n: int, budget: float, workdir: Path) -> None:
+
+def bench_knn(n: int, budget: float, workdir: Path, threads: int, variants: list[str], json_out: str | None) -> None:
+    import math
+
     from hralign.analysis.synth import write_synthetic_latents
 
     path = workdir / f"synth_{n}.h5"
     if not path.exists():
         write_synthetic_latents(path, n, dim=512, num_clusters=64, num_tasks=8, seed=0)
-    r, status = _child(KNN_CHILD.format(root=ROOT, path=str(path)), budget)
-    print(f"cross-embodiment neighbour metrics, {n} x 512 latents (half human, half robot), k=20, "
-          f"queries: a stratified 50k sample, at most 10k per direction ({status})")
+    nlist = min(1024, max(16, round(math.sqrt(n // 2))))
+    chosen = []
+    for label, kw in KNN_VARIANTS:
+        if label in variants:
+            kw = dict(kw)
+            if kw.get("nprobe") == "nlist/8":  # the default before it was measured (now nlist/16)
+                kw["nprobe"] = max(8, nlist // 8)
+            chosen.append((label, kw))
+    r, status = _child(KNN_CHILD.format(root=ROOT, path=str(path), variants=chosen, threads=threads), budget)
+    print(f"cross-embodiment neighbour metrics, {n} x 512 latents (half human, half robot: {n // 2} references per "
+          f"direction), k=20, queries: a stratified 50k sample, at most 10k per direction; threads {threads} ({status})")
     if r is None:
         return
+    if json_out:
+        _append_json(json_out, [dict(n=n, variant=v, threads=threads, load=os.getloadavg()[0], **m) for v, m in r.items()])
     keys = ("knn_robot_to_human", "knn_human_to_robot", "knn_cross", "retrieval_robot_to_human",
-            "knn_robot_to_human_recall", "knn_human_to_robot_recall", "knn_index", "sec")
-    print(f"{'':28s} {'default index':>34s} {'exact':>34s}")
+            "knn_robot_to_human_recall", "knn_human_to_robot_recall", "knn_index", "sec", "peak_rss_mb")
+    print(f"{'':28s}" + "".join(f"{v:>40s}" for v in r))
     for key in keys:
-        a, b = r["default"][key], r["exact"][key]
-        fmt = (lambda v: f"{v:.4f}") if isinstance(a, float) else str
-        print(f"{key:28s} {fmt(a):>34s} {fmt(b):>34s}")
+        cells = [r[v][key] for v in r]
+        print(f"{key:28s}" + "".join(f"{(f'{c:.4f}' if isinstance(c, float) else str(c)):>40s}" for c in cells))
 
 
 def chromium_check(report: Path) -> str:
@@ -220,6 +252,8 @@ def bench_analyze(n: int, one_embodiment: bool, budget: float, workdir: Path, ch
     print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings"].items()))
     print(f"report.html {(out / 'report.html').stat().st_size / 2**20:.2f} MB; latents.h5 "
           f"{(out / 'latents.h5').stat().st_size / 2**20:.0f} MB; in-process peak RSS {summary['peak_rss_mb']:.0f} MB")
+    print("peak RSS after each stage (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                                          summary.get("peak_rss_after_stage_mb", {}).items()))
     if chromium:
         print(f"headless Chromium: {chromium_check(out / 'report.html')}")
 
@@ -266,11 +300,17 @@ def main() -> None:
     k.add_argument("--ks", type=int, nargs="+", default=[64, 256])
     k.add_argument("--budget", type=float, default=300)
     k.add_argument("--train-points", type=int, default=50_000)
-    k.add_argument("--methods", nargs="+", default=["hralign", "sklearn", "minibatch"])
+    k.add_argument("--methods", nargs="+", default=["hralign", "sklearn", "minibatch"],
+                   help="hralign (method auto), hralign-faiss, hralign-minibatch, sklearn, minibatch")
+    k.add_argument("--json", default=None, help="append the rows to this JSON file")
+    k.add_argument("--seeds", type=int, nargs="+", default=[0], help="clustering seeds (the data seed stays 0)")
     k.add_argument("--threads", type=int, default=0, help="threads for every method (0: each library's default)")
     q = sub.add_parser("knn")
     q.add_argument("--n", type=int, default=1_000_000)
     q.add_argument("--budget", type=float, default=1200)
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--variants", nargs="+", default=[v for v, _ in KNN_VARIANTS])
+    q.add_argument("--json", default=None, help="append the rows to this JSON file")
     a = sub.add_parser("analyze")
     a.add_argument("--n", type=int, default=1_000_000)
     a.add_argument("--one-embodiment", action="store_true")
@@ -283,10 +323,10 @@ def main() -> None:
         p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "hralign_bench_cluster"))
     args = ap.parse_args()
     if args.cmd == "kmeans":
-        bench_kmeans(args.sizes, args.ks, args.budget, args.train_points, args.methods, args.threads)
+        bench_kmeans(args.sizes, args.ks, args.budget, args.train_points, args.methods, args.threads, args.json, tuple(args.seeds))
     elif args.cmd == "knn":
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        bench_knn(args.n, args.budget, Path(args.workdir))
+        bench_knn(args.n, args.budget, Path(args.workdir), args.threads, args.variants, args.json)
     elif args.cmd == "analyze":
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         bench_analyze(args.n, args.one_embodiment, args.budget, Path(args.workdir), args.chromium, args.extra)

@@ -104,6 +104,29 @@ def test_kmeans_sample_then_assign_matches_sklearn_quality_and_is_thread_indepen
         FaissKMeans(k=12, init_size=3).fit(x)
 
 
+def test_kmeans_minibatch_method_is_seeded_thread_independent_and_chosen_by_size(monkeypatch):
+    from hralign.analysis import cluster
+
+    x, y = blobs(6000, 8, 16, seed=3)
+    a = FaissKMeans(k=8, seed=0, method="minibatch", threads=1).fit(x)
+    b = FaissKMeans(k=8, seed=0, method="minibatch", threads=2).fit(x)
+    assert a.method_ == "minibatch" and a.n_train_points_ == 6000
+    np.testing.assert_array_equal(a.labels_, b.labels_)  # same seed: same clusters, whatever the threads
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert not np.array_equal(a.cluster_centers_, FaissKMeans(k=8, seed=1, method="minibatch").fit(x).cluster_centers_)
+    sk = KMeans(n_clusters=8, n_init=1, random_state=0).fit(x)
+    assert a.inertia_ <= 1.01 * sk.inertia_
+    # the size rule: MiniBatchKMeans from both thresholds on (training points and k), faiss below, faiss on GPU
+    monkeypatch.setattr(cluster, "MINIBATCH_FROM", {"n_train": 1000, "k": 8})
+    assert cluster.choose_method(999, 8, gpu=False) == "faiss" and cluster.choose_method(1000, 8, gpu=False) == "minibatch"
+    assert cluster.choose_method(10**6, 7, gpu=False) == "faiss"
+    assert cluster.choose_method(10**6, 8, gpu=True) == "faiss"
+    assert FaissKMeans(k=8, seed=0, max_points=900).fit(x).method_ == "faiss"
+    assert FaissKMeans(k=8, seed=0, max_points=2000).fit(x).method_ == "minibatch"
+    with pytest.raises(HRAlignError, match="`method` should be one of auto, faiss, minibatch"):
+        FaissKMeans(k=8, method="lloyd").fit(x)
+
+
 def test_compute_threads_restores_faiss_setting():
     import faiss
 

@@ -161,3 +161,45 @@ def test_feature_cache_two_processes_write_the_same_file(tiny_pairs, tmp_path):
     for k in a:
         assert np.array_equal(a[k], b[k]), k
     assert (tmp_path / "one.json").read_text() == (tmp_path / "two.json").read_text()
+
+
+def test_analyze_encoder_pass_shards_merge_to_the_one_process_latents(tiny_pairs, tmp_path, monkeypatch):
+    """``hralign analyze``'s encoder pass: shards simulated in turn (rank 1, then the main rank 0)
+    give the main process exactly the per-clip latents one process computes."""
+    from hralign.analysis.config import AnalyzeConfig
+    from hralign.analysis.run import _encode
+
+    monkeypatch.setattr(Shard, "barrier", lambda self: None)
+    pf = PairsFile(tiny_pairs)
+    cfg = AnalyzeConfig(pairs=str(tiny_pairs), out=str(tmp_path / "r"), encoder="x", batch_size=5, progress=False)
+    enc = torch.nn.Module()
+    enc.forward = _mean_rgb
+    clips = np.arange(pf.num_clips("robot"))
+    one = _encode(enc, pf, "robot", clips, 2, cfg, None, "frozen robot")
+    assert _encode(enc, pf, "robot", clips, 2, cfg, None, "frozen robot", Shard(1, 2)) is None
+    two = _encode(enc, pf, "robot", clips, 2, cfg, None, "frozen robot", Shard(0, 2))
+    assert len(one) == len(two) == len(clips) and all(np.array_equal(a, b) for a, b in zip(one, two))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # part files removed
+
+
+@needs_torchrun
+def test_analyze_two_processes_give_the_one_process_latents(tiny_pairs, tiny_lam, tmp_path):
+    """``hralign analyze --encoder lam:DIR`` under torchrun (2 CPU processes) vs one process: the same
+    latents and codes bit for bit, the same clusters and metrics; only the main process reports."""
+    import json
+
+    import h5py
+
+    common = ["--pairs", str(tiny_pairs), "--encoder", f"lam:{tiny_lam[0]}", "--batch-size", "7", "--device", "cpu",
+              "--no-umap", "--k", "4"]
+    out = _run([TORCHRUN, "--nproc_per_node", "2", "--master_port", "29543", "-m", "hralign.cli.main", "analyze",
+                *common, "--out", str(tmp_path / "two")])
+    assert out.count("report:") == 1 and "sharded over 2 processes" in out, out
+    _run([sys.executable, "-m", "hralign.cli.main", "analyze", *common, "--out", str(tmp_path / "one")])
+    with h5py.File(tmp_path / "one" / "latents.h5", "r") as a, h5py.File(tmp_path / "two" / "latents.h5", "r") as b:
+        assert a["views/frozen/latents"].shape[0] > 7  # several batches: the shards really split the work
+        for k in ("latents", "codes", "clusters"):
+            assert np.array_equal(a[f"views/frozen/{k}"][()], b[f"views/frozen/{k}"][()]), k
+    ma, mb = (json.loads((tmp_path / r / "metrics.json").read_text())["views"] for r in ("one", "two"))
+    assert ma == mb
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no part files left

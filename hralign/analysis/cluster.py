@@ -14,6 +14,10 @@ What makes it faster than scikit-learn at the same inertia (measured in ``benchm
 - **sample then assign**: Lloyd iterations run on ``max_points`` training points (a seeded
   sample, or the stratified sample the pipeline passes), then every point is assigned to its
   nearest centroid chunk by chunk (:meth:`assign`), so 1M x 512 never needs a full-data Lloyd.
+- **method by measurement**: where ``benchmarks/cluster.py`` measured scikit-learn's
+  ``MiniBatchKMeans`` faster at an inertia within 1% of KMeans (:data:`MINIBATCH_FROM`, figures in
+  its comment and docs/analysis.md) it trains the centroids; faiss Lloyd elsewhere. Assignment of
+  every point is faiss either way.
 - **threads**: on a machine where other jobs use every core, OpenMP/BLAS spin-waiting makes 2
   threads 3-5x slower than 1 (measured); ``threads=None`` picks the idle core count
   (:func:`auto_threads`). Results do not depend on the thread count (faiss sums each centroid
@@ -50,6 +54,19 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 _INIT = ("k-means++", "random")
+METHODS = ("auto", "faiss", "minibatch")
+MINIBATCH_BATCH = 4096  # MiniBatchKMeans batch size (the one measured)
+# Training method (``method="auto"``, :func:`choose_method`): MiniBatchKMeans from these training-set
+# sizes and k on, faiss Lloyd below. Measured with benchmarks/cluster.py kmeans (N x 512 mixtures of
+# k true clusters, 1 thread, both trained on the same 50k-point sample, every point assigned;
+# benchmarks/results/cluster/kmeans.json, docs/analysis.md): inertia vs scikit-learn KMeans (25 Lloyd
+# iterations on all points), mean of the runs (100k: seeds 0-2; 300k, 1M: seed 0), and CPU s:
+#   k=64  MiniBatch -0.8% (runs -5.4%..+5.8%), faiss -1.7% (-10.4%..+6.6%); 6.4-8.6 s vs 8.5-9.2 s
+#   k=256 MiniBatch -1.8% (runs -4.3%..+1.1%), faiss -1.9% (-3.6%..-0.6%); 14-19 s vs 24-30 s
+# Single runs spread by +-5% at k=64 for every method (scikit-learn's own seeds too: local optima of
+# the mixture), so the means decide: MiniBatch is within 1% of KMeans and faster (1.05-1.3x at
+# k=64, 1.5-1.9x at k=256). Below 50k training points or k=64 it was not measured: faiss there.
+MINIBATCH_FROM: dict[str, int] = {"n_train": 50_000, "k": 64}
 
 
 def auto_threads() -> int:
@@ -115,6 +132,10 @@ class FaissKMeans:
         subsampling (``max_points_per_centroid``) is switched off either way.
     init_size : int or None
         Points the greedy k-means++ draws from (default ``100 * k``).
+    method : {"auto", "faiss", "minibatch"}
+        How the centroids are trained: "faiss" (Lloyd, the options above), "minibatch"
+        (scikit-learn ``MiniBatchKMeans``, batch 4096, ``nredo`` inits, its own k-means++ and
+        convergence; ``niter``/``init``/``init_size`` unused), "auto": :func:`choose_method`.
     threads : int or None
         faiss / BLAS threads (None: :func:`auto_threads`).
 
@@ -124,11 +145,12 @@ class FaissKMeans:
     labels_ : ndarray of shape (n_samples,)  cluster of each point of X
     inertia_ : float  sum of squared distances of the points of X to their centroid
     n_train_points_ : int  how many points trained the centroids
+    method_ : str  "faiss" or "minibatch", the method that trained them
     """
 
     def __init__(self, k: int = 16, spherical: bool = False, nredo: int = 3, niter: int = 20, seed: int = 0,
                  use_gpu: bool | str = "auto", init: str = "k-means++", max_points: int | None = None,
-                 init_size: int | None = None, threads: int | None = None) -> None:
+                 init_size: int | None = None, threads: int | None = None, method: str = "auto") -> None:
         self.k = k
         self.spherical = spherical
         self.nredo = nredo
@@ -139,6 +161,7 @@ class FaissKMeans:
         self.max_points = max_points
         self.init_size = init_size
         self.threads = threads
+        self.method = method
 
     def _check_params(self, n: int) -> None:
         for name in ("k", "nredo", "niter"):
@@ -149,6 +172,8 @@ class FaissKMeans:
             raise HRAlignError(f"`k` ({self.k}) is larger than the number of points ({n}); use k <= {n}")
         if self.use_gpu not in ("auto", True, False):
             raise HRAlignError(f"`use_gpu` should be 'auto', True or False but the value passed is {self.use_gpu!r}")
+        if self.method not in METHODS:
+            raise HRAlignError(f"`method` should be one of {', '.join(METHODS)} but the value passed is {self.method!r}")
         if self.init not in _INIT:
             raise HRAlignError(f"`init` should be one of {', '.join(_INIT)} but the value passed is {self.init!r}")
         if self.max_points is not None and self.max_points < self.k:
@@ -169,9 +194,10 @@ class FaissKMeans:
         if self.max_points is not None and self.max_points < n:
             train = x[np.sort(rng.choice(n, size=int(self.max_points), replace=False))]
         ngpu = _gpu_count(self.use_gpu)
+        method = choose_method(len(train), int(self.k), gpu=bool(ngpu)) if self.method == "auto" else self.method
         best = None
         with compute_threads(self.threads):
-            for r in range(int(self.nredo)):
+            for r in range(int(self.nredo) if method == "faiss" else 0):
                 km = faiss.Kmeans(
                     d, int(self.k), niter=int(self.niter), nredo=1, spherical=bool(self.spherical),
                     seed=int(self.seed) + r, verbose=False, gpu=ngpu if ngpu else False,
@@ -193,13 +219,25 @@ class FaissKMeans:
                 obj = float(km.obj[-1]) if len(km.obj) else math.inf
                 if best is None or obj < best[0]:
                     best = (obj, np.asarray(km.centroids, dtype=np.float32).reshape(self.k, d).copy())
+            if method == "minibatch":
+                best = (None, self._minibatch(train))
             self.cluster_centers_ = best[1]
+            self.method_ = method
             self.n_train_points_ = len(train)
             self.n_features_in_ = d
             self.labels_, dist = self._assign(x)
         self.inertia_ = float(dist.sum())
         self.gpu_ = bool(ngpu)
         return self
+
+    def _minibatch(self, train: np.ndarray) -> np.ndarray:
+        """Centroids from scikit-learn's MiniBatchKMeans (seeded; ``nredo`` k-means++ inits)."""
+        from sklearn.cluster import MiniBatchKMeans
+
+        mb = MiniBatchKMeans(n_clusters=int(self.k), batch_size=MINIBATCH_BATCH, n_init=int(self.nredo),
+                             random_state=int(self.seed)).fit(train)
+        c = np.asarray(mb.cluster_centers_, dtype=np.float32)
+        return np.ascontiguousarray(_normalize(c) if self.spherical else c, dtype=np.float32)
 
     def _assign(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centroid (L2; on normalised data the same as max cosine) and its squared distance.
@@ -250,7 +288,18 @@ class FaissKMeans:
     def __repr__(self) -> str:
         return (f"FaissKMeans(k={self.k}, spherical={self.spherical}, nredo={self.nredo}, niter={self.niter}, "
                 f"seed={self.seed}, use_gpu={self.use_gpu!r}, init={self.init!r}, max_points={self.max_points}, "
-                f"init_size={self.init_size}, threads={self.threads})")
+                f"init_size={self.init_size}, threads={self.threads}, method={self.method!r})")
+
+
+def choose_method(n_train: int, k: int, gpu: bool | None = None) -> str:
+    """Training method for ``n_train`` points and ``k`` clusters by the measured rule
+    (:data:`MINIBATCH_FROM`); faiss on a GPU (``gpu`` None: whether faiss sees one), where faiss'
+    Lloyd is the fast path and MiniBatchKMeans was not measured against it."""
+    if gpu is None:
+        gpu = _gpu_count("auto") > 0
+    if gpu:
+        return "faiss"
+    return "minibatch" if n_train >= MINIBATCH_FROM["n_train"] and k >= MINIBATCH_FROM["k"] else "faiss"
 
 
 def knn_search(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,11 +1,14 @@
 """Cross-embodiment neighbour metrics on FAISS indexes chosen by size, with their measured recall.
 
-Below ``exact_max`` reference latents the search is exact (``IndexFlatIP`` on L2-normalised rows =
-cosine, as :func:`hralign.metrics.knn_accuracy`); above it an ``IndexIVFFlat`` (inverted lists over
-a k-means coarse quantiser, Jegou et al. 2011) trained on a seeded sample of the references and
-filled chunk by chunk. Approximate search changes the metric only through the neighbours it
-misses, so every metric carries the recall@k of its search against exact search on a seeded
-subset of its queries (exact top-k by chunked brute force, ``faiss.knn`` + ``faiss.ResultHeap``).
+Up to ``exact_max`` reference latents the search is exact: brute force on L2-normalised rows (=
+cosine, as :func:`hralign.metrics.knn_accuracy`) streamed over the references chunk by chunk
+(``faiss.knn`` + ``faiss.ResultHeap``), so no index is held in memory. Above it an
+``IndexIVFFlat`` (inverted lists over a k-means coarse quantiser, Jegou et al. 2011) trained on a
+seeded sample of the references and filled chunk by chunk (it holds every reference: 2 KB per
+512-d latent, 1 GB for 500k). The queries are a bounded sample (``max_queries`` per direction,
+drawn from the stratified sample), so the cost at 1M latents is queries x references, not n^2.
+Approximate search changes the metric only through the neighbours it misses, so every metric
+carries the recall@k of its search against exact search on a seeded subset of its queries.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from hralign.errors import HRAlignError
 from hralign.metrics import knn_vote
 
 HUMAN, ROBOT = 0, 1
-EXACT_MAX = 50_000  # references up to this: exact search (IVF buys nothing below; measured in benchmarks/cluster.py)
+# References up to this: exact search (streamed, no index), above: IVF. Measured with benchmarks/cluster.py
+# knn (512-d, 10k queries per direction, 1 thread; benchmarks/results/cluster/knn.json), both directions:
+#   50k refs  exact 11.2 s, IVF (nprobe nlist/8) 13.5 s;   150k refs  exact 35.0 s, IVF 51.5 s;
+#   500k refs exact 115 s, IVF 177-185 s (nprobe nlist/8) or 102 s (nlist/16, recall@20 0.9999).
+# Up to 500k references exact search is at most 12% slower than the best IVF and holds no index (an
+# IVF-Flat holds every reference: 1 GB at 500k), with recall 1; IVF only above, where it was not measured.
+EXACT_MAX = 500_000
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -39,7 +48,8 @@ class NeighborIndex:
     nlist : int or None
         IVF lists (default ``clip(sqrt(n_ref), 16, 1024)``).
     nprobe : int or None
-        Lists visited per query (default ``max(8, nlist // 8)``: recall >= 0.95 at 1M in the benchmark).
+        Lists visited per query (default ``max(8, nlist // 16)``: recall@20 0.9999 at 500k references in
+        the benchmark, 1.8x faster than ``nlist // 8`` at the same recall).
     seed : int
         Seed of the IVF training sample and of faiss' quantiser k-means.
 
@@ -63,27 +73,25 @@ class NeighborIndex:
         if n_ref == 0:
             raise HRAlignError("NeighborIndex: no reference rows (empty mask)")
         d = rows.dim
+        if n_ref <= self.exact_max:  # brute force at search time (:meth:`_brute`): nothing to build or hold
+            self.kind_, self.desc_ = "exact", "exact (brute force, streamed)"
+            return self
         with compute_threads(self.threads):
-            if n_ref <= self.exact_max:
-                self.kind_ = "exact"
-                self.index_ = faiss.IndexFlatIP(d)
-                self.desc_ = "exact (IndexFlatIP)"
-            else:
-                self.kind_ = "ivf"
-                nlist = int(self.nlist or min(1024, max(16, round(math.sqrt(n_ref)))))
-                nprobe = int(self.nprobe or max(8, nlist // 8))
-                quantizer = faiss.IndexFlatIP(d)
-                index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-                index.cp.seed = int(self.seed)
-                index.cp.niter = 10
-                index.cp.max_points_per_centroid = 10**9  # our sample is the training set
-                index.cp.min_points_per_centroid = 1
-                rng = np.random.default_rng(self.seed)
-                train = np.sort(rng.choice(self.ids_, size=min(n_ref, 30 * nlist), replace=False))
-                index.train(_unit(rows.take(train)))
-                index.nprobe = nprobe
-                self.index_, self._quantizer = index, quantizer  # keep the quantiser alive with the index
-                self.desc_ = f"IVF-Flat (nlist={nlist}, nprobe={nprobe})"
+            self.kind_ = "ivf"
+            nlist = int(self.nlist or min(1024, max(16, round(math.sqrt(n_ref)))))
+            nprobe = int(self.nprobe or max(8, nlist // 16))
+            quantizer = faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = int(self.seed)
+            index.cp.niter = 10
+            index.cp.max_points_per_centroid = 10**9  # our sample is the training set
+            index.cp.min_points_per_centroid = 1
+            rng = np.random.default_rng(self.seed)
+            train = np.sort(rng.choice(self.ids_, size=min(n_ref, 30 * nlist), replace=False))
+            index.train(_unit(rows.take(train)))
+            index.nprobe = nprobe
+            self.index_, self._quantizer = index, quantizer  # keep the quantiser alive with the index
+            self.desc_ = f"IVF-Flat (nlist={nlist}, nprobe={nprobe})"
             for a, chunk in rows.chunks():
                 sel = self.mask_[a:a + len(chunk)]
                 if sel.any():
@@ -93,13 +101,17 @@ class NeighborIndex:
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(cosine similarities (m, k), reference rows (m, k), -1 where fewer than k were found)."""
         k = min(int(k), len(self.ids_))
+        if self.kind_ == "exact":
+            return self._brute(q, k)
         with compute_threads(self.threads):
             sims, pos = self.index_.search(_unit(q), k)
         return sims, np.where(pos >= 0, self.ids_[np.maximum(pos, 0)], -1)
 
     def exact_search(self, q: np.ndarray, k: int) -> np.ndarray:
         """Exact top-k reference rows of ``q`` by brute force over the references, chunk by chunk."""
-        k = min(int(k), len(self.ids_))
+        return self._brute(q, min(int(k), len(self.ids_)))[1]
+
+    def _brute(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = _unit(q)
         heap = faiss.ResultHeap(len(q), k, keep_max=True)
         with compute_threads(self.threads):
@@ -109,7 +121,7 @@ class NeighborIndex:
                     s, i = faiss.knn(q, _unit(chunk[sel]), min(k, len(sel)), metric=faiss.METRIC_INNER_PRODUCT)
                     heap.add_result(s, np.where(i >= 0, sel[np.maximum(i, 0)] + a, -1))
         heap.finalize()
-        return heap.I
+        return heap.D, heap.I
 
     def recall(self, q: np.ndarray, k: int, found: np.ndarray) -> float:
         """recall@k of ``found`` (rows from :meth:`search`) against exact search; 1.0 for an exact index."""
@@ -123,7 +135,7 @@ class NeighborIndex:
 def cross_knn(latents, domain: np.ndarray, task: np.ndarray, k: int = 20, queries: np.ndarray | None = None,
               pair: np.ndarray | None = None, t: np.ndarray | None = None, max_queries: int = 10_000,
               recall_queries: int = 500, exact_max: int = EXACT_MAX, seed: int = 0,
-              threads: int | None = None) -> dict[str, float | str | None]:
+              threads: int | None = None, nprobe: int | None = None) -> dict[str, float | str | None]:
     """Cross-embodiment neighbour metrics with the recall of their search.
 
     - ``knn_robot_to_human`` / ``knn_human_to_robot``: weighted kNN (k) task accuracy of one
@@ -134,7 +146,8 @@ def cross_knn(latents, domain: np.ndarray, task: np.ndarray, k: int = 20, querie
       ``knn_index``: which index, ``knn_queries``: queries per direction.
 
     ``latents``: (n, d) array or :class:`Rows`; ``queries``: candidate query rows (e.g. the
-    stratified sample; default all), at most ``max_queries`` per direction (seeded).
+    stratified sample; default all), at most ``max_queries`` per direction (seeded);
+    ``exact_max`` / ``nprobe``: see :class:`NeighborIndex`.
     """
     rows = latents if isinstance(latents, Rows) else Rows(np.asarray(latents, np.float32))
     domain, task = np.asarray(domain), np.asarray(task)
@@ -159,7 +172,7 @@ def cross_knn(latents, domain: np.ndarray, task: np.ndarray, k: int = 20, querie
             qi = np.sort(rng.choice(qi, size=max_queries, replace=False))
         if len(qi) == 0:
             continue
-        index = NeighborIndex(exact_max=exact_max, seed=seed, threads=threads).fit(rows, domain == rd)
+        index = NeighborIndex(exact_max=exact_max, nprobe=nprobe, seed=seed, threads=threads).fit(rows, domain == rd)
         q = rows.take(qi)
         sims, found = index.search(q, k)
         labels = np.where(found >= 0, task[np.maximum(found, 0)], -1)
@@ -174,6 +187,7 @@ def cross_knn(latents, domain: np.ndarray, task: np.ndarray, k: int = 20, querie
             has = partner >= 0
             if has.any():
                 out["retrieval_robot_to_human"] = float((found[has] == partner[has, None]).any(1).mean())
+        del index, q  # an IVF index holds every reference: free it before the other direction builds its own
     if out["knn_robot_to_human"] is not None and out["knn_human_to_robot"] is not None:
         out["knn_cross"] = (out["knn_robot_to_human"] + out["knn_human_to_robot"]) / 2
     out["knn_index"] = "; ".join(sorted(set(descs)))

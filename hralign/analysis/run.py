@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hralign.analysis.cluster import FaissKMeans
+from hralign.analysis.cluster import FaissKMeans, choose_method
 from hralign.analysis.config import AnalyzeConfig
 from hralign.analysis.consistency import consistency_metrics, paired_agreement
 from hralign.analysis.embed import PCAEmbedding, UMAPEmbedding, embed_rows
@@ -30,11 +30,12 @@ from hralign.analysis.sample import stratified_sample
 from hralign.analysis.store import View, cache_key, open_latents, save_latents
 from hralign.atomic import atomic_dir, write_text_atomic
 from hralign.device import DeviceConfig, Placement, resolve
-from hralign.encoders.clips import encode_clips
+from hralign.encoders.clips import encode_clips, shard_clips
 from hralign.errors import HRAlignError
 from hralign.lam.encoder import find_codebook, latents_to_codes
 from hralign.pairs import PairsFile
 from hralign.pairs.split import DEFAULT_VAL_FRACTION, split_pairs
+from hralign.shard import Shard, current_shard, gather_parts
 
 
 @dataclass
@@ -46,6 +47,7 @@ class AnalysisResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
+    is_main: bool = True  # False on the other processes of a sharded encoder pass (they stop after it)
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool) -> None:
@@ -81,11 +83,31 @@ def _spec_of(model) -> dict:
 
 
 def _encode(model, pairs: PairsFile, domain: str, clips, gap: int, config: AnalyzeConfig, placement: Placement,
-            desc: str) -> list[np.ndarray]:
-    """Encoder pass: every frame (``gap`` 0) or frame pair of ``clips`` -> float32 arrays per clip."""
+            desc: str, shard: Shard = Shard()) -> list[np.ndarray] | None:
+    """Encoder pass: every frame (``gap`` 0) or frame pair of ``clips`` -> float32 arrays per clip.
+
+    Under a launcher (``shard.world`` > 1) each process encodes a contiguous run of whole batch
+    groups (:func:`shard_clips`: the batches one process would run, so the same floats) and the
+    main process gathers them in clip order (:func:`gather_parts`); the others get None.
+    """
     model.eval()
-    return [z.numpy() for z in encode_clips(model, pairs, domain, clips, gap=gap, batch_size=config.batch_size,
-                                            placement=placement, progress=config.progress, desc=desc)]
+    clips = np.asarray(clips, np.int64)
+    lo, hi = shard_clips(pairs, domain, clips, shard, gap, config.batch_size) if shard.world > 1 else (0, len(clips))
+    zs = [z.numpy() for z in encode_clips(model, pairs, domain, clips[lo:hi], gap=gap, batch_size=config.batch_size,
+                                          placement=placement, progress=config.progress, desc=desc)]
+    if shard.world == 1:
+        return zs
+    full = [z for z in zs if len(z)]
+    arrays = {"z": np.concatenate(full) if full else np.zeros((0, 0), np.float32),
+              "n": np.array([len(z) for z in zs], np.int64)}
+    out = Path(config.out)
+    merged = gather_parts(arrays, out.parent / f".{out.name}.parts-{desc.replace(' ', '-')}", shard)
+    if merged is None:
+        return None
+    z, n = merged["z"], merged["n"]
+    tail = z.shape[1:] if z.shape[0] else (zs[0].shape[1:] if zs else (0,))
+    return [z[a:b] if b > a else np.zeros((0, *tail), np.float32)
+            for a, b in zip(np.r_[0, np.cumsum(n)[:-1]], np.cumsum(n))]
 
 
 def is_latent_action_model(model) -> bool:
@@ -99,7 +121,7 @@ def lam_gap(model) -> int:
 
 
 def extract_lam_views(pairs: PairsFile, frozen, adapted, selection, gap: int, config: AnalyzeConfig,
-                      placement: Placement) -> dict[str, LatentSet]:
+                      placement: Placement, shard: Shard = Shard()) -> dict[str, LatentSet] | None:
     """Latent action model: its continuous latent of (x_t, x_{t+gap}) and its code (nearest codebook
     entries of the frozen LAM, also for the adapted view)."""
     codebook = find_codebook(frozen)
@@ -108,10 +130,12 @@ def extract_lam_views(pairs: PairsFile, frozen, adapted, selection, gap: int, co
         if d not in selection:
             continue
         clips = selection[d][0]
-        lat["frozen"][d] = _encode(frozen, pairs, d, clips, gap, config, placement, f"frozen {d}")
+        lat["frozen"][d] = _encode(frozen, pairs, d, clips, gap, config, placement, f"frozen {d}", shard)
         if adapted is not None:
             lat["adapted"][d] = (lat["frozen"][d] if d == "human" else
-                                 _encode(adapted, pairs, d, clips, gap, config, placement, f"adapted {d}"))
+                                 _encode(adapted, pairs, d, clips, gap, config, placement, f"adapted {d}", shard))
+    if not shard.is_main:
+        return None
     out = {}
     for view, per_domain in lat.items():
         if not per_domain:
@@ -124,17 +148,19 @@ def extract_lam_views(pairs: PairsFile, frozen, adapted, selection, gap: int, co
 
 
 def extract_views(pairs: PairsFile, frozen, adapted, selection, config: AnalyzeConfig,
-                  placement: Placement) -> dict[str, LatentSet]:
+                  placement: Placement, shard: Shard = Shard()) -> dict[str, LatentSet] | None:
     """Latent actions of the frozen view (and the adapted one): human features are computed once."""
     feats: dict[str, dict[str, list[np.ndarray]]] = {"frozen": {}, "adapted": {}}
     for d in DOMAINS:
         if d not in selection:
             continue
         clips = selection[d][0]
-        feats["frozen"][d] = _encode(frozen, pairs, d, clips, 0, config, placement, f"frozen {d}")
+        feats["frozen"][d] = _encode(frozen, pairs, d, clips, 0, config, placement, f"frozen {d}", shard)
         if adapted is not None:
             feats["adapted"][d] = (feats["frozen"][d] if d == "human" else
-                                   _encode(adapted, pairs, d, clips, 0, config, placement, f"adapted {d}"))
+                                   _encode(adapted, pairs, d, clips, 0, config, placement, f"adapted {d}", shard))
+    if not shard.is_main:
+        return None
     out = {}
     for view, per_domain in feats.items():
         if not per_domain:
@@ -165,8 +191,10 @@ def _domain_notes(domain: np.ndarray, source: str) -> list[str]:
     return notes
 
 
-def _encode_pairs(config: AnalyzeConfig, frozen, adapted, notes: list[str], cached: dict[str, View], reused: list[str]):
-    """Stage 1 with --pairs: (pairs file, latent sets per view, cache keys, gap, lam?, pair indices)."""
+def _encode_pairs(config: AnalyzeConfig, frozen, adapted, notes: list[str], cached: dict[str, View], reused: list[str],
+                  shard: Shard = Shard()):
+    """Stage 1 with --pairs: (pairs file, latent sets per view (None on a non-main shard), cache keys, gap, lam?,
+    pair indices)."""
     pairs = PairsFile(config.pairs)
     placement = resolve(DeviceConfig(config.device, config.precision))
     frozen = frozen.to(placement.device)
@@ -200,8 +228,8 @@ def _encode_pairs(config: AnalyzeConfig, frozen, adapted, notes: list[str], cach
         latsets = {v: cached[v].latents for v in lat_keys}
         reused.append("latents")
     else:
-        latsets = (extract_lam_views(pairs, frozen, adapted, selection, gap, config, placement) if lam
-                   else extract_views(pairs, frozen, adapted, selection, config, placement))
+        latsets = (extract_lam_views(pairs, frozen, adapted, selection, gap, config, placement, shard) if lam
+                   else extract_views(pairs, frozen, adapted, selection, config, placement, shard))
     return pairs, latsets, lat_keys, gap, lam, pair_idx, frozen
 
 
@@ -210,7 +238,10 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     """Run the whole analysis and write ``config.out`` atomically (a crash leaves the old one).
 
     ``frozen`` / ``adapted`` follow the Encoder contract (uint8 [B,H,W,3] -> [B, D]); with
-    ``config.latents`` no encoder is used and the stored latents are read in chunks.
+    ``config.latents`` no encoder is used and the stored latents are read in chunks. Under
+    ``torchrun`` / ``accelerate launch`` the encoder pass is sharded over the processes
+    (:func:`_encode`); the main process does the rest, the others return after the pass
+    (``is_main`` False, no metrics).
     """
     out = Path(config.out)
     check_output_dir(out, config.overwrite)
@@ -244,9 +275,20 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     else:
         if frozen is None:
             raise HRAlignError("run_analysis: `frozen` encoder is required with --pairs")
-        pairs, latsets, lat_keys, gap, lam, pair_idx, frozen = _encode_pairs(config, frozen, adapted, notes, cached, reused)
+        shard = current_shard()
+        pairs, latsets, lat_keys, gap, lam, pair_idx, frozen = _encode_pairs(config, frozen, adapted, notes, cached,
+                                                                             reused, shard)
+        if not shard.is_main:  # this process's share of the encoder pass is with the main process
+            pairs.close()
+            if cache_file is not None:
+                cache_file.close()
+            return AnalysisResult(out=out, metrics={}, is_main=False)
+        if shard.world > 1:
+            notes.append(f"encoder pass sharded over {shard.world} processes (whole batches each: the latents one "
+                         "process computes); clusters, maps and metrics in the main process.")
         tasks = pairs.tasks
     timings["latents_s"] = time.perf_counter() - t0
+    rss = {"latents": _peak_rss_mb()}  # peak RSS so far after each stage (MB): which step needs the memory
     first = next(iter(latsets.values()))
     n = len(first)
     if config.k > n:
@@ -262,6 +304,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
         notes.append(f"{n} latents: k-means trained, the 2-D map fitted and kNN queried on a stratified sample of "
                      f"{len(sample)} (--max-points); every latent is clustered, mapped and counted.")
     timings["sample_s"] = time.perf_counter() - t0
+    rss["sample"] = _peak_rss_mb()
 
     # -- 2-4. per view: space, clusters, 2-D map, metrics
     views: dict[str, View] = {}
@@ -269,6 +312,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     metrics: dict[str, dict] = {}
     timings.update(cluster_s=0.0, map_s=0.0, metrics_s=0.0)
     use_cache = "latents" in reused
+    km_method = choose_method(len(sample), config.k)  # the size rule (cluster.py)
     for vname, ls in latsets.items():
         rows = Rows(ls.latents)
         space = rows
@@ -276,7 +320,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
             wh = LatentWhitener(seed=config.seed).fit(rows.take(sample))
             space = Rows(ls.latents, transform=wh.transform)
         ckey = cache_key(lat=lat_keys[vname], k=config.k, sph=config.spherical, nredo=config.nredo,
-                         niter=config.niter, whiten=config.whiten, max_points=config.max_points, v=2)
+                         niter=config.niter, whiten=config.whiten, max_points=config.max_points, method=km_method, v=3)
         mkey = cache_key(lat=lat_keys[vname], whiten=config.whiten, umap=config.umap, nn=config.n_neighbors,
                          max_points=config.max_points, v=2)
         old = cached.get(vname)
@@ -287,10 +331,11 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
             reused.append(f"clusters[{vname}]")
         else:
             km = FaissKMeans(k=config.k, spherical=config.spherical, nredo=config.nredo, niter=config.niter,
-                             seed=config.seed).fit(space.take(sample))
+                             seed=config.seed, method=km_method).fit(space.take(sample))
             clusters, dists[vname] = km.assign(space)
             centroids = km.cluster_centers_
         timings["cluster_s"] += time.perf_counter() - t0
+        rss[f"clusters[{vname}]"] = _peak_rss_mb()
         t0 = time.perf_counter()
         if use_cache and old is not None and old.keys.get("map_key") == mkey and old.map2d is not None:
             map2d, method = old.map2d, old.map_method
@@ -302,6 +347,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
                 notes.append(f"only {n} latents: PCA map instead of UMAP")
             map2d, method = embed_rows(emb, space, sample), emb.method
         timings["map_s"] += time.perf_counter() - t0
+        rss[f"map[{vname}]"] = _peak_rss_mb()
         views[vname] = View(latents=ls, clusters=clusters, centroids=centroids, map2d=map2d, map_method=method,
                             keys={"latents_key": lat_keys[vname], "cluster_key": ckey, "map_key": mkey})
         t0 = time.perf_counter()
@@ -316,6 +362,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
             c = np.asarray(centroids, np.float32)
             dists[vname] = np.concatenate([((ch - c[clusters[a:a + len(ch)]]) ** 2).sum(1) for a, ch in space.chunks()])
         timings["metrics_s"] += time.perf_counter() - t0
+        rss[f"metrics[{vname}]"] = _peak_rss_mb()
     method = next(iter(views.values())).map_method
     knn_index = next(iter(metrics.values())).get("knn_index")
 
@@ -342,8 +389,9 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     info.update({
         "latents analysed": f"{n} ({int((first.domain == 0).sum())} human, {int((first.domain == 1).sum())} robot); "
                             f"stratified sample {len(sample)}",
-        "clusters": f"FAISS k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}, "
-                    f"greedy k-means++ init, trained on the sample, every latent assigned",
+        "clusters": (f"k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}, "
+                     + ("scikit-learn MiniBatchKMeans" if km_method == "minibatch" else "FAISS Lloyd, greedy k-means++ init")
+                     + " on the sample (size rule), every latent assigned by FAISS"),
         "2-D map": ("UMAP (FAISS kNN, n_neighbors=%d, seed %d), fitted on a sample, transform for the rest"
                     % (config.n_neighbors, config.seed)) if method == "umap" else "PCA (first two components; UMAP off)",
         "kNN index": str(knn_index or "none"),
@@ -371,6 +419,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
         timings["total_s"] = time.perf_counter() - t_start
         summary = {"views": metrics, "notes": notes, "timings": timings, "reused": reused,
                    "config": asdict(config), "map_method": method, "peak_rss_mb": _peak_rss_mb(),
+                   "peak_rss_after_stage_mb": rss,
                    "num_sampled": len(sample)}
         write_text_atomic(tmp / "metrics.json", json.dumps(summary, indent=2))
         write_report(tmp / "report.html", title="hralign latent-action analysis", info=info, notes=notes,

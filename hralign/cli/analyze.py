@@ -29,6 +29,8 @@ def analyze(**kwargs) -> None:
     check_output_dir(config.out, config.overwrite)  # before loading models: fail fast
     frozen, adapted, info = load_models(config) if config.pairs else (None, None, {})
     result = run_analysis(config, frozen, adapted, log=click.echo, extra_info=info)
+    if not result.is_main:  # another process of a sharded encoder pass: the main one reports
+        return
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(format_metrics(result.metrics))
