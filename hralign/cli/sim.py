@@ -102,6 +102,7 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
 @click.option("--few-shot", type=int, default=_E.few_shot, show_default=True, help=_help(SimEvalConfig, "few_shot"))
 @click.option("--steps", type=int, default=_E.steps, show_default=True, help=_help(SimEvalConfig, "steps"))
 @click.option("--batch-size", type=int, default=_E.batch_size, show_default=True, help=_help(SimEvalConfig, "batch_size"))
+@click.option("--lr", type=float, default=None, help=_help(SimEvalConfig, "lr"))
 @click.option("--max-steps", type=int, default=_E.max_steps, show_default=True, help=_help(SimEvalConfig, "max_steps"))
 @click.option("--eval-seed", type=int, default=_E.eval_seed, show_default=True, help=_help(SimEvalConfig, "eval_seed"))
 @click.option("--envs", type=int, default=_E.envs, show_default=True, help=_help(SimEvalConfig, "envs"))
@@ -116,7 +117,7 @@ def collect_cmd(tasks: str, episodes: int, image_size: int, camera: str, human_c
 def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None, encoder_image_size: int | None,
              name: str | None,
              proprio_row: bool, protocol: str, rollouts: int, seeds: int, few_shot: int, steps: int, batch_size: int,
-             max_steps: int, eval_seed: int, envs: int, out: str, resume: bool, as_json: bool, device: str,
+             lr: float | None, max_steps: int, eval_seed: int, envs: int, out: str, resume: bool, as_json: bool, device: str,
              precision: str, policy: str, **gr1_opts: Any) -> None:
     """Train R3M's BC head on the protocol's demos and execute it closed loop from the robot view.
 
@@ -141,7 +142,7 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
         raise HRAlignError(f"--pretrain-steps should be >= 0 but the value passed is {pretrain_steps}")
     gr1 = GR1Config(**{"gripper_dims": "none", **chosen})
     cfg = SimEvalConfig(protocol=protocol, rollouts=rollouts, seeds=seeds, few_shot=few_shot, steps=steps,
-                        batch_size=batch_size, max_steps=max_steps, eval_seed=eval_seed, envs=envs, device=device,
+                        batch_size=batch_size, lr=lr, max_steps=max_steps, eval_seed=eval_seed, envs=envs, device=device,
                         precision=precision, policy=policy)
     variants: dict = {}
     if proprio_row:
