@@ -4,50 +4,76 @@ Issue 18, "Must show" 1. Every row uses the same frozen encoder, the same demos 
 one pairs file from ``hralign sim collect``) and the same goals (``--eval-seed``); rows differ only in
 the policy:
 
+* ``proprio-only`` BC on proprio (the floor);
 * ``bc``          R3M's BC (BatchNorm, 2 x 256, MSE), features + proprio of one frame;
 * ``gr1``         the GR-1-style transformer (``hralign.policy.gr1``), stage 2 only;
 * ``gr1+stage1``  the same after ``--pretrain-steps`` of stage 1 on every human-view clip of the file
-                  (future-feature prediction, actions ignored);
-* ``proprio-only`` BC on proprio (the floor), once per protocol.
+                  (future-feature prediction, actions ignored).
 
-Success per seed is the fraction of ``--rollouts`` goals solved; the table gives the mean over seeds with
-a 95% t-interval over seeds, the pooled success over all seeds x goals with its 95% Wilson interval, and
-the paired difference to ``bc`` (same seeds and goals) with a 95% t-interval. Resumable (``--resume``
-reuses finished (row, seed) results). Usage (2 shared cores: size it small and say so):
+Equal training: every row takes ``--steps`` optimiser steps of AdamW at ``--lr`` (constant) with
+``--batch-size`` frames per step (GR-1: batch_size // history windows of history frames, every frame a
+training position with its own action loss). Stage 1 comes on top, as in GR-1.
 
-  MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gr1_metaworld.py --pairs mw.h5 --out runs/gr1_mw
+Statistics (``hralign.sim.stats``, as the v2 benchmark): a row's outcomes are a [seeds, goals] 0/1
+matrix aligned with every other row's; a paired bootstrap over seeds and goals (the same draws for
+every row) gives each row's success with its 95% interval and the paired difference to ``bc`` and,
+for ``gr1+stage1``, to ``gr1`` (the stage-1 effect). Each row also reports ``demo MSE``: its action
+error on its own training frames (how well it fits the demos). Resumable (``--resume`` reuses
+finished (row, seed) results). Usage (2 shared cores: size it small and say so):
+
+  MUJOCO_GL=egl OMP_NUM_THREADS=2 .venv/bin/python benchmarks/gr1_metaworld.py --pairs mw.h5 --out runs/gr1_mw
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-# two-sided 95% Student t quantiles for 1..9 degrees of freedom (scipy is not a dependency of hralign)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+ROWS = ("bc", "gr1", "gr1+stage1")
 
 
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval) over ``values`` (half-width nan for one value)."""
-    a = np.asarray(values, np.float64)
-    if len(a) < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), T95.get(len(a) - 1, 1.96) * float(a.std(ddof=1)) / math.sqrt(len(a))
+def statistics(rows: dict[str, dict[str, Any]], tasks: list[str], samples: int) -> dict[str, dict[str, float]]:
+    """Paired bootstrap per row: success [CI], minus bc [CI], and for gr1+stage1 minus gr1 [CI] (same draws)."""
+    from hralign.sim.bench_v2 import outcome_matrix
+    from hralign.sim.stats import paired_bootstrap
+
+    mats = {name: outcome_matrix(r, tasks) for name, r in rows.items()}
+    out = paired_bootstrap(mats, reference="bc" if "bc" in mats else None, samples=samples)
+    if "gr1" in mats and "gr1+stage1" in mats:
+        s1 = paired_bootstrap({k: mats[k] for k in ("gr1", "gr1+stage1")}, reference="gr1", samples=samples)
+        out["gr1+stage1"].update({f"stage1_{k}": v for k, v in s1["gr1+stage1"].items() if k.startswith("diff")})
+    return out
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion k/n."""
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return c - h, c + h
+def format_table(table: dict[str, dict[str, Any]], stats: dict[str, Any], tasks: list[str]) -> list[str]:
+    """Markdown rows: per-seed success, success [95% CI], differences [95% CI], demo fit, final loss, times."""
+    lines = ["| protocol | row | success per seed | success [95% CI] | minus bc [95% CI] | minus gr1 (stage 1) "
+             "[95% CI] | demo MSE (per seed) | final train loss | train / rollout s per seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for protocol, rows in table.items():
+        for name, r in rows.items():
+            b = stats[protocol][name]
+            per = sorted(r["per_seed"], key=lambda x: x["seed"])
+
+            def ci(prefix: str, b: dict[str, float] = b) -> str:
+                key = prefix + "diff"
+                return f"{b[key]:+.2f} [{b[key + '_lo']:+.2f}, {b[key + '_hi']:+.2f}]" if key in b else "-"
+
+            mse = " / ".join(f"{s['demo_mse']:.4f}" if s.get("demo_mse") is not None else "-" for s in per)
+            loss = " / ".join(f"{s['final_loss']:.3f}" if s.get("final_loss") is not None else "-" for s in per)
+            success = " / ".join(f"{s['success']:.2f}" for s in per)
+            lines.append(f"| {protocol} | {name} | {success} | "
+                         f"{b['mean']:.2f} [{b['lo']:.2f}, {b['hi']:.2f}] | {ci('')} | {ci('stage1_')} | {mse} | "
+                         f"{loss} | {np.mean([s['train_s'] for s in per]):.0f} / "
+                         f"{np.mean([s['rollout_s'] for s in per]):.0f} |")
+    return lines
 
 
 def main() -> None:
@@ -59,11 +85,12 @@ def main() -> None:
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--encoder-image-size", type=int, default=96)
     ap.add_argument("--protocols", default="robot,few-shot")
-    ap.add_argument("--rollouts", type=int, default=10)
+    ap.add_argument("--rollouts", type=int, default=10, help="goals per task (the same for every row and seed)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--few-shot", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=1000, help="BC steps")
-    ap.add_argument("--gr1-steps", type=int, default=None, help="GR-1 stage-2 steps (default: --steps)")
+    ap.add_argument("--steps", type=int, default=1000, help="optimiser steps of every row (GR-1: stage 2)")
+    ap.add_argument("--batch-size", type=int, default=256, help="frames per step of every row")
+    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate of every row (constant)")
     ap.add_argument("--pretrain-steps", type=int, default=1000, help="GR-1 stage-1 steps (gr1+stage1 row)")
     ap.add_argument("--max-steps", type=int, default=120)
     ap.add_argument("--envs", type=int, default=10)
@@ -71,63 +98,65 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--future-delta", type=int, default=3)
     ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--rows", default="bc,gr1,gr1+stage1")
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args()
     warnings.filterwarnings("ignore", message=".*randomly initialised.*")
 
+    from hralign.errors import HRAlignError
     from hralign.policy import EncoderSource
     from hralign.policy.gr1 import GR1Config
     from hralign.sim.evaluate import PROPRIO_ROW, SimEvalConfig, evaluate_sim
 
+    rows = a.rows.split(",")
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        ap.error(f"--rows: unknown {unknown}; expected some of {', '.join(ROWS)}")  # exit 2
     out = Path(a.out)
     source = EncoderSource(a.encoder, weights=a.weights, adapter=a.adapter, image_size=a.encoder_image_size)
-    gr1 = GR1Config(history=a.history, chunk=a.chunk, future_delta=a.future_delta, dim=a.dim, gripper_dims="none")
+    gr1 = GR1Config(history=a.history, chunk=a.chunk, future_delta=a.future_delta, dim=a.dim, dropout=a.dropout,
+                    gripper_dims="none")
     table: dict[str, dict[str, dict]] = {}
     timings: dict[str, float] = {}
-    for protocol in a.protocols.split(","):
-        table[protocol] = {}
-        for row in a.rows.split(","):
-            t0 = time.perf_counter()
-            is_gr1 = row.startswith("gr1")
-            steps = a.gr1_steps if is_gr1 and a.gr1_steps is not None else a.steps
-            cfg = SimEvalConfig(protocol=protocol, rollouts=a.rollouts, seeds=a.seeds, few_shot=a.few_shot,
-                                steps=steps, max_steps=a.max_steps, envs=a.envs, policy="gr1" if is_gr1 else "bc")
-            variants = {row: source}
-            if row == "bc":
-                variants = {PROPRIO_ROW: None, row: source}
-            res = evaluate_sim(a.pairs, out / protocol / row.replace("+", "_"), variants, cfg, resume=a.resume,
-                               progress=True, gr1=gr1, pretrain_steps=a.pretrain_steps if row == "gr1+stage1" else 0)
-            table[protocol].update(res["variants"])
-            timings[f"{protocol}/{row}"] = time.perf_counter() - t0
-            print(f"{protocol}/{row}: {timings[f'{protocol}/{row}']:.0f} s", flush=True)
+    tasks: list[str] = []
+    try:
+        for protocol in a.protocols.split(","):
+            table[protocol] = {}
+            for row in rows:
+                t0 = time.perf_counter()
+                is_gr1 = row.startswith("gr1")
+                cfg = SimEvalConfig(protocol=protocol, rollouts=a.rollouts, seeds=a.seeds, few_shot=a.few_shot,
+                                    steps=a.steps, batch_size=a.batch_size, lr=a.lr, max_steps=a.max_steps,
+                                    envs=a.envs, policy="gr1" if is_gr1 else "bc")
+                variants = {PROPRIO_ROW: None, row: source} if row == "bc" else {row: source}
+                res = evaluate_sim(a.pairs, out / protocol / row.replace("+", "_"), variants, cfg, resume=a.resume,
+                                   progress=True, gr1=gr1,
+                                   pretrain_steps=a.pretrain_steps if row == "gr1+stage1" else 0)
+                tasks = list(res["collect"]["tasks"])
+                table[protocol].update(res["variants"])
+                timings[f"{protocol}/{row}"] = time.perf_counter() - t0
+                print(f"{protocol}/{row}: {timings[f'{protocol}/{row}']:.0f} s", flush=True)
+    except HRAlignError as e:  # a user error: one line, exit 2 (as the CLI)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
+    stats = {p: statistics(r, tasks, a.bootstrap) for p, r in table.items()}
+    n = a.rollouts * len(tasks) * a.seeds
     lines = [f"pairs {a.pairs}; encoder {a.encoder} at {a.encoder_image_size} px (frozen{', adapter' if a.adapter else ''}); "
-             f"{a.rollouts} goals x {a.seeds} seeds per cell, {a.max_steps}-step limit; BC {a.steps} steps, GR-1 stage 2 "
-             f"{a.gr1_steps or a.steps} steps, stage 1 {a.pretrain_steps} steps; GR-1 history {a.history}, chunk {a.chunk}, delta "
-             f"{a.future_delta}, dim {a.dim}", "",
-             "| protocol | row | per seed | mean (95% t over seeds) | pooled (95% Wilson, n) | minus bc (95% t) |",
-             "|---|---|---|---|---|---|"]
-    for protocol, rows in table.items():
-        bc = rows.get("bc")
-        for name, r in rows.items():
-            per = [s["success"] for s in r["per_seed"]]
-            m, h = t_interval(per)
-            wins = sum(round(s["success"] * a.rollouts) for s in r["per_seed"])
-            n = a.rollouts * len(per)
-            lo, hi = wilson(wins, n)
-            diff = "-"
-            if bc is not None and name not in ("bc", PROPRIO_ROW):
-                dm, dh = t_interval([x - y["success"] for x, y in zip(per, bc["per_seed"])])
-                diff = f"{dm:+.2f} +- {dh:.2f}"
-            lines.append(f"| {protocol} | {name} | {' / '.join(f'{x:.2f}' for x in per)} | {m:.2f} +- {h:.2f} | "
-                         f"{wins / n:.2f} [{lo:.2f}, {hi:.2f}] n={n} | {diff} |")
-    lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())]
+             f"{a.rollouts} goals/task x {a.seeds} seeds = {n} rollouts per cell, {a.max_steps}-step limit; every row "
+             f"{a.steps} steps x {a.batch_size} frames, AdamW lr {a.lr:g}; GR-1 stage 1 {a.pretrain_steps} steps; GR-1 "
+             f"history {a.history}, chunk {a.chunk}, delta {a.future_delta}, dim {a.dim}, dropout {a.dropout:g}; "
+             f"95% CIs: paired bootstrap over seeds and goals ({a.bootstrap} resamples)", ""]
+    lines += format_table(table, stats, tasks)
+    lines += ["", "wall time (this invocation; resumed rows count only what was left): "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())]
     text = "\n".join(lines)
     print(text)
     (out / "results.md").write_text(text + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps({"args": vars(a), "table": table, "timings": timings}, indent=2),
-                                      encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"args": vars(a), "table": table, "stats": stats,
+                                                  "timings": timings}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ def test_configs_reject_bad_values():
         SimEvalConfig(protocol="zero-shot")
     with pytest.raises(HRAlignError, match="rollouts"):
         SimEvalConfig(rollouts=0)
+    with pytest.raises(HRAlignError, match="`lr`"):
+        SimEvalConfig(lr=0.0)
     assert CollectConfig(tasks="push, pick-place").tasks == ("push", "pick-place")
 
 
@@ -85,6 +87,59 @@ def test_demo_clips_per_protocol(tiny_pairs):
     assert sorted(np.bincount(tasks).tolist()) == [2, 2, 2, 2]  # two robot demos per task
     assert not np.array_equal(few["robot"], demo_clips(pf, "few-shot", 2, 1)["robot"]) or \
         not np.array_equal(few["robot"], demo_clips(pf, "few-shot", 2, 2)["robot"])  # seeded choice varies
+
+
+def test_bc_demo_mse_is_the_eval_mode_action_error_on_the_demo_frames():
+    import torch
+
+    from hralign.policy import BCConfig, BCPolicy
+    from hralign.sim.evaluate import bc_demo_mse
+
+    torch.manual_seed(0)
+    table = {"features": torch.randn(40, 6), "state": torch.randn(40, 3), "action": torch.randn(40, 2)}
+    policy = BCPolicy(BCConfig(head="bc", proprio=True), 6, 2, 3)
+    policy.fit_head(table["action"])
+    policy.train()
+    got = bc_demo_mse(policy, table)
+    assert policy.training  # mode restored
+    policy.eval()
+    with torch.no_grad():
+        want = float(((policy.select_action(table) - table["action"]) ** 2).mean())
+    assert got == pytest.approx(want, rel=1e-6) and got > 0
+    with torch.no_grad():  # a perfect fit: the head returns the recorded actions -> 0
+        assert bc_demo_mse(policy, {**table, "action": policy.select_action(table)}) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_gr1_demo_mse_uses_the_history_up_to_each_frame(tiny_pairs):
+    import torch
+
+    from hralign.pairs import PairsFile
+    from hralign.policy.gr1 import GR1Config, GR1Policy
+    from hralign.sim.gr1 import gr1_demo_mse
+
+    pairs = PairsFile(tiny_pairs)
+    clips = {"robot": np.array([0, 2])}
+    g = torch.Generator().manual_seed(0)
+    feats = {"robot": {int(c): torch.randn(pairs.clip_lengths("robot")[c], 5, generator=g) for c in clips["robot"]}}
+    acts = {int(c): torch.from_numpy(np.asarray(pairs.read_clip("robot", int(c), name="actions"), np.float32))
+            for c in clips["robot"]}
+    states = {int(c): torch.from_numpy(np.asarray(pairs.read_clip("robot", int(c), name="state"), np.float32))
+              for c in clips["robot"]}
+    torch.manual_seed(0)
+    cfg = GR1Config(history=3, chunk=2, dim=16, layers=1, heads=2, dropout=0.0, instruction=False, gripper_dims="none")
+    a_dim, s_dim = next(iter(acts.values())).shape[1], next(iter(states.values())).shape[1]
+    policy = GR1Policy(cfg, {"feature_dim": 5, "action_dim": a_dim, "state_dim": s_dim}).eval()
+    policy.fit_head(torch.cat(list(acts.values())))
+    policy.fit_future(torch.cat(list(feats["robot"].values())))
+    errs = []
+    for c in clips["robot"]:  # by hand: the first action of the chunk at t from the frames max(0, t-H+1)..t
+        f, st, a = feats["robot"][int(c)], states[int(c)], acts[int(c)]
+        for t in range(len(a)):
+            s = max(0, t - cfg.history + 1)
+            pred = policy.select_action({"features": f[None, s:t + 1], "state": st[None, s:t + 1]})[0]
+            errs.append((pred - a[t]) ** 2)
+    want = float(torch.stack(errs).mean())
+    assert gr1_demo_mse(policy, pairs, feats, clips, None) == pytest.approx(want, rel=1e-5)
 
 
 def test_eval_refuses_a_file_not_from_sim_collect(tiny_pairs, tmp_path):
@@ -198,7 +253,7 @@ def test_eval_tiny_transfer_and_resume(mw_pairs, tmp_path):
         (seed,) = row["per_seed"]
         assert 0.0 <= row["mean"] <= 1.0 and seed["per_task"].keys() == {"push"}
         assert seed["demo_clips"] == {"human": 2} and seed["demo_frames"] == human_frames  # transfer: human demos only
-        assert np.isfinite(seed["final_loss"])
+        assert np.isfinite(seed["final_loss"]) and seed["demo_mse"] >= 0
     assert json.loads((out / "results.json").read_text())["variants"].keys() == res["variants"].keys()
     before = (out / "frozen" / "seed0.json").read_text()
     code, stdout, stderr = run_cli(*args, "--resume")
@@ -215,14 +270,17 @@ def test_eval_tiny_gr1_with_stage1_runs_closed_loop(mw_pairs, tmp_path):
                                    "--history", "3", "--chunk", "2", "--dim", "32", "--heads", "2",
                                    "--pretrain-steps", "4", "--steps", "4", "--batch-size", "12", "--protocol", "few-shot",
                                    "--few-shot", "1", "--rollouts", "1", "--seeds", "1", "--max-steps", "8",
-                                   "--out", str(out), "--json")
+                                   "--lr", "2e-3", "--out", str(out), "--json")
     assert code == 0, stderr
     row = json.loads(stdout)["variants"]["gr1"]
     assert row["policy"] == "gr1" and row["pretrain_steps"] == 4 and row["gr1"]["chunk"] == 2
     (seed,) = row["per_seed"]
     assert seed["demo_clips"] == {"human": 2, "robot": 1} and 0.0 <= seed["success"] <= 1.0
+    assert np.isfinite(seed["demo_mse"]) and seed["demo_mse"] >= 0
     stages = [json.loads(x)["stage"] for x in (out / "gr1" / "seed0" / "metrics.jsonl").read_text().splitlines()]
     assert "pretrain" in stages and stages[-1] == "action"
+    lrs = {json.loads(x)["lr"] for x in (out / "gr1" / "seed0" / "metrics.jsonl").read_text().splitlines()}
+    assert lrs == {2e-3}  # --lr reaches both stages
 
 
 @needs_mw

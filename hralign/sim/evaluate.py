@@ -39,7 +39,7 @@ from hralign.policy.train import (
 )
 from hralign.sim.collect import read_sim_meta
 from hralign.sim.env import SimEnv, seed_rng
-from hralign.sim.gr1 import train_sim_gr1
+from hralign.sim.gr1 import gr1_demo_mse, train_sim_gr1
 from hralign.sim.latent import SimLatentConfig, train_sim_latent
 
 PROTOCOLS = ("transfer", "few-shot", "robot")
@@ -57,7 +57,10 @@ class SimEvalConfig:
     seeds: int = field(default=3, metadata={"help": "Training seeds 0..K-1 (mean +- std over them)."})
     few_shot: int = field(default=3, metadata={"help": "Robot-view demos per task added under few-shot."})
     steps: int = field(default=1000, metadata={"help": "BC optimiser steps."})
-    batch_size: int = field(default=256, metadata={"help": "BC frames per step."})
+    batch_size: int = field(default=256, metadata={"help": "Frames per optimiser step (GR-1: batch_size // history "
+                                                            "windows of history frames, each frame a training position)."})
+    lr: float | None = field(default=None, metadata={"help": "Peak learning rate of AdamW for BC and GR-1 alike "
+                                                             "(default: each policy's own, BC 1e-3, GR-1 3e-4)."})
     max_steps: int = field(default=200, metadata={"help": "Step limit of a rollout."})
     eval_seed: int = field(default=10_000, metadata={"help": "Seed of the rollout goals (same for every variant)."})
     envs: int = field(default=10, metadata={"help": "Envs per task stepped in lockstep (one batched encoder call "
@@ -78,6 +81,8 @@ class SimEvalConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or self.lr <= 0):
+            raise HRAlignError(f"`lr` should be a positive number but the value passed is {self.lr!r}")
         DeviceConfig(self.device, self.precision)  # names checked here; the hardware by evaluate_sim
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +162,21 @@ def rollout(envs: list[SimEnv], policy: nn.Module, encoder: nn.Module | None, go
     return success
 
 
+@torch.no_grad()
+def bc_demo_mse(policy: BCPolicy, table: dict[str, torch.Tensor]) -> float:
+    """Mean squared error of the BC policy's actions (eval mode) on its own demo frames: how well it fits the demos.
+
+    The same quantity as :func:`hralign.sim.gr1.gr1_demo_mse`, so the two policies' fits compare in action units.
+    """
+    was = policy.training
+    policy.eval()
+    try:
+        pred = policy.select_action({"features": table["features"], "state": table["state"]})
+    finally:
+        policy.train(was)
+    return float(((pred - table["action"]) ** 2).mean())
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, np.float64)
     std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
@@ -176,7 +196,8 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
     latent tokens on the labelled human-view clips, then the protocol's demos).
 
     Writes ``out/<variant>/seed<k>.json`` as each finishes (``resume`` skips those present; each
-    holds the outcome of every goal, ``per_goal``, for the paired bootstrap) and ``out/results.json``
+    holds the outcome of every goal, ``per_goal``, for the paired bootstrap, and ``demo_mse``, the
+    trained policy's action error on its own demo frames) and ``out/results.json``
     (per-variant success mean/std/sem over seeds, per task, timings). Variants named in
     ``human_view`` are rolled out from the human view (the oracle row).
     """
@@ -242,14 +263,16 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
             t_train = time.perf_counter()
             instr = None
             stage_logs: dict[str, Any] = {}
+            fit: float | None = None  # not measured for the latent chain's rows
             if use_latent:
                 policy, stage_logs = train_sim_latent(pairs, (feats or {}).get("human", {}), table, latent, cfg.steps,
                                                       cfg.batch_size, s, run)
                 final = stage_logs["action"]
             elif use_gr1:
                 policy, finals, instr = train_sim_gr1(pairs, feats, clips, gr1, pretrain_steps, cfg.steps,
-                                                      cfg.batch_size, s, run)
+                                                      cfg.batch_size, s, run, lr=cfg.lr)
                 final = finals.get("action", {})
+                fit = gr1_demo_mse(policy, pairs, feats, clips, instr)
             else:
                 fdim = int(table["features"].shape[1])
                 torch.manual_seed(s)
@@ -257,8 +280,10 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                                   int(table["state"].shape[1]))
                 policy.fit_head(table["action"])
                 train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=s,
-                                    log_every=max(1, cfg.steps // 10), checkpoint_every=cfg.steps)
+                                    log_every=max(1, cfg.steps // 10), checkpoint_every=cfg.steps,
+                                    **({"lr": float(cfg.lr)} if cfg.lr is not None else {}))
                 final = run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
+                fit = bc_demo_mse(policy, table)
             t_train = time.perf_counter() - t_train
             per_task: dict[str, float] = {}
             per_goal: dict[str, list[int]] = {}
@@ -278,7 +303,7 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
             rec = {"seed": s, "success": float(np.mean(list(per_task.values()))), "per_task": per_task,
                    "per_goal": per_goal,
                    "demo_frames": int(table["action"].shape[0]), "demo_clips": {d: len(c) for d, c in clips.items()},
-                   "final_loss": final.get("action_loss"), "train_s": t_train,
+                   "final_loss": final.get("action_loss"), "demo_mse": fit, "train_s": t_train,
                    **({"latent_final": stage_logs.get("latent")} if use_latent else {}),
                    "rollout_s": time.perf_counter() - t_roll}
             write_text_atomic(done, json.dumps(rec, indent=2))

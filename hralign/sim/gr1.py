@@ -17,7 +17,7 @@ import torch
 from hralign.pairs import PairsFile
 from hralign.policy.gr1.config import GR1Config, GR1TrainConfig
 from hralign.policy.gr1.model import GR1Policy
-from hralign.policy.gr1.train import ClipData, instruction_embeddings, run_stages, windows
+from hralign.policy.gr1.train import ClipData, evaluate_windows, instruction_embeddings, run_stages, windows
 from hralign.train import open_session
 
 
@@ -40,8 +40,11 @@ def clip_data(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips
 
 def train_sim_gr1(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips: dict[str, np.ndarray],
                   config: GR1Config, pretrain_steps: int, steps: int, batch_size: int, seed: int,
-                  run: Path) -> tuple[GR1Policy, dict[str, dict[str, float]], torch.Tensor | None]:
-    """(trained policy, final logs per stage, instruction embeddings [K, E] or None) for one seed."""
+                  run: Path, lr: float | None = None) -> tuple[GR1Policy, dict[str, dict[str, float]], torch.Tensor | None]:
+    """(trained policy, final logs per stage, instruction embeddings [K, E] or None) for one seed.
+
+    ``lr``: AdamW's peak learning rate in both stages (default GR-1's recipe, :class:`GR1TrainConfig`).
+    """
     demos = clip_data(pairs, feats, clips, actions=True)
     keys = np.asarray(sorted(demos.features), dtype=np.int64)
     plan = []
@@ -65,9 +68,19 @@ def train_sim_gr1(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], c
     # the policy's training loop (hralign/train/), on CPU: the rollouts feed it CPU batches
     train = GR1TrainConfig(pretrain_steps=pretrain_steps, steps=steps, batch_size=max(2, batch_size // config.history),
                            seed=seed, log_every=max(1, steps // 10), checkpoint_every=0, device="cpu",
-                           overwrite=True)
+                           overwrite=True, **({"lr": float(lr)} if lr is not None else {}))
     session = open_session(train, run, "gr1-sim", {"train": train.to_dict()}, find_unused_parameters=True)
     session.begin()
     finals = run_stages(policy, plan, train, instructions, session, progress=False)
     session.finish()
     return policy.cpu().eval(), finals, instructions
+
+
+def gr1_demo_mse(policy: GR1Policy, pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]],
+                 clips: dict[str, np.ndarray], instructions: torch.Tensor | None) -> float:
+    """Mean squared error of the action at t (first of the chunk, from the history up to t, eval mode) against the
+    recorded action on every frame of the demos it was trained on: how well it fits them, in action units
+    (the BC row reports the same, :func:`hralign.sim.evaluate.bc_demo_mse`)."""
+    demos = clip_data(pairs, feats, clips, actions=True)
+    ev = evaluate_windows(policy, demos, np.asarray(sorted(demos.features), dtype=np.int64), instructions)
+    return float(ev["action"]["mse_mean"])
