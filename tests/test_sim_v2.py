@@ -89,6 +89,57 @@ def test_spread_figures_separate_degenerate_from_spread_clips():
     assert s["knn_r2r"] < 0.7 and (s["clips"], s["tasks"]) == (18, 3)
 
 
+def test_action_probe_scores_informative_features_above_noise(small_pairs):
+    from hralign.pairs import PairsFile
+    from hralign.pairs.split import split_pairs
+    from hralign.sim.alignment import action_probe
+
+    pf = PairsFile(small_pairs)
+    train, val = split_pairs(pf)
+    tr, va = pf.pairs[train, 1], pf.pairs[val, 1]
+    rng = np.random.default_rng(0)
+    clips = np.concatenate([tr, va])
+    # features that carry the action (a fixed random map of it, plus a little noise) vs pure noise
+    mix = rng.normal(size=(pf.read_clip("robot", 0, name="actions").shape[1], 16))
+    told = {int(c): pf.read_clip("robot", int(c), name="actions") @ mix + 0.01 * rng.normal(size=(1, 16)) for c in clips}
+    noise = {int(c): rng.normal(size=(len(told[int(c)]), 16)) for c in clips}
+    good, bad = action_probe(pf, told, tr, va), action_probe(pf, noise, tr, va)
+    assert good["probe_r2"] > 0.95 and good["probe_r2"] > bad["probe_r2"] + 0.1
+    assert good["probe_r2_proprio"] == bad["probe_r2_proprio"]  # the floor does not read the features
+    assert bad["probe_r2"] < bad["probe_r2_proprio"] + 0.05  # noise adds (almost) nothing beyond proprio
+
+
+def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
+    from hralign.sim.bench_v2 import partial_results
+
+    with pytest.raises(HRAlignError, match="no tasksets.json"):
+        partial_results(tmp_path)
+    (tmp_path / "tasksets.json").write_text(json.dumps(TaskSets(pretrain="reach", pair="door-open", eval="push").to_dict()))
+
+    def seed(protocol, row, k, goals):
+        d = tmp_path / "eval" / protocol / row.replace(" ", "-").replace(":", "-") / row
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"seed{k}.json").write_text(json.dumps({"seed": k, "per_goal": {"push": goals}}))
+
+    seed("robot", "frozen", 0, [0, 0, 1, 0])
+    seed("robot", "frozen", 1, [0, 1, 0, 0])
+    seed("robot", "adapted:lora-middle", 0, [1, 1, 1, 0])
+    seed("robot", "adapted:lora-middle", 1, [1, 1, 0, 1])
+    seed("robot", "random-init", 0, [1, 1, 1, 1])  # seed 1 still running: waits, not compared on fewer seeds
+    seed("transfer", "random-init", 0, [0, 0, 0, 0])  # no frozen yet: nothing to compare with
+    res = partial_results(tmp_path, samples=200)
+    assert res["protocols"] == ["robot"] and list(res["table"]["robot"]) == ["frozen", "adapted:lora-middle"]
+    assert res["pending"] == {"robot": ["random-init"], "transfer": ["random-init"], "few-shot": []}
+    b = res["stats"]["robot"]["bootstrap"]["adapted:lora-middle"]
+    assert b["mean"] == 0.75 and b["diff"] == 0.5  # 6/8 vs 2/8 on the same goals and seeds
+    md = (tmp_path / "results_partial.md").read_text()
+    assert "PARTIAL" in md and "4 goals/task x 2 BC seeds = 8 rollouts per cell" in md and "robot: random-init" in md
+    code, stdout, _ = run_cli("bench", "metaworld-v2", "--out", str(tmp_path), "--report")
+    assert code == 0 and "PARTIAL" in stdout and "| adapted:lora-middle | 0.75 [" in stdout
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(tmp_path / "elsewhere"), "--report")
+    assert code == 2 and "no tasksets.json" in stderr and "Traceback" not in stderr
+
+
 def test_v2_config_refuses_bad_latent_sizes(tmp_path):
     from hralign.sim.bench_v2 import V2Config
     from hralign.sim.latent import SimLatentConfig
@@ -186,6 +237,7 @@ def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
     for per_file in res["spread"].values():
         assert set(per_file) == {"eval", "pairs"} and per_file["eval"]["clips"] == 8
         assert -1 <= per_file["eval"]["robot_cos"] <= 1 and 0 <= per_file["eval"]["knn_r2r"] <= 1
+        assert per_file["eval"]["probe_r2"] <= 1 and per_file["eval"]["probe_r2_proprio"] <= 1  # held-out action probe
     boot = res["stats"]["transfer"]["bootstrap"]
     for v, b in boot.items():
         assert b["lo"] <= b["mean"] <= b["hi"] and (v == "frozen" or b["diff_lo"] <= b["diff"] <= b["diff_hi"])

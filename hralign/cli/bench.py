@@ -13,7 +13,7 @@ import click
 from hralign.cli.options import config_kwargs, dataclass_options
 from hralign.errors import HRAlignError
 from hralign.sim.bench import BenchConfig, format_table, run_bench
-from hralign.sim.bench_v2 import PRESETS, V2Config, format_v2, run_bench_v2
+from hralign.sim.bench_v2 import PRESETS, V2Config, format_v2, partial_results, run_bench_v2
 from hralign.sim.collect import CollectConfig
 from hralign.sim.evaluate import SimEvalConfig
 from hralign.sim.tasksets import TaskSets
@@ -79,8 +79,11 @@ def metaworld(out: str, resume: bool, **options: Any) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a preset size, e.g. --set rollouts=20 --set pretrain_steps=500 (V2Config or sim eval keys).")
 @click.option("--resume", is_flag=True, help="Reuse every finished stage in OUT (the task sets must be unchanged).")
+@click.option("--report", is_flag=True, help="Run nothing: print the table of every (protocol, row, seed) finished so far in "
+                                             "OUT (a run still going or stopped) and write OUT/results_partial.{md,json}.")
 def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: str | None, eval_tasks: str | None,
-                 protocols: str | None, collect_seed: int, workers: int, overrides: tuple[str, ...], resume: bool) -> None:
+                 protocols: str | None, collect_seed: int, workers: int, overrides: tuple[str, ...], resume: bool,
+                 report: bool) -> None:
     """The v2 setting (docs/sim.md): pretrain the base on a human-video corpus of >= 20 other tasks,
     train adapters on pairs of other tasks, evaluate on held-out vision-dependent tasks with 95% CIs.
 
@@ -88,7 +91,11 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
     Example:
       MUJOCO_GL=egl hralign bench metaworld-v2 --out bench_v2/ --preset quick
       hralign bench metaworld-v2 --out bench_v2/ --preset quick --resume      # after an interruption
+      hralign bench metaworld-v2 --out bench_v2/ --report                     # what has finished so far
     """
+    if report:
+        click.echo(format_v2(partial_results(out)))
+        return
     p = PRESETS[preset]
     v2, ev = dict(p["v2"]), dict(p["eval"])
     v2_keys = {f.name for f in dataclasses.fields(V2Config)}

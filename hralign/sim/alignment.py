@@ -11,6 +11,8 @@ the human features vary.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 
 from hralign.errors import HRAlignError
@@ -70,7 +72,7 @@ def mean_pairwise_cosine(x: np.ndarray) -> float:
     return float((c.sum() - np.trace(c)) / (n * (n - 1)))
 
 
-def robot_spread(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str, float]:
+def robot_spread(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str, float | None]:
     """How spread out an encoder's robot clips are and whether they cluster by task (issue 17, must-show 2).
 
     Over every robot clip of the file (mean-pooled frame features through the robot encoder): the
@@ -85,7 +87,46 @@ def robot_spread(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str
     clips = np.arange(pairs.num_clips("robot"))
     feats = encode_clips(source.robot_encoder(), pairs, "robot", clips)
     r = np.stack([feats[int(c)].numpy().mean(0) for c in clips])
-    return spread_figures(r, pairs.clip_tasks("robot")[clips], k)
+    out: dict[str, float | None] = {**spread_figures(r, pairs.clip_tasks("robot")[clips], k),
+                                    "probe_r2": None, "probe_r2_proprio": None}
+    if pairs.has("robot", "actions") and pairs.has("robot", "state"):
+        from hralign.pairs.split import split_pairs
+
+        train, val = split_pairs(pairs)
+        if len(train) and len(val):
+            out.update(action_probe(pairs, feats, pairs.pairs[train, 1], pairs.pairs[val, 1]))
+    return out
+
+
+def action_probe(pairs: PairsFile, features: Mapping[int, Any], train_clips: np.ndarray,
+                 val_clips: np.ndarray, domain: str = "robot") -> dict[str, float]:
+    """Held-out R^2 of a ridge regression from [features, proprio] to the expert's per-frame action.
+
+    Why: a rollout cell costs minutes and its success is noisy at a few dozen rollouts; this asks
+    the same question as BC (do these frozen features tell what the expert does next, beyond the
+    proprioception?) in one fit on cached features. Fit on ``train_clips``, scored on ``val_clips``
+    (1 = every action predicted, 0 = the mean action); ``probe_r2_proprio`` is the floor without
+    images. scikit-learn's RidgeCV picks the penalty by leave-one-out on the training frames.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.preprocessing import StandardScaler
+
+    def rows(clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        f = np.concatenate([np.asarray(features[int(c)], np.float64) for c in clips])
+        s = np.concatenate([pairs.read_clip(domain, int(c), name="state") for c in clips]).astype(np.float64)
+        a = np.concatenate([pairs.read_clip(domain, int(c), name="actions") for c in clips]).astype(np.float64)
+        return f, s, a
+
+    ftr, s_tr, a_tr = rows(np.asarray(train_clips))
+    fva, s_va, a_va = rows(np.asarray(val_clips))
+    out = {}
+    for key, (xtr, xva) in {"probe_r2": (np.hstack([ftr, s_tr]), np.hstack([fva, s_va])),
+                            "probe_r2_proprio": (s_tr, s_va)}.items():
+        scale = StandardScaler().fit(xtr)
+        model = RidgeCV(alphas=(0.1, 1.0, 10.0, 100.0, 1000.0)).fit(scale.transform(xtr), a_tr)
+        out[key] = float(r2_score(a_va, model.predict(scale.transform(xva))))
+    return out
 
 
 def spread_figures(descriptors: np.ndarray, tasks: np.ndarray, k: int = 5) -> dict[str, float]:

@@ -304,7 +304,7 @@ def _spread(target: Path, files: dict[str, str], sources: dict[str, EncoderSourc
 
     res = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
     for v, src in sources.items():
-        if v not in res:
+        if v not in res or any("probe_r2" not in m for m in res[v].values()):
             res[v] = {name: robot_spread(path, src) for name, path in files.items()}
             write_text_atomic(target, json.dumps(res, indent=2))
     return {v: res[v] for v in sources}
@@ -374,11 +374,16 @@ def format_v2(results: dict[str, Any]) -> str:
     for p in protocols:
         rows += [v for v in results["table"][p] if v not in rows]
     st, ev = results["stats"], results["eval"]
-    n = st[protocols[0]]["rollouts_per_cell"]
-    lines = ["# MetaWorld v2: held-out evaluation tasks", "",
+    if not protocols:
+        return "# MetaWorld v2: no (protocol, row, seed) finished with frozen yet\n"
+    per_protocol = ev["seeds"] if isinstance(ev["seeds"], dict) else {p: ev["seeds"] for p in protocols}
+    seeds = "/".join(dict.fromkeys(str(per_protocol[p]) for p in protocols))  # one figure when they agree
+    cells = "/".join(dict.fromkeys(str(st[p]["rollouts_per_cell"]) for p in protocols))
+    title = "# MetaWorld v2: held-out evaluation tasks" + (" (PARTIAL: finished seeds only)" if results.get("partial") else "")
+    lines = [title, "",
              f"pretraining tasks ({len(results['tasks']['pretrain'])}): {', '.join(results['tasks']['pretrain'])}; "
              f"pair tasks: {', '.join(results['tasks']['pair'])}; evaluation tasks: {', '.join(results['tasks']['eval'])}",
-             f"{ev['rollouts']} goals/task x {ev['seeds']} BC seeds = {n} rollouts per cell, the same goals and seeds "
+             f"{ev['rollouts']} goals/task x {seeds} BC seeds = {cells} rollouts per cell, the same goals and seeds "
              "in every row; success [95% CI, paired bootstrap over goals and seeds]", "",
              "| row | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
     for v in rows:
@@ -409,11 +414,14 @@ def format_v2(results: dict[str, Any]) -> str:
         lines += ["", "Robot-clip spread (every robot clip, mean-pooled features; cos = mean pairwise cosine, 1 = one "
                   "point; rel std = mean per-dim std / RMS of the mean descriptor) and robot->robot kNN task accuracy "
                   "(k=5, leave-one-out):", "",
-                  "| encoder | file | clips (tasks) | robot cos | rel std | kNN r->r (chance) |", "|---|---|---|---|---|---|"]
+                  "| encoder | file | clips (tasks) | robot cos | rel std | kNN r->r (chance) | action probe R^2 "
+                  "(proprio only) |", "|---|---|---|---|---|---|---|"]
         for v, per_file in results["spread"].items():
             for f, m in per_file.items():
+                probe = (f"{m['probe_r2']:.3f} ({m['probe_r2_proprio']:.3f})" if m.get("probe_r2") is not None
+                         else "-")
                 lines.append(f"| {v} | {f} | {m['clips']} ({m['tasks']}) | {m['robot_cos']:.4f} | {m['relative_std']:.3f} "
-                             f"| {m['knn_r2r']:.2f} ({m['chance']:.2f}) |")
+                             f"| {m['knn_r2r']:.2f} ({m['chance']:.2f}) | {probe} |")
     if "transfer" in protocols and ORACLE_ROW in st["transfer"]["bootstrap"]:
         o = st["transfer"]["bootstrap"][ORACLE_ROW]["mean"]
         lines += ["", f"transfer / human-view oracle ({o:.2f}): " + ", ".join(
@@ -436,10 +444,60 @@ def format_v2(results: dict[str, Any]) -> str:
                                             if k.startswith(("collect", "pretrain", "adapt", "align", "lam", "spread"))
                                             or k == "eval"),
               f"evaluation: {t.get('eval rollouts/s', float('nan')):.2f} rollouts/s with {t.get('eval workers', '?')} worker "
-              "process(es)",
-              f"peak RSS: main {results['peak_rss']['main_mb']:.0f} MB, largest worker "
-              f"{results['peak_rss']['workers_max_mb']:.0f} MB"]
+              "process(es)"]
+    if results.get("peak_rss"):
+        lines.append(f"peak RSS: main {results['peak_rss']['main_mb']:.0f} MB, largest worker "
+                     f"{results['peak_rss']['workers_max_mb']:.0f} MB")
+    if results.get("pending"):
+        lines.append("not finished for every seed of frozen yet: " + "; ".join(
+            f"{p}: {', '.join(v)}" for p, v in results["pending"].items() if v))
     return "\n".join(lines) + "\n"
+
+
+def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
+    """The table of every (protocol, row, seed) finished so far in ``out``: what a full run that spans
+    sessions (or is still running) can already say. Nothing is run.
+
+    Per protocol, the seeds that ``frozen`` (the reference of every difference) has finished set the
+    rows' seeds; a row that has not finished all of them yet is listed under ``pending`` instead of
+    being compared on fewer seeds (the bootstrap pairs rows seed by seed and goal by goal).
+    """
+    out = Path(out)
+    sets = out / "tasksets.json"
+    if not sets.is_file():
+        raise HRAlignError(f"--out {out}: no tasksets.json; expected a `hralign bench metaworld-v2` directory")
+    tasks = json.loads(sets.read_text(encoding="utf-8"))
+    table: dict[str, dict[str, Any]] = {}
+    pending: dict[str, list[str]] = {}
+    goals = None
+    for protocol in PROTOCOLS:
+        found: dict[str, dict[int, dict[str, Any]]] = {}
+        for f in sorted((out / "eval" / protocol).glob("*/*/seed*.json")):
+            if f.stem[4:].isdigit():
+                found.setdefault(f.parent.name, {})[int(f.stem[4:])] = json.loads(f.read_text(encoding="utf-8"))
+        if "frozen" not in found:
+            pending[protocol] = sorted(found)
+            continue
+        seeds = sorted(found["frozen"])
+        first = (PROPRIO_ROW, "random-init", "frozen")  # the order of a finished run's table
+        order = sorted(found, key=lambda v: (first.index(v) if v in first else len(first), not v.startswith("adapted"), v))
+        table[protocol] = {v: {"per_seed": [found[v][k] for k in seeds]} for v in order if set(seeds) <= set(found[v])}
+        pending[protocol] = sorted(v for v in found if v not in table[protocol])
+        goals = goals or len(found["frozen"][seeds[0]]["per_goal"][tasks["eval"][0]])
+    protocols = [p for p in PROTOCOLS if p in table]
+    timings_f = out / "timings.json"
+    spread_f = out / "spread.json"
+    results = {"tasks": tasks, "protocols": protocols, "partial": True, "pending": pending,
+               "eval": {"rollouts": goals, "seeds": {p: len(next(iter(table[p].values()))["per_seed"]) for p in protocols}},
+               "table": table, "stats": _statistics(table, tuple(tasks["eval"]), samples),
+               "pretrain_curve": _pretrain_curve(out / "pretrain"),
+               "timings_s": json.loads(timings_f.read_text(encoding="utf-8")) if timings_f.is_file() else {},
+               "spread": json.loads(spread_f.read_text(encoding="utf-8")) if spread_f.is_file() else None,
+               "peak_rss": None}
+    if protocols:
+        write_text_atomic(out / "results_partial.json", json.dumps(results, indent=2))
+        write_text_atomic(out / "results_partial.md", format_v2(results))
+    return results
 
 
 def _write(out: Path, results: dict[str, Any]) -> None:
@@ -448,4 +506,4 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 
 
 __all__ = ["LATENT_CONTROL_ROW", "LATENT_ROW", "OLD_BASE_ROW", "ORACLE_ROW", "PRESETS", "V2Config", "format_v2",
-           "outcome_matrix", "parse_adapter_spec", "run_bench_v2", "run_eval_jobs"]
+           "outcome_matrix", "parse_adapter_spec", "partial_results", "run_bench_v2", "run_eval_jobs"]
