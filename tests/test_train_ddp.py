@@ -69,18 +69,23 @@ def assert_other_world_size_refused(common: list[str], out: Path) -> None:
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
 
 
+def two_vs_one(launcher: str, common: list[str], tmp_path: Path, weights: str = "model.safetensors", **tolerance) -> None:
+    """The whole check: ``common`` in 2 processes and in 1, the same weights (``weights`` in each run
+    dir, within ``tolerance``: see :func:`assert_same_weights`), and the 2-process run's resume in 1
+    process refused with nothing written."""
+    proc = launch(launcher, [*common, "--out", str(tmp_path / "ddp")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    assert_same_weights(load_file(str(tmp_path / "ddp" / weights)), load_file(str(tmp_path / "one" / weights)), **tolerance)
+    assert_other_world_size_refused(common, tmp_path / "ddp")
+
+
 def test_adapt_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     common = ["adapt", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18", "--image-size", "32", "--frames", "3",
               "--batch-size", "4", "--steps", "4", "--warmup", "1", "--eval-every", "0", "--checkpoint-every", "0",
               "--device", "cpu", "--lr", "1e-3", "--cache-dir", str(tmp_path / "cache")]
-    proc = launch("torchrun", [*common, "--out", str(tmp_path / "ddp")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
-    assert code == 0, err
-    assert_same_weights(load_file(str(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")),
-                        load_file(str(tmp_path / "one" / "adapter" / "adapter_model.safetensors")))
-    # the run records its processes; resuming it with another count is refused, nothing written
-    assert_other_world_size_refused(common, tmp_path / "ddp")
+    two_vs_one("torchrun", common, tmp_path, weights="adapter/adapter_model.safetensors")
 
 
 def test_lam_two_processes_match_one_accelerate_launch(tiny_pairs, tmp_path):
@@ -88,13 +93,7 @@ def test_lam_two_processes_match_one_accelerate_launch(tiny_pairs, tmp_path):
     # (every 2 steps here) and NSVQ noise are those of one process
     common = ["lam", "train", "--pairs", str(tiny_pairs), "--gap", "2", "--steps", "6", *TINY_LAM_ARGS,
               "--restart-every", "2", "--device", "cpu", "--lr", "1e-3"]
-    proc = launch("accelerate", [*common, "--out", str(tmp_path / "ddp")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
-    assert code == 0, err
-    assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
-                        load_file(str(tmp_path / "one" / "model.safetensors")))
-    assert_other_world_size_refused(common, tmp_path / "ddp")
+    two_vs_one("accelerate", common, tmp_path)
 
 
 @pytest.mark.slow
@@ -104,10 +103,6 @@ def test_pretrain_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     common = ["pretrain", "--pairs", str(tiny_pairs), "--encoder", "timm:resnet10t", "--image-size", "32", "--steps", "3",
               "--batch-size", "4", "--eval-every", "0", "--eval-frames", "2", "--text-encoder", "none", "--quiet",
               "--device", "cpu"]
-    proc = launch("torchrun", [*common, "--out", str(tmp_path / "ddp")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
-    assert code == 0, err
     # The first update's gradients agree to ~1.5e-6 relative; AdamW then divides each step by the
     # gradient's scale, so a weight whose gradient is ~0 (timm's zero-initialised last BatchNorm of
     # each block: a gradient of 8.4e-8 in one run, 7.0e-8 in the other) moves by lr * g / (|g| + eps)
@@ -117,9 +112,7 @@ def test_pretrain_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     # kept its channels-last layout: max 3.4e-3, 19% of the weights more than 1e-5 apart (docs/training.md).
     # Tolerance: at most 0.1% of the weights more than 1e-5 apart, none more than one lr step (1e-3).
     # Without the language term: its scorer's first layer has thousands of weights with ~0 gradients.
-    assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
-                        load_file(str(tmp_path / "one" / "model.safetensors")), share=1e-3, bound=1e-3)
-    assert_other_world_size_refused(common, tmp_path / "ddp")
+    two_vs_one("torchrun", common, tmp_path, share=1e-3, bound=1e-3)
 
 
 @pytest.mark.slow
@@ -128,13 +121,7 @@ def test_policy_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     common = ["policy", "train", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18", "--image-size", "32",
               "--head", "continuous", "--future-features", "3", "--steps", "8", "--batch-size", "16", "--no-progress",
               "--device", "cpu"]
-    proc = launch("torchrun", [*common, "--out", str(tmp_path / "ddp")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
-    assert code == 0, err
-    assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
-                        load_file(str(tmp_path / "one" / "model.safetensors")))
-    assert_other_world_size_refused(common, tmp_path / "ddp")
+    two_vs_one("torchrun", common, tmp_path)
 
 
 @pytest.mark.slow
@@ -152,10 +139,4 @@ def test_gr1_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
               "--image-size", "32", "--history", "3", "--dim", "32", "--heads", "2", "--dropout", "0",
               "--pretrain-steps", "3", "--steps", "4", "--batch-size", "8", "--lr", "1e-3", "--no-progress",
               "--device", "cpu"]
-    proc = launch("torchrun", [*common, "--out", str(tmp_path / "ddp")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    code, _, err = run_cli(*common, "--out", str(tmp_path / "one"))
-    assert code == 0, err
-    assert_same_weights(load_file(str(tmp_path / "ddp" / "model.safetensors")),
-                        load_file(str(tmp_path / "one" / "model.safetensors")), share=1e-3, bound=1e-3)
-    assert_other_world_size_refused(common, tmp_path / "ddp")
+    two_vs_one("torchrun", common, tmp_path, share=1e-3, bound=1e-3)

@@ -38,16 +38,22 @@ def assert_identical_runs(resumed: Path, straight: Path, weights: str) -> None:
     assert (resumed / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
 
 
-def test_lam_killed_then_resumed_equals_uninterrupted(tiny_pairs, tmp_path):
-    args = ["lam", "train", "--pairs", str(tiny_pairs), "--gap", "2", "--steps", "60", *TINY_LAM_ARGS,
-            "--checkpoint-every", "4", "--device", "cpu"]
+def killed_resumed_equals_straight(args: list[str], tmp_path: Path, written_at_end: str) -> None:
+    """Kill ``hralign ARGS`` after its first checkpoint (``written_at_end`` must not exist yet), resume it,
+    run it uninterrupted too: identical weights and metrics."""
     kill_after_checkpoint([*args, "--out", str(tmp_path / "killed")], tmp_path / "killed")
-    assert not (tmp_path / "killed" / "lam.json").exists()  # killed before the end
+    assert not (tmp_path / "killed" / written_at_end).exists()  # killed before the end
     code, _, err = run_cli(*args, "--out", str(tmp_path / "killed"), "--resume")
     assert code == 0, err
     code, _, err = run_cli(*args, "--out", str(tmp_path / "straight"))
     assert code == 0, err
     assert_identical_runs(tmp_path / "killed", tmp_path / "straight", "model.safetensors")
+
+
+def test_lam_killed_then_resumed_equals_uninterrupted(tiny_pairs, tmp_path):
+    args = ["lam", "train", "--pairs", str(tiny_pairs), "--gap", "2", "--steps", "60", *TINY_LAM_ARGS,
+            "--checkpoint-every", "4", "--device", "cpu"]
+    killed_resumed_equals_straight(args, tmp_path, "lam.json")
 
 
 @pytest.mark.slow
@@ -56,13 +62,7 @@ def test_pretrain_killed_then_resumed_equals_uninterrupted(tiny_pairs, tmp_path)
     args = ["pretrain", "--pairs", str(tiny_pairs), "--encoder", "timm:resnet10t", "--image-size", "32", "--steps", "30",
             "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "3", "--eval-every", "10",
             "--eval-frames", "2", "--text-encoder", "none", "--quiet", "--device", "cpu"]
-    kill_after_checkpoint([*args, "--out", str(tmp_path / "killed")], tmp_path / "killed")
-    assert not (tmp_path / "killed" / "summary.json").exists()
-    code, _, err = run_cli(*args, "--out", str(tmp_path / "killed"), "--resume")
-    assert code == 0, err
-    code, _, err = run_cli(*args, "--out", str(tmp_path / "straight"))
-    assert code == 0, err
-    assert_identical_runs(tmp_path / "killed", tmp_path / "straight", "model.safetensors")
+    killed_resumed_equals_straight(args, tmp_path, "summary.json")
 
 
 @pytest.mark.slow
@@ -77,10 +77,4 @@ def test_policy_killed_then_resumed_equals_uninterrupted(tiny_pairs, tmp_path):
     args = ["policy", "train", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18", "--image-size", "32",
             "--labels", str(labels), "--head", "continuous", "--latent-steps", "300", "--steps", "300",
             "--batch-size", "16", "--log-every", "7", "--checkpoint-every", "20", "--no-progress", "--device", "cpu"]
-    kill_after_checkpoint([*args, "--out", str(tmp_path / "killed")], tmp_path / "killed")
-    assert not (tmp_path / "killed" / "model.safetensors").exists()
-    code, _, err = run_cli(*args, "--out", str(tmp_path / "killed"), "--resume")
-    assert code == 0, err
-    code, _, err = run_cli(*args, "--out", str(tmp_path / "straight"))
-    assert code == 0, err
-    assert_identical_runs(tmp_path / "killed", tmp_path / "straight", "model.safetensors")
+    killed_resumed_equals_straight(args, tmp_path, "model.safetensors")
