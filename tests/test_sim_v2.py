@@ -129,7 +129,7 @@ def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
     seed("transfer", "random-init", 0, [0, 0, 0, 0])  # no frozen yet: nothing to compare with
     res = partial_results(tmp_path, samples=200)
     assert res["protocols"] == ["robot"] and list(res["table"]["robot"]) == ["frozen", "adapted:lora-middle"]
-    assert res["pending"] == {"robot": ["random-init"], "transfer": ["random-init"], "few-shot": []}
+    assert res["pending"] == {"robot": ["random-init"], "few-shot": [], "transfer": ["random-init"]}
     b = res["stats"]["robot"]["bootstrap"]["adapted:lora-middle"]
     assert b["mean"] == 0.75 and b["diff"] == 0.5  # 6/8 vs 2/8 on the same goals and seeds
     md = (tmp_path / "results_partial.md").read_text()

@@ -118,7 +118,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         adapters=("bottleneck:late", "lora:middle", "lora:middle+frames", "full"), adapt_steps=400,
                         lam_steps=1500, latent_steps=1000),
              "eval": dict(rollouts=60, seeds=4, steps=1000, max_steps=120, envs=10),
-             "protocols": PROTOCOLS},
+             "protocols": ("robot", "few-shot", "transfer")},  # HR-Align's protocol first: its rows run first
 }
 
 
@@ -470,7 +470,8 @@ def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
     table: dict[str, dict[str, Any]] = {}
     pending: dict[str, list[str]] = {}
     goals = None
-    for protocol in PROTOCOLS:
+    order = sorted(PROTOCOLS, key=("robot", "few-shot", "transfer").index)  # the full preset's order
+    for protocol in order:
         found: dict[str, dict[int, dict[str, Any]]] = {}
         for f in sorted((out / "eval" / protocol).glob("*/*/seed*.json")):
             if f.stem[4:].isdigit():
@@ -480,11 +481,11 @@ def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
             continue
         seeds = sorted(found["frozen"])
         first = (PROPRIO_ROW, "random-init", "frozen")  # the order of a finished run's table
-        order = sorted(found, key=lambda v: (first.index(v) if v in first else len(first), not v.startswith("adapted"), v))
-        table[protocol] = {v: {"per_seed": [found[v][k] for k in seeds]} for v in order if set(seeds) <= set(found[v])}
+        rows = sorted(found, key=lambda v: (first.index(v) if v in first else len(first), not v.startswith("adapted"), v))
+        table[protocol] = {v: {"per_seed": [found[v][k] for k in seeds]} for v in rows if set(seeds) <= set(found[v])}
         pending[protocol] = sorted(v for v in found if v not in table[protocol])
         goals = goals or len(found["frozen"][seeds[0]]["per_goal"][tasks["eval"][0]])
-    protocols = [p for p in PROTOCOLS if p in table]
+    protocols = [p for p in order if p in table]
     timings_f = out / "timings.json"
     spread_f = out / "spread.json"
     results = {"tasks": tasks, "protocols": protocols, "partial": True, "pending": pending,
