@@ -448,7 +448,11 @@ def format_v2(results: dict[str, Any]) -> str:
     if results.get("peak_rss"):
         lines.append(f"peak RSS: main {results['peak_rss']['main_mb']:.0f} MB, largest worker "
                      f"{results['peak_rss']['workers_max_mb']:.0f} MB")
-    if results.get("pending"):
+    w = results.get("worker_time")
+    if w and w.get("rollouts_per_s"):
+        lines.append(f"finished cells: {w['rollouts']} rollouts in {w['seconds']:.0f} s of worker time (BC training "
+                     f"included) = {w['rollouts_per_s']:.3f} rollouts/s per worker process")
+    if any(results.get("pending", {}).values()):
         lines.append("not finished for every seed of frozen yet: " + "; ".join(
             f"{p}: {', '.join(v)}" for p, v in results["pending"].items() if v))
     return "\n".join(lines) + "\n"
@@ -486,6 +490,9 @@ def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
         pending[protocol] = sorted(v for v in found if v not in table[protocol])
         goals = goals or len(found["frozen"][seeds[0]]["per_goal"][tasks["eval"][0]])
     protocols = [p for p in order if p in table]
+    seed_files = [r for rows in table.values() for row in rows.values() for r in row["per_seed"]]
+    busy = sum(r.get("train_s", 0.0) + r.get("rollout_s", 0.0) for r in seed_files)
+    done_rollouts = sum(len(g) for r in seed_files for g in r["per_goal"].values())
     timings_f = out / "timings.json"
     spread_f = out / "spread.json"
     results = {"tasks": tasks, "protocols": protocols, "partial": True, "pending": pending,
@@ -494,7 +501,9 @@ def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
                "pretrain_curve": _pretrain_curve(out / "pretrain"),
                "timings_s": json.loads(timings_f.read_text(encoding="utf-8")) if timings_f.is_file() else {},
                "spread": json.loads(spread_f.read_text(encoding="utf-8")) if spread_f.is_file() else None,
-               "peak_rss": None}
+               "peak_rss": None,
+               "worker_time": {"rollouts": done_rollouts, "seconds": busy,  # BC training included, per worker process
+                               "rollouts_per_s": done_rollouts / busy if busy > 0 else None}}
     if protocols:
         write_text_atomic(out / "results_partial.json", json.dumps(results, indent=2))
         write_text_atomic(out / "results_partial.md", format_v2(results))
