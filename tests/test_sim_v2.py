@@ -109,6 +109,17 @@ def test_action_probe_scores_informative_features_above_noise(small_pairs):
     assert bad["probe_r2"] < bad["probe_r2_proprio"] + 0.05  # noise adds (almost) nothing beyond proprio
 
 
+def test_participation_ratio_counts_directions():
+    from hralign.sim.alignment import participation_ratio
+
+    rng = np.random.default_rng(0)
+    iso = rng.normal(size=(4000, 16))
+    assert 14.5 < participation_ratio(iso) <= 16.0
+    line = rng.normal(size=(4000, 1)) @ rng.normal(size=(1, 16)) + 1e-3 * rng.normal(size=(4000, 16))
+    assert participation_ratio(line) < 1.1
+    assert participation_ratio(100.0 * iso) == pytest.approx(participation_ratio(iso))  # scale-free: BatchNorm's view
+
+
 def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
     from hralign.sim.bench_v2 import partial_results
 
@@ -238,6 +249,7 @@ def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
         assert set(per_file) == {"eval", "pairs"} and per_file["eval"]["clips"] == 8
         assert -1 <= per_file["eval"]["robot_cos"] <= 1 and 0 <= per_file["eval"]["knn_r2r"] <= 1
         assert per_file["eval"]["probe_r2"] <= 1 and per_file["eval"]["probe_r2_proprio"] <= 1  # held-out action probe
+        assert 1 <= per_file["eval"]["frame_rank"] <= 512
     boot = res["stats"]["transfer"]["bootstrap"]
     for v, b in boot.items():
         assert b["lo"] <= b["mean"] <= b["hi"] and (v == "frozen" or b["diff_lo"] <= b["diff"] <= b["diff_hi"])

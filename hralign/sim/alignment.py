@@ -87,8 +87,9 @@ def robot_spread(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str
     clips = np.arange(pairs.num_clips("robot"))
     feats = encode_clips(source.robot_encoder(), pairs, "robot", clips)
     r = np.stack([feats[int(c)].numpy().mean(0) for c in clips])
+    frames = np.concatenate([feats[int(c)].numpy() for c in clips])
     out: dict[str, float | None] = {**spread_figures(r, pairs.clip_tasks("robot")[clips], k),
-                                    "probe_r2": None, "probe_r2_proprio": None}
+                                    "frame_rank": participation_ratio(frames), "probe_r2": None, "probe_r2_proprio": None}
     if pairs.has("robot", "actions") and pairs.has("robot", "state"):
         from hralign.pairs.split import split_pairs
 
@@ -96,6 +97,22 @@ def robot_spread(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str
         if len(train) and len(val):
             out.update(action_probe(pairs, feats, pairs.pairs[train, 1], pairs.pairs[val, 1]))
     return out
+
+
+def participation_ratio(x: np.ndarray) -> float:
+    """Effective number of directions of features [N, D] once each dimension is standardised:
+    (sum of covariance eigenvalues)^2 / sum of their squares (D for isotropic features, 1 for one line).
+
+    Why: R3M's BC head standardises its inputs (BatchNorm), so this is the geometry it trains on; a
+    base whose robot features concentrate in a few directions trains it slowly even when a linear
+    read-out of them (the action probe, solved in closed form) is good.
+    """
+    x = np.asarray(x, np.float64)
+    if len(x) < 2:
+        return float("nan")
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    ev = np.clip(np.linalg.eigvalsh(np.cov(z, rowvar=False)), 0.0, None)
+    return float(ev.sum() ** 2 / max((ev ** 2).sum(), 1e-300))
 
 
 def action_probe(pairs: PairsFile, features: Mapping[int, Any], train_clips: np.ndarray,

@@ -12,7 +12,10 @@ Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished o
 3. optionally the old base (pretrained on the evaluation tasks' own human views, the v1 setting),
    then the spread diagnostic ``OUT/spread.json``: robot-clip feature spread and robot->robot kNN
    task accuracy of random-init, the corpus base and the old base on the robot clips of ``eval.h5``
-   and ``pairs.h5`` (must-show 2: is the corpus base still degenerate on robot views?);
+   and ``pairs.h5`` (must-show 2: is the corpus base still degenerate on robot views?), with the
+   held-out action probe (:func:`hralign.sim.alignment.action_probe`: do the frozen robot features
+   predict the expert's action beyond proprio?) and the frames' effective number of directions
+   (:func:`hralign.sim.alignment.participation_ratio`: what BC's BatchNorm input sees);
 4. adapt the robot branch on ``pairs.h5`` once per adapter spec (``OUT/adapt/<name>``);
 5. the latent chain's LAM on the corpus (``OUT/lam``, human view only) and its labels of
    ``eval.h5`` (``OUT/lam_labels.h5``), unless ``lam_steps`` is 0;
@@ -304,7 +307,7 @@ def _spread(target: Path, files: dict[str, str], sources: dict[str, EncoderSourc
 
     res = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
     for v, src in sources.items():
-        if v not in res or any("probe_r2" not in m for m in res[v].values()):
+        if v not in res or any({"probe_r2", "frame_rank"} - set(m) for m in res[v].values()):  # older caches lack them
             res[v] = {name: robot_spread(path, src) for name, path in files.items()}
             write_text_atomic(target, json.dumps(res, indent=2))
     return {v: res[v] for v in sources}
@@ -415,13 +418,14 @@ def format_v2(results: dict[str, Any]) -> str:
                   "point; rel std = mean per-dim std / RMS of the mean descriptor) and robot->robot kNN task accuracy "
                   "(k=5, leave-one-out):", "",
                   "| encoder | file | clips (tasks) | robot cos | rel std | kNN r->r (chance) | action probe R^2 "
-                  "(proprio only) |", "|---|---|---|---|---|---|---|"]
+                  "(proprio only) | frame rank |", "|---|---|---|---|---|---|---|---|"]
         for v, per_file in results["spread"].items():
             for f, m in per_file.items():
                 probe = (f"{m['probe_r2']:.3f} ({m['probe_r2_proprio']:.3f})" if m.get("probe_r2") is not None
                          else "-")
                 lines.append(f"| {v} | {f} | {m['clips']} ({m['tasks']}) | {m['robot_cos']:.4f} | {m['relative_std']:.3f} "
-                             f"| {m['knn_r2r']:.2f} ({m['chance']:.2f}) | {probe} |")
+                             f"| {m['knn_r2r']:.2f} ({m['chance']:.2f}) | {probe} | "
+                             + (f"{m['frame_rank']:.1f} |" if m.get("frame_rank") is not None else "- |"))
     if "transfer" in protocols and ORACLE_ROW in st["transfer"]["bootstrap"]:
         o = st["transfer"]["bootstrap"][ORACLE_ROW]["mean"]
         lines += ["", f"transfer / human-view oracle ({o:.2f}): " + ", ".join(
