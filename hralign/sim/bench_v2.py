@@ -446,9 +446,9 @@ def format_v2(results: dict[str, Any]) -> str:
     t = results["timings_s"]
     lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()
                                             if k.startswith(("collect", "pretrain", "adapt", "align", "lam", "spread"))
-                                            or k == "eval"),
-              f"evaluation: {t.get('eval rollouts/s', float('nan')):.2f} rollouts/s with {t.get('eval workers', '?')} worker "
-              "process(es)"]
+                                            or k == "eval")]
+    if "eval rollouts/s" in t:  # a run whose evaluation finished in one call
+        lines.append(f"evaluation: {t['eval rollouts/s']:.2f} rollouts/s with {t.get('eval workers', '?')} worker process(es)")
     if results.get("peak_rss"):
         lines.append(f"peak RSS: main {results['peak_rss']['main_mb']:.0f} MB, largest worker "
                      f"{results['peak_rss']['workers_max_mb']:.0f} MB")
