@@ -26,7 +26,11 @@ import torch
 
 
 def whiten(train: torch.Tensor, *others: torch.Tensor, eps: float = 1e-6) -> list[torch.Tensor]:
-    """PCA-whiten with the training frames' mean and covariance (every direction at unit variance)."""
+    """PCA-whiten with the training frames' mean and covariance (every direction at unit variance).
+
+    By hand rather than scikit-learn's ``PCA(whiten=True)``: that divides by the raw singular values,
+    and these features have near-zero-variance directions; the ``eps`` floor here bounds the gain.
+    """
     mean = train.mean(0, keepdim=True)
     cov = torch.cov((train - mean).T.double())
     ev, vec = torch.linalg.eigh(cov)

@@ -90,6 +90,8 @@ def test_spread_figures_separate_degenerate_from_spread_clips():
 
 
 def test_action_probe_scores_informative_features_above_noise(small_pairs):
+    import torch
+
     from hralign.pairs import PairsFile
     from hralign.pairs.split import split_pairs
     from hralign.sim.alignment import action_probe
@@ -101,8 +103,9 @@ def test_action_probe_scores_informative_features_above_noise(small_pairs):
     clips = np.concatenate([tr, va])
     # features that carry the action (a fixed random map of it, plus a little noise) vs pure noise
     mix = rng.normal(size=(pf.read_clip("robot", 0, name="actions").shape[1], 16))
-    told = {int(c): pf.read_clip("robot", int(c), name="actions") @ mix + 0.01 * rng.normal(size=(1, 16)) for c in clips}
-    noise = {int(c): rng.normal(size=(len(told[int(c)]), 16)) for c in clips}
+    told = {int(c): torch.from_numpy(pf.read_clip("robot", int(c), name="actions") @ mix
+                                     + 0.01 * rng.normal(size=(1, 16))).float() for c in clips}
+    noise = {int(c): torch.randn(len(told[int(c)]), 16, generator=torch.Generator().manual_seed(int(c))) for c in clips}
     good, bad = action_probe(pf, told, tr, va), action_probe(pf, noise, tr, va)
     assert good["probe_r2"] > 0.95 and good["probe_r2"] > bad["probe_r2"] + 0.1
     assert good["probe_r2_proprio"] == bad["probe_r2_proprio"]  # the floor does not read the features

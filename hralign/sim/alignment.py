@@ -11,9 +11,10 @@ the human features vary.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
+import torch
 
 from hralign.errors import HRAlignError
 from hralign.metrics import frame_error, knn_accuracy, retrieval_topk
@@ -115,7 +116,7 @@ def participation_ratio(x: np.ndarray) -> float:
     return float(ev.sum() ** 2 / max((ev ** 2).sum(), 1e-300))
 
 
-def action_probe(pairs: PairsFile, features: Mapping[int, Any], train_clips: np.ndarray,
+def action_probe(pairs: PairsFile, features: Mapping[int, torch.Tensor], train_clips: np.ndarray,
                  val_clips: np.ndarray, domain: str = "robot") -> dict[str, float]:
     """Held-out R^2 of a ridge regression from [features, proprio] to the expert's per-frame action.
 
@@ -129,14 +130,14 @@ def action_probe(pairs: PairsFile, features: Mapping[int, Any], train_clips: np.
     from sklearn.metrics import r2_score
     from sklearn.preprocessing import StandardScaler
 
-    def rows(clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        f = np.concatenate([np.asarray(features[int(c)], np.float64) for c in clips])
-        s = np.concatenate([pairs.read_clip(domain, int(c), name="state") for c in clips]).astype(np.float64)
-        a = np.concatenate([pairs.read_clip(domain, int(c), name="actions") for c in clips]).astype(np.float64)
-        return f, s, a
+    from hralign.sim.evaluate import demo_table
 
-    ftr, s_tr, a_tr = rows(np.asarray(train_clips))
-    fva, s_va, a_va = rows(np.asarray(val_clips))
+    def rows(clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = demo_table(pairs, {domain: features}, {domain: np.asarray(clips)})  # BC's own demo rows
+        return tuple(t[k].double().numpy() for k in ("features", "state", "action"))
+
+    ftr, s_tr, a_tr = rows(train_clips)
+    fva, s_va, a_va = rows(val_clips)
     out = {}
     for key, (xtr, xva) in {"probe_r2": (np.hstack([ftr, s_tr]), np.hstack([fva, s_va])),
                             "probe_r2_proprio": (s_tr, s_va)}.items():
