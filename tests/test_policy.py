@@ -232,3 +232,18 @@ def test_recorded_source_prefers_the_given_one_and_names_the_file_without_a_reco
     assert rec.encoder == "r3m-resnet18" and rec.image_size == 48
     with pytest.raises(HRAlignError, match=r"p/config.json: no recorded encoder"):
         recorded_source({"encoder": {}}, None, "p/config.json")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"robot_fraction": 0.0}, r"`robot_fraction` should be a number in \(0, 1\]"),
+    ({"robot_fraction": True}, r"`robot_fraction`"),
+    ({"split_by": "episode"}, r"`split_by` should be 'pair' or 'task'"),
+    ({"weight_decay": -1e-3}, r"`weight_decay` should be a non-negative number"),
+])
+def test_policy_train_config_checks_are_shared_by_bc_and_gr1(bad, match):
+    from hralign.policy.config import PolicyTrainConfig
+    from hralign.policy.gr1.config import GR1TrainConfig
+    for cls in (PolicyTrainConfig, TrainConfig, GR1TrainConfig):
+        with pytest.raises(HRAlignError, match=match):
+            cls(**bad)
+    assert TrainConfig().weight_decay == 1e-4 and GR1TrainConfig().weight_decay == 1e-2  # each recipe's own default

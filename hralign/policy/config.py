@@ -6,8 +6,9 @@
 * :class:`LatentPolicyConfig` - LAPA / IGOR's latent-action policy (Ye et al., 2024; Chen et
   al., 2024): features of the current frame(s) + instruction embedding -> the LAM's latent tokens,
   then a small action head on the policy's hidden state + features, trained on a few robot demos.
-* :class:`TrainConfig` - the shared training fields (:class:`hralign.train.TrainConfig`) plus the
-  latent stage's steps, the robot fraction and the split.
+* :class:`PolicyTrainConfig` - the shared training fields (:class:`hralign.train.TrainConfig`) plus what
+  every policy trainer adds (weight decay, robot fraction, split); :class:`TrainConfig` adds the
+  action and latent stages' steps and BC's defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hralign.errors import HRAlignError
 from hralign.train.config import TrainConfig as SharedTrainConfig
 
 HEAD_NAMES = ("bc", "continuous", "binned")
+FUTURE_LOSSES = ("mse", "cosine")
 
 
 def _positive_int(obj: Any, name: str, lo: int = 1) -> None:
@@ -57,8 +59,23 @@ def _check_gripper_spec(spec: str) -> None:
                            f"passed is {spec!r}") from None
 
 
+class FromDict:
+    """``to_dict`` / ``from_dict`` of the model configs: a saved config.json with an unknown key is refused by name."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Any:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HRAlignError(f"{source}: unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
 @dataclass
-class ActionConfig:
+class ActionConfig(FromDict):
     """The robot action head shared by BC and the latent policy."""
 
     head: str = field(default="continuous", metadata={"help": "Action head: 'bc' (MSE, R3M), 'continuous' "
@@ -94,19 +111,8 @@ class ActionConfig:
         w = self.future_weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
             raise HRAlignError(f"`future_weight` should be a non-negative number but the value passed is {w!r}")
-        if self.future_loss not in ("mse", "cosine"):
+        if self.future_loss not in FUTURE_LOSSES:
             raise HRAlignError(f"`future_loss` should be 'mse' or 'cosine' but the value passed is {self.future_loss!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ActionConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HRAlignError(f"{source}: unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass
@@ -136,15 +142,21 @@ class LatentPolicyConfig(ActionConfig):
         _positive_int(self, "latent_layers")
 
 
-@dataclass
-class TrainConfig(SharedTrainConfig):
-    """How a policy is trained (the model config says what it is); shared fields from :class:`hralign.train.TrainConfig`."""
+def _non_negative(obj: Any, name: str, positive: bool = False) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (positive and v == 0):
+        raise HRAlignError(f"`{name}` should be a {'positive' if positive else 'non-negative'} number but the value "
+                           f"passed is {v!r}")
 
-    steps: int = field(default=1500, metadata={"help": "Optimiser steps of the action stage."})
-    batch_size: int = field(default=256, metadata={"help": "Frames per step, summed over processes."})
-    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
-    latent_steps: int = field(default=1500, metadata={"help": "Optimiser steps of the latent-token stage "
-                                                                "(latent policy only)."})
+
+@dataclass
+class PolicyTrainConfig(SharedTrainConfig):
+    """What every policy trainer adds to :class:`hralign.train.TrainConfig`: decay and which robot clips it learns from.
+
+    BC / latent policy (:class:`TrainConfig`) and GR-1 (:class:`hralign.policy.gr1.GR1TrainConfig`)
+    both subclass it and redeclare only the defaults their recipes change.
+    """
+
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     robot_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training robot clips whose actions "
                                                                  "are used (e.g. 0.2: few labelled demos)."})
@@ -153,13 +165,24 @@ class TrainConfig(SharedTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive_int(self, "latent_steps", 0)
-        v = self.weight_decay
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise HRAlignError(f"`weight_decay` should be a non-negative number but the value passed is {v!r}")
-        if isinstance(self.robot_fraction, bool) or not isinstance(self.robot_fraction, (int, float)) \
-                or not 0.0 < self.robot_fraction <= 1.0:
-            raise HRAlignError(f"`robot_fraction` should be a number in (0, 1] but the value passed is "
-                               f"{self.robot_fraction!r}")
+        _non_negative(self, "weight_decay")
+        f = self.robot_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+            raise HRAlignError(f"`robot_fraction` should be a number in (0, 1] but the value passed is {f!r}")
         if self.split_by not in ("pair", "task"):
             raise HRAlignError(f"`split_by` should be 'pair' or 'task' but the value passed is {self.split_by!r}")
+
+
+@dataclass
+class TrainConfig(PolicyTrainConfig):
+    """How a policy is trained (the model config says what it is); shared fields from :class:`PolicyTrainConfig`."""
+
+    steps: int = field(default=1500, metadata={"help": "Optimiser steps of the action stage."})
+    batch_size: int = field(default=256, metadata={"help": "Frames per step, summed over processes."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
+    latent_steps: int = field(default=1500, metadata={"help": "Optimiser steps of the latent-token stage "
+                                                                "(latent policy only)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int(self, "latent_steps", 0)

@@ -9,38 +9,15 @@ alone, stage 2 fine-tunes on robot demos with both losses.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 from hralign.errors import HRAlignError
-from hralign.policy.config import _check_gripper_spec, _positive_int
-from hralign.train.config import TrainConfig as SharedTrainConfig
-
-GR1_FUTURE_LOSSES = ("mse", "cosine")
-
-
-def _non_negative(obj: Any, name: str, positive: bool = False) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (positive and v == 0):
-        raise HRAlignError(f"`{name}` should be a {'positive' if positive else 'non-negative'} number but the value "
-                           f"passed is {v!r}")
-
-
-class _FromDict:
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Any:
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HRAlignError(f"{source}: unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+from hralign.policy.config import (FUTURE_LOSSES, FromDict, PolicyTrainConfig, _check_gripper_spec, _non_negative,
+                                   _positive_int)
 
 
 @dataclass
-class GR1Config(_FromDict):
+class GR1Config(FromDict):
     """The GR-1-style policy: what it reads, how big it is, what it predicts."""
 
     history: int = field(default=4, metadata={"help": "Steps H the transformer sees: t-H+1..t (GR-1: 10). Every "
@@ -79,16 +56,17 @@ class GR1Config(_FromDict):
         _non_negative(self, "future_weight")
         _non_negative(self, "ensemble_coeff")
         _check_gripper_spec(self.gripper_dims)
-        if self.future_loss not in GR1_FUTURE_LOSSES:
+        if self.future_loss not in FUTURE_LOSSES:
             raise HRAlignError(f"`future_loss` should be 'mse' or 'cosine' but the value passed is {self.future_loss!r}")
 
 
 @dataclass
-class GR1TrainConfig(SharedTrainConfig, _FromDict):
+class GR1TrainConfig(PolicyTrainConfig, FromDict):
     """The two stages: stage 1 on human-view clips (future only), stage 2 on robot demos (actions + future).
 
-    The shared training fields (devices, precision, schedule, checkpoints, resume) come from
-    :class:`hralign.train.TrainConfig`; GR-1's recipe redeclares the defaults it changes.
+    The shared training fields (devices, precision, schedule, checkpoints, resume, weight decay,
+    robot fraction, split) come from :class:`hralign.policy.config.PolicyTrainConfig`; GR-1's recipe
+    redeclares the defaults it changes.
     """
 
     steps: int = field(default=1500, metadata={"help": "Stage-2 optimiser steps on robot demos (actions + future)."})
@@ -105,15 +83,7 @@ class GR1TrainConfig(SharedTrainConfig, _FromDict):
     weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay."})
     robot_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training robot clips whose actions "
                                                                  "stage 2 uses."})
-    split_by: str = field(default="pair", metadata={"help": "Held-out unit when the file has no /split: 'pair' or "
-                                                            "'task'."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive_int(self, "pretrain_steps", 0)
-        _non_negative(self, "weight_decay")
-        f = self.robot_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
-            raise HRAlignError(f"`robot_fraction` should be a number in (0, 1] but the value passed is {f!r}")
-        if self.split_by not in ("pair", "task"):
-            raise HRAlignError(f"`split_by` should be 'pair' or 'task' but the value passed is {self.split_by!r}")
