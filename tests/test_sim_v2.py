@@ -13,7 +13,7 @@ from conftest import run_cli
 
 from hralign.errors import HRAlignError
 from hralign.sim.env import metaworld_available
-from hralign.sim.stats import discordant_share, paired_bootstrap, rollouts_for_difference
+from hralign.sim.stats import discordant_share, draw_gap, paired_bootstrap, rollouts_for_difference
 from hralign.sim.tasksets import TaskSets, changes
 
 _OK, _WHY = metaworld_available()
@@ -52,6 +52,25 @@ def test_rollouts_for_difference_and_discordance():
     with pytest.raises(HRAlignError, match="discordant"):
         rollouts_for_difference(0.2, 0.1)
     assert discordant_share(np.array([[1, 0, 1, 1]]), np.array([[1, 1, 0, 1]])) == 0.5
+
+
+def test_draw_gap_separates_a_moved_row_from_noise():
+    rng = np.random.default_rng(0)
+    first = {"frozen": (rng.random((4, 200)) < 0.3).astype(float), "lora": (rng.random((4, 200)) < 0.5).astype(float)}
+    again = {k: (rng.random(v.shape) < v.mean()).astype(float) for k, v in first.items()}  # a second draw, same rates
+    moved = {"frozen": again["frozen"], "lora": (rng.random((4, 200)) < 0.9).astype(float)}  # lora moved by +0.4
+    same = draw_gap(first, again, reference="frozen", samples=1000)
+    assert same["lora"]["lo"] < 0 < same["lora"]["hi"] and same["lora"]["diff_gap_lo"] < 0 < same["lora"]["diff_gap_hi"]
+    gap = draw_gap(first, moved, reference="frozen", samples=1000)["lora"]
+    assert gap["gap"] == pytest.approx(moved["lora"].mean() - first["lora"].mean())
+    assert 0.2 < gap["lo"] and 0.2 < gap["diff_gap_lo"]  # the draws disagree: the interval excludes 0
+    # constant rows: the gap is exact
+    c = draw_gap({"frozen": np.zeros((2, 5))}, {"frozen": np.ones((3, 5))}, samples=100)["frozen"]
+    assert (c["gap"], c["lo"], c["hi"]) == (1.0, 1.0, 1.0)
+    with pytest.raises(HRAlignError, match="5 and 6 goals"):
+        draw_gap({"frozen": np.zeros((2, 5))}, {"frozen": np.zeros((2, 6))})
+    with pytest.raises(HRAlignError, match="no row in both"):
+        draw_gap({"a": np.zeros((2, 5))}, {"b": np.zeros((2, 5))})
 
 
 def test_task_sets_refuse_overlap_and_name_changes():
@@ -152,6 +171,43 @@ def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
     assert code == 0 and "PARTIAL" in stdout and "| adapted:lora-middle | 0.75 [" in stdout
     code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(tmp_path / "elsewhere"), "--report")
     assert code == 2 and "no tasksets.json" in stderr and "Traceback" not in stderr
+
+
+def test_compare_draws_reads_two_runs_and_refuses_other_settings(tmp_path):
+    from hralign.sim.draws import compare_draws
+
+    def run(name, rows, eval_tasks="push", eval_seed=10_000):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "tasksets.json").write_text(json.dumps(TaskSets(pretrain="reach", pair="door-open", eval=eval_tasks).to_dict()))
+        for row, seeds in rows.items():
+            sd = d / "eval" / "robot" / row.replace(":", "-") / row
+            sd.mkdir(parents=True)
+            for k, goals in enumerate(seeds):
+                (sd / f"seed{k}.json").write_text(json.dumps({"seed": k, "per_goal": {"push": goals}}))
+        (d / "eval" / "robot" / "frozen" / "results.json").write_text(json.dumps({"config": {"eval_seed": eval_seed}}))
+        return d
+
+    a = run("a", {"frozen": [[0, 0, 1, 0], [0, 1, 0, 0]], "adapted:lora": [[1, 1, 1, 0], [1, 1, 0, 1]]})
+    b = run("b", {"frozen": [[1, 0, 1, 0], [0, 1, 0, 0]], "adapted:lora": [[1, 1, 1, 1], [1, 1, 1, 1]],
+                  "random-init": [[1, 1, 1, 1], [1, 1, 1, 1]]})
+    res = compare_draws(a, b, samples=200)
+    e = res["protocols"]["robot"]
+    assert e["rows"] == ["frozen", "adapted:lora"] and res["only_in"]["robot"] == ["random-init"]
+    assert e["pooled"]["adapted:lora"]["mean"] == 14 / 16 and e["pooled"]["adapted:lora"]["diff"] == (14 - 5) / 16
+    assert e["gap"]["adapted:lora"]["gap"] == 0.25 and e["gap"]["frozen"]["gap"] == 0.125
+    code, stdout, _ = run_cli("bench", "metaworld-v2", "--out", str(a), "--report", "--compare", str(b))
+    assert code == 0 and "| adapted:lora | 0.75 [" in stdout and "moved between draws" in stdout
+    assert (a / "results_draws.md").read_text() == stdout.rstrip("\n") + "\n" and not (b / "results_draws.md").exists()
+    # a different setting is refused, naming what differs
+    other = run("c", {"frozen": [[0, 0, 1, 0]]}, eval_tasks="push,sweep-into")
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(a), "--report", "--compare", str(other))
+    assert code == 2 and "task sets differ" in stderr and "added sweep-into" in stderr and "Traceback" not in stderr
+    goals = run("d", {"frozen": [[0, 0, 1, 0]]}, eval_seed=7)
+    with pytest.raises(HRAlignError, match="eval_seed 10000 vs 7"):
+        compare_draws(a, goals)
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(a), "--compare", str(b))
+    assert code == 2 and "only with --report" in stderr
 
 
 def test_v2_config_refuses_bad_latent_sizes(tmp_path):

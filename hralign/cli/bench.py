@@ -15,6 +15,7 @@ from hralign.errors import HRAlignError
 from hralign.sim.bench import BenchConfig, format_table, run_bench
 from hralign.sim.bench_v2 import PRESETS, V2Config, format_v2, partial_results, run_bench_v2
 from hralign.sim.collect import CollectConfig
+from hralign.sim.draws import compare_draws, format_draws, write_draws
 from hralign.sim.evaluate import SimEvalConfig
 from hralign.sim.tasksets import TaskSets
 
@@ -69,7 +70,7 @@ def metaworld(out: str, resume: bool, **options: Any) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Benchmark dir (corpus.h5, pairs.h5, eval.h5, "
                                                                              "pretrain/, adapt/, eval/, results.*).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
-              help="quick: sized for < 30 min on 2 idle cores (not verified); full: the issue's table (~6 h estimated with the latent rows; docs/sim.md).")
+              help="quick: 16.5 min measured on 2 idle cores; full: the issue's table (~4.3 h of compute on 2 cores; docs/sim.md).")
 @click.option("--pretrain-tasks", default=None, help=_help(TaskSets, "pretrain") + " Default: docs/sim.md's set.")
 @click.option("--pair-tasks", default=None, help=_help(TaskSets, "pair") + " Default: docs/sim.md's set.")
 @click.option("--eval-tasks", default=None, help=_help(TaskSets, "eval") + " Default: push,sweep-into.")
@@ -81,9 +82,12 @@ def metaworld(out: str, resume: bool, **options: Any) -> None:
 @click.option("--resume", is_flag=True, help="Reuse every finished stage in OUT (the task sets must be unchanged).")
 @click.option("--report", is_flag=True, help="Run nothing: print the table of every (protocol, row, seed) finished so far in "
                                              "OUT (a run still going or stopped) and write OUT/results_partial.{md,json}.")
+@click.option("--compare", type=click.Path(file_okay=False), default=None,
+              help="With --report: a second draw of the same configuration (e.g. --collect-seed 1); prints each cell "
+                   "per draw, pooled and the gap between draws with CIs, and writes OUT/results_draws.{md,json}.")
 def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: str | None, eval_tasks: str | None,
                  protocols: str | None, collect_seed: int, workers: int, overrides: tuple[str, ...], resume: bool,
-                 report: bool) -> None:
+                 report: bool, compare: str | None) -> None:
     """The v2 setting (docs/sim.md): pretrain the base on a human-video corpus of >= 20 other tasks,
     train adapters on pairs of other tasks, evaluate on held-out vision-dependent tasks with 95% CIs.
 
@@ -92,7 +96,15 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
       MUJOCO_GL=egl hralign bench metaworld-v2 --out bench_v2/ --preset quick
       hralign bench metaworld-v2 --out bench_v2/ --preset quick --resume      # after an interruption
       hralign bench metaworld-v2 --out bench_v2/ --report                     # what has finished so far
+      hralign bench metaworld-v2 --out bench_v2/ --report --compare bench_v2_s1/  # two collect seeds side by side
     """
+    if compare is not None and not report:
+        raise HRAlignError(f"--compare {compare}: only with --report (it compares finished runs; it runs nothing)")
+    if compare is not None:
+        res = compare_draws(out, compare)
+        write_draws(out, res)
+        click.echo(format_draws(res))
+        return
     if report:
         click.echo(format_v2(partial_results(out)))
         return

@@ -462,9 +462,8 @@ def format_v2(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
-    """The table of every (protocol, row, seed) finished so far in ``out``: what a full run that spans
-    sessions (or is still running) can already say. Nothing is run.
+def finished_cells(out: str | Path) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Task sets, table and pending rows of every (protocol, row, seed) finished in ``out``; nothing is run.
 
     Per protocol, the seeds that ``frozen`` (the reference of every difference) has finished set the
     rows' seeds; a row that has not finished all of them yet is listed under ``pending`` instead of
@@ -477,9 +476,7 @@ def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
     tasks = json.loads(sets.read_text(encoding="utf-8"))
     table: dict[str, dict[str, Any]] = {}
     pending: dict[str, list[str]] = {}
-    goals = None
-    order = sorted(PROTOCOLS, key=("robot", "few-shot", "transfer").index)  # the full preset's order
-    for protocol in order:
+    for protocol in sorted(PROTOCOLS, key=("robot", "few-shot", "transfer").index):  # the full preset's order
         found: dict[str, dict[int, dict[str, Any]]] = {}
         for f in sorted((out / "eval" / protocol).glob("*/*/seed*.json")):
             if f.stem[4:].isdigit():
@@ -492,8 +489,18 @@ def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
         rows = sorted(found, key=lambda v: (first.index(v) if v in first else len(first), not v.startswith("adapted"), v))
         table[protocol] = {v: {"per_seed": [found[v][k] for k in seeds]} for v in rows if set(seeds) <= set(found[v])}
         pending[protocol] = sorted(v for v in found if v not in table[protocol])
-        goals = goals or len(found["frozen"][seeds[0]]["per_goal"][tasks["eval"][0]])
-    protocols = [p for p in order if p in table]
+    return tasks, table, pending
+
+
+def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
+    """The table of every (protocol, row, seed) finished so far in ``out`` (:func:`finished_cells`): what a
+    full run that spans sessions (or is still running) can already say. Nothing is run.
+    """
+    out = Path(out)
+    tasks, table, pending = finished_cells(out)
+    order = [p for p in ("robot", "few-shot", "transfer") if p in table]
+    goals = len(table[order[0]]["frozen"]["per_seed"][0]["per_goal"][tasks["eval"][0]]) if order else None
+    protocols = order
     seed_files = [r for rows in table.values() for row in rows.values() for r in row["per_seed"]]
     busy = sum(r.get("train_s", 0.0) + r.get("rollout_s", 0.0) for r in seed_files)
     done_rollouts = sum(len(g) for r in seed_files for g in r["per_goal"].values())
@@ -519,5 +526,5 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     write_text_atomic(out / "results.md", format_v2(results))
 
 
-__all__ = ["LATENT_CONTROL_ROW", "LATENT_ROW", "OLD_BASE_ROW", "ORACLE_ROW", "PRESETS", "V2Config", "format_v2",
+__all__ = ["LATENT_CONTROL_ROW", "LATENT_ROW", "OLD_BASE_ROW", "ORACLE_ROW", "PRESETS", "V2Config", "finished_cells", "format_v2",
            "outcome_matrix", "parse_adapter_spec", "partial_results", "run_bench_v2", "run_eval_jobs"]

@@ -26,6 +26,20 @@ def _check(outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _percentiles(confidence: float) -> list[float]:
+    return [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
+
+
+def _replicates(arrays: dict[str, np.ndarray], si: np.ndarray, gi: np.ndarray) -> dict[str, np.ndarray]:
+    """Bootstrap replicate means per row: seeds ``si`` and goals ``gi`` ([samples, n]) drawn once for every row."""
+    boot: dict[str, np.ndarray] = {}
+    for k, a in arrays.items():
+        # mean over a resampled set of seeds and goals = mean of a[si][:, :, gi] without building it
+        rows = a[si]  # (samples, n_seeds, n_goals)
+        boot[k] = np.take_along_axis(rows, gi[:, None, :].repeat(si.shape[1], 1), axis=2).mean(axis=(1, 2))
+    return boot
+
+
 def paired_bootstrap(outcomes: dict[str, np.ndarray], reference: str | None = None, samples: int = 2000,
                      confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, float]]:
     """Mean success and percentile CI per row, and (with ``reference``) the paired difference to it.
@@ -38,14 +52,9 @@ def paired_bootstrap(outcomes: dict[str, np.ndarray], reference: str | None = No
         raise HRAlignError(f"paired bootstrap: reference row {reference!r} not among {', '.join(arrays)}")
     n_seeds, n_goals = next(iter(arrays.values())).shape
     rng = np.random.default_rng(seed)
-    si = rng.integers(0, n_seeds, size=(samples, n_seeds))
-    gi = rng.integers(0, n_goals, size=(samples, n_goals))
-    q = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
-    boot: dict[str, np.ndarray] = {}
-    for k, a in arrays.items():
-        # mean over a resampled set of seeds and goals = mean of a[si][:, :, gi] without building it
-        rows = a[si]  # (samples, n_seeds, n_goals)
-        boot[k] = np.take_along_axis(rows, gi[:, None, :].repeat(n_seeds, 1), axis=2).mean(axis=(1, 2))
+    si = rng.integers(0, n_seeds, size=(samples, n_seeds))  # seeds before goals: the draws of every result so far
+    boot = _replicates(arrays, si, rng.integers(0, n_goals, size=(samples, n_goals)))
+    q = _percentiles(confidence)
     out: dict[str, dict[str, float]] = {}
     for k, a in arrays.items():
         lo, hi = np.percentile(boot[k], q)
@@ -54,6 +63,43 @@ def paired_bootstrap(outcomes: dict[str, np.ndarray], reference: str | None = No
             d = boot[k] - boot[reference]
             dlo, dhi = np.percentile(d, q)
             out[k].update(diff=float(a.mean() - arrays[reference].mean()), diff_lo=float(dlo), diff_hi=float(dhi))
+    return out
+
+
+def draw_gap(first: dict[str, np.ndarray], second: dict[str, np.ndarray], reference: str | None = None,
+             samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, float]]:
+    """How far two draws of the same benchmark (two collect seeds: new demos, pairs and corpus) disagree.
+
+    Both draws are row -> [seeds, goals] on the **same goals** (the rollout goals come from the eval
+    seed, not the collect seed). Goals are resampled jointly (goal j is the same goal in both draws)
+    and seeds independently per draw (draw two's BC seed k trained on other demos than draw one's).
+    Returns, per row present in both, ``gap`` = second - first success with its interval and, with
+    ``reference``, ``diff_gap``: how much the row's difference to the reference moved between draws.
+    An interval that includes 0 means the two draws agree within their own rollout and seed noise.
+    """
+    a, b = _check(first), _check(second)
+    rows = [k for k in a if k in b]
+    if not rows:
+        raise HRAlignError(f"draw gap: no row in both draws (first: {', '.join(a)}; second: {', '.join(b)})")
+    (sa, ga), (sb, gb) = a[rows[0]].shape, b[rows[0]].shape
+    if ga != gb:
+        raise HRAlignError(f"draw gap: the draws have {ga} and {gb} goals; expected the same goals in both")
+    if reference is not None and reference not in rows:
+        raise HRAlignError(f"draw gap: reference row {reference!r} not in both draws ({', '.join(rows)})")
+    rng = np.random.default_rng(seed)
+    gi = rng.integers(0, ga, size=(samples, ga))
+    boot_a = _replicates({k: a[k] for k in rows}, rng.integers(0, sa, size=(samples, sa)), gi)
+    boot_b = _replicates({k: b[k] for k in rows}, rng.integers(0, sb, size=(samples, sb)), gi)
+    q = _percentiles(confidence)
+    out: dict[str, dict[str, float]] = {}
+    for k in rows:
+        lo, hi = np.percentile(boot_b[k] - boot_a[k], q)
+        out[k] = {"gap": float(b[k].mean() - a[k].mean()), "lo": float(lo), "hi": float(hi)}
+        if reference is not None and k != reference:
+            moved = (boot_b[k] - boot_b[reference]) - (boot_a[k] - boot_a[reference])
+            dlo, dhi = np.percentile(moved, q)
+            out[k].update(diff_gap=float((b[k].mean() - b[reference].mean()) - (a[k].mean() - a[reference].mean())),
+                          diff_gap_lo=float(dlo), diff_gap_hi=float(dhi))
     return out
 
 
