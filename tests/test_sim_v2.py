@@ -143,7 +143,7 @@ def test_participation_ratio_counts_directions():
 
 
 def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
-    from hralign.sim.bench_v2 import partial_results
+    from hralign.sim.bench_v2 import finished_cells, partial_results
 
     with pytest.raises(HRAlignError, match="no tasksets.json"):
         partial_results(tmp_path)
@@ -160,6 +160,8 @@ def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
     seed("robot", "adapted:lora-middle", 1, [1, 1, 0, 1])
     seed("robot", "random-init", 0, [1, 1, 1, 1])  # seed 1 still running: waits, not compared on fewer seeds
     seed("transfer", "random-init", 0, [0, 0, 0, 0])  # no frozen yet: nothing to compare with
+    tasks, table, pending = finished_cells(tmp_path)
+    assert tasks["eval"] == ["push"] and list(table) == ["robot"] and pending["robot"] == ["random-init"]
     res = partial_results(tmp_path, samples=200)
     assert res["protocols"] == ["robot"] and list(res["table"]["robot"]) == ["frozen", "adapted:lora-middle"]
     assert res["pending"] == {"robot": ["random-init"], "few-shot": [], "transfer": ["random-init"]}
