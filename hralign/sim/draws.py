@@ -19,7 +19,7 @@ import numpy as np
 
 from hralign.atomic import write_text_atomic
 from hralign.errors import HRAlignError
-from hralign.sim.bench_v2 import LATENT_CONTROL_ROW, LATENT_ROW, finished_cells, outcome_matrix
+from hralign.sim.bench_v2 import LATENT_CONTROL_ROW, LATENT_ROW, _ci, finished_cells, outcome_matrix
 from hralign.sim.stats import draw_gap, paired_bootstrap
 from hralign.sim.tasksets import changes
 
@@ -103,9 +103,11 @@ def compare_draws(first: str | Path, second: str | Path, samples: int = 2000) ->
     return out
 
 
-def _ci(m: float, lo: float, hi: float, sign: bool = False) -> str:
-    f = "+.2f" if sign else ".2f"
-    return f"{m:{f}} [{lo:{f}}, {hi:{f}}]"
+def _gap(g: dict[str, float], diff: bool = False) -> str:
+    """A :func:`draw_gap` entry as bench_v2's ``_ci`` writes a paired difference."""
+    k = "diff_gap" if diff else "gap"
+    lo, hi = (g[f"{k}_lo"], g[f"{k}_hi"]) if diff else (g["lo"], g["hi"])
+    return f"{g[k]:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def format_draws(res: dict[str, Any]) -> str:
@@ -120,25 +122,17 @@ def format_draws(res: dict[str, Any]) -> str:
         lines += ["", f"## {p} ({e['goals']} goals x {e['seeds'][0]} / {e['seeds'][1]} BC seeds)", "",
                   "| row | draw 1 | draw 2 | pooled | gap |", "|---|---|---|---|---|"]
         for v in e["rows"]:
-            lines.append(f"| {v} | {_ci(d1[v]['mean'], d1[v]['lo'], d1[v]['hi'])} | "
-                         f"{_ci(d2[v]['mean'], d2[v]['lo'], d2[v]['hi'])} | "
-                         f"{_ci(pooled[v]['mean'], pooled[v]['lo'], pooled[v]['hi'])} | "
-                         f"{_ci(gap[v]['gap'], gap[v]['lo'], gap[v]['hi'], True)} |")
+            lines.append(f"| {v} | {_ci(d1[v])} | {_ci(d2[v])} | {_ci(pooled[v])} | {_gap(gap[v])} |")
         lines += ["", "| row - frozen | draw 1 | draw 2 | pooled | moved between draws |", "|---|---|---|---|---|"]
         for v in e["rows"]:
             if v == "frozen":
                 continue
-            lines.append(f"| {v} | {_ci(d1[v]['diff'], d1[v]['diff_lo'], d1[v]['diff_hi'], True)} | "
-                         f"{_ci(d2[v]['diff'], d2[v]['diff_lo'], d2[v]['diff_hi'], True)} | "
-                         f"{_ci(pooled[v]['diff'], pooled[v]['diff_lo'], pooled[v]['diff_hi'], True)} | "
-                         f"{_ci(gap[v]['diff_gap'], gap[v]['diff_gap_lo'], gap[v]['diff_gap_hi'], True)} |")
+            lines.append(f"| {v} | {_ci(d1[v], True)} | {_ci(d2[v], True)} | {_ci(pooled[v], True)} | "
+                         f"{_gap(gap[v], True)} |")
         if "latent_chain" in e:
             c = e["latent_chain"]
-            lines += ["", f"{LATENT_ROW} - {LATENT_CONTROL_ROW}: draw 1 "
-                      + _ci(c["draws"][0]["diff"], c["draws"][0]["diff_lo"], c["draws"][0]["diff_hi"], True)
-                      + "; draw 2 " + _ci(c["draws"][1]["diff"], c["draws"][1]["diff_lo"], c["draws"][1]["diff_hi"], True)
-                      + "; pooled " + _ci(c["pooled"]["diff"], c["pooled"]["diff_lo"], c["pooled"]["diff_hi"], True)
-                      + "; moved " + _ci(c["gap"]["diff_gap"], c["gap"]["diff_gap_lo"], c["gap"]["diff_gap_hi"], True)]
+            lines += ["", f"{LATENT_ROW} - {LATENT_CONTROL_ROW}: draw 1 {_ci(c['draws'][0], True)}; draw 2 "
+                      f"{_ci(c['draws'][1], True)}; pooled {_ci(c['pooled'], True)}; moved {_gap(c['gap'], True)}"]
         if e["rows"] and res["only_in"].get(p):
             lines.append(f"finished in one draw only (not compared): {', '.join(res['only_in'][p])}")
     return "\n".join(lines) + "\n"
