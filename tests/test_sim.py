@@ -259,6 +259,9 @@ def test_eval_tiny_transfer_and_resume(mw_pairs, tmp_path):
     code, stdout, stderr = run_cli(*args, "--resume")
     assert code == 0, stderr
     assert (out / "frozen" / "seed0.json").read_text() == before  # resumed: the finished seed was not redone
+    assert all(row["resumed_seeds"] == 0 for row in res["variants"].values())
+    resumed = json.loads((out / "results.json").read_text())["variants"]
+    assert all(row["resumed_seeds"] == 1 for row in resumed.values())  # read back, so not counted in rates
     assert "frozen" in stdout and "+-" in stdout
 
 

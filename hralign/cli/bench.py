@@ -70,7 +70,7 @@ def metaworld(out: str, resume: bool, **options: Any) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Benchmark dir (corpus.h5, pairs.h5, eval.h5, "
                                                                              "pretrain/, adapt/, eval/, results.*).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
-              help="quick: 16.5 min measured on 2 idle cores; full: the issue's table (~4.3 h of compute on 2 cores; docs/sim.md).")
+              help="quick: 16.5 min measured on 2 idle cores; full: the issue's table (~4-5.5 h of compute on 2 cores, measured; docs/sim.md).")
 @click.option("--pretrain-tasks", default=None, help=_help(TaskSets, "pretrain") + " Default: docs/sim.md's set.")
 @click.option("--pair-tasks", default=None, help=_help(TaskSets, "pair") + " Default: docs/sim.md's set.")
 @click.option("--eval-tasks", default=None, help=_help(TaskSets, "eval") + " Default: push,sweep-into.")

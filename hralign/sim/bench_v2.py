@@ -247,8 +247,9 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     table: dict[str, dict[str, Any]] = {p: {} for p in protocols}
     for j, r in zip(jobs, done):
         table[j["_protocol"]][j["vname"]] = r["row"]
-    # rollouts actually run in this call (resumed seeds cost nothing) -> rollouts/s of this eval stage
-    ran = sum(len(r["row"]["per_seed"]) for r in done) * eval_cfg.rollouts * len(tasks.eval)
+    # rollouts actually run in this call (seeds read back from an earlier call are not counted)
+    ran = sum(len(r["row"]["per_seed"]) - r["row"].get("resumed_seeds", 0) for r in done) \
+        * eval_cfg.rollouts * len(tasks.eval)
     fresh = sum(1 for r in done if r["seconds"] > 1.0)
     if "eval" not in timings and fresh:
         timed.record({"eval": eval_s, "eval rollouts/s": ran / max(eval_s, 1e-9), "eval workers": cfg.workers})

@@ -229,10 +229,12 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
         robot_enc = human_enc = None
         feats: dict[str, dict[int, torch.Tensor]] | None = None
         per_seed: list[dict[str, Any]] = []
+        resumed_seeds = 0  # read back from an earlier call, not run here: rates must not count them
         for s in range(cfg.seeds):
             done = vdir / f"seed{s}.json"
             if resume and done.is_file():
                 per_seed.append(json.loads(done.read_text(encoding="utf-8")))
+                resumed_seeds += 1
                 if bar is not None:
                     bar.update(len(tasks) * cfg.rollouts)
                 continue
@@ -313,7 +315,7 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                **({"latent": latent.to_dict()} if latent is not None and source is not None else {}),
                **({"gr1": gr1.to_dict(), "pretrain_steps": pretrain_steps}
                   if cfg.policy == "gr1" and source is not None else {}),
-               "per_seed": per_seed,
+               "per_seed": per_seed, "resumed_seeds": resumed_seeds,
                **_stats([r["success"] for r in per_seed]),
                "per_task": {t: _stats([r["per_task"][t] for r in per_seed]) for t in tasks},
                "seconds": time.perf_counter() - t0}
