@@ -250,8 +250,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     # rollouts actually run in this call (seeds read back from an earlier call are not counted)
     ran = sum(len(r["row"]["per_seed"]) - r["row"].get("resumed_seeds", 0) for r in done) \
         * eval_cfg.rollouts * len(tasks.eval)
-    fresh = sum(1 for r in done if r["seconds"] > 1.0)
-    if "eval" not in timings and fresh:
+    if "eval" not in timings and ran:
         timed.record({"eval": eval_s, "eval rollouts/s": ran / max(eval_s, 1e-9), "eval workers": cfg.workers})
     rss = {"main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "workers_max_mb": max(r["rss_mb"] for r in done)}
