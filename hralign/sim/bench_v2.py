@@ -128,13 +128,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def _eval_job(pairs: str, out: str, vname: str, source: EncoderSource | None, cfg: dict[str, Any],
               human_view: bool, latent: dict[str, Any] | None = None) -> dict[str, Any]:
     """One (protocol, row) evaluation, run in a worker process (its own envs and GL contexts)."""
-    t = time.perf_counter()
     res = evaluate_sim(pairs, out, {vname: source}, SimEvalConfig(**cfg), resume=True, progress=False,
                        human_view=(vname,) if human_view else (),
                        latent=SimLatentConfig(**latent) if latent is not None else None)
     row = res["variants"][vname]
-    return {"row": row, "seconds": time.perf_counter() - t,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"row": row, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _one_thread() -> None:
@@ -248,7 +246,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     for j, r in zip(jobs, done):
         table[j["_protocol"]][j["vname"]] = r["row"]
     # rollouts actually run in this call (seeds read back from an earlier call are not counted)
-    ran = sum(len(r["row"]["per_seed"]) - r["row"].get("resumed_seeds", 0) for r in done) \
+    ran = sum(len(r["row"]["per_seed"]) - r["row"]["resumed_seeds"] for r in done) \
         * eval_cfg.rollouts * len(tasks.eval)
     if "eval" not in timings and ran:
         timed.record({"eval": eval_s, "eval rollouts/s": ran / max(eval_s, 1e-9), "eval workers": cfg.workers})
