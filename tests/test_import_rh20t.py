@@ -209,6 +209,41 @@ def test_safe_pickle_forms(tmp_path):
             load_pickled_npy(tmp_path / "bad.pkl")
 
 
+def _forged_npy(path: Path, descr: str, shape: tuple[int, ...]) -> None:
+    """A .npy whose header declares ``shape`` (7 TiB of float64) over a few bytes of data."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "wb") as f:
+        npy_format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+        f.write(b"\0" * 64)
+
+
+@pytest.mark.parametrize("descr, found", [("<f8", "declares float64 (1000000, 1000000), 8000000000128 bytes with "
+                                                  "the header, but the file holds 192 bytes"),
+                                          ("|O", "only 64 bytes follow the header; expected at least 1000000000000")])
+def test_npy_header_with_enormous_shape_refused_before_allocating(tmp_path, descr, found):
+    shape = (10**6, 10**6) if descr == "<f8" else (10**12,)
+    _forged_npy(tmp_path / "big.npy", descr, shape)
+    with pytest.raises(HRAlignError, match="big.npy: .npy header") as e:
+        load_pickled_npy(tmp_path / "big.npy")  # before the check: MemoryError "Unable to allocate 7.28 TiB"
+    assert found in str(e.value)
+    np.save(tmp_path / "short.npy", np.arange(6.0))
+    (tmp_path / "short.npy").write_bytes((tmp_path / "short.npy").read_bytes()[:-8])  # one float64 missing
+    with pytest.raises(HRAlignError, match=r"short.npy: .*\(6,\), 176 bytes with the header, but the file holds 168"):
+        load_pickled_npy(tmp_path / "short.npy")
+    # in a scene: the robot camera is skipped naming the file; no clip is left, so the import stops with one line
+    root = tmp_path / "rh20t"
+    name = "task_0001_user_0001_scene_0001_cfg_0001"
+    scene = _robot_scene(root, name, cams=CAMS[:1], n=3)
+    _human_scene(root, name + "_human", cams=CAMS[:1], n=3)
+    _forged_npy(scene / f"cam_{CAMS[0]}" / "timestamps.npy", descr, shape)
+    p = plan(root, RH20TConfig())
+    assert p.clips == [] and "timestamps.npy: .npy header declares" in dict(p.skipped)[f"{name}/cam_{CAMS[0]}"]
+    out = tmp_path / "out.h5"
+    code, _, stderr = run_cli("pairs", "import", "rh20t", str(root), "--out", str(out))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "timestamps.npy" in stderr and not out.exists()
+
+
 def test_end_to_end_import(rh20t_root, tmp_path):
     from hralign.pairs.importers.pipeline import ImportConfig, run_import
     from hralign.pairs.reader import PairsFile

@@ -15,7 +15,7 @@ import click
 import h5py
 import numpy as np
 
-from hralign.atomic import atomic_path
+from hralign.atomic import atomic_path, write_text_atomic
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.build import BuildConfig, build_from_manifest
@@ -26,7 +26,7 @@ from hralign.pairs.synth import SynthConfig, synthesize
 from hralign.pairs.validate import check_valid, validate
 from hralign.cli.options import dataclass_options
 from hralign.pairs.importers import IMPORTERS, ImporterSpec
-from hralign.pairs.importers.pipeline import ImportConfig, run_import
+from hralign.pairs.importers.pipeline import ImportConfig, report_path, run_import
 
 
 def _help(cls: type, name: str) -> str:
@@ -211,6 +211,11 @@ def _import_command(spec: ImporterSpec) -> click.Command:
                                                    "import_config": json.dumps(dataclasses.asdict(source_cfg))})
         for line in report.lines():
             click.echo(line)
+        try:  # the pairs file is complete and valid: a report that cannot be written is only a warning
+            write_text_atomic(report_path(out), report.to_json())
+            click.echo(f"report (every skipped clip and its reason): {report_path(out)}")
+        except OSError as e:
+            click.echo(f"warning: could not write the import report {report_path(out)}: {e}", err=True)
 
     command.__doc__ = f"""{spec.help}
 

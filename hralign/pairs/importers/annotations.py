@@ -2,8 +2,9 @@
 
 One job: open an annotation file the way its dataset ships it and turn every problem (missing,
 empty, not JSON/CSV, no rows) into one :class:`HRAlignError` line naming the file. Plus the one
-header-only probe the Ego4D importer needs (a video's duration, so a window around a narration near
-the end is clipped instead of running past the video).
+header-only probe the Ego4D and EPIC-KITCHENS importers need (a video's duration and frame rate, so a
+window around a narration near the end, or a segment end rounded past the video, is clipped instead
+of running past the video).
 """
 
 from __future__ import annotations
@@ -52,15 +53,21 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
 
 def video_duration_s(path: Path) -> float:
     """Duration of a video in seconds from its container header (PyAV; no frame is decoded)."""
+    return video_probe(path)[0]
+
+
+def video_probe(path: Path) -> tuple[float, float]:
+    """(duration in seconds, frame rate) of a video from its container header (PyAV; no frame is decoded)."""
     import av  # heavy; only when an importer needs a duration
 
     try:
         with av.open(str(path)) as c:
             s = c.streams.video[0]
+            rate = float(s.average_rate or s.guessed_rate or 0) or 30.0  # 30: a rate-less header (rare)
             if s.duration is not None and s.time_base is not None:  # the video's own (audio may run longer)
-                return float(s.duration * s.time_base)
+                return float(s.duration * s.time_base), rate
             if c.duration is not None:
-                return c.duration / 1_000_000  # av.time_base is microseconds
+                return c.duration / 1_000_000, rate  # av.time_base is microseconds
     except (av.error.FFmpegError, IndexError, OSError) as e:
         raise HRAlignError(f"{path}: cannot be opened as a video ({type(e).__name__}: {e})") from e
     raise HRAlignError(f"{path}: the container states no duration")

@@ -80,9 +80,15 @@ def plan(root: Path, config: Ego4DConfig) -> ImportPlan:
     total = 0
     for uid in sorted(data):
         entry = data[uid]
-        narrations = entry.get(pass_key, {}).get("narrations", []) if isinstance(entry, dict) else []
+        if not isinstance(entry, dict):
+            raise HRAlignError(f"{ann}: {uid} should be an object with {pass_key}, found a JSON {_json_type(entry)}")
+        npass = entry.get(pass_key, {})
+        if not isinstance(npass, dict):
+            raise HRAlignError(f"{ann}: {uid}/{pass_key} should be an object with 'narrations', "
+                               f"found a JSON {_json_type(npass)}")
+        narrations = npass.get("narrations", [])
         if not isinstance(narrations, list):
-            raise HRAlignError(f"{ann}: {uid}/{pass_key}/narrations should be a list, found {type(narrations).__name__}")
+            raise HRAlignError(f"{ann}: {uid}/{pass_key}/narrations should be a list, found a JSON {_json_type(narrations)}")
         total += len(narrations)
         if not narrations:
             continue
@@ -105,6 +111,11 @@ def plan(root: Path, config: Ego4DConfig) -> ImportPlan:
     if total == 0:
         raise HRAlignError(f"{ann}: holds no narrations in {pass_key} (expected {expected})")
     return out
+
+
+def _json_type(value: object) -> str:
+    """JSON's name for a parsed value's type (list -> array, dict -> object), for error lines."""
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
 def _clip(n: object, key: str, path: Path, duration: float, config: Ego4DConfig) -> tuple[ClipSource | None, str]:

@@ -10,6 +10,9 @@ Layout (Damen et al. 2022; videos from the download scripts, CSVs from ``epic-ki
 A clip is ``[start_timestamp, stop_timestamp)`` of its video (without timestamp columns:
 ``start_frame / fps`` to ``stop_frame / fps``, fps from ``EPIC_100_video_info.csv`` beside the CSVs);
 the narration is the instruction; the split comes from the file (train 0, validation 1).
+A stop that overruns its video's end (from the header) by less than ``CLAMP_FRAMES`` frame intervals
+is annotation rounding (real rows end 13 ms after their video): it is clamped to the end and counted
+in the import report; a larger overrun is left for the decoder to refuse (or ``--skip-bad`` to skip).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from pathlib import Path
 
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
-from hralign.pairs.importers.annotations import parse_hms, read_csv
+from hralign.pairs.importers.annotations import parse_hms, read_csv, video_probe
 from hralign.pairs.importers.source import ClipSource, ImportPlan, VideoSegment
 
 SPLIT_FILES = {"train": ("EPIC_100_train.csv", S.SPLIT_TRAIN), "validation": ("EPIC_100_validation.csv", S.SPLIT_VAL)}
 REQUIRED = ("narration_id", "participant_id", "video_id", "narration")
 VIDEO_INFO = "EPIC_100_video_info.csv"
+CLAMP_FRAMES = 2.0  # an overrun shorter than this many frame intervals is rounding, not a bad segment
 
 
 @dataclass
@@ -84,6 +88,8 @@ def plan(root: Path, config: EpicKitchensConfig) -> ImportPlan:
     fps = _video_fps(ann / VIDEO_INFO)
     out = ImportPlan()
     missing: dict[str, int] = {}
+    probes: dict[Path, tuple[float, float] | None] = {}
+    clamped: list[tuple[str, float]] = []  # (narration_id, seconds cut)
     for s in names:
         path = ann / SPLIT_FILES[s][0]
         for line, row in enumerate(read_csv(path, REQUIRED), start=2):
@@ -99,12 +105,34 @@ def plan(root: Path, config: EpicKitchensConfig) -> ImportPlan:
             if not row["narration"]:
                 out.skipped.append((row["narration_id"], f"{path}:{line}: empty narration"))
                 continue
+            cut = _clamped_end(video, start, end, probes)
+            if cut is not None:
+                clamped.append((row["narration_id"], end - cut))
+                end = cut
             out.clips.append(ClipSource(key=row["narration_id"], domain="human", instruction=row["narration"],
                                         frames=VideoSegment(video, start, end), split=SPLIT_FILES[s][1]))
     for vid, n in sorted(missing.items()):
         part = vid.split("_")[0]
         out.skipped.append((vid, f"{n} segments: video {root / part / 'videos' / (vid + '.MP4')} not found"))
+    if clamped:
+        worst = max(clamped, key=lambda kc: kc[1])
+        out.notes.append(f"clamped {len(clamped)} segment ends that overran their video by less than "
+                         f"{CLAMP_FRAMES:g} frame intervals (annotation rounding; largest: {worst[0]} by "
+                         f"{worst[1] * 1000:.0f} ms)")
     return out
+
+
+def _clamped_end(video: Path, start: float, end: float, probes: dict[Path, tuple[float, float] | None]) -> float | None:
+    """The video's end when ``end`` overruns it by less than CLAMP_FRAMES frame intervals, else None."""
+    if video not in probes:
+        try:
+            probes[video] = video_probe(video)
+        except HRAlignError:  # left as is: the decoder names the file (or --skip-bad skips the clip)
+            probes[video] = None
+    if probes[video] is None:
+        return None
+    duration, rate = probes[video]
+    return duration if start < duration < end < duration + CLAMP_FRAMES / rate else None
 
 
 def _video_fps(path: Path) -> dict[str, float]:

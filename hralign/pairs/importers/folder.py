@@ -4,10 +4,17 @@ Columns: ``path`` (relative to DIR), ``instruction``, ``embodiment`` (human or r
 optionally ``start``/``end`` (seconds within the video), ``pair`` (clips of opposite embodiment
 with the same value are paired) and ``split`` (train/val). Every row is checked before anything
 is decoded: a path outside DIR or a missing file is a one-line error naming the CSV row.
+
+"Outside DIR" is decided on the path as written (absolute, or ``..`` climbing above DIR), not on
+where symlinks lead: a Hugging Face hub snapshot is a tree of symlinks into ``../blobs/``, and a
+link the user's own tree holds is theirs to follow.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,24 +52,47 @@ def _seconds(value: str, where: str, column: str) -> float | None:
     return v
 
 
+def inside_path(value: str, what: str, root: Path) -> Path:
+    """``value`` as a relative path that stays inside ``root`` as written (``a/../b`` -> ``b``); an empty,
+    absolute or climbing path (``../x``, ``a/../../x``) is an error. Symlinks are not resolved here."""
+    if not value:
+        raise HRAlignError(f"{what} is empty; expected a path relative to {root}")
+    if os.path.isabs(value):
+        raise HRAlignError(f"{what} {value!r} is outside {root} (an absolute path); paths must be relative to DIR")
+    norm = os.path.normpath(value)
+    if norm == ".." or norm.startswith("../"):
+        raise HRAlignError(f"{what} {value!r} is outside {root} (its '..' climbs above it); paths must stay inside DIR")
+    return Path(norm)
+
+
+def _check_file(path: Path, what: str, root: Path) -> None:
+    """A readable regular file (symlinks followed), else one line: not found, a symlink loop, not a file."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise HRAlignError(f"{what}: {path} is a symlink loop (a link pointing back to itself or an ancestor)") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise HRAlignError(f"{what} not found in {root}") from None
+        raise HRAlignError(f"{what}: {path} cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise HRAlignError(f"{what}: {path} is not a file")
+
+
 def plan(root: Path, config: FolderConfig) -> ImportPlan:
     """One clip per CSV row (see the module docstring)."""
     root = Path(root)
     if not root.is_dir():
         raise HRAlignError(f"{root}: not a folder (expected DIR holding the videos listed in {config.csv})")
     table = Path(config.csv)
-    base = root.resolve()
     clips: list[ClipSource] = []
     for line, rec in read_csv_records(table, REQUIRED, "CSV", optional=("start", "end", "pair", "split")):
         where = f"{table}: row {line}"
         emb = rec["embodiment"].lower()
         if emb not in S.DOMAINS:
             raise HRAlignError(f"{where}: embodiment {rec['embodiment']!r}, expected human or robot")
-        path = (root / rec["path"]).resolve()
-        if not path.is_relative_to(base):
-            raise HRAlignError(f"{where}: path {rec['path']!r} is outside {root}; paths must stay inside DIR")
-        if not path.is_file():
-            raise HRAlignError(f"{where}: video {rec['path']!r} not found in {root}")
+        path = root / inside_path(rec["path"], f"{where}: path", root)
+        _check_file(path, f"{where}: video {rec['path']!r}", root)
         start = _seconds(rec.get("start", ""), where, "start") or 0.0
         end = _seconds(rec.get("end", ""), where, "end")
         if end is not None and end <= start:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import zlib
@@ -106,18 +107,53 @@ class ImportReport:
     skipped: list[tuple[str, str]]
     unpaired: list[tuple[str, str]] = field(default_factory=list)  # (pair key, reason it gave no pair)
     reused: int = 0  # clips taken from a partial import (--resume)
+    notes: list[str] = field(default_factory=list)  # the importer's corrections (ImportPlan.notes)
 
     def lines(self) -> list[str]:
-        """The report as printed by ``hralign pairs import``."""
+        """The report as printed by ``hralign pairs import``: skipped clips and unpaired keys summarised
+        by reason (a count and the first few of each); :meth:`to_json` holds the full lists."""
         imported = ", ".join(f"{n} {d} clips ({self.frames[d]} frames)" for d, n in self.clips.items() if n) or "no clips"
         out = [f"wrote {self.out}: {imported}, {self.pairs} pairs"
                + (f"; {self.reused} clips reused from the partial import" if self.reused else "")]
-        for key, reason in self.skipped:
-            out.append(f"skipped {key}: {reason}")
-        for key, reason in self.unpaired:
-            out.append(f"no pair for key {key}: {reason}")
+        out += self.notes
+        out += summarise(self.skipped, "skipped {key}: {reason}", "skipped {n} clips: {kind}; the first {k}:")
+        out += summarise(self.unpaired, "no pair for key {key}: {reason}", "no pair for {n} keys: {kind}; the first {k}:")
         out.append(f"{sum(self.clips.values())} clips imported, {len(self.skipped)} skipped, {self.pairs} pairs")
         return out
+
+    def to_json(self) -> str:
+        """The whole report (every skipped clip and unpaired key) as JSON, for :func:`report_path`."""
+        return json.dumps({"out": str(self.out), "clips": self.clips, "frames": self.frames, "pairs": self.pairs,
+                           "reused": self.reused, "notes": self.notes,
+                           "skipped": [{"key": k, "reason": r} for k, r in self.skipped],
+                           "unpaired": [{"key": k, "reason": r} for k, r in self.unpaired]}, indent=1)
+
+
+REPORT_EXAMPLES = 3  # entries shown per reason; the JSON report lists them all (19,388 lines helped nobody)
+
+
+def report_path(out: str | os.PathLike) -> Path:
+    """The JSON import report beside ``out``: ``data.h5`` -> ``data.import.json``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".import.json")
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its particulars (paths, numbers, ids) replaced by '…', so reasons group by kind."""
+    return re.sub(r"\S*[\d/\\]\S*", "…", reason)
+
+
+def summarise(items: list[tuple[str, str]], line: str, header: str) -> list[str]:
+    """(key, reason) items as lines: a kind with few items lists them all, else a count and the first few."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key, reason in items:
+        groups.setdefault(reason_kind(reason), []).append((key, reason))
+    out: list[str] = []
+    for kind, group in groups.items():
+        if len(group) > REPORT_EXAMPLES:
+            out.append(header.format(n=len(group), kind=kind, k=REPORT_EXAMPLES))
+        out += [line.format(key=k, reason=r) for k, r in group[:REPORT_EXAMPLES]]
+    return out
 
 
 # -- frames: resampling and resizing (pure functions, used in worker processes) --------------------
@@ -353,7 +389,8 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
                     if not cfg.skip_bad:
                         raise HRAlignError(f"clip {c.key}: {result} (pass --skip-bad to skip such clips; "
                                            f"--resume reuses the {i} clips done)")
-                    tqdm.write(f"warning: skipping clip {c.key}: {result}", file=sys.stderr)
+                    if len(skipped) - len(plan.skipped) < REPORT_EXAMPLES:  # the rest: in the summary at the end
+                        tqdm.write(f"warning: skipping clip {c.key}: {result}", file=sys.stderr)
                     skipped.append((c.key, result))
                 else:
                     placed[i] = _assemble_clip(w, _shard(part, i), c, splits[i])
@@ -368,7 +405,7 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
     finally:
         bar.close()
     shutil.rmtree(part, ignore_errors=True)
-    return ImportReport(out, counts, frames, n_pairs, skipped, unpaired, reused)
+    return ImportReport(out, counts, frames, n_pairs, skipped, unpaired, reused, list(plan.notes))
 
 
 def _results(clips: list[ClipSource], part: Path, cfg: ImportConfig):
@@ -494,5 +531,5 @@ def content_hash(path: str | os.PathLike, block: int = 1024) -> str:
     return h.hexdigest()
 
 
-__all__ = ["ImportConfig", "ImportReport", "run_import", "content_hash", "partial_dir", "resample_indices",
+__all__ = ["ImportConfig", "ImportReport", "report_path", "summarise", "run_import", "content_hash", "partial_dir", "resample_indices",
            "nearest_rows", "resize_frames", "clip_splits", "process_clip"]

@@ -15,6 +15,7 @@ Both forms are read: a ``.npy`` whose header says ``|O`` (what ``np.save`` write
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import warnings
@@ -76,6 +77,23 @@ def safe_loads(data: bytes, source: str = "<bytes>") -> Any:
         raise HRAlignError(f"{source}: not a readable pickle ({type(e).__name__}: {str(e)[:120]})") from e
 
 
+def _check_declared_size(p: Path, shape: tuple[int, ...], dtype: np.dtype, header_bytes: int) -> None:
+    """Refuse a header whose shape the file cannot hold, before anything is allocated (a forged shape
+    would make numpy allocate terabytes). Plain arrays: header + elements x itemsize must be the file's
+    size; object arrays: each element takes at least one byte of pickle."""
+    size = p.stat().st_size
+    n = math.prod(int(d) for d in shape)  # Python ints: no overflow
+    if dtype.hasobject:
+        if n > size - header_bytes:
+            raise HRAlignError(f"{p}: .npy header declares an object array of shape {tuple(shape)} ({n} elements) "
+                               f"but only {size - header_bytes} bytes follow the header; expected at least {n}")
+        return
+    expected = header_bytes + n * dtype.itemsize
+    if expected != size:
+        raise HRAlignError(f"{p}: .npy header declares {dtype} {tuple(shape)}, {expected} bytes with the header, "
+                           f"but the file holds {size} bytes")
+
+
 def load_pickled_npy(path: str | os.PathLike) -> Any:
     """Load a ``.npy`` file that may hold pickled objects, without ever running code.
 
@@ -99,6 +117,7 @@ def load_pickled_npy(path: str | os.PathLike) -> Any:
                 shape, fortran, dtype = npy_format.read_array_header_2_0(f)
         except ValueError as e:
             raise HRAlignError(f"{p}: bad .npy header ({e})") from e
+        _check_declared_size(p, shape, dtype, f.tell())
         if not dtype.hasobject:
             f.seek(0)
             try:

@@ -91,7 +91,9 @@ class ClipSource:
 
 @dataclass
 class ImportPlan:
-    """An importer's whole answer: the clips to import and what it skipped, with the reason."""
+    """An importer's whole answer: the clips to import, what it skipped (with the reason), and notes
+    on what it corrected (one line each, e.g. segment ends clamped), which the import report repeats."""
 
     clips: list[ClipSource] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key or path, reason)
+    notes: list[str] = field(default_factory=list)

@@ -6,6 +6,10 @@ Layout (Goyal et al. 2017)::
     ROOT/labels/train.json        [{"id": "78687", "label": "holding potato next to vicks vaporub bottle",
     ROOT/labels/validation.json     "template": "Holding [something] next to [something]",
                                     "placeholders": ["potato", "vicks vaporub bottle"]}, ...]
+    ROOT/labels/labels.json       {"Holding something next to something": "10", ...} (not needed)
+
+The label files also ship under their official names (``something-something-v2-train.json``,
+``-validation.json``, ``-labels.json``), in ``labels/`` or in ROOT itself; both names are read.
 
 ``--instruction label`` (default) takes the filled-in label; ``template`` takes the template with
 its brackets removed ("Holding something next to something"), which gives 174 shared tasks, the
@@ -24,6 +28,8 @@ from hralign.pairs.importers.annotations import read_json
 from hralign.pairs.importers.source import ClipSource, ImportPlan, VideoSegment
 
 SPLIT_FILES = {"train": ("train.json", S.SPLIT_TRAIN), "validation": ("validation.json", S.SPLIT_VAL)}
+OFFICIAL_PREFIX = "something-something-v2-"  # the official name of each label file: this + the short one
+LABEL_DIRS = ("labels", "")
 VIDEO_DIRS = ("", "20bn-something-something-v2")
 INSTRUCTIONS = ("label", "template")
 
@@ -32,7 +38,9 @@ INSTRUCTIONS = ("label", "template")
 class SSv2Config:
     """Options of ``hralign pairs import ssv2 ROOT``."""
 
-    labels: str | None = field(default=None, metadata={"help": "Folder with train.json / validation.json (default: ROOT/labels)."})
+    labels: str | None = field(default=None, metadata={
+        "help": "Folder with train.json / validation.json or something-something-v2-train.json / -validation.json "
+                "(default: ROOT/labels, then ROOT)."})
     splits: str | None = field(default=None, metadata={
         "help": "Comma-separated splits to import: train, validation (default: every one whose JSON is present)."})
     instruction: str = field(default="label", metadata={
@@ -56,23 +64,41 @@ def _instruction(entry: dict, how: str) -> str:
     return " ".join(text.replace("[", "").replace("]", "").split())
 
 
+def _names(split: str) -> tuple[str, str]:
+    short = SPLIT_FILES[split][0]
+    return short, OFFICIAL_PREFIX + short
+
+
+def _label_file(labels: Path, split: str) -> Path | None:
+    """The label file of ``split`` in ``labels`` under either of its names (None when absent)."""
+    return next((labels / n for n in _names(split) if (labels / n).is_file()), None)
+
+
 def plan(root: Path, config: SSv2Config) -> ImportPlan:
     """List one human clip per labelled video present (nothing is decoded)."""
     root = Path(root)
     if not root.is_dir():
         raise HRAlignError(f"{root}: not a directory (expected SSv2's root with <id>.webm and labels/)")
-    labels = Path(config.labels) if config.labels else root / "labels"
+    dirs = [Path(config.labels)] if config.labels else [root / d for d in LABEL_DIRS]
+    labels = next((d for d in dirs if any(_label_file(d, s) for s in SPLIT_FILES)), dirs[0])
     if config.splits is not None:
         names = [s.strip() for s in config.splits.split(",") if s.strip()]
+        for s in names:
+            if _label_file(labels, s) is None:
+                raise HRAlignError(f"{labels}: no {' or '.join(_names(s))} (asked for split {s!r}; pass --labels DIR)")
     else:
-        names = [s for s, (f, _) in SPLIT_FILES.items() if (labels / f).is_file()]
+        names = [s for s in SPLIT_FILES if _label_file(labels, s)]
         if not names:
-            raise HRAlignError(f"{labels}: no train.json or validation.json (pass --labels DIR)")
+            accepted = ", ".join(n for s in SPLIT_FILES for n in _names(s))
+            classes = [d / n for d in dirs for n in ("labels.json", OFFICIAL_PREFIX + "labels.json") if (d / n).is_file()]
+            only = f"; {classes[0].name} holds only the class names" if classes else ""
+            raise HRAlignError(f"{' or '.join(str(d) for d in dirs)}: no SSv2 label file with videos (expected "
+                               f"{accepted}{only}; pass --labels DIR)")
     video_dir = next((root / d for d in VIDEO_DIRS if any((root / d).glob("*.webm"))), root)
     expected = "a list of {'id', 'label', 'template', 'placeholders'}"
     out = ImportPlan()
     for s in names:
-        path = labels / SPLIT_FILES[s][0]
+        path = _label_file(labels, s)
         entries = read_json(path, expected)
         if not isinstance(entries, list):
             raise HRAlignError(f"{path}: expected {expected}, found a JSON {type(entries).__name__}")
