@@ -218,3 +218,34 @@ def test_video_probe_duration_and_rate(epic60, tmp_path):
     (tmp_path / "x.mp4").write_bytes(b"not a video")
     with pytest.raises(HRAlignError, match="x.mp4: cannot be opened as a video"):
         video_probe(tmp_path / "x.mp4")
+
+
+# -- ids that would reach outside the dataset's folder, and an fps of 0 -----------------------------
+def test_annotation_ids_that_escape_the_root_one_line(epic60, tmp_path):
+    ann = _epic_rows(tmp_path, [0.3])
+    _epic_csv(ann / "EPIC_100_train.csv", [{**_epic_row("x", "P01_01", 0.0, 0.2, 60, "take cup"),
+                                            "video_id": "../../P01_01"}])
+    out = tmp_path / "o.h5"
+    err = _one_line_exit_2(["pairs", "import", "epic-kitchens", str(epic60), "--annotations", str(ann), "--out", str(out)], out)
+    assert "EPIC_100_train.csv:2: video_id: '../../P01_01' is not a plain file name" in err
+    (ann / "EPIC_100_train.csv").unlink()
+    _epic_csv(ann / "EPIC_100_validation.csv", [{**_epic_row("x", "P01_01", 0, 0, 60, "take cup"), "start_timestamp": "",
+                                                 "stop_timestamp": ""}])
+    (ann / "EPIC_100_video_info.csv").write_text("video_id,duration,fps,resolution\nP01_01,0.5,0,64x48\n")
+    err = _one_line_exit_2(["pairs", "import", "epic-kitchens", str(epic60), "--annotations", str(ann), "--out", str(out)], out)
+    assert "EPIC_100_video_info.csv: fps '0' of P01_01, expected a positive number" in err
+
+    root = tmp_path / "ssv2"
+    _ssv2_official(root, root / "labels")
+    (root / "labels" / "something-something-v2-train.json").write_text(json.dumps(
+        [{"id": "../../../etc/hostname", "label": "x", "template": "X", "placeholders": []}]))
+    with pytest.raises(HRAlignError, match=r"something-something-v2-train.json: entry 0 id: '\.\./\.\./\.\./etc/hostname'"):
+        ssv2.plan(root, ssv2.SSv2Config())
+
+    ego = tmp_path / "ego"
+    (ego / "v2" / "full_scale").mkdir(parents=True)
+    (ego / "v2" / "annotations").mkdir(parents=True)
+    (ego / "v2" / "annotations" / "narration.json").write_text(json.dumps(
+        {"../x": {"narration_pass_1": {"narrations": [{"timestamp_sec": 0.1, "narration_text": "#C C x"}]}}}))
+    err = _one_line_exit_2(["pairs", "import", "ego4d", str(ego), "--out", str(out)], out)
+    assert "narration.json: video_uid: '../x' is not a plain file name" in err

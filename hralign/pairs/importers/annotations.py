@@ -51,6 +51,15 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     return rows
 
 
+def file_name(value: str, what: str) -> str:
+    """``value`` (an id an annotation file names a video by) if it is one plain file name; an id holding
+    a path separator or ``..`` would reach outside the dataset's folder, so it is an error naming ``what``."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value:
+        raise HRAlignError(f"{what}: {value!r} is not a plain file name (expected an id such as P01_01, "
+                           "without '/', '\\' or '..')")
+    return value
+
+
 def video_duration_s(path: Path) -> float:
     """Duration of a video in seconds from its container header (PyAV; no frame is decoded)."""
     return video_probe(path)[0]

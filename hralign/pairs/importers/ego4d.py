@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hralign.errors import HRAlignError
-from hralign.pairs.importers.annotations import read_json, video_duration_s
+from hralign.pairs.importers.annotations import file_name, read_json, video_duration_s
 from hralign.pairs.importers.source import ClipSource, ImportPlan, VideoSegment
 
 VIDEO_DIRS = ("v2/full_scale", "full_scale")
@@ -92,7 +92,7 @@ def plan(root: Path, config: Ego4DConfig) -> ImportPlan:
         total += len(narrations)
         if not narrations:
             continue
-        path = videos / f"{uid}.mp4"
+        path = videos / f"{file_name(uid, f'{ann}: video_uid')}.mp4"
         if not path.is_file():
             out.skipped.append((uid, f"{len(narrations)} narrations: video {path} not found"))
             continue

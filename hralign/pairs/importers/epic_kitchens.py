@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
-from hralign.pairs.importers.annotations import parse_hms, read_csv, video_probe
+from hralign.pairs.importers.annotations import file_name, parse_hms, read_csv, video_probe
 from hralign.pairs.importers.source import ClipSource, ImportPlan, VideoSegment
 
 SPLIT_FILES = {"train": ("EPIC_100_train.csv", S.SPLIT_TRAIN), "validation": ("EPIC_100_validation.csv", S.SPLIT_VAL)}
@@ -93,7 +93,8 @@ def plan(root: Path, config: EpicKitchensConfig) -> ImportPlan:
     for s in names:
         path = ann / SPLIT_FILES[s][0]
         for line, row in enumerate(read_csv(path, REQUIRED), start=2):
-            video = _video(root, row["participant_id"], row["video_id"])
+            video = _video(root, file_name(row["participant_id"], f"{path}:{line}: participant_id"),
+                           file_name(row["video_id"], f"{path}:{line}: video_id"))
             if video is None:
                 missing[row["video_id"]] = missing.get(row["video_id"], 0) + 1
                 continue
@@ -142,9 +143,12 @@ def _video_fps(path: Path) -> dict[str, float]:
     out = {}
     for row in read_csv(path, ("video_id", "fps")):
         try:
-            out[row["video_id"]] = float(row["fps"])
-        except ValueError as e:
-            raise HRAlignError(f"{path}: fps {row['fps']!r} of {row['video_id']} is not a number") from e
+            fps = float(row["fps"])
+        except ValueError:
+            fps = float("nan")
+        if not 0 < fps < float("inf"):
+            raise HRAlignError(f"{path}: fps {row['fps']!r} of {row['video_id']}, expected a positive number")
+        out[row["video_id"]] = fps
     return out
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
-from hralign.pairs.importers.annotations import read_json
+from hralign.pairs.importers.annotations import file_name, read_json
 from hralign.pairs.importers.source import ClipSource, ImportPlan, VideoSegment
 
 SPLIT_FILES = {"train": ("train.json", S.SPLIT_TRAIN), "validation": ("validation.json", S.SPLIT_VAL)}
@@ -113,7 +113,7 @@ def plan(root: Path, config: SSv2Config) -> ImportPlan:
             if not text:
                 out.skipped.append((vid, f"{path.name}: entry has no `{config.instruction}` text"))
                 continue
-            video = video_dir / f"{vid}.webm"
+            video = video_dir / f"{file_name(vid, f'{path}: entry {i} id')}.webm"
             if not video.is_file():
                 out.skipped.append((vid, f"video {video} not found"))
                 continue
