@@ -146,6 +146,10 @@ def test_summarise_groups_by_kind():
     assert lines == ["skipped 5 clips: video … not found; the first 3:", "skipped k0: video /d/0.webm not found",
                      "skipped k1: video /d/1.webm not found", "skipped k2: video /d/2.webm not found",
                      "skipped e: entry has no `id`"]
+    many = summarise([(f"k{i}", f"kind {chr(97 + i)} of {i}") for i in range(12)], "{key}: {reason}", "{n} {kind}")
+    assert many[:2] == ["k0: kind a of 0", "k1: kind b of 1"] and many[10:] == ["... and 2 more, for 2 other reasons"]
+    assert summarise([(k, f"instructions differ ('{k}' vs 'x')") for k in "abcd"], "{key}", "{n}: {kind}")[0] == \
+        "4: instructions differ (… vs …)"
     r = ImportReport(Path("o.h5"), {"human": 1}, {"human": 3}, 0, items, notes=["clamped 2 segment ends"])
     assert r.lines()[1] == "clamped 2 segment ends" and r.lines()[-1] == "1 clips imported, 6 skipped, 0 pairs"
     assert len(json.loads(r.to_json())["skipped"]) == 6

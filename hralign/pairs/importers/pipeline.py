@@ -130,6 +130,7 @@ class ImportReport:
 
 
 REPORT_EXAMPLES = 3  # entries shown per reason; the JSON report lists them all (19,388 lines helped nobody)
+REPORT_KINDS = 10  # reasons shown; the others are one count
 
 
 def report_path(out: str | os.PathLike) -> Path:
@@ -139,8 +140,8 @@ def report_path(out: str | os.PathLike) -> Path:
 
 
 def reason_kind(reason: str) -> str:
-    """A reason with its particulars (paths, numbers, ids) replaced by '…', so reasons group by kind."""
-    return re.sub(r"\S*[\d/\\]\S*", "…", reason)
+    """A reason with its particulars (quoted text, paths, numbers, ids) replaced by '…', so reasons group by kind."""
+    return re.sub(r"\S*[\d/\\]\S*", "…", re.sub(r"'[^']*'|\"[^\"]*\"", "…", reason))
 
 
 def summarise(items: list[tuple[str, str]], line: str, header: str) -> list[str]:
@@ -149,7 +150,11 @@ def summarise(items: list[tuple[str, str]], line: str, header: str) -> list[str]
     for key, reason in items:
         groups.setdefault(reason_kind(reason), []).append((key, reason))
     out: list[str] = []
-    for kind, group in groups.items():
+    for j, (kind, group) in enumerate(groups.items()):
+        if j == REPORT_KINDS:
+            rest = list(groups.values())[j:]
+            out.append(f"... and {sum(map(len, rest))} more, for {len(rest)} other reasons")
+            break
         if len(group) > REPORT_EXAMPLES:
             out.append(header.format(n=len(group), kind=kind, k=REPORT_EXAMPLES))
         out += [line.format(key=k, reason=r) for k, r in group[:REPORT_EXAMPLES]]
@@ -531,5 +536,5 @@ def content_hash(path: str | os.PathLike, block: int = 1024) -> str:
     return h.hexdigest()
 
 
-__all__ = ["ImportConfig", "ImportReport", "report_path", "summarise", "run_import", "content_hash", "partial_dir", "resample_indices",
-           "nearest_rows", "resize_frames", "clip_splits", "process_clip"]
+__all__ = ["ImportConfig", "ImportReport", "report_path", "summarise", "run_import", "content_hash", "partial_dir",
+           "resample_indices", "nearest_rows", "resize_frames", "clip_splits", "process_clip"]
