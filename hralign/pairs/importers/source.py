@@ -91,7 +91,13 @@ class ClipSource:
 
 @dataclass
 class ImportPlan:
-    """An importer's whole answer: the clips to import and what it skipped, with the reason."""
+    """An importer's whole answer: the clips to import, what it skipped, and the clips whose source is
+    bad input (a missing or corrupt file, non-finite rows), each with a one-line reason naming the file.
+
+    Bad clips are the ``--skip-bad`` kind: :func:`~hralign.pairs.importers.pipeline.run_import` stops
+    on the first before anything is written, or with ``skip_bad`` lists them with the skipped ones.
+    """
 
     clips: list[ClipSource] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key or path, reason)
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (key, reason naming the file)
