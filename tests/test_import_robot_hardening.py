@@ -66,6 +66,21 @@ def test_actions_that_are_not_numbers_one_line(tmp_path):
     assert f"{path}: data/demo_0/actions is |S1 [3], expected numbers [T, D]" in err
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("data/demo_1/obs/agentview_image", np.zeros((3, 8, 8, 3), np.float32),
+     "clip demo_1: {path}: data/demo_1/obs/agentview_image is float32 [3, 8, 8, 3], expected uint8 images"),
+    ("data/demo_1", np.zeros(3), "{path}: data/demo_1 is a dataset, expected a group"),
+    ("data", np.zeros(3), "{path}: no `data` group"),
+], ids=["float-images", "demo-dataset", "data-dataset"])
+def test_layout_that_is_not_robomimic_one_line(tmp_path, key, value, message):
+    """Checked while planning, so nothing (not even a partial folder) is written."""
+    path = write_robomimic(tmp_path / "d.hdf5", [3, 3])
+    with h5py.File(path, "r+") as h:
+        del h[key]
+        h[key] = value
+    assert message.format(path=path) in _one_line_error(path, tmp_path)
+
+
 def _plan(tmp_path, bad):
     path = write_robomimic(tmp_path / "r.hdf5", [2])
     clip = ClipSource(key="demo_0", domain="robot", instruction="lift",
@@ -76,7 +91,7 @@ def _plan(tmp_path, bad):
 def test_plan_bad_clips_stop_the_import_before_anything_is_written(tmp_path):
     plan = _plan(tmp_path, [("demo_1", "x.hdf5: row 3 is nan"), ("demo_2", "y")])
     with pytest.raises(HRAlignError, match=r"^clip demo_1: x.hdf5: row 3 is nan \(pass --skip-bad to skip such clips; "
-                                           r"1 more bad clips\)$"):
+                                           r"1 more bad clip\)$"):
         run_import(plan, tmp_path / "o.h5", ImportConfig(workers=1, image_size=None), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.hdf5"]
     rep = run_import(plan, tmp_path / "o.h5", ImportConfig(workers=1, image_size=None, skip_bad=True), progress=False)

@@ -272,8 +272,10 @@ def test_non_finite_rows_are_never_written(tmp_path, column, value, shown):
     (lambda info: {**info, "data_path": 3}, "`data_path` is a number, expected a path template string"),
     (lambda info: {**info, "fps": "30"}, "`fps` is '30', expected a positive number"),
     (lambda info: {**info, "splits": ["train"]}, "`splits` is a list, expected an object"),
+    (lambda info: {**info, "video_path": "../{video_key}/file-{file_index:03d}.mp4"},
+     "gives '../cam/file-000.mp4', outside the dataset root"),
 ], ids=["info-list", "features-list", "data_path-placeholder", "video_path-placeholder", "data_path-number",
-        "fps-string", "splits-list"])
+        "fps-string", "splits-list", "video_path-escapes-root"])
 def test_malformed_info_json_one_line(tmp_path, change, message):
     root = tmp_path / "d"
     write_lerobot_v3(root, [3])

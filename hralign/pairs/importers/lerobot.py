@@ -99,7 +99,8 @@ def _rows(table, name: str, where: str, file_rows: np.ndarray, dtype=np.float32)
     if not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type) or pa.types.is_boolean(value_type)):
         raise HRAlignError(f"{where}: column `{name}` holds {col.type}, expected numbers or fixed-length lists of numbers")
     def numbers(arr) -> np.ndarray:  # via float64, so nulls (of any numeric type) become NaN, refused by _check_finite
-        return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=dtype)
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused by _check_finite too
+            return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=dtype)
 
     if not is_list:
         return numbers(col).reshape(-1, 1)
@@ -124,8 +125,8 @@ def _check_finite(rows: np.ndarray, name: str, where: str, file_rows: np.ndarray
     bad = ~np.isfinite(rows)
     if bad.any():
         r, c = (int(i) for i in np.argwhere(bad)[0])
-        raise HRAlignError(f"{where}, row {file_rows[r]}: `{name}`[{c}] is {rows[r, c]} (NaN, inf or null), "
-                           "expected a finite number")
+        raise HRAlignError(f"{where}, row {file_rows[r]}: `{name}`[{c}] is {rows[r, c]} (NaN, inf, null or beyond "
+                           "float32), expected a finite number")
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -149,14 +150,20 @@ def _format(info_path: Path, key: str, template, values: dict) -> str:
     fill is one line naming the key and the placeholders it may use."""
     if not isinstance(template, str):
         raise HRAlignError(f"{info_path}: `{key}` is {_kind(template)}, expected a path template string")
+    why = None
     try:
-        return template.format(**values)
+        rel = template.format(**values)
     except KeyError as e:
         why = f"unknown placeholder {{{e.args[0]}}}"
     except IndexError:
         why = "a positional placeholder {}"
     except (ValueError, TypeError, AttributeError) as e:
         why = f"a placeholder that cannot be filled with {values} ({e})"
+    if why is None:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:  # lexical: a dataset's files live under its root
+            raise HRAlignError(f"{info_path}: `{key}` {template!r} gives {rel!r}, outside the dataset root; "
+                               "expected a relative path without '..'")
+        return rel
     raise HRAlignError(f"{info_path}: `{key}` {template!r} has {why}; expected the placeholders "
                        + ", ".join("{" + k + "}" for k in values))
 
@@ -354,12 +361,12 @@ def _plan_v3(root: Path, info: dict, cam: str, columns: list[str], config: LeRob
                                         "file_index": ep[vk + "file_index"]})
                 if not vpath.is_file():
                     raise HRAlignError(f"{vpath}: video not found (episode {e})")
+                instruction = _first_task(ep["tasks"])
+                if instruction is None:
+                    raise HRAlignError(f"{episodes[e][1]}: `tasks` is {ep['tasks']!r}, expected a list of task texts")
             except HRAlignError as err:
                 bad.append((key, str(err)))
                 continue
-            instruction = _first_task(ep["tasks"])
-            if instruction is None:
-                raise HRAlignError(f"{episodes[e][1]} has no tasks")
             start = float(ep[vk + "from_timestamp"])
             # LeRobot reads an episode's frames at from_timestamp + each row's timestamp; datasets write
             # to_timestamp as from + length/fps or from + (length-1)/fps: end one frame after the last row

@@ -319,7 +319,7 @@ def _bad_clips(plan: ImportPlan, skip_bad: bool) -> ImportPlan:
         return plan
     if not skip_bad:
         key, reason = plan.bad[0]
-        more = f"; {len(plan.bad) - 1} more bad clips" if len(plan.bad) > 1 else ""
+        more = f"; {len(plan.bad) - 1} more bad clip{'s' if len(plan.bad) > 2 else ''}" if len(plan.bad) > 1 else ""
         raise HRAlignError(f"clip {key}: {reason} (pass --skip-bad to skip such clips{more})")
     return ImportPlan(clips=plan.clips, skipped=[*plan.skipped, *plan.bad])
 

@@ -115,7 +115,7 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
     bad_demos: list[tuple[str, str]] = []
     clips: list[ClipSource] = []
     with h:
-        if "data" not in h:
+        if not isinstance(h.get("data"), h5py.Group):
             raise HRAlignError(f"{path}: no `data` group, expected robomimic's data/demo_N layout")
         demos = sorted((k for k in h["data"] if re.fullmatch(r"demo_\d+", k)), key=lambda k: int(k.split("_")[1]))
         if not demos:
@@ -132,7 +132,9 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
         state_keys = [k.strip() for k in config.state_keys.split(",") if k.strip()]
         for d in demos:
             g = h["data"][d]
-            obs = g.get("obs") if isinstance(g, h5py.Group) else None
+            if not isinstance(g, h5py.Group):
+                raise HRAlignError(f"{path}: data/{d} is a dataset, expected a group with actions and obs/")
+            obs = g.get("obs")
             if not isinstance(obs, h5py.Group) or image not in obs:
                 cams = sorted(k[:-6] for k in obs if k.endswith("_image")) if isinstance(obs, h5py.Group) else []
                 raise HRAlignError(f"{path}: data/{d}/obs has no {image}; cameras in the file: {cams or 'none'}")
@@ -155,7 +157,12 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
                     skipped.append((d, f"{len(actions)} actions but {', '.join(bad)} rows"))
                     continue
                 state = np.concatenate(parts, axis=1)
-            n = obs[image].shape[0]
+            frames = obs[image]
+            if not isinstance(frames, h5py.Dataset) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+                what = "a group" if not isinstance(frames, h5py.Dataset) else f"{frames.dtype} {list(frames.shape)}"
+                bad_demos.append((d, f"{path}: data/{d}/obs/{image} is {what}, expected uint8 images [T, H, W, 3]"))
+                continue
+            n = frames.shape[0]
             if n != len(actions):
                 skipped.append((d, f"{n} frames but {len(actions)} actions"))
                 continue
