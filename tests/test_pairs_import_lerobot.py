@@ -157,3 +157,129 @@ def test_unknown_camera_lists_video_features(tmp_path):
 def test_tasks_are_the_episode_tasks(v3):
     plan = plan_import("lerobot", v3[0])
     assert [c.instruction for c in plan.clips] == [TASKS[e % 2] for e in range(len(LENGTHS))]
+
+
+# -- real-world variations and malformed input: never a wrong file, one line naming the file otherwise --
+def _import(root, tmp_path, *extra):
+    return run_cli("pairs", "import", "lerobot", str(root), "--out", str(tmp_path / "o.h5"), "--image-size", "0",
+                   "--workers", "1", *extra)
+
+
+def _rename_features(root, names: dict) -> None:
+    """Rename features in info.json and in every data parquet (as datasets that say `actions`/`state` ship)."""
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"] = {names.get(k, k): v for k, v in info["features"].items()}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    for f in (root / "data").rglob("*.parquet"):
+        t = pq.read_table(f)
+        pq.write_table(t.rename_columns([names.get(c, c) for c in t.column_names]), f)
+
+
+def test_v3_actions_and_state_keys_are_suggested(tmp_path):
+    root = tmp_path / "d"
+    expect = write_lerobot_v3(root, [4, 5])
+    _rename_features(root, {"action": "actions", "observation.state": "state"})
+    err = _one_line_error(["pairs", "import", "lerobot", str(root), "--out", str(tmp_path / "o.h5")], tmp_path)
+    assert "no feature 'action'" in err and "did you mean 'actions'? pass --action-key actions" in err
+    err = _one_line_error(["pairs", "import", "lerobot", str(root), "--out", str(tmp_path / "o.h5"),
+                           "--action-key", "actions"], tmp_path)
+    assert "no feature 'observation.state'" in err and "pass --state-key state" in err
+    code, out, err = _import(root, tmp_path, "--action-key", "actions", "--state-key", "state")
+    assert code == 0, err
+    _check(tmp_path / "o.h5", expect)
+
+
+@pytest.mark.parametrize("convention", ["length", "length-1"])
+def test_v3_to_timestamp_conventions_keep_the_last_frame(tmp_path, convention):
+    """to_timestamp = from + length/fps, or from + (length-1)/fps: every episode keeps all its frames."""
+    root = tmp_path / "d"
+    expect = write_lerobot_v3(root, [4, 5, 3], per_file=3)
+    if convention == "length-1":
+        path = root / "meta/episodes/chunk-000/file-000.parquet"
+        rows = pq.read_table(path).to_pylist()
+        for r in rows:
+            r[f"videos/{CAMERA}/to_timestamp"] -= 0.1  # fps 10
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    code, out, err = _import(root, tmp_path)
+    assert code == 0, err
+    _check(tmp_path / "o.h5", expect)
+
+
+@pytest.mark.parametrize("version,missing", [
+    ("v3", "data/chunk-000/file-001.parquet"), ("v3", f"videos/{CAMERA}/chunk-000/file-001.mp4"),
+    ("v21", "data/chunk-000/episode_000002.parquet"), ("v21", f"videos/chunk-000/{CAMERA}/episode_000002.mp4")])
+def test_missing_data_parquet_or_video_same_way(tmp_path, version, missing):
+    """Without --skip-bad: one line naming the missing file, nothing written; with it: its episodes skipped."""
+    root = tmp_path / "d"
+    if version == "v3":
+        write_lerobot_v3(root, [3, 3, 3, 3], per_file=2)
+    else:
+        write_lerobot_v21(root, [3, 3, 3, 3])
+    (root / missing).unlink()
+    err = _one_line_error(["pairs", "import", "lerobot", str(root), "--out", str(tmp_path / "o.h5")], tmp_path)
+    assert missing in err and "not found" in err and "--skip-bad" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no partial folder, no temporary file
+    code, out, err = _import(root, tmp_path, "--skip-bad")
+    assert code == 0, err
+    n_bad = 2 if version == "v3" else 1
+    assert f"{4 - n_bad} clips imported, {n_bad} skipped" in out
+    assert f"skipped episode_000002: {root / missing}" in out
+    assert validate(tmp_path / "o.h5") == []
+
+
+def test_ragged_action_rows_are_refused_not_reshaped(tmp_path):
+    """Rows of 3 and 1 values sum to 2 per row: once silently reshaped into a wrong matrix."""
+    root = tmp_path / "d"
+    write_lerobot_v3(root, [3, 4, 3], per_file=3)
+    path = root / "data/chunk-000/file-000.parquet"
+    t = pq.read_table(path)
+    actions = t.column("action").to_pylist()
+    actions[4], actions[5] = [1.0, 2.0, 3.0], [4.0]  # episode 1's rows 1 and 2 (file rows 4 and 5)
+    t = t.set_column(t.column_names.index("action"), "action", pa.array(actions, pa.list_(pa.float32())))
+    pq.write_table(t, path)
+    err = _one_line_error(["pairs", "import", "lerobot", str(root), "--out", str(tmp_path / "o.h5")], tmp_path)
+    assert f"{path}: episode 1, row 4: `action` has 3 values but row 3 has 2" in err and "clip episode_000001" in err
+    code, out, err = _import(root, tmp_path, "--skip-bad")
+    assert code == 0, err
+    assert "2 clips imported, 1 skipped" in out and validate(tmp_path / "o.h5") == []
+
+
+@pytest.mark.parametrize("column,value,shown", [("action", float("nan"), "nan"), ("observation.state", float("inf"), "inf"),
+                                                ("action", None, "nan")])
+def test_non_finite_rows_are_never_written(tmp_path, column, value, shown):
+    root = tmp_path / "d"
+    write_lerobot_v21(root, [3, 4])
+    path = root / "data/chunk-000/episode_000001.parquet"
+    t = pq.read_table(path)
+    rows = t.column(column).to_pylist()
+    rows[2][1] = value
+    t = t.set_column(t.column_names.index(column), column, pa.array(rows, t.schema.field(column).type))
+    pq.write_table(t, path)
+    err = _one_line_error(["pairs", "import", "lerobot", str(root), "--out", str(tmp_path / "o.h5")], tmp_path)
+    assert f"{path}: episode 1, row 2: `{column}`[1] is {shown}" in err
+    code, out, err = _import(root, tmp_path, "--skip-bad")
+    assert code == 0, err
+    assert "1 clips imported, 1 skipped" in out and validate(tmp_path / "o.h5") == []
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda info: [info], "meta/info.json: top level is a list, expected an object"),
+    (lambda info: {**info, "features": list(info["features"])}, "`features` is a list, expected an object"),
+    (lambda info: {**info, "data_path": "data/chunk-{episode_chunk:03d}/file-{file_index:03d}.parquet"},
+     "`data_path` 'data/chunk-{episode_chunk:03d}/file-{file_index:03d}.parquet' has unknown placeholder {episode_chunk}"),
+    (lambda info: {**info, "video_path": "videos/{camera}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"},
+     "`video_path` 'videos/{camera}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4' has unknown placeholder {camera}"),
+    (lambda info: {**info, "data_path": 3}, "`data_path` is a number, expected a path template string"),
+    (lambda info: {**info, "fps": "30"}, "`fps` is '30', expected a positive number"),
+    (lambda info: {**info, "splits": ["train"]}, "`splits` is a list, expected an object"),
+    (lambda info: {**info, "video_path": "../{video_key}/file-{file_index:03d}.mp4"},
+     "gives '../cam/file-000.mp4', outside the dataset root"),
+], ids=["info-list", "features-list", "data_path-placeholder", "video_path-placeholder", "data_path-number",
+        "fps-string", "splits-list", "video_path-escapes-root"])
+def test_malformed_info_json_one_line(tmp_path, change, message):
+    root = tmp_path / "d"
+    write_lerobot_v3(root, [3])
+    info = json.loads((root / "meta/info.json").read_text())
+    (root / "meta/info.json").write_text(json.dumps(change(info)))
+    err = _one_line_error(["pairs", "import", "lerobot", str(root), "--out", str(tmp_path / "o.h5")], tmp_path)
+    assert message in err and "meta/info.json" in err

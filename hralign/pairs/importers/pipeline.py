@@ -65,8 +65,9 @@ class ImportConfig:
     val_fraction: float = field(default=DEFAULT_VAL_FRACTION, metadata={"help": "Validation share for clips whose source gives no split "
                                                                "(decided per pair key, so a pair never straddles splits)."})
     seed: int = field(default=0, metadata={"help": "Seed of that split rule."})
-    skip_bad: bool = field(default=False, metadata={"help": "Skip clips whose frames do not decode (a warning each and "
-                                                            "a count at the end) instead of stopping with exit 2."})
+    skip_bad: bool = field(default=False, metadata={"help": "Skip clips whose source is bad (a missing or corrupt "
+                                                            "file, frames that do not decode, non-finite rows; listed "
+                                                            "and counted at the end) instead of stopping with exit 2."})
     overwrite: bool = field(default=False, metadata={"help": "Replace --out (and discard a partial import) if it exists."})
     resume: bool = field(default=False, metadata={"help": "Continue an import of the same sources and options that was "
                                                           "killed (reuses the clips in .OUT.partial/)."})
@@ -353,6 +354,17 @@ def _check_plan(plan: ImportPlan) -> None:
         seen.add(c.key)
 
 
+def _bad_clips(plan: ImportPlan, skip_bad: bool) -> ImportPlan:
+    """The plan with the importer's bad clips counted as skipped, or the first one's error without ``skip_bad``."""
+    if not plan.bad:
+        return plan
+    if not skip_bad:
+        key, reason = plan.bad[0]
+        more = f"; {len(plan.bad) - 1} more bad clip{'s' if len(plan.bad) > 2 else ''}" if len(plan.bad) > 1 else ""
+        raise HRAlignError(f"clip {key}: {reason} (pass --skip-bad to skip such clips{more})")
+    return ImportPlan(clips=plan.clips, skipped=[*plan.skipped, *plan.bad])
+
+
 def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | None = None,
                progress: bool = True, attrs: dict[str, str] | None = None) -> ImportReport:
     """Write the clips of ``plan`` to the pairs file ``out`` and return what was imported and skipped.
@@ -372,6 +384,7 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
     """
     cfg = config or ImportConfig()
     out = Path(out)
+    plan = _bad_clips(plan, cfg.skip_bad)
     _check_plan(plan)
     if out.exists() and not cfg.overwrite:
         raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")

@@ -51,6 +51,11 @@ def _mask(h, name: str, path: Path) -> set[str] | None:
     return {v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(h[key][()]).ravel()}
 
 
+def _json_kind(value) -> str:
+    names = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _instruction(h, config: RobomimicConfig, path: Path) -> str:
     if config.instruction:
         return config.instruction
@@ -59,13 +64,40 @@ def _instruction(h, config: RobomimicConfig, path: Path) -> str:
         env = json.loads(raw.decode() if isinstance(raw, bytes) else raw) if raw is not None else {}
     except (TypeError, ValueError) as e:
         raise HRAlignError(f"{path}: data.attrs['env_args'] is not JSON ({e}); pass --instruction") from e
+    if not isinstance(env, dict):
+        raise HRAlignError(f"{path}: data.attrs['env_args'] is {_json_kind(env)}, expected an object with "
+                           "env_name and env_kwargs; pass --instruction")
     kwargs = env.get("env_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise HRAlignError(f"{path}: data.attrs['env_args']['env_kwargs'] is {_json_kind(kwargs)}, "
+                           "expected an object; pass --instruction")
     for k in ("lang", "language", "language_instruction", "instruction"):
         if isinstance(kwargs.get(k), str) and kwargs[k].strip():
             return kwargs[k].strip()
     if isinstance(env.get("env_name"), str) and env["env_name"].strip():
         return env["env_name"].strip()
     raise HRAlignError(f"{path}: no instruction (env_args has no env_name); pass --instruction")
+
+
+def _array(g, key: str, path: Path) -> np.ndarray:
+    """A numeric dataset of ``g`` as float32 [T, D] with every value finite; :class:`HRAlignError` naming
+    the file, dataset and first bad row otherwise (``pairs validate`` rejects NaN/inf, so none is written)."""
+    import h5py
+
+    ds = g.get(key)
+    name = f"{g.name.lstrip('/')}/{key}"
+    if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "biuf" or ds.ndim not in (1, 2) or ds.shape[0] == 0:
+        what = "missing" if ds is None else "a group" if not isinstance(ds, h5py.Dataset) else f"{ds.dtype} {list(ds.shape)}"
+        raise HRAlignError(f"{path}: {name} is {what}, expected numbers [T, D] with T >= 1")
+    try:
+        arr = np.asarray(ds[()], dtype=np.float32).reshape(ds.shape[0], -1)
+    except (OSError, RuntimeError) as e:  # h5py's error for a corrupt chunk or filter
+        raise HRAlignError(f"{path}: cannot read {name} ({e})") from e
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = (int(i) for i in np.argwhere(bad)[0])
+        raise HRAlignError(f"{path}: {name} row {r}[{c}] is {arr[r, c]}, expected a finite number")
+    return arr
 
 
 def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
@@ -80,9 +112,10 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
     except OSError as e:
         raise HRAlignError(f"{path}: cannot be read as HDF5 ({e})") from e
     skipped: list[tuple[str, str]] = []
+    bad_demos: list[tuple[str, str]] = []
     clips: list[ClipSource] = []
     with h:
-        if "data" not in h:
+        if not isinstance(h.get("data"), h5py.Group):
             raise HRAlignError(f"{path}: no `data` group, expected robomimic's data/demo_N layout")
         demos = sorted((k for k in h["data"] if re.fullmatch(r"demo_\d+", k)), key=lambda k: int(k.split("_")[1]))
         if not demos:
@@ -99,25 +132,37 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
         state_keys = [k.strip() for k in config.state_keys.split(",") if k.strip()]
         for d in demos:
             g = h["data"][d]
+            if not isinstance(g, h5py.Group):
+                raise HRAlignError(f"{path}: data/{d} is a dataset, expected a group with actions and obs/")
             obs = g.get("obs")
-            if obs is None or image not in obs:
-                cams = sorted(k[:-6] for k in obs if k.endswith("_image")) if obs is not None else []
+            if not isinstance(obs, h5py.Group) or image not in obs:
+                cams = sorted(k[:-6] for k in obs if k.endswith("_image")) if isinstance(obs, h5py.Group) else []
                 raise HRAlignError(f"{path}: data/{d}/obs has no {image}; cameras in the file: {cams or 'none'}")
             if "actions" not in g:
                 raise HRAlignError(f"{path}: data/{d} has no actions")
-            actions = np.asarray(g["actions"][()], dtype=np.float32)
             state = None
             if state_keys:
                 missing = [k for k in state_keys if k not in obs]
                 if missing:
                     raise HRAlignError(f"{path}: data/{d}/obs has no {missing}; obs keys: {sorted(obs)}")
-                parts = [np.asarray(obs[k][()], dtype=np.float32) for k in state_keys]
+            try:  # non-finite rows are bad input of this demo only: skipped under --skip-bad
+                actions = _array(g, "actions", path)
+                parts = [_array(obs, k, path) for k in state_keys]
+            except HRAlignError as e:
+                bad_demos.append((d, str(e)))
+                continue
+            if state_keys:
                 bad = [f"{k} has {len(p)}" for k, p in zip(state_keys, parts) if len(p) != len(actions)]
                 if bad:
                     skipped.append((d, f"{len(actions)} actions but {', '.join(bad)} rows"))
                     continue
-                state = np.concatenate([p.reshape(len(actions), -1) for p in parts], axis=1)
-            n = obs[image].shape[0]
+                state = np.concatenate(parts, axis=1)
+            frames = obs[image]
+            if not isinstance(frames, h5py.Dataset) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+                what = "a group" if not isinstance(frames, h5py.Dataset) else f"{frames.dtype} {list(frames.shape)}"
+                bad_demos.append((d, f"{path}: data/{d}/obs/{image} is {what}, expected uint8 images [T, H, W, 3]"))
+                continue
+            n = frames.shape[0]
             if n != len(actions):
                 skipped.append((d, f"{n} frames but {len(actions)} actions"))
                 continue
@@ -125,4 +170,4 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
             clips.append(ClipSource(key=d, domain="robot", instruction=instruction,
                                     frames=H5Frames(path, f"data/{d}/obs/{image}", float(config.source_fps)),
                                     actions=actions, state=state, split=split))
-    return ImportPlan(clips=clips, skipped=skipped)
+    return ImportPlan(clips=clips, skipped=skipped, bad=bad_demos)

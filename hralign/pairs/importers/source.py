@@ -91,9 +91,15 @@ class ClipSource:
 
 @dataclass
 class ImportPlan:
-    """An importer's whole answer: the clips to import, what it skipped (with the reason), and notes
-    on what it corrected (one line each, e.g. segment ends clamped), which the import report repeats."""
+    """An importer's whole answer: the clips to import, what it skipped, the clips whose source is bad
+    input (a missing or corrupt file, non-finite rows), each with a one-line reason naming the file,
+    and notes on what it corrected (one line each, e.g. segment ends clamped), which the import report repeats.
+
+    Bad clips are the ``--skip-bad`` kind: :func:`~hralign.pairs.importers.pipeline.run_import` stops
+    on the first before anything is written, or with ``skip_bad`` lists them with the skipped ones.
+    """
 
     clips: list[ClipSource] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key or path, reason)
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (key, reason naming the file)
     notes: list[str] = field(default_factory=list)
