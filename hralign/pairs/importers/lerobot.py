@@ -80,16 +80,23 @@ def _rows(table, name: str, path: Path, n: int) -> np.ndarray:
     return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, 1)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, keys: tuple[str, ...]) -> list[dict]:
     if not path.is_file():
         raise HRAlignError(f"{path}: not found (a v2.1 LeRobotDataset has meta/episodes.jsonl and meta/tasks.jsonl)")
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise HRAlignError(f"{path}: not UTF-8 text ({e}); expected one JSON object per line") from e
+    for i, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except ValueError as e:
                 raise HRAlignError(f"{path}: line {i} is not JSON ({e})") from e
+            if not isinstance(rows[-1], dict) or not all(isinstance(rows[-1].get(k), int) for k in keys):
+                raise HRAlignError(f"{path}: line {i} is {line[:60]!r}, expected a JSON object with integer "
+                                   f"{', '.join(keys)}")
     return rows
 
 
@@ -219,18 +226,23 @@ def _plan_v3(root: Path, info: dict, cam: str, columns: list[str], config: LeRob
 def _plan_v2(root: Path, info: dict, cam: str, columns: list[str], config: LeRobotConfig) -> ImportPlan:
     import pyarrow as pa
 
-    episodes = sorted(_read_jsonl(root / "meta" / "episodes.jsonl"), key=lambda e: e["episode_index"])
+    episodes = sorted(_read_jsonl(root / "meta" / "episodes.jsonl", ("episode_index",)), key=lambda e: e["episode_index"])
     if not episodes:
         raise HRAlignError(f"{root}/meta/episodes.jsonl: empty, expected one line per episode")
-    tasks = {int(t["task_index"]): str(t["task"]) for t in _read_jsonl(root / "meta" / "tasks.jsonl")}
-    chunks_size = int(info.get("chunks_size", 1000))
+    tasks = {t["task_index"]: str(t.get("task")) for t in _read_jsonl(root / "meta" / "tasks.jsonl", ("task_index",))}
+    chunks_size = info.get("chunks_size", 1000)
+    if isinstance(chunks_size, bool) or not isinstance(chunks_size, int) or chunks_size < 1:
+        raise HRAlignError(f"{root}/meta/info.json: chunks_size {chunks_size!r}, expected a positive integer")
     splits = _splits(info)
     clips: list[ClipSource] = []
     skipped: list[tuple[str, str]] = []
     for ep in episodes:
         e = int(ep["episode_index"])
         key = f"episode_{e:06d}"
-        if int(ep.get("length", config.min_frames)) < config.min_frames:
+        length = ep.get("length", config.min_frames)
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise HRAlignError(f"{root}/meta/episodes.jsonl: episode {e} has length {length!r}, expected an integer")
+        if length < config.min_frames:
             skipped.append((key, f"{ep['length']} frames < --min-frames {config.min_frames}"))
             continue
         chunk = e // chunks_size

@@ -10,6 +10,7 @@ such as ``20_percent``). Every clip is a robot clip without a pair (pair it to h
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -68,6 +69,21 @@ def _instruction(h, config: RobomimicConfig, path: Path) -> str:
     raise HRAlignError(f"{path}: no instruction (env_args has no env_name); pass --instruction")
 
 
+def _name_file_on_read_errors(fn):
+    """h5py reports a corrupt file from wherever a read lands (OSError, RuntimeError, KeyError, ...):
+    turn what escapes the plan into one line naming the file."""
+    @functools.wraps(fn)
+    def wrapper(root: Path, config: RobomimicConfig) -> ImportPlan:
+        try:
+            return fn(root, config)
+        except HRAlignError:
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise HRAlignError(f"{root}: cannot be read as a robomimic file ({type(e).__name__}: {e})") from e
+    return wrapper
+
+
+@_name_file_on_read_errors
 def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
     """One robot clip per ``data/demo_N`` (in N order), split from the masks."""
     import h5py
@@ -99,6 +115,8 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
         state_keys = [k.strip() for k in config.state_keys.split(",") if k.strip()]
         for d in demos:
             g = h["data"][d]
+            if not isinstance(g, h5py.Group):
+                raise HRAlignError(f"{path}: data/{d} is a {type(g).__name__}, expected a group with actions and obs/")
             obs = g.get("obs")
             if obs is None or image not in obs:
                 cams = sorted(k[:-6] for k in obs if k.endswith("_image")) if obs is not None else []
@@ -106,6 +124,8 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
             if "actions" not in g:
                 raise HRAlignError(f"{path}: data/{d} has no actions")
             actions = np.asarray(g["actions"][()], dtype=np.float32)
+            if actions.ndim != 2:
+                raise HRAlignError(f"{path}: data/{d}/actions has shape {list(actions.shape)}, expected [T, A]")
             state = None
             if state_keys:
                 missing = [k for k in state_keys if k not in obs]
