@@ -69,6 +69,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _one_line(message: str) -> str:
+    """A message on one line: errors quoted from libraries (pyarrow, h5py) may span several."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user errors become one line on stderr and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -90,14 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     except HRAlignError as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(str(e))}", err=True)
         sys.exit(2)
     except OSError as e:
         # Disk full, permission denied, missing file: the user's environment, not a bug.
         if debug:
             traceback.print_exc()
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        click.echo(f"error: {_one_line(str(e.strerror or e))}{where}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

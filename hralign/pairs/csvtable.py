@@ -37,6 +37,9 @@ def read_csv_records(path: Path, required: Sequence[str], what: str, optional: S
                 for c in required:
                     if not rec.get(c):
                         raise HRAlignError(f"{path}: line {line}: column `{c}` is empty, expected a value")
+                nul = next((c for c, v in rec.items() if "\0" in v), None)
+                if nul is not None:  # HDF5 strings cannot hold one; refused here, before anything is written
+                    raise HRAlignError(f"{path}: line {line}: column `{nul}` holds a NUL character, expected text")
                 records.append((line, rec))
     except UnicodeDecodeError as e:
         raise HRAlignError(f"{path}: {what} is not UTF-8 text ({e})") from e

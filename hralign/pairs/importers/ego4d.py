@@ -110,6 +110,9 @@ def plan(root: Path, config: Ego4DConfig) -> ImportPlan:
                 out.clips.append(clip)
     if total == 0:
         raise HRAlignError(f"{ann}: holds no narrations in {pass_key} (expected {expected})")
+    if not out.clips:
+        key, why = out.skipped[0]
+        raise HRAlignError(f"{ann}: no narration gave a clip ({len(out.skipped)} skipped; first: {key}: {why})")
     return out
 
 

@@ -133,7 +133,11 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise HRAlignError(f"{path}: not found (a v2.1 LeRobotDataset has meta/episodes.jsonl and meta/tasks.jsonl)")
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise HRAlignError(f"{path}: not UTF-8 text ({e}); expected one JSON object per line") from e
+    for i, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 row = json.loads(line)
@@ -401,6 +405,8 @@ def _plan_v2(root: Path, info: dict, cam: str, columns: list[str], config: LeRob
         e = ep["episode_index"]
         key = f"episode_{e:06d}"
         length = ep.get("length")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+            raise HRAlignError(f"{ep_path}: episode {e} has length {length!r}, expected an integer")
         if isinstance(length, int) and length < config.min_frames:
             skipped.append((key, f"{length} frames < --min-frames {config.min_frames}"))
             continue

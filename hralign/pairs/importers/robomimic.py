@@ -10,6 +10,7 @@ such as ``20_percent``). Every clip is a robot clip without a pair (pair it to h
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -100,6 +101,21 @@ def _array(g, key: str, path: Path) -> np.ndarray:
     return arr
 
 
+def _name_file_on_read_errors(fn):
+    """h5py reports a corrupt file from wherever a read lands (OSError, RuntimeError, KeyError, ...):
+    turn what escapes the plan into one line naming the file."""
+    @functools.wraps(fn)
+    def wrapper(root: Path, config: RobomimicConfig) -> ImportPlan:
+        try:
+            return fn(root, config)
+        except HRAlignError:
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise HRAlignError(f"{root}: cannot be read as a robomimic file ({type(e).__name__}: {e})") from e
+    return wrapper
+
+
+@_name_file_on_read_errors
 def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
     """One robot clip per ``data/demo_N`` (in N order), split from the masks."""
     import h5py
