@@ -217,7 +217,7 @@ def process_clip(clip: ClipSource, shard: Path, config: ImportConfig) -> int:
                  for name, rows in ((S.ACTIONS, clip.actions), (S.STATE, clip.state))}
     out = resize_frames(frames[kept], config.image_size, config.resize)
     del frames
-    tmp = shard.with_name(shard.name + ".tmp")
+    tmp = shard.with_name(f"{shard.name}.{os.getpid()}.tmp")  # per process: a killed run's orphaned worker may still write it
     with h5py.File(tmp, "w") as h:
         h.create_dataset(S.FRAMES, data=out, chunks=(1, *out.shape[1:]), track_times=False,
                          **frame_filter(config.compression))
@@ -316,19 +316,21 @@ def _changed_source(old: object, sources: dict[str, list[int] | None]) -> str | 
 def _prepare_partial(out: Path, fingerprint: str, sources: dict[str, list[int] | None], config: ImportConfig) -> Path:
     part = partial_dir(out)
     stamp = part / "fingerprint.json"
+    if part.exists() and config.resume and stamp.exists():
+        try:
+            recorded = json.loads(stamp.read_text())
+            found = recorded["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded, found = {}, None
+        if found != fingerprint:
+            changed = _changed_source(recorded.get("sources") if isinstance(recorded, dict) else None, sources)
+            raise HRAlignError(changed or f"{part}: partial import was made from other sources or options than "
+                               "this one; rerun with the same ones, or pass --overwrite to start over")
+        return part
     if part.exists():
-        if config.resume:
-            try:
-                recorded = json.loads(stamp.read_text())
-                found = recorded["fingerprint"]
-            except (OSError, ValueError, KeyError, TypeError):
-                recorded, found = {}, None
-            if found != fingerprint:
-                changed = _changed_source(recorded.get("sources") if isinstance(recorded, dict) else None, sources)
-                raise HRAlignError(changed or f"{part}: partial import was made from other sources or options than "
-                                   "this one; rerun with the same ones, or pass --overwrite to start over")
-            return part
-        if not config.overwrite:
+        # the stamp is written before any clip, so a partial folder without one (killed right after
+        # creating it) holds nothing to reuse and --resume starts it afresh
+        if not config.overwrite and not config.resume:
             raise HRAlignError(f"{part}: a partial import of {out.name} exists; pass --resume to continue it "
                                "or --overwrite to start over")
         shutil.rmtree(part)
@@ -386,6 +388,9 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
     out = Path(out)
     _check_plan(plan)
     if out.exists() and not cfg.overwrite:
+        if cfg.resume and partial_dir(out).exists():  # a run killed after renaming OUT into place, while cleaning up
+            raise HRAlignError(f"{out}: output exists beside a partial import of it; pass --overwrite with --resume "
+                               "to rebuild it from the partial import's clips")
         raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
     sources = source_files(plan)
     part = _prepare_partial(out, _fingerprint(plan, cfg, sources), sources, cfg)
