@@ -7,7 +7,9 @@ under the final name; ``os.replace`` is atomic on POSIX within one filesystem.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -67,6 +69,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def stale_temporaries(path: str | os.PathLike, suffix: str = "") -> list[Path]:
+    """Temporary files that a killed writer of ``path`` (``atomic_path``, ``PairsWriter``) left beside it.
+
+    Only names of the exact form ``.NAME.XXXXXXXX<suffix>.tmp`` (``tempfile.mkstemp``'s 8 random
+    characters) and plain files match, so another output's temporaries are never among them.
+    """
+    target = Path(path)
+    name = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}\.tmp")
+    found = target.parent.glob(f".{glob.escape(target.name)}.*{glob.escape(suffix)}.tmp")
+    return sorted(p for p in found if name.fullmatch(p.name) and p.is_file() and not p.is_symlink())
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

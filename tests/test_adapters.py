@@ -147,3 +147,39 @@ def test_vit_presets_are_anchored_and_round_trip(tmp_path):
     assert torch.equal(load_encoder(tmp_path / "vit")(x), late(x))
     with pytest.raises(HRAlignError, match="placement"):
         attach_adapter(enc, "bottleneck", placement="early")
+
+
+@pytest.mark.parametrize("method, text, message", [
+    ("lora", "{not json", "not valid JSON"),
+    ("bottleneck", "[1, 2]", "holds a JSON list, expected the adapter's config object"),
+    ("lora", None, "'r' is 64 but hralign.json's adapter has"),  # edited: PEFT would load another rank
+    ("bottleneck", None, "'reduction' is 64 but hralign.json's adapter has"),
+])
+def test_adapter_config_must_parse_and_agree_with_hralign_json(enc18, tmp_path, method, text, message):
+    import json
+
+    from hralign.adapters.io import CONFIG_FILE
+
+    save_adapter(attach_adapter(enc18, method), tmp_path / "ad")
+    path = tmp_path / "ad" / CONFIG_FILE
+    if text is None:
+        config = json.loads(path.read_text())
+        config["r" if method == "lora" else "reduction"] = 64
+        text = json.dumps(config)
+    path.write_text(text)
+    with pytest.raises(HRAlignError, match=f"^{path}: .*{message}"):
+        load_encoder(tmp_path / "ad")
+
+
+def test_adapter_config_of_another_peft_version_loads(enc18, tmp_path):
+    import json
+
+    from hralign.adapters.io import CONFIG_FILE
+
+    save_adapter(attach_adapter(enc18, "ia3"), tmp_path / "ad")  # feedforward_modules: a set, written as a list
+    path = tmp_path / "ad" / CONFIG_FILE
+    config = json.loads(path.read_text())
+    config["peft_version"] = "0.13.0"
+    del config["exclude_modules"]  # an option older PEFT versions did not write
+    path.write_text(json.dumps(dict(reversed(config.items())), indent=4))
+    assert load_encoder(tmp_path / "ad").adapter_method == "ia3"

@@ -349,3 +349,43 @@ def test_cli_latent_action_model(tiny_pairs, tmp_path):
     assert ls.codes is not None and ls.codes.shape[0] == len(ls)
     m = json.loads((out / "metrics.json").read_text())["views"]["frozen"]
     assert 0.0 <= m["paired_code_agreement"] <= 1.0 and m["num_codes_used"] >= 1
+
+
+# ------------------------------------------------------------------------- --latents: bad rows
+def test_cli_latents_with_nan_rows_names_file_dataset_and_row(tmp_path):
+    from hralign.analysis.synth import write_synthetic_latents
+
+    p = write_synthetic_latents(tmp_path / "l.h5", 300, dim=8, num_clusters=2, num_tasks=2)
+    with h5py.File(p, "r+") as h:
+        h["views/frozen/latents"][217, 3] = np.nan
+        h["views/frozen/latents"][250, 0] = np.inf
+    code, _, stderr = run_cli("analyze", "--latents", str(p), "--out", str(tmp_path / "r"), "--k", "2", "--no-umap")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert f"{p}: /views/frozen/latents: row 217 has non-finite values (nan)" in stderr and "`X`" not in stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_latents_without_rows_says_so(tmp_path):
+    from hralign.analysis.synth import write_synthetic_latents
+
+    p = write_synthetic_latents(tmp_path / "l.h5", 10, dim=8, num_clusters=2, num_tasks=2)
+    with h5py.File(p, "r+") as h:  # the same file with every row dropped
+        for name in ["meta/domain", "meta/clip", "meta/pair", "meta/task", "meta/t", "views/frozen/latents"]:
+            shape, dtype = (0, *h[name].shape[1:]), h[name].dtype
+            del h[name]
+            h.create_dataset(name, shape=shape, dtype=dtype)
+    code, _, stderr = run_cli("analyze", "--latents", str(p), "--out", str(tmp_path / "r"), "--k", "2", "--no-umap")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert f"{p}: has no latent rows" in stderr and "--k <=" not in stderr
+
+
+def test_check_finite_latents_reads_in_chunks(monkeypatch):
+    import hralign.analysis.run as run_mod
+    from hralign.analysis.rows import Rows
+
+    x = np.zeros((10, 2), np.float32)
+    run_mod.check_finite_latents(x, "ok")
+    x[7, 1] = -np.inf
+    monkeypatch.setattr(run_mod, "Rows", lambda data: Rows(data, chunk=3))  # row numbers count across chunks
+    with pytest.raises(HRAlignError, match=r"^f.h5: /views/adapted/latents: row 7 has non-finite values \(-inf\)"):
+        run_mod.check_finite_latents(x, "f.h5: /views/adapted/latents")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from conftest import run_cli
@@ -63,3 +64,27 @@ def test_split_writes_a_copy_and_leaves_the_input(tiny_pairs, tmp_path):
     split = PairsFile(out).split
     for k in range(4):  # by pair: round(0.5 * 3) = 2 validation pairs in every task, 1 left for training
         assert split[tasks == k].tolist().count(1) == 2
+
+
+def test_info_reports_a_per_clip_split(tmp_path):
+    from hralign.pairs import PairsWriter
+
+    path = tmp_path / "human.h5"  # an import without pairs: its split is per clip
+    with PairsWriter(path) as w:
+        for k, split in enumerate([0, 1, 0, 0]):
+            w.add_clip("human", np.full((2, 8, 8, 3), k, np.uint8), "wave", split=split)
+    code, stdout, stderr = run_cli("pairs", "info", str(path))
+    assert code == 0, stderr
+    assert "split: human clips 3 train, 1 val (stored in /<domain>/clip_split)" in stdout
+    assert "none stored" not in stdout
+    code, stdout, _ = run_cli("pairs", "info", str(path), "--json")
+    assert json.loads(stdout)["domains"]["human"]["clip_split"] == {"train": 3, "val": 1}
+
+
+def test_val_fraction_default_is_the_one_constant():
+    from hralign.pairs.split import DEFAULT_VAL_FRACTION
+
+    code, stdout, _ = run_cli("pairs", "import", "folder", "--help")
+    assert code == 0 and f"[default: {DEFAULT_VAL_FRACTION}]" in " ".join(stdout.split()).split("--val-fraction")[1][:400]
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "pairs.md").read_text()
+    assert f"| `--val-fraction F`, `--seed S` | {DEFAULT_VAL_FRACTION}, 0 |" in docs

@@ -166,11 +166,13 @@ def test_sigkill_then_resume_same_hash(tmp_path):
     proc.wait()
     done = len(list(part.glob("clip_*.h5")))
     assert 6 <= done < 24 and not out.exists()
+    assert len(list(tmp_path.glob(".o.h5.*.tmp"))) == 1  # the killed writer's temporary file
     code = subprocess.run(cmd + args + ["--out", str(out), "--resume"], env=env, capture_output=True, text=True)
     assert code.returncode == 0, code.stderr
     assert "clips reused" in code.stdout
     assert P.content_hash(out) == P.content_hash(tmp_path / "full.h5")
     assert validate(out) == []
+    assert list(tmp_path.glob(".o.h5.*")) == []  # the resumed run removed the killed one's temporary file
 
 
 # -- folder bad input --------------------------------------------------------------------------------

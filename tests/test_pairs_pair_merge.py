@@ -193,3 +193,69 @@ def test_merge_keeps_per_clip_splits(tmp_path):
     with pytest.warns(UserWarning, match="c.h5: has no /human/clip_split"):
         merge_files([a, c], tmp_path / "m2.h5")
     assert PairsFile(tmp_path / "m2.h5").clip_split("human") is None
+
+
+# -- outputs that are inputs, corrupt inputs, report paths ------------------------------------------
+def test_pair_refuses_an_output_that_is_an_input(unpaired, tmp_path):
+    human, robot = unpaired
+    before = robot.read_bytes()
+    code, _, stderr = run_cli("pairs", "pair", str(human), str(robot), "--out", str(robot), "--overwrite")
+    assert code == 2 and stderr.count("\n") == 1 and f"{robot}: is also an input" in stderr
+    link = tmp_path / "link.h5"
+    link.hardlink_to(human)  # another name of the same file
+    with pytest.raises(HRAlignError, match="link.h5: is also an input"):
+        pair_files(human, robot, link, overwrite=True)
+    assert robot.read_bytes() == before and PairsFile(human).num_clips("human") == 4
+
+
+def test_merge_refuses_an_output_that_is_an_input_by_another_name(tmp_path):
+    a = _paired(tmp_path / "a.h5", ["t"], 10, [0])
+    b = _paired(tmp_path / "b.h5", ["t"], 20, [0])
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(HRAlignError, match="is also an input"):
+        merge_files([a, b], tmp_path / "sub" / ".." / "b.h5", overwrite=True)
+    assert PairsFile(b).num_pairs == 1
+
+
+def test_pair_report_path_failure_leaves_no_output(unpaired, tmp_path, monkeypatch):
+    human, robot = unpaired
+    out = tmp_path / "p.h5"
+    report_path(out).mkdir()
+    code, _, stderr = run_cli("pairs", "pair", str(human), str(robot), "--out", str(out))
+    assert code == 2 and stderr.count("\n") == 1 and "p.pairing.json: is a directory" in stderr
+    assert not out.exists()
+    report_path(out).rmdir()
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("hralign.pairs.pairing.write_text_atomic", full_disk)
+    with pytest.raises(HRAlignError, match="p.pairing.json: cannot write the pairing report \\(No space left"):
+        pair_files(human, robot, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["human.h5", "robot.h5"]
+
+
+def _corrupt_chunk(path: Path, dataset: str, index: int) -> None:
+    """Overwrite the stored bytes of one chunk of ``dataset`` with garbage (the gzip filter then fails)."""
+    import h5py
+
+    with h5py.File(path, "r") as h:
+        info = h[dataset].id.get_chunk_info(index)
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset)
+        f.write(b"\xff" * info.size)
+
+
+def test_merge_of_a_corrupt_chunk_names_file_dataset_and_clip(tmp_path):
+    a = _paired(tmp_path / "a.h5", ["t"], 10, [0])
+    b = tmp_path / "b.h5"
+    with PairsWriter(b, compression="gzip") as w:
+        for k in range(3):
+            w.add_pair(w.add_clip("human", np.random.default_rng(k).integers(0, 255, (3, 8, 8, 3), dtype=np.uint8), "t"),
+                       w.add_clip("robot", _frames(k), "t", actions=np.zeros((3, 2), np.float32)), split=0)
+    _corrupt_chunk(b, "human/frames", 4)  # clip 1, frame 1
+    out = tmp_path / "m.h5"
+    code, _, stderr = run_cli("pairs", "merge", str(a), str(b), "--out", str(out))
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert f"{b}: cannot read /human/frames of human clip 1" in stderr and "validate --deep" in stderr
+    assert not out.exists() and [p for p in tmp_path.iterdir() if p.name.startswith(".m.h5")] == []

@@ -137,6 +137,44 @@ def read_adapter_meta(directory: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _read_adapter_config(path: Path) -> dict[str, Any]:
+    """``adapter_config.json`` parsed: a JSON object, else one line naming the file."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise HRAlignError(f"{path}: not valid JSON ({e}); expected the adapter's config object as save_adapter "
+                           "writes it") from e
+    if not isinstance(config, dict):
+        raise HRAlignError(f"{path}: holds a JSON {type(config).__name__}, expected the adapter's config object")
+    return config
+
+
+def _canon(value: Any) -> str:
+    """A JSON value compared order-free in its lists (PEFT writes sets, e.g. target_modules, as lists)."""
+    def norm(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): norm(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple, set, frozenset)):
+            return sorted((norm(x) for x in v), key=lambda x: json.dumps(x, sort_keys=True))
+        return v
+
+    return json.dumps(norm(json.loads(json.dumps(value, default=lambda v: list(v) if isinstance(v, (set, frozenset))
+                                                  else str(v)))), sort_keys=True)
+
+
+def _check_adapter_config(path: Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
+    """PEFT and users read ``adapter_config.json``, hralign rebuilds from ``hralign.json``: they must agree.
+
+    Only keys the file has are compared, and not ``peft_version``: a file written by another PEFT
+    version lacks the options that version did not have, and PEFT fills their defaults.
+    """
+    for key, want in expected.items():
+        if key in found and key != "peft_version" and _canon(found[key]) != _canon(want):
+            raise HRAlignError(f"{path}: {key!r} is {found.get(key)!r} but hralign.json's adapter has {want!r} "
+                               "(edited by hand?); PEFT reads this file and hralign hralign.json, so they must agree: "
+                               "re-save the adapter with hralign.save_adapter")
+
+
 def _load_adapter_dir(
     directory: Path, meta: dict[str, Any], image_size: int | None = None, trust_checkpoint: bool = False
 ) -> AdaptedEncoder:
@@ -144,6 +182,7 @@ def _load_adapter_dir(
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
             raise HRAlignError(f"{directory}: {name} is missing; expected a directory written by save_adapter")
+    config = _read_adapter_config(directory / CONFIG_FILE)
     if sha256_file(directory / WEIGHTS_FILE) != meta.get("adapter_sha256"):
         raise HRAlignError(f"{directory / WEIGHTS_FILE}: sha256 differs from hralign.json's adapter_sha256 (file replaced?)")
     spec = dict(meta["encoder"])
@@ -163,6 +202,7 @@ def _load_adapter_dir(
             "trained on (another torch version?); save the base with save_encoder and re-attach"
         )
     model = attach_adapter(base, meta["method"], **meta["options"])
+    _check_adapter_config(directory / CONFIG_FILE, config, model.adapter_config)
     state = load_file(str(directory / WEIGHTS_FILE))
     expected_state = adapter_state(model)
     problem = describe_mismatch(expected_state, state)

@@ -50,6 +50,19 @@ class AnalysisResult:
     is_main: bool = True  # False on the other processes of a sharded encoder pass (they stop after it)
 
 
+def check_finite_latents(latents, where: str) -> None:
+    """Refuse NaN/inf latents before clustering, naming ``where`` and the first bad row (read in chunks).
+
+    FAISS and scikit-learn would refuse them too, but naming only their own argument ``X``.
+    """
+    for a, chunk in Rows(latents).chunks():
+        bad = ~np.isfinite(chunk).all(axis=1)
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise HRAlignError(f"{where}: row {a + r} has non-finite values ({chunk[r][~np.isfinite(chunk[r])][0]}); "
+                               "expected finite latents (re-encode, or drop those rows)")
+
+
 def check_output_dir(out: str | os.PathLike, overwrite: bool) -> None:
     """Refuse to write into an existing non-empty directory unless ``overwrite``."""
     p = Path(out)
@@ -291,6 +304,13 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     rss = {"latents": _peak_rss_mb()}  # peak RSS so far after each stage (MB): which step needs the memory
     first = next(iter(latsets.values()))
     n = len(first)
+    for vname, ls in latsets.items():
+        where = f"{config.latents}: /views/{vname}/latents" if config.latents else f"{vname} latents of {config.pairs}"
+        check_finite_latents(ls.latents, where)
+    if n == 0:
+        raise HRAlignError(f"{config.latents}: has no latent rows (/views/*/latents is empty); nothing to cluster, "
+                           "analyse a latents.h5 with rows" if config.latents else
+                           f"{config.pairs}: gave no latent actions (every clip shorter than --gap + 1 frames?)")
     if config.k > n:
         raise HRAlignError(f"--k {config.k} is larger than the number of latent actions ({n}); use --k <= {n}")
 

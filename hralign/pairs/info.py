@@ -22,7 +22,7 @@ def pairs_info(path: str | os.PathLike, max_frames: int = 256, check: bool = Tru
     {index, instruction, pairs}), ``split`` ({train, val} or None) and ``domains``: per domain
     ``clips``, ``frames``, ``frame_shape``, ``clip_length`` (min/mean/max), ``bytes`` (stored
     frames), ``pixel_mean``/``pixel_std`` (per RGB channel, in [0, 1]) over ``sampled_frames``,
-    and ``actions_dim``/``state_dim`` when present.
+    and ``actions_dim``/``state_dim`` and ``clip_split`` ({train, val} of the clips) when present.
     """
     if check:
         check_valid(path)
@@ -68,6 +68,10 @@ def pairs_info(path: str | os.PathLike, max_frames: int = 256, check: bool = Tru
         for name in S.PER_FRAME_OPTIONAL:
             if pf.has(d, name):
                 entry[f"{name}_dim"] = int(h[d][name].shape[1])
+        clip_split = pf.clip_split(d)
+        if clip_split is not None:
+            entry["clip_split"] = {"train": int((clip_split == S.SPLIT_TRAIN).sum()),
+                                   "val": int((clip_split == S.SPLIT_VAL).sum())}
         info["domains"][d] = entry
     pf.close()
     return info
@@ -76,8 +80,12 @@ def pairs_info(path: str | os.PathLike, max_frames: int = 256, check: bool = Tru
 def format_info(info: dict) -> str:
     """Human-readable text of :func:`pairs_info`'s dict (what ``hralign pairs info`` prints)."""
     lines = [f"{info['path']}: {info['num_pairs']} pairs, {info['num_tasks']} tasks, {info['file_bytes'] / 2**20:.2f} MiB"]
+    per_clip = {d: e["clip_split"] for d, e in info["domains"].items() if "clip_split" in e}
     if info["split"]:
         lines.append(f"split: {info['split']['train']} train, {info['split']['val']} val (stored in /split)")
+    elif per_clip:  # an import without pairs keeps its split per clip
+        lines.append("split: " + "; ".join(f"{d} clips {c['train']} train, {c['val']} val" for d, c in per_clip.items())
+                     + f" (stored in /<domain>/{S.CLIP_SPLIT})")
     else:
         lines.append("split: none stored (datasets make one by pair or by task)")
     for d, e in info["domains"].items():

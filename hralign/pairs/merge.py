@@ -25,7 +25,7 @@ from hralign.pairs import schema as S
 from hralign.pairs.pairing import normalize_text
 from hralign.pairs.reader import PairsFile
 from hralign.pairs.validate import check_valid
-from hralign.pairs.writer import PairsWriter
+from hralign.pairs.writer import PairsWriter, check_not_an_input
 
 
 @dataclass
@@ -88,9 +88,8 @@ def merge_files(inputs: list[str | os.PathLike], out: str | os.PathLike, compres
     if len(inputs) < 2:
         raise HRAlignError(f"merge needs at least two input files but got {len(inputs)}")
     out = Path(out)
+    check_not_an_input(out, inputs)
     for p in inputs:
-        if Path(p).resolve() == out.resolve():
-            raise HRAlignError(f"{out}: is also an input; write the merge to a new file")
         check_valid(p)
     if out.exists() and not overwrite:
         raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")

@@ -31,7 +31,7 @@ from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.reader import PairsFile
 from hralign.pairs.validate import check_valid
-from hralign.pairs.writer import PairsWriter, check_compression
+from hralign.pairs.writer import PairsWriter, check_compression, check_not_an_input
 
 PAIR_BY = ("text", "embedding")
 Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised float [N, D]
@@ -157,6 +157,11 @@ def pair_files(human_path: str | os.PathLike, robot_path: str | os.PathLike, out
     has one). The report is also saved as JSON beside ``out`` (:func:`report_path`).
     """
     cfg = config or PairingConfig()
+    check_not_an_input(out, [human_path, robot_path])
+    report_file = report_path(out)
+    check_not_an_input(report_file, [human_path, robot_path])
+    if report_file.is_dir():
+        raise HRAlignError(f"{report_file}: is a directory, expected the pairing report's file name (beside --out)")
     hf, rf = _domain_file(human_path, "human"), _domain_file(robot_path, "robot")
     if Path(out).exists() and not overwrite:
         raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
@@ -193,7 +198,10 @@ def pair_files(human_path: str | os.PathLike, robot_path: str | os.PathLike, out
                                    "human_tasks": [{"task": h_text[i], "clips": len(h_clips[h_tasks[i]]),
                                                     "similarity": matches[i][1]} for i in matched]})
             report.pairs += len(pairs)
-    write_text_atomic(report_path(out), json.dumps(asdict(report), indent=2))
+        try:  # before the output is renamed into place: a report that cannot be written leaves no --out
+            write_text_atomic(report_file, json.dumps(asdict(report), indent=2))
+        except OSError as e:
+            raise HRAlignError(f"{report_file}: cannot write the pairing report ({e.strerror or e}); nothing written") from e
     return report
 
 

@@ -216,6 +216,13 @@ class PairsFile:
         what HDF5 does fastest; sparse ones frame by frame, so a few frames of a long clip cost a
         few frames).
         """
+        try:
+            return self._read_clip(domain, clip, frames, name)
+        except OSError as e:  # HDF5 reports a corrupt chunk as "Can't synchronously read data (filter returned ...)"
+            raise HRAlignError(f"{self.path}: cannot read /{domain}/{name} of {domain} clip {clip} ({e}); the file is "
+                               "corrupt (`hralign pairs validate --deep` lists every bad chunk)") from e
+
+    def _read_clip(self, domain: str, clip: int, frames: slice | np.ndarray | list[int] | None, name: str) -> np.ndarray:
         self._check_clip(domain, clip)
         if name != S.FRAMES and not self.has(domain, name):
             raise HRAlignError(f"{self.path}: /{domain}/{name} does not exist")

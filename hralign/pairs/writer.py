@@ -27,6 +27,21 @@ def check_compression(compression: str | None) -> str | None:
     return compression
 
 
+def check_not_an_input(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
+    """Refuse an output that is (resolves to, or is a hard link of) one of the inputs.
+
+    With ``--overwrite`` the finished output would replace a file the command reads, and whatever
+    the output leaves out of it (unmatched clips) would be gone for good.
+    """
+    target = Path(out)
+    for p in inputs:
+        same = Path(p).resolve() == target.resolve()
+        if not same and target.exists() and Path(p).exists():
+            same = os.path.samefile(p, target)
+        if same:
+            raise HRAlignError(f"{out}: is also an input ({p}); write the output to a new file")
+
+
 def frame_filter(compression: str | None) -> dict:
     """h5py ``create_dataset`` keyword arguments for a frame filter (None, gzip, lzf or blosc).
 

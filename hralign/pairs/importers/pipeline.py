@@ -13,7 +13,9 @@ writes one pairs file:
   human x every robot clip of a ``pair_key``) and their split; the writer renames the file into
   place only at the end, so ``OUT`` is never half-written.
 * ``resume=True`` continues a killed import: shards already in ``.OUT.partial/`` are reused (the
-  partial folder records a fingerprint of the plan and the options; a mismatch is an error), and
+  partial folder records a fingerprint of the plan, the options and each source file's size and
+  modification time; a mismatch is an error naming the changed file), the writer's temporary files
+  that the killed run left beside ``OUT`` are removed, and
   because the file is assembled from shards in plan order, the result has the same content hash
   (:func:`content_hash`) as an uninterrupted import. The partial folder is removed on success.
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hralign.atomic import stale_temporaries
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.importers.source import ClipSource, ImportPlan
@@ -70,7 +73,8 @@ class ImportConfig:
                                                             "and counted at the end) instead of stopping with exit 2."})
     overwrite: bool = field(default=False, metadata={"help": "Replace --out (and discard a partial import) if it exists."})
     resume: bool = field(default=False, metadata={"help": "Continue an import of the same sources and options that was "
-                                                          "killed (reuses the clips in .OUT.partial/)."})
+                                                          "killed (reuses the clips in .OUT.partial/); refused, naming "
+                                                          "the file, if a source file changed since (size or mtime)."})
 
     def __post_init__(self) -> None:
         self.compression = check_compression(self.compression)
@@ -211,16 +215,30 @@ def resize_frames(frames: np.ndarray, size: int | None, mode: str) -> np.ndarray
 
 
 # -- one clip, in a worker -------------------------------------------------------------------------
+def check_finite_rows(name: str, rows: np.ndarray) -> None:
+    """Refuse NaN/inf in a clip's float [N, D] actions or state, naming the first bad source row.
+
+    ``pairs validate`` rejects such a file, so this is the pipeline's last guard whatever the importer checked.
+    """
+    bad = ~np.isfinite(rows)
+    if bad.any():
+        r, c = (int(v[0]) for v in np.nonzero(bad))
+        raise HRAlignError(f"{name} row {r} (of {rows.shape[0]}) has {rows[r, c]} in column {c} "
+                           f"({int(bad.any(axis=1).sum())} rows non-finite), expected finite numbers")
+
+
 def _per_frame(name: str, rows: np.ndarray | None, step_times: np.ndarray | None, kept: np.ndarray,
                kept_times: np.ndarray, n_decoded: int) -> np.ndarray | None:
     """The actions/state rows for the kept frames: nearest in time, or one-to-one with decoded frames."""
     if rows is None:
         return None
-    rows = np.asarray(rows, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: refused below like NaN
+        rows = np.asarray(rows, dtype=np.float32)
     if rows.ndim == 1:
         rows = rows[:, None]
     if rows.ndim != 2 or rows.shape[0] == 0:
         raise HRAlignError(f"{name} should be float [N, D] with N >= 1 but has shape {list(rows.shape)}")
+    check_finite_rows(name, rows)
     if step_times is None:
         if rows.shape[0] != n_decoded:
             raise HRAlignError(f"{name} has {rows.shape[0]} rows but the video decoded {n_decoded} frames "
@@ -241,7 +259,7 @@ def process_clip(clip: ClipSource, shard: Path, config: ImportConfig) -> int:
                  for name, rows in ((S.ACTIONS, clip.actions), (S.STATE, clip.state))}
     out = resize_frames(frames[kept], config.image_size, config.resize)
     del frames
-    tmp = shard.with_name(shard.name + ".tmp")
+    tmp = shard.with_name(f"{shard.name}.{os.getpid()}.tmp")  # per process: a killed run's orphaned worker may still write it
     with h5py.File(tmp, "w") as h:
         h.create_dataset(S.FRAMES, data=out, chunks=(1, *out.shape[1:]), track_times=False,
                          **frame_filter(config.compression))
@@ -288,13 +306,33 @@ def clip_splits(clips: list[ClipSource], val_fraction: float, seed: int) -> list
 
 
 # -- resume bookkeeping ----------------------------------------------------------------------------
-def _fingerprint(plan: ImportPlan, config: ImportConfig) -> str:
-    """sha256 of what decides the output: the options and every clip's description and arrays."""
+def source_files(plan: ImportPlan) -> dict[str, list[int] | None]:
+    """Size and mtime_ns of every file the plan's frames come from (None: missing), for the resume check.
+
+    Actions and state are read into the plan itself (so the fingerprint covers their values); frames are
+    decoded later, so a video replaced in place is only seen through its identity.
+    """
+    found: dict[str, list[int] | None] = {}
+    for c in plan.clips:
+        path = getattr(c.frames, "path", None)
+        if path is None or str(path) in found:
+            continue
+        try:
+            st = os.stat(path)
+            found[str(path)] = [int(st.st_size), int(st.st_mtime_ns)]
+        except OSError:  # a missing or unreadable file: its clips fail (or are skipped) when decoded
+            found[str(path)] = None
+    return found
+
+
+def _fingerprint(plan: ImportPlan, config: ImportConfig, sources: dict[str, list[int] | None]) -> str:
+    """sha256 of what decides the output: the options, every clip's description and arrays, the source files."""
     h = hashlib.sha256(json.dumps({"shard_format": SHARD_FORMAT, **config.content_fields()}, sort_keys=True).encode())
     for c in plan.clips:
         h.update(repr((c.key, c.domain, c.instruction, repr(c.frames), c.split, c.pair_key)).encode("utf-8"))
         for arr in (c.actions, c.state, c.step_times_s):
             h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
+    h.update(json.dumps(sources, sort_keys=True).encode("utf-8"))
     return h.hexdigest()
 
 
@@ -304,26 +342,43 @@ def partial_dir(out: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def _prepare_partial(out: Path, fingerprint: str, config: ImportConfig) -> Path:
+def _changed_source(old: object, sources: dict[str, list[int] | None]) -> str | None:
+    """One line naming the first source file whose size or mtime differs from the partial import's record."""
+    if not isinstance(old, dict):
+        return None
+    for path, now in sources.items():
+        if path in old and old[path] != now:
+            was = "missing" if old[path] is None else f"{old[path][0]} bytes, mtime_ns {old[path][1]}"
+            is_ = "missing" if now is None else f"{now[0]} bytes, mtime_ns {now[1]}"
+            return (f"{path}: source file changed since the partial import was made (was {was}, now {is_}); "
+                    "its clips may differ, so --resume is refused: pass --overwrite to import again")
+    return None
+
+
+def _prepare_partial(out: Path, fingerprint: str, sources: dict[str, list[int] | None], config: ImportConfig) -> Path:
     part = partial_dir(out)
     stamp = part / "fingerprint.json"
+    if part.exists() and config.resume and stamp.exists():
+        try:
+            recorded = json.loads(stamp.read_text())
+            found = recorded["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded, found = {}, None
+        if found != fingerprint:
+            changed = _changed_source(recorded.get("sources") if isinstance(recorded, dict) else None, sources)
+            raise HRAlignError(changed or f"{part}: partial import was made from other sources or options than "
+                               "this one; rerun with the same ones, or pass --overwrite to start over")
+        return part
     if part.exists():
-        if config.resume:
-            try:
-                found = json.loads(stamp.read_text())["fingerprint"]
-            except (OSError, ValueError, KeyError, TypeError):
-                found = None
-            if found != fingerprint:
-                raise HRAlignError(f"{part}: partial import was made from other sources or options than this one; "
-                                   "rerun with the same ones, or pass --overwrite to start over")
-            return part
-        if not config.overwrite:
+        # the stamp is written before any clip, so a partial folder without one (killed right after
+        # creating it) holds nothing to reuse and --resume starts it afresh
+        if not config.overwrite and not config.resume:
             raise HRAlignError(f"{part}: a partial import of {out.name} exists; pass --resume to continue it "
                                "or --overwrite to start over")
         shutil.rmtree(part)
     part.mkdir(parents=True)
     tmp = stamp.with_name(stamp.name + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint}))
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "sources": sources}))
     os.replace(tmp, stamp)
     return part
 
@@ -387,8 +442,14 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
     plan = _bad_clips(plan, cfg.skip_bad)
     _check_plan(plan)
     if out.exists() and not cfg.overwrite:
+        if cfg.resume and partial_dir(out).exists():  # a run killed after renaming OUT into place, while cleaning up
+            raise HRAlignError(f"{out}: output exists beside a partial import of it; pass --overwrite with --resume "
+                               "to rebuild it from the partial import's clips")
         raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
-    part = _prepare_partial(out, _fingerprint(plan, cfg), cfg)
+    sources = source_files(plan)
+    part = _prepare_partial(out, _fingerprint(plan, cfg, sources), sources, cfg)
+    for stale in stale_temporaries(out):  # what a killed run of this output left (PairsWriter's temporary file)
+        stale.unlink(missing_ok=True)
     clips = plan.clips
     splits = clip_splits(clips, cfg.val_fraction, cfg.seed)
     skipped: list[tuple[str, str]] = list(plan.skipped)
@@ -550,4 +611,5 @@ def content_hash(path: str | os.PathLike, block: int = 1024) -> str:
 
 
 __all__ = ["ImportConfig", "ImportReport", "report_path", "summarise", "run_import", "content_hash", "partial_dir",
-           "resample_indices", "nearest_rows", "resize_frames", "clip_splits", "process_clip"]
+           "resample_indices", "nearest_rows", "resize_frames", "clip_splits", "process_clip", "check_finite_rows",
+           "source_files"]
