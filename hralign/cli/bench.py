@@ -17,6 +17,7 @@ from hralign.sim.bench_v2 import PRESETS, V2Config, format_v2, partial_results, 
 from hralign.sim.collect import CollectConfig
 from hralign.sim.draws import compare_draws, format_draws, write_draws
 from hralign.sim.evaluate import SimEvalConfig
+from hralign.sim.sequential import SequentialConfig
 from hralign.sim.tasksets import TaskSets
 
 
@@ -85,9 +86,13 @@ def metaworld(out: str, resume: bool, **options: Any) -> None:
 @click.option("--compare", type=click.Path(file_okay=False), default=None,
               help="With --report: a second draw of the same configuration (e.g. --collect-seed 1); prints each cell "
                    "per draw, pooled and the gap between draws with CIs, and writes OUT/results_draws.{md,json}.")
+@click.option("--sequential", is_flag=True, help="Roll out in rounds of --round-size and stop each row against frozen "
+              "(and the latent chain against its control) once resolved or precise (Bonferroni over the looks; "
+              "docs/sim.md); the preset's rollouts are the maximum.")
+@dataclass_options(SequentialConfig)
 def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: str | None, eval_tasks: str | None,
                  protocols: str | None, collect_seed: int, workers: int, overrides: tuple[str, ...], resume: bool,
-                 report: bool, compare: str | None) -> None:
+                 report: bool, compare: str | None, sequential: bool, **seq_options: Any) -> None:
     """The v2 setting (docs/sim.md): pretrain the base on a human-video corpus of >= 20 other tasks,
     train adapters on pairs of other tasks, evaluate on held-out vision-dependent tasks with 95% CIs.
 
@@ -100,6 +105,10 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
     """
     if compare is not None and not report:
         raise HRAlignError(f"--compare {compare}: only with --report (it compares finished runs; it runs nothing)")
+    seq = SequentialConfig(**config_kwargs(SequentialConfig, seq_options)) if sequential else None
+    if sequential and report:
+        raise HRAlignError("--sequential: runs rollouts in rounds, it does not apply to --report"
+                           + (" (two draws are independent samples, not a paired design)" if compare else ""))
     if compare is not None:
         res = compare_draws(out, compare)
         write_draws(out, res)
@@ -127,5 +136,6 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
                         if v is not None})
     cfg = V2Config(**{**v2, "collect_seed": collect_seed, "workers": workers})
     prot = tuple(x.strip() for x in protocols.split(",") if x.strip()) if protocols else tuple(p["protocols"])
-    results = run_bench_v2(out, tasks, cfg, SimEvalConfig(**ev), protocols=prot, resume=resume, progress=True)
+    results = run_bench_v2(out, tasks, cfg, SimEvalConfig(**ev), protocols=prot, resume=resume, progress=True,
+                           sequential=seq)
     click.echo(format_v2(results))

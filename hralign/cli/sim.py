@@ -17,7 +17,8 @@ from hralign.cli.options import config_kwargs, dataclass_options
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
 from hralign.sim.collect import CollectConfig, collect
-from hralign.sim.evaluate import PROPRIO_ROW, SimEvalConfig, evaluate_sim, format_results
+from hralign.sim.evaluate import PROPRIO_ROW, SimEvalConfig, evaluate_sequential, evaluate_sim, format_results
+from hralign.sim.sequential import SequentialConfig
 
 
 @click.group("sim")
@@ -71,9 +72,14 @@ def collect_cmd(out: str, overwrite: bool, as_json: bool, **options: Any) -> Non
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run dir (results.json, per-seed files).")
 @click.option("--resume", is_flag=True, help="Skip (variant, seed) results already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
+@click.option("--sequential", is_flag=True, help="Roll out in rounds of --round-size and stop once the encoder row "
+              "minus the proprio-only row is resolved or precise (Bonferroni over the looks; docs/sim.md); "
+              "--rollouts is the maximum.")
+@dataclass_options(SequentialConfig)
 @gr1_options
 def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None, encoder_image_size: int | None,
-             name: str | None, proprio_row: bool, out: str, resume: bool, as_json: bool, **options: Any) -> None:
+             name: str | None, proprio_row: bool, out: str, resume: bool, as_json: bool, sequential: bool,
+             **options: Any) -> None:
     """Train R3M's BC head on the protocol's demos and execute it closed loop from the robot view.
 
     \b
@@ -90,6 +96,7 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
     from hralign.policy.gr1 import GR1Config
 
     chosen = split_gr1(options)
+    seq = SequentialConfig(**config_kwargs(SequentialConfig, options))
     cfg = SimEvalConfig(**config_kwargs(SimEvalConfig, options))
     if cfg.policy != "gr1" and chosen:
         raise HRAlignError(f"{', '.join('--' + n.replace('_', '-') for n in sorted(chosen))} only apply to --policy gr1")
@@ -108,6 +115,13 @@ def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter:
                                                                                      image_size=encoder_image_size)
     if not variants:
         raise HRAlignError("nothing to evaluate: pass --encoder or keep --proprio-row")
-    results = evaluate_sim(pairs_path, out, variants, cfg, resume=resume, progress=True, gr1=gr1,
-                           pretrain_steps=pretrain_steps)
+    if sequential:
+        if len(variants) < 2 or PROPRIO_ROW not in variants:
+            raise HRAlignError("--sequential compares the encoder row with the proprio-only row on the same goals and "
+                               "seeds (a paired design); pass --encoder and keep --proprio-row")
+        results = evaluate_sequential(pairs_path, out, variants, cfg, seq, PROPRIO_ROW, resume=resume, progress=True,
+                                      gr1=gr1, pretrain_steps=pretrain_steps)
+    else:
+        results = evaluate_sim(pairs_path, out, variants, cfg, resume=resume, progress=True, gr1=gr1,
+                               pretrain_steps=pretrain_steps)
     click.echo(json.dumps(results, indent=2) if as_json else format_results(results))

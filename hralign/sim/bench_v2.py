@@ -52,7 +52,8 @@ from hralign.sim.bench import BenchConfig, StageTimer, _adapt, adapter_row, pars
 from hralign.sim.collect import CollectConfig, collect
 from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim
 from hralign.sim.latent import LAM_OPTIONS, SimLatentConfig
-from hralign.sim.stats import discordant_share, paired_bootstrap, rollouts_for_difference
+from hralign.sim.sequential import SequentialConfig, comparisons_against, run_rounds
+from hralign.sim.stats import discordant_share, outcome_matrix, paired_bootstrap, rollouts_for_difference
 from hralign.sim.tasksets import TaskSets, changes
 
 ORACLE_ROW = "human-view oracle"
@@ -126,11 +127,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _eval_job(pairs: str, out: str, vname: str, source: EncoderSource | None, cfg: dict[str, Any],
-              human_view: bool, latent: dict[str, Any] | None = None) -> dict[str, Any]:
+              human_view: bool, latent: dict[str, Any] | None = None, upto: int | None = None) -> dict[str, Any]:
     """One (protocol, row) evaluation, run in a worker process (its own envs and GL contexts)."""
     res = evaluate_sim(pairs, out, {vname: source}, SimEvalConfig(**cfg), resume=True, progress=False,
                        human_view=(vname,) if human_view else (),
-                       latent=SimLatentConfig(**latent) if latent is not None else None)
+                       latent=SimLatentConfig(**latent) if latent is not None else None, upto=upto)
     row = res["variants"][vname]
     return {"row": row, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -154,6 +155,41 @@ def run_eval_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, An
         return [f.result() for f in futures]
 
 
+def _evaluate(jobs: list[dict[str, Any]], workers: int, eval_cfg: SimEvalConfig, protocols: tuple[str, ...],
+              eval_tasks: tuple[str, ...], sequential: SequentialConfig | None) -> tuple[dict[str, dict[str, Any]], int, float, dict | None]:
+    """Run the evaluation jobs (at once, or in rounds with ``sequential``): (table protocol -> row -> result,
+    rollouts run in this call, the largest worker's peak RSS in MB, the sequential decisions or None)."""
+    table: dict[str, dict[str, Any]] = {p: {} for p in protocols}
+    by_key = {(j["_protocol"], j["vname"]): {k: v for k, v in j.items() if k != "_protocol"} for j in jobs}
+    ran, rss = [0], [0.0]
+
+    def run(keys: list, upto: int | None) -> None:
+        done = run_eval_jobs([{**by_key[k], "upto": upto} for k in keys], workers)
+        for k, r in zip(keys, done):
+            table[k[0]][k[1]] = r["row"]
+            ran[0] += r["row"]["rollouts_run"]
+            rss[0] = max(rss[0], r["rss_mb"])
+
+    if sequential is None:
+        run(list(by_key), None)
+        return table, ran[0], rss[0], None
+    comparisons = []
+    for p in protocols:
+        rows = [v for q, v in by_key if q == p]
+        extra = [(LATENT_ROW, LATENT_CONTROL_ROW)] if LATENT_ROW in rows and LATENT_CONTROL_ROW in rows else []
+        comparisons += [((p, a), (p, b)) for a, b in comparisons_against(rows, "frozen", extra)]
+
+    def run_round(keys: list, upto: int) -> dict:
+        run(keys, upto)
+        return {k: outcome_matrix(table[k[0]][k[1]], eval_tasks) for k in keys}
+
+    seq = run_rounds(run_round, comparisons, sequential, eval_cfg.rollouts)
+    seq["comparisons"] = [{**c, "protocol": c["row"][0], "row": c["row"][1], "reference": c["reference"][1]}
+                          for c in seq["comparisons"]]
+    seq["rollouts"] = [{"protocol": k[0], "row": k[1], "rollouts": n} for k, n in seq["rollouts"].items()]
+    return table, ran[0], rss[0], seq
+
+
 def _slug(name: str) -> str:
     return name.replace(" ", "-").replace(":", "-")
 
@@ -174,8 +210,12 @@ def _check_resume(out: Path, tasks: TaskSets, resume: bool) -> None:
 
 
 def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimEvalConfig,
-                 protocols: tuple[str, ...] = PROTOCOLS, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Every stage of the v2 benchmark; returns (and writes) the results."""
+                 protocols: tuple[str, ...] = PROTOCOLS, resume: bool = False, progress: bool = True,
+                 sequential: SequentialConfig | None = None) -> dict[str, Any]:
+    """Every stage of the v2 benchmark; returns (and writes) the results.
+
+    ``sequential``: evaluate in rounds, each row stopped against ``frozen`` (and the latent chain against its
+    control) by :mod:`hralign.sim.sequential`'s rule; ``results["sequential"]`` holds the decisions."""
     from hralign.sim.alignment import alignment_metrics
 
     out = Path(out)
@@ -183,6 +223,8 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     if bad or not protocols:
         raise HRAlignError(f"--protocols: {','.join(protocols)!r}; expected a subset of {', '.join(PROTOCOLS)}")
     tasks.check_known()
+    if sequential is not None:
+        sequential.looks(eval_cfg.rollouts)  # a maximum below one round: refused before any stage runs
     _check_resume(out, tasks, resume)
     timed = StageTimer(out / "timings.json", resume=True)  # finished stages are reused whatever the flag
     timings = timed.timings
@@ -240,23 +282,20 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
                          "latent": latent, "_protocol": protocol})
     jobs.sort(key=lambda j: j["source"] is None)  # image rows first: the long jobs start early
     t_eval = time.perf_counter()
-    done = run_eval_jobs([{k: v for k, v in j.items() if k != "_protocol"} for j in jobs], cfg.workers)
+    table, ran, rss_workers, seq = _evaluate(jobs, cfg.workers, eval_cfg, protocols, tasks.eval,
+                                            sequential)
     eval_s = time.perf_counter() - t_eval
-    table: dict[str, dict[str, Any]] = {p: {} for p in protocols}
-    for j, r in zip(jobs, done):
-        table[j["_protocol"]][j["vname"]] = r["row"]
-    # rollouts actually run in this call (seeds read back from an earlier call are not counted)
-    ran = sum(len(r["row"]["per_seed"]) - r["row"]["resumed_seeds"] for r in done) \
-        * eval_cfg.rollouts * len(tasks.eval)
     if "eval" not in timings and ran:
-        timed.record({"eval": eval_s, "eval rollouts/s": ran / max(eval_s, 1e-9), "eval workers": cfg.workers})
+        timed.record({"eval": eval_s, "eval rollouts/s": ran / max(eval_s, 1e-9), "eval workers": cfg.workers,
+                      "eval worker_s": sum(r["worker_s"] for rows in table.values() for r in rows.values())})
     rss = {"main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "workers_max_mb": max(r["rss_mb"] for r in done)}
+           "workers_max_mb": rss_workers}
 
     results = {"tasks": tasks.to_dict(), "v2": cfg.to_dict(), "eval": eval_cfg.to_dict(), "protocols": list(protocols),
                "collect": collected, "pretrain_curve": _pretrain_curve(out / "pretrain"), "timings_s": timings,
                "peak_rss": rss, "spread": spread, "lam": _lam_summary(out / "lam") if labels is not None else None,
-               "table": table, "stats": _statistics(table, tasks.eval, cfg.bootstrap)}
+               "table": table, "stats": _statistics(table, tasks.eval, cfg.bootstrap),
+               **({"sequential": seq} if seq is not None else {})}
     _write(out, results)
 
     def align() -> dict[str, Any]:
@@ -333,16 +372,14 @@ def _pretrain_curve(run: Path) -> list[dict[str, Any]]:
     return [{"step": r["step"], **r["eval"]} for r in recs if isinstance(r.get("eval"), dict)]  # the layer's eval lines
 
 
-def outcome_matrix(row: dict[str, Any], tasks: list[str] | tuple[str, ...]) -> np.ndarray:
-    """[seeds, goals] 0/1 outcomes of a row (goals of every task concatenated, seeds in order)."""
-    per_seed = sorted(row["per_seed"], key=lambda r: r["seed"])
-    return np.array([[g for t in tasks for g in r["per_goal"][t]] for r in per_seed], np.float64)
-
-
 def _statistics(table: dict[str, dict[str, Any]], tasks: tuple[str, ...], samples: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for protocol, rows in table.items():
-        mats = {v: outcome_matrix(r, tasks) for v, r in rows.items()}
+        # a sequential run stops rows at different rollouts: the joint bootstrap uses the goals every row has
+        # (the first n of each task); each comparison at its own stop is in results["sequential"]
+        n = min(len(g) for r in rows.values() for rec in r["per_seed"] for g in rec["per_goal"].values())
+        mats = {v: outcome_matrix({"per_seed": [{**rec, "per_goal": {t: rec["per_goal"][t][:n] for t in tasks}}
+                                                for rec in r["per_seed"]]}, tasks) for v, r in rows.items()}
         ref = "frozen" if "frozen" in mats else None
         boot = paired_bootstrap(mats, reference=ref, samples=samples)
         power = {}
@@ -454,6 +491,15 @@ def format_v2(results: dict[str, Any]) -> str:
     if w and w.get("rollouts_per_s"):
         lines.append(f"finished cells: {w['rollouts']} rollouts in {w['seconds']:.0f} s of worker time (BC training "
                      f"included) = {w['rollouts_per_s']:.3f} rollouts/s per worker process")
+    if "eval worker_s" in t:
+        lines.append(f"evaluation worker time: {t['eval worker_s']:.0f} s (features, training and rollouts of every cell)")
+    seq = results.get("sequential")
+    if seq:
+        lines += ["", f"## Sequential evaluation: {seq['rule']}, target half-width {seq['config']['target_half_width']}",
+                  "| protocol | comparison | difference [interval at the look's level] | stopped | rollouts per row |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {c['protocol']} | {c['row']} - {c['reference']} | {c['diff']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}] "
+                  f"| look {c['look']}: {c['stop']} | {c['rollouts']} |" for c in seq["comparisons"]]
     if any(results.get("pending", {}).values()):
         lines.append("not finished for every seed of frozen yet: " + "; ".join(
             f"{p}: {', '.join(v)}" for p, v in results["pending"].items() if v))

@@ -28,23 +28,29 @@ from torch import nn
 
 from hralign.atomic import write_text_atomic
 from hralign.device import DEVICE_HELP, PRECISION_HELP, DeviceConfig, Placement, resolve
+from hralign.encoders.inference import for_inference
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
+from hralign.policy.io import load_policy, save_policy
 from hralign.policy.features import encode_clips
 from hralign.policy.gr1.config import GR1Config
-from hralign.policy.gr1.model import check_chunk_fits
+from hralign.policy.gr1.model import GR1Policy, check_chunk_fits
+from hralign.policy.gr1.train import instruction_embeddings
 from hralign.policy.train import (
     run_stage,  # the BC training loop of hralign.policy (no second BC here)
 )
 from hralign.sim.collect import read_sim_meta
 from hralign.sim.env import SimEnv, seed_rng
 from hralign.sim.gr1 import gr1_demo_mse, train_sim_gr1
+from hralign.sim.sequential import SequentialConfig, comparisons_against, run_rounds
+from hralign.sim.stats import outcome_matrix
 from hralign.sim.latent import SimLatentConfig, train_sim_latent
 
 PROTOCOLS = ("transfer", "few-shot", "robot")
 POLICIES = ("bc", "gr1")
 PROPRIO_ROW = "proprio-only"
+POLICY_DIR = "policy"  # a seed's trained policy, rolled out again by later rounds
 
 
 @dataclass
@@ -123,42 +129,59 @@ def demo_table(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]] | Non
 
 
 @torch.no_grad()
-def rollout(envs: list[SimEnv], policy: nn.Module, encoder: nn.Module | None, goals: list[np.ndarray],
-            max_steps: int, placement: Placement | None = None, instruction: torch.Tensor | None = None,
-            human_view: bool = False) -> list[bool]:
-    """Closed-loop episodes from the robot view, one per (env, goal), stepped in lockstep.
+def rollout(envs: dict[str, list[SimEnv]], episodes: list[tuple[str, np.ndarray]], policy: nn.Module,
+            encoder: nn.Module | None, max_steps: int, placement: Placement | None = None,
+            instructions: dict[str, torch.Tensor] | None = None, human_view: bool = False) -> list[bool]:
+    """Closed-loop episodes from the robot view, one per ``(task, goal)`` in ``episodes``; returns their successes.
 
-    The encoder sees one batch of the still-running envs' frames per step: on one CPU thread a
-    batch of 10 costs ~11 ms per image against ~34 ms one at a time (ResNet-18 at 96 px, measured),
-    which more than halves a rollout. An episode stops at MetaWorld's first success. ``placement``:
-    the encoder's device and precision (it must already be there; default CPU fp32). A policy with a
-    ``runner`` (GR-1) acts through it: history per episode and ACT's temporal ensembling of its chunks;
-    ``instruction`` [E] is the task's text embedding it conditions on.
-    ``human_view`` renders the human look instead (the human-view oracle: how well a policy trained
-    on human-view demos does where it sees what it was trained on).
+    Every env of every task is stepped in lockstep and their frames go through the encoder in **one
+    batch per step** (on one CPU thread ResNet-18 at 96 px costs ~3x more per image one at a time than
+    in a batch of 10; benchmarks/eval_speed.py). An env whose episode ends (MetaWorld's first success,
+    or ``max_steps``) takes the next waiting episode of its task at once, so the batch stays full until
+    the queue drains instead of shrinking to the last slow episodes. Each episode is what it would be
+    alone: reset to its goal, at most ``max_steps`` steps, stopped at its first success.
+
+    ``placement``: the encoder's device and precision (it must already be there; default CPU fp32). A
+    policy with a ``runner`` (GR-1) acts through it (history and temporal ensembling per episode);
+    ``instructions`` maps a task to the text embedding [E] the policy conditions on. ``human_view``
+    renders the human look instead (the human-view oracle).
     """
     placement = placement or Placement(torch.device("cpu"), "fp32")
-    if len(envs) < len(goals):
-        raise HRAlignError(f"rollout: {len(goals)} goals for {len(envs)} envs")
-    obs = [env.reset(g) for env, g in zip(envs, goals)]
-    success = [False] * len(goals)
+    queues = {t: [i for i, (task, _) in enumerate(episodes) if task == t] for t in envs}
+    unknown = sorted({t for t, _ in episodes} - set(envs))
+    if unknown:
+        raise HRAlignError(f"rollout: no envs for task(s) {', '.join(unknown)}")
+    slots = [(t, env) for t, es in envs.items() for env in es]
+    running: list[int | None] = [None] * len(slots)  # episode each slot is running
+    steps = [0] * len(slots)
+    obs: list[np.ndarray | None] = [None] * len(slots)
+    success = [False] * len(episodes)
     policy.eval()
-    runner = policy.runner(len(goals), max_steps) if hasattr(policy, "runner") else None
-    for _ in range(max_steps):
-        active = [i for i, ok in enumerate(success) if not ok]
+    runner = policy.runner(len(episodes), max_steps) if hasattr(policy, "runner") else None
+    while True:
+        for k, (t, env) in enumerate(slots):  # refill free slots
+            if running[k] is None and queues[t]:
+                running[k] = queues[t].pop(0)
+                obs[k], steps[k] = env.reset(episodes[running[k]][1]), 0
+        active = [k for k in range(len(slots)) if running[k] is not None]
         if not active:
             break
-        batch = {"state": torch.from_numpy(np.stack([envs[i].proprio(obs[i]) for i in active]))}
+        batch = {"state": torch.from_numpy(np.stack([slots[k][1].proprio(obs[k]) for k in active]))}
         if encoder is not None:
-            frames = np.stack([envs[i].render(human=human_view) for i in active])
+            frames = np.stack([slots[k][1].render(human=human_view) for k in active])
             with torch.inference_mode(), placement.autocast():
                 feats = encoder(torch.from_numpy(frames).to(placement.device))
             batch["features"] = feats.float().cpu()  # (B, D)
-        if instruction is not None:
-            batch["instruction"] = instruction[None, :].expand(len(active), -1)
-        actions = (runner.act(batch, active) if runner is not None else policy.select_action(batch)).numpy()
-        for a, i in zip(actions, active):
-            obs[i], success[i] = envs[i].step(a)
+        if instructions is not None:
+            batch["instruction"] = torch.stack([instructions[slots[k][0]] for k in active])
+        ids = [running[k] for k in active]
+        actions = (runner.act(batch, ids) if runner is not None else policy.select_action(batch)).numpy()
+        for a, k in zip(actions, active):
+            obs[k], ok = slots[k][1].step(a)
+            steps[k] += 1
+            if ok or steps[k] >= max_steps:
+                success[running[k]] = bool(ok)
+                running[k] = None
     return success
 
 
@@ -183,10 +206,109 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "std": std, "sem": std / math.sqrt(len(a)) if len(a) > 1 else 0.0}
 
 
+@dataclass
+class _Encoders:
+    """A variant's encoders, built once and shared by its seeds (inference copies: :mod:`hralign.encoders.inference`)."""
+
+    robot: nn.Module | None = None
+    human: nn.Module | None = None
+    feats: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    seconds: float = 0.0  # building them and encoding demo clips, this call
+
+    def load(self, vname: str, source: EncoderSource, placement: Placement) -> None:
+        if self.robot is not None:
+            return
+        t0 = time.perf_counter()
+        robot = source.robot_encoder().to(placement.device)
+        human = source.human_encoder(robot).to(placement.device) if source.adapter is not None else robot
+        if int(human.feature_dim) != int(robot.feature_dim):
+            raise HRAlignError(f"{vname}: human encoder gives {human.feature_dim}-d features, robot "
+                               f"encoder {robot.feature_dim}-d; they must agree")
+        # BatchNorm folded, channels-last copies for demo features and rollouts alike (the same numerics in both)
+        self.robot = for_inference(robot)
+        self.human = for_inference(human) if human is not robot else self.robot
+        self.seconds += time.perf_counter() - t0
+
+    def encode(self, pairs: PairsFile, need: dict[str, np.ndarray], placement: Placement) -> None:
+        """Features of the clips in ``need`` not encoded yet: human clips through the frozen base, robot clips adapted."""
+        t0 = time.perf_counter()
+        for d, cs in need.items():
+            have = self.feats.setdefault(d, {})
+            missing = [int(c) for c in cs if int(c) not in have]
+            if missing:
+                have.update(encode_clips(self.human if d == "human" else self.robot, pairs, d, missing,
+                                         placement=placement))
+        self.seconds += time.perf_counter() - t0
+
+
+def _train_seed(pairs: PairsFile, source: EncoderSource | None, encs: _Encoders, s: int, cfg: SimEvalConfig,
+                placement: Placement, run: Path, gr1: GR1Config, pretrain_steps: int,
+                latent: SimLatentConfig | None) -> tuple[nn.Module, torch.Tensor | None, dict[str, Any]]:
+    """Train seed ``s``'s policy on the protocol's demos; (policy, instruction embeddings or None, its record)."""
+    clips = demo_clips(pairs, cfg.protocol, cfg.few_shot, s)
+    use_gr1 = cfg.policy == "gr1" and source is not None and latent is None
+    use_latent = latent is not None and source is not None
+    if source is not None:
+        need = dict(clips)
+        if (use_gr1 and pretrain_steps) or (use_latent and latent.latent_steps):  # stage 1 reads every human clip
+            need["human"] = np.arange(pairs.num_clips("human"))
+        encs.load(run.parent.name, source, placement)
+        encs.encode(pairs, need, placement)
+    table = demo_table(pairs, encs.feats if source is not None else None, clips)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.jsonl").unlink(missing_ok=True)
+    t_train = time.perf_counter()
+    instr = None
+    stage_logs: dict[str, Any] = {}
+    fit: float | None = None  # not measured for the latent chain's rows
+    if use_latent:
+        policy, stage_logs = train_sim_latent(pairs, encs.feats.get("human", {}), table, latent, cfg.steps,
+                                              cfg.batch_size, s, run)
+        final = stage_logs["action"]
+    elif use_gr1:
+        policy, finals, instr = train_sim_gr1(pairs, encs.feats, clips, gr1, pretrain_steps, cfg.steps,
+                                              cfg.batch_size, s, run, lr=cfg.lr)
+        final = finals.get("action", {})
+        fit = gr1_demo_mse(policy, pairs, encs.feats, clips, instr)
+    else:
+        fdim = int(table["features"].shape[1])
+        torch.manual_seed(s)
+        policy = BCPolicy(BCConfig(head="bc", proprio=True), fdim, int(table["action"].shape[1]),
+                          int(table["state"].shape[1]))
+        policy.fit_head(table["action"])
+        train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=s,
+                            log_every=max(1, cfg.steps // 10), checkpoint_every=cfg.steps,
+                            **({"lr": float(cfg.lr)} if cfg.lr is not None else {}))
+        final = run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
+        fit = bc_demo_mse(policy, table)
+    policy.eval()
+    save_policy(policy, run / POLICY_DIR, {"seed": s})  # later rounds of a sequential evaluation roll it out again
+    rec = {"seed": s, "demo_frames": int(table["action"].shape[0]), "demo_clips": {d: len(c) for d, c in clips.items()},
+           "final_loss": final.get("action_loss"), "demo_mse": fit, "train_s": time.perf_counter() - t_train,
+           **({"latent_final": stage_logs.get("latent")} if use_latent else {}), "rollout_s": 0.0}
+    return policy, instr, rec
+
+
+def _goals_done(rec: dict[str, Any] | None, tasks: list[str]) -> int:
+    """Goals per task a seed record already holds (0 for none)."""
+    if rec is None:
+        return 0
+    return min(len(rec.get("per_goal", {}).get(t, [])) for t in tasks)
+
+
+def _upto(rec: dict[str, Any], upto: int, tasks: list[str]) -> dict[str, Any]:
+    """A seed record cut to its first ``upto`` goals per task (success and per-task rates recomputed)."""
+    per_goal = {t: list(rec["per_goal"][t][:upto]) for t in tasks}
+    per_task = {t: sum(v) / upto for t, v in per_goal.items()}
+    return {**rec, "per_goal": per_goal, "per_task": per_task, "success": float(np.mean(list(per_task.values()))),
+            "rollouts": upto}
+
+
 def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, EncoderSource | None],
                  config: SimEvalConfig | None = None, resume: bool = False, progress: bool = True,
                  human_view: tuple[str, ...] = (), gr1: GR1Config | None = None,
-                 pretrain_steps: int = 0, latent: SimLatentConfig | None = None) -> dict[str, Any]:
+                 pretrain_steps: int = 0, latent: SimLatentConfig | None = None,
+                 upto: int | None = None) -> dict[str, Any]:
     """Train and roll out one policy per (variant, seed); ``None`` as a variant = proprio-only (BC).
 
     With ``config.policy == "gr1"`` the encoder rows train :class:`hralign.policy.gr1.GR1Policy`
@@ -195,13 +317,21 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
     ``latent`` the encoder rows train the latent-action policy instead (:mod:`hralign.sim.latent`:
     latent tokens on the labelled human-view clips, then the protocol's demos).
 
-    Writes ``out/<variant>/seed<k>.json`` as each finishes (``resume`` skips those present; each
-    holds the outcome of every goal, ``per_goal``, for the paired bootstrap, and ``demo_mse``, the
+    ``upto``: roll out the first ``upto`` goals per task (default ``config.rollouts``, the maximum): a
+    sequential evaluation (:mod:`hralign.sim.sequential`) calls again with more, and with ``resume`` each
+    seed continues from the goals it has, rolling out its saved policy (``<variant>/seed<k>/policy``)
+    instead of training again.
+
+    Writes ``out/<variant>/seed<k>.json`` as each finishes (``resume`` reuses those present; each
+    holds the outcome of every goal so far, ``per_goal``, for the paired bootstrap, and ``demo_mse``, the
     trained policy's action error on its own demo frames) and ``out/results.json``
-    (per-variant success mean/std/sem over seeds, per task, timings). Variants named in
-    ``human_view`` are rolled out from the human view (the oracle row).
+    (per-variant success mean/std/sem over seeds, per task, the rollouts run in this call and the
+    worker-seconds spent). Variants named in ``human_view`` are rolled out from the human view (the oracle row).
     """
     cfg = config or SimEvalConfig()
+    upto = cfg.rollouts if upto is None else int(upto)
+    if not 1 <= upto <= cfg.rollouts:
+        raise HRAlignError(f"upto: {upto} goals per task, expected 1..{cfg.rollouts} (--rollouts)")
     gr1 = gr1 or GR1Config(gripper_dims="none")
     if cfg.policy == "gr1":
         check_chunk_fits(gr1.chunk, cfg.max_steps)  # before any work
@@ -215,99 +345,54 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
     envs = {t: [SimEnv(t, int(ccfg["image_size"]), ccfg["camera"]) for _ in range(n_envs)] for t in tasks}
     goals = {t: [envs[t][0].sample_goal(seed_rng(cfg.eval_seed, envs[t][0].name, r, 0)) for r in range(cfg.rollouts)]
              for t in tasks}
-    results: dict[str, Any] = {"pairs": str(pairs_path), "config": cfg.to_dict(), "collect": ccfg, "variants": {}}
+    results: dict[str, Any] = {"pairs": str(pairs_path), "config": cfg.to_dict(), "collect": ccfg, "upto": upto,
+                               "variants": {}}
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(variants) * cfg.seeds * len(tasks) * cfg.rollouts, desc=f"sim eval {cfg.protocol}",
+        bar = tqdm(total=len(variants) * cfg.seeds * len(tasks) * upto, desc=f"sim eval {cfg.protocol}",
                    unit="rollout", dynamic_ncols=True)
     for vname, source in variants.items():
         vdir = out / vname
         vdir.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        robot_enc = human_enc = None
-        feats: dict[str, dict[int, torch.Tensor]] | None = None
+        encs = _Encoders()
         per_seed: list[dict[str, Any]] = []
-        resumed_seeds = 0  # read back from an earlier call, not run here: rates must not count them
+        resumed_seeds = ran = 0  # seeds read back whole, rollouts run in this call (rates count only these)
         for s in range(cfg.seeds):
-            done = vdir / f"seed{s}.json"
-            if resume and done.is_file():
-                per_seed.append(json.loads(done.read_text(encoding="utf-8")))
+            done, run = vdir / f"seed{s}.json", vdir / f"seed{s}"
+            prev = json.loads(done.read_text(encoding="utf-8")) if resume and done.is_file() else None
+            have = _goals_done(prev, tasks)
+            if have >= upto:
+                per_seed.append(_upto(prev, upto, tasks))
                 resumed_seeds += 1
                 if bar is not None:
-                    bar.update(len(tasks) * cfg.rollouts)
+                    bar.update(len(tasks) * upto)
                 continue
-            clips = demo_clips(pairs, cfg.protocol, cfg.few_shot, s)
-            use_gr1 = cfg.policy == "gr1" and source is not None and latent is None
-            use_latent = latent is not None and source is not None
-            need = dict(clips)
-            if (use_gr1 and pretrain_steps) or (use_latent and latent.latent_steps):  # stage 1 reads every human clip
-                need["human"] = np.arange(pairs.num_clips("human"))
-            if source is not None and robot_enc is None:
-                robot_enc = source.robot_encoder().to(placement.device)
-                human_enc = (source.human_encoder(robot_enc).to(placement.device) if source.adapter is not None
-                             else robot_enc)
-                if int(human_enc.feature_dim) != int(robot_enc.feature_dim):
-                    raise HRAlignError(f"{vname}: human encoder gives {human_enc.feature_dim}-d features, robot "
-                                       f"encoder {robot_enc.feature_dim}-d; they must agree")
-            if source is not None:
-                feats = feats or {}
-                for d, cs in need.items():  # human clips through the frozen base, robot clips adapted
-                    enc = human_enc if d == "human" else robot_enc
-                    have = feats.setdefault(d, {})
-                    missing = [int(c) for c in cs if int(c) not in have]
-                    have.update(encode_clips(enc, pairs, d, missing, placement=placement))
-            table = demo_table(pairs, feats if source is not None else None, clips)
-            run = vdir / f"seed{s}"
-            run.mkdir(exist_ok=True)
-            (run / "metrics.jsonl").unlink(missing_ok=True)
-            t_train = time.perf_counter()
             instr = None
-            stage_logs: dict[str, Any] = {}
-            fit: float | None = None  # not measured for the latent chain's rows
-            if use_latent:
-                policy, stage_logs = train_sim_latent(pairs, (feats or {}).get("human", {}), table, latent, cfg.steps,
-                                                      cfg.batch_size, s, run)
-                final = stage_logs["action"]
-            elif use_gr1:
-                policy, finals, instr = train_sim_gr1(pairs, feats, clips, gr1, pretrain_steps, cfg.steps,
-                                                      cfg.batch_size, s, run, lr=cfg.lr)
-                final = finals.get("action", {})
-                fit = gr1_demo_mse(policy, pairs, feats, clips, instr)
+            if prev is not None and have and (run / POLICY_DIR).is_dir():  # a later round: the saved policy
+                policy, _ = load_policy(run / POLICY_DIR)
+                rec = prev
+                if source is not None:
+                    encs.load(vname, source, placement)
+                if isinstance(policy, GR1Policy):
+                    instr = instruction_embeddings(pairs.tasks, policy.config.instruction)
             else:
-                fdim = int(table["features"].shape[1])
-                torch.manual_seed(s)
-                policy = BCPolicy(BCConfig(head="bc", proprio=True), fdim, int(table["action"].shape[1]),
-                                  int(table["state"].shape[1]))
-                policy.fit_head(table["action"])
-                train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=s,
-                                    log_every=max(1, cfg.steps // 10), checkpoint_every=cfg.steps,
-                                    **({"lr": float(cfg.lr)} if cfg.lr is not None else {}))
-                final = run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
-                fit = bc_demo_mse(policy, table)
-            t_train = time.perf_counter() - t_train
-            per_task: dict[str, float] = {}
-            per_goal: dict[str, list[int]] = {}
+                have = have if prev is not None else 0  # (a record without its policy: train the same seed again)
+                policy, instr, rec = _train_seed(pairs, source, encs, s, cfg, placement, run, gr1, pretrain_steps, latent)
+                rec = {**rec, "per_goal": {t: list(prev["per_goal"][t][:have]) for t in tasks} if have else {}}
             t_roll = time.perf_counter()
-            for ti, t in enumerate(tasks):
-                outcome: list[int] = []
-                for lo in range(0, cfg.rollouts, n_envs):
-                    chunk = goals[t][lo:lo + n_envs]
-                    outcome += [int(ok) for ok in rollout(envs[t], policy, robot_enc if source is not None else None,
-                                                          chunk, cfg.max_steps, placement,
-                                                          instr[ti] if instr is not None else None,
-                                                          human_view=vname in human_view)]
-                    if bar is not None:
-                        bar.update(len(chunk))
-                per_goal[t] = outcome
-                per_task[t] = sum(outcome) / cfg.rollouts
-            rec = {"seed": s, "success": float(np.mean(list(per_task.values()))), "per_task": per_task,
-                   "per_goal": per_goal,
-                   "demo_frames": int(table["action"].shape[0]), "demo_clips": {d: len(c) for d, c in clips.items()},
-                   "final_loss": final.get("action_loss"), "demo_mse": fit, "train_s": t_train,
-                   **({"latent_final": stage_logs.get("latent")} if use_latent else {}),
-                   "rollout_s": time.perf_counter() - t_roll}
+            episodes = [(t, goals[t][r]) for t in tasks for r in range(have, upto)]
+            ok = rollout(envs, episodes, policy, encs.robot, cfg.max_steps, placement,
+                         {t: instr[ti] for ti, t in enumerate(tasks)} if instr is not None else None,
+                         human_view=vname in human_view)
+            per_goal = {t: list(rec.get("per_goal", {}).get(t, []))[:have] +
+                        [int(o) for (task, _), o in zip(episodes, ok) if task == t] for t in tasks}
+            rec = _upto({**rec, "per_goal": per_goal, "rollout_s": rec.get("rollout_s", 0.0) +
+                         time.perf_counter() - t_roll}, upto, tasks)
+            ran += len(episodes)
+            if bar is not None:
+                bar.update(len(tasks) * upto)
             write_text_atomic(done, json.dumps(rec, indent=2))
             per_seed.append(rec)
         row = {"source": source.to_dict() if source is not None else None,
@@ -315,10 +400,10 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                **({"latent": latent.to_dict()} if latent is not None and source is not None else {}),
                **({"gr1": gr1.to_dict(), "pretrain_steps": pretrain_steps}
                   if cfg.policy == "gr1" and source is not None else {}),
-               "per_seed": per_seed, "resumed_seeds": resumed_seeds,
+               "per_seed": per_seed, "resumed_seeds": resumed_seeds, "rollouts_run": ran,
+               "worker_s": encs.seconds + sum(r.get("train_s", 0.0) + r.get("rollout_s", 0.0) for r in per_seed),
                **_stats([r["success"] for r in per_seed]),
-               "per_task": {t: _stats([r["per_task"][t] for r in per_seed]) for t in tasks},
-               "seconds": time.perf_counter() - t0}
+               "per_task": {t: _stats([r["per_task"][t] for r in per_seed]) for t in tasks}}
         results["variants"][vname] = row
     if bar is not None:
         bar.close()
@@ -326,6 +411,33 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
         for env in task_envs:
             env.close()
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def evaluate_sequential(pairs_path: str | Path, out: str | Path, variants: dict[str, EncoderSource | None],
+                        config: SimEvalConfig, sequential: SequentialConfig, reference: str,
+                        resume: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """:func:`evaluate_sim` in rounds: every row against ``reference``, each stopped by the rule of
+    :mod:`hralign.sim.sequential`; ``results["sequential"]`` says where and why each comparison stopped."""
+    rows = list(variants)
+    comparisons = comparisons_against(rows, reference)
+    sequential.looks(config.rollouts)  # a maximum below one round: refused before anything runs
+    last: dict[str, Any] = {}
+    first = [True]
+
+    def run_round(names: list, upto: int) -> dict:
+        res = evaluate_sim(pairs_path, out, {n: variants[n] for n in names}, config, resume=resume or not first[0],
+                           upto=upto, **kwargs)
+        first[0] = False
+        last.update(res["variants"])
+        last["_meta"] = res
+        return {n: outcome_matrix(res["variants"][n], res["collect"]["tasks"]) for n in names}
+
+    decisions = run_rounds(run_round, comparisons, sequential, config.rollouts)
+    results = {k: v for k, v in last.pop("_meta").items() if k not in ("variants", "upto")}
+    results["variants"] = {n: last[n] for n in rows}
+    results["sequential"] = decisions
+    write_text_atomic(Path(out) / "results.json", json.dumps(results, indent=2))
     return results
 
 
@@ -339,4 +451,10 @@ def format_results(results: dict[str, Any]) -> str:
     for name, row in results["variants"].items():
         cells = [f"{row['per_task'][t]['mean']:.2f}" for t in tasks]
         lines.append(f"| {name} | {row['mean']:.2f} +- {row['std']:.2f} ({row['sem']:.2f}) | " + " | ".join(cells) + " |")
+    seq = results.get("sequential")
+    if seq:
+        lines.append(f"sequential: {seq['rule']}; target half-width {seq['config']['target_half_width']}")
+        for c in seq["comparisons"]:
+            lines.append(f"  {c['row']} - {c['reference']}: {c['diff']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}] "
+                         f"stopped at look {c['look']} ({c['stop']}), {c['rollouts']} rollouts per row")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ not used because it resamples one axis, and here two axes (goals and seeds) are 
 from __future__ import annotations
 
 import math
+from typing import Any
 from statistics import NormalDist
 
 import numpy as np
@@ -38,6 +39,13 @@ def _replicates(arrays: dict[str, np.ndarray], si: np.ndarray, gi: np.ndarray) -
         rows = a[si]  # (samples, n_seeds, n_goals)
         boot[k] = np.take_along_axis(rows, gi[:, None, :].repeat(si.shape[1], 1), axis=2).mean(axis=(1, 2))
     return boot
+
+
+def outcome_matrix(row: dict[str, Any], tasks: list[str] | tuple[str, ...]) -> np.ndarray:
+    """[seeds, goals] 0/1 outcomes of an evaluated row (``per_seed`` records; goals of every task concatenated,
+    task by task, seeds in order)."""
+    per_seed = sorted(row["per_seed"], key=lambda r: r["seed"])
+    return np.array([[g for t in tasks for g in r["per_goal"][t]] for r in per_seed], np.float64)
 
 
 def paired_bootstrap(outcomes: dict[str, np.ndarray], reference: str | None = None, samples: int = 2000,
