@@ -32,7 +32,7 @@ import shutil
 import sys
 import zlib
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -392,7 +392,32 @@ def _skip_marker(part: Path, i: int) -> Path:
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
-def _check_plan(plan: ImportPlan) -> None:
+def _text_problem(text: str) -> str | None:
+    """Why an instruction cannot be stored as HDF5 UTF-8 text (None: it can)."""
+    if "\0" in text:
+        return f"holds a NUL character at position {text.index(chr(0))}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"holds {text[e.start]!r} at position {e.start}, which is not encodable as UTF-8"
+    return None
+
+
+def _check_plan(plan: ImportPlan, skip_bad: bool) -> ImportPlan:
+    """The plan checked before anything is written: its bad clips (the importer's and those whose instruction
+    no pairs file can store) refused, or skipped with ``skip_bad``; a plan an importer built wrongly refused."""
+    unstorable: list[tuple[str, str]] = []
+    for c in plan.clips:
+        why = _text_problem(c.instruction) if isinstance(c.instruction, str) else None
+        if why is not None:
+            origin = c.origin or getattr(c.frames, "path", None)
+            where = f"{origin}: " if origin is not None else ""
+            unstorable.append((c.key, f"{where}instruction {c.instruction!r} {why}, expected text a pairs file "
+                                      "can store (no NUL, valid UTF-8)"))
+    if unstorable:
+        drop = {k for k, _ in unstorable}
+        plan = replace(plan, clips=[c for c in plan.clips if c.key not in drop], bad=[*plan.bad, *unstorable])
+    plan = _bad_clips(plan, skip_bad)
     if not plan.clips:
         skipped = f" ({len(plan.skipped)} skipped, first: {plan.skipped[0][0]}: {plan.skipped[0][1]})" if plan.skipped else ""
         raise HRAlignError(f"the importer found no clips to import{skipped}")
@@ -407,6 +432,7 @@ def _check_plan(plan: ImportPlan) -> None:
         if c.split not in (None, S.SPLIT_TRAIN, S.SPLIT_VAL):
             raise HRAlignError(f"clip {c.key}: split {c.split!r}, expected None, 0 (train) or 1 (validation)")
         seen.add(c.key)
+    return plan
 
 
 def _bad_clips(plan: ImportPlan, skip_bad: bool) -> ImportPlan:
@@ -417,7 +443,7 @@ def _bad_clips(plan: ImportPlan, skip_bad: bool) -> ImportPlan:
         key, reason = plan.bad[0]
         more = f"; {len(plan.bad) - 1} more bad clip{'s' if len(plan.bad) > 2 else ''}" if len(plan.bad) > 1 else ""
         raise HRAlignError(f"clip {key}: {reason} (pass --skip-bad to skip such clips{more})")
-    return ImportPlan(clips=plan.clips, skipped=[*plan.skipped, *plan.bad])
+    return replace(plan, skipped=[*plan.skipped, *plan.bad], bad=[])
 
 
 def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | None = None,
@@ -439,8 +465,7 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
     """
     cfg = config or ImportConfig()
     out = Path(out)
-    plan = _bad_clips(plan, cfg.skip_bad)
-    _check_plan(plan)
+    plan = _check_plan(plan, cfg.skip_bad)
     if out.exists() and not cfg.overwrite:
         if cfg.resume and partial_dir(out).exists():  # a run killed after renaming OUT into place, while cleaning up
             raise HRAlignError(f"{out}: output exists beside a partial import of it; pass --overwrite with --resume "
@@ -479,6 +504,7 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
             frames = {d: w.num_frames(d) for d in S.DOMAINS}
             n_pairs = w.num_pairs
             if not any(counts.values()):
+                shutil.rmtree(part, ignore_errors=True)  # every clip skipped: nothing a --resume could reuse
                 raise HRAlignError(f"no clip could be imported ({len(skipped)} skipped; first: "
                                    f"{skipped[0][0]}: {skipped[0][1]})" if skipped else "no clip could be imported")
     finally:

@@ -76,6 +76,8 @@ class ClipSource:
     split : 0 train, 1 validation, or None (the pipeline's split rule decides).
     pair_key : clips of opposite domains with the same ``pair_key`` are paired (every human clip
         of a key with every robot clip of that key); ``None`` = unpaired.
+    origin : the annotation file the clip's instruction was read from (named when the pipeline refuses
+        the clip's text); ``None``: the frames' file.
     """
 
     key: str
@@ -87,6 +89,7 @@ class ClipSource:
     step_times_s: np.ndarray | None = None
     split: int | None = None
     pair_key: str | None = None
+    origin: Path | None = None
 
 
 @dataclass
