@@ -18,6 +18,10 @@ writes one pairs file:
   that the killed run left beside ``OUT`` are removed, and
   because the file is assembled from shards in plan order, the result has the same content hash
   (:func:`content_hash`) as an uninterrupted import. The partial folder is removed on success.
+* Just before the rename, the partial folder records the finished file's identity and the report;
+  the JSON report is written after the rename, then the partial folder goes. A run killed after the
+  rename is thus finished by ``resume=True`` (report written, partial folder removed) instead of
+  being rebuilt or refused.
 """
 
 from __future__ import annotations
