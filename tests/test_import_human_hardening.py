@@ -140,6 +140,41 @@ def test_ssv2_missing_videos_summarised_full_list_in_json(tmp_path):
     assert [s["key"] for s in report["skipped"]] == ids and report["clips"] == {"human": 2, "robot": 0}
 
 
+@pytest.mark.parametrize("text", ["push\0pen", "push\ud800pen"])
+def test_ssv2_label_hdf5_cannot_store_refused_or_skipped(tmp_path, text):
+    """A label with a NUL (or a lone surrogate, which JSON allows) never reaches the writer: exit 2 naming the
+    clip and its label file before anything is written, or that clip alone skipped under --skip-bad."""
+    root = tmp_path / "ssv2"
+    _ssv2_official(root, root / "labels")
+    path = root / "labels" / "something-something-v2-train.json"
+    path.write_text(json.dumps([{"id": "78687", "label": text, "template": "Pushing [something]", "placeholders": []}]))
+    out = tmp_path / "out" / "o.h5"
+    out.parent.mkdir()
+    args = ["pairs", "import", "ssv2", str(root), "--out", str(out), "--workers", "1"]
+    err = _one_line_exit_2(args, out)
+    assert err.startswith("error: clip 78687: ") and str(path) in err and "--skip-bad" in err, err
+    assert list(out.parent.iterdir()) == []  # refused in the plan check: not even a partial folder
+    code, stdout, stderr = run_cli(*args, "--skip-bad")
+    assert code == 0, stderr
+    assert "1 clips imported, 1 skipped" in stdout and "skipped 78687: " in stdout
+    assert PairsFile(out).num_clips("human") == 1 and validate(out) == []
+
+
+def test_every_clip_skipped_leaves_no_partial_folder(tmp_path):
+    """--skip-bad skipping every clip: exit 2, and no .OUT.partial/ (nothing a --resume could continue)."""
+    root = tmp_path / "epic"
+    (root / "P01" / "videos").mkdir(parents=True)
+    (root / "P01" / "videos" / "P01_01.MP4").write_bytes(b"not a video" * 100)
+    ann = _epic_rows(root, [0.2, 0.3])
+    out = tmp_path / "out" / "o.h5"
+    out.parent.mkdir()
+    code, _, err = run_cli("pairs", "import", "epic-kitchens", str(root), "--annotations", str(ann), "--out", str(out),
+                           "--workers", "1", "--skip-bad")
+    lines = [x for x in err.strip().splitlines() if not x.startswith("warning: skipping clip")]
+    assert code == 2 and len(lines) == 1 and "no clip could be imported (2 skipped" in lines[0], err
+    assert list(out.parent.iterdir()) == []
+
+
 def test_summarise_groups_by_kind():
     items = [(f"k{i}", f"video /d/{i}.webm not found") for i in range(5)] + [("e", "entry has no `id`")]
     lines = summarise(items, "skipped {key}: {reason}", "skipped {n} clips: {kind}; the first {k}:")

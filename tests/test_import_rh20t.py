@@ -281,3 +281,19 @@ def test_task_descriptions_file(tmp_path):
     f.write_text("[]")
     with pytest.raises(HRAlignError, match="task_description.json: expected a non-empty JSON object"):
         load_task_descriptions(f)
+
+
+def test_nan_tcp_refused_naming_the_scene_transformed_folder(tmp_path):
+    """NaN in a tcp sample reaches no file: exit 2 naming the clip and the scene's transformed/ folder."""
+    root = tmp_path / "rh"
+    name = "task_0001_user_0001_scene_0001_cfg_0001"
+    scene = _robot_scene(root, name, cams=CAMS[:1])
+    _human_scene(root, name + "_human", cams=CAMS[:1])
+    tcp = np.load(scene / "transformed" / "tcp.npy", allow_pickle=True).item()  # the test's own file
+    tcp[CAMS[0]][2]["tcp"][1] = np.nan
+    np.save(scene / "transformed" / "tcp.npy", tcp)
+    out = tmp_path / "o.h5"
+    code, _, stderr = run_cli("pairs", "import", "rh20t", str(root), "--out", str(out), "--workers", "1")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert f"clip {name}/cam_{CAMS[0]}: {scene / 'transformed'}: " in stderr and "has nan" in stderr, stderr
+    assert not out.exists()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,25 @@ def test_non_finite_actions_are_refused_naming_clip_and_row(tmp_path, bad):
     rep = P.run_import(plan, tmp_path / "o.h5", _cfg(image_size=None, skip_bad=True, resume=True), progress=False)
     assert rep.clips["robot"] == 1 and rep.skipped[0][0] == "episode_000001"
     assert validate(tmp_path / "o.h5") == []
+
+
+def test_non_finite_rows_name_the_file_they_came_from(tmp_path):
+    """The pipeline's backstop names the clip's source file: the importer's (a parquet, an HDF5 file) when it
+    gives one, else the frames' file."""
+    a = np.zeros((5, 3))
+    a[2, 0] = np.nan
+    src = tmp_path / "data" / "chunk-000" / "file-000.parquet"
+    plan = ImportPlan(clips=[_clip("episode_000000", np.ones((4, 3))),
+                             replace(_clip("episode_000001", a), origin=src)])
+    with pytest.raises(HRAlignError, match=rf"^clip episode_000001: {re.escape(str(src))}: actions row 2 \(of 5\) has nan"):
+        P.run_import(plan, tmp_path / "o.h5", _cfg(image_size=None), progress=False)
+    state = np.zeros((4, 2))
+    state[1, 1] = np.inf
+    video = tmp_path / "robot.mp4"
+    write_mp4(video, [frame_img(t, 16, 16) for t in range(4)])
+    bad = ClipSource("cam_0", "robot", "push", VideoSegment(video), actions=np.ones((4, 3)), state=state)
+    with pytest.raises(HRAlignError, match=rf"^clip cam_0: {re.escape(str(video))}: state row 1 \(of 4\) has inf"):
+        P.run_import(ImportPlan(clips=[bad]), tmp_path / "p.h5", _cfg(image_size=None), progress=False)
 
 
 def test_check_finite_rows():

@@ -15,7 +15,7 @@ import click
 import h5py
 import numpy as np
 
-from hralign.atomic import atomic_path, write_text_atomic
+from hralign.atomic import atomic_path
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.build import BuildConfig, build_from_manifest
@@ -208,14 +208,14 @@ def _import_command(spec: ImporterSpec) -> click.Command:
         source_cfg = spec.config_cls(**kwargs)
         plan = spec.plan_fn(Path(root), source_cfg)
         report = run_import(plan, out, cfg, attrs={"import_source": spec.name,
-                                                   "import_config": json.dumps(dataclasses.asdict(source_cfg))})
+                                                   "import_config": json.dumps(dataclasses.asdict(source_cfg))},
+                            report_to=report_path(out))
         for line in report.lines():
             click.echo(line)
-        try:  # the pairs file is complete and valid: a report that cannot be written is only a warning
-            write_text_atomic(report_path(out), report.to_json())
+        if report.report_error is None:
             click.echo(f"report (every skipped clip and its reason): {report_path(out)}")
-        except OSError as e:
-            click.echo(f"warning: could not write the import report {report_path(out)}: {e}", err=True)
+        else:  # the pairs file is complete and valid: a report that cannot be written is only a warning
+            click.echo(f"warning: could not write the import report {report_path(out)}: {report.report_error}", err=True)
 
     command.__doc__ = f"""{spec.help}
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
-from hralign.pairs.split import make_split
+from hralign.pairs.split import DEFAULT_VAL_FRACTION, make_split
 from hralign.pairs.writer import PairsWriter, check_compression
 
 # (name, instruction, kind, direction or rotation sign). ``num_tasks`` takes the first N.
@@ -67,7 +67,7 @@ class SynthConfig:
     robot_image_size: int | None = field(default=None, metadata={"help": "Side of the robot frames (default: image_size)."})
     seed: int = field(default=0, metadata={"help": "Seed; the same seed and config give byte-identical content."})
     noise: float = field(default=0.03, metadata={"help": "Std of Gaussian pixel noise, in [0, 1] intensity units."})
-    val_fraction: float = field(default=0.2, metadata={"help": "Fraction of each task's pairs marked validation in /split "
+    val_fraction: float = field(default=DEFAULT_VAL_FRACTION, metadata={"help": "Fraction of each task's pairs marked validation in /split "
                                                                "(stratified, at least 1 per task when a task has >= 2 pairs); "
                                                                "0 writes no /split."})
     compression: str | None = field(default=None, metadata={"help": "HDF5 filter for frames: None, 'gzip' or 'lzf'."})

@@ -223,8 +223,13 @@ class PairsWriter:
         self._h5.attrs[name] = value
 
     # -- finishing ----------------------------------------------------------------------------
-    def close(self) -> Path:
-        """Write the index datasets and attributes, then rename into place. Returns the path."""
+    def close(self, before_rename=None) -> Path:
+        """Write the index datasets and attributes, then rename into place. Returns the path.
+
+        ``before_rename(tmp)``, if given, is called with the finished temporary file just before the
+        rename (the import pipeline records the file's identity there, so a resume can tell that the
+        rename happened); if it raises, the temporary file is removed and nothing is renamed.
+        """
         if self._closed:
             return self.path
         h = self._h5
@@ -251,13 +256,15 @@ class PairsWriter:
                     raise HRAlignError("either every pair has a split or none has; some pairs were added without one")
                 h.create_dataset(S.SPLIT, data=np.asarray(self._split, dtype=np.uint8), track_times=False)
             h.close()
+            # mkstemp made the temporary file 0600; give the output the mode a plain open() would (as hralign.atomic does)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(self._tmp, 0o666 & ~mask)
+            if before_rename is not None:
+                before_rename(self._tmp)
         except BaseException:
             self.abort()
             raise
-        # mkstemp made the temporary file 0600; give the output the mode a plain open() would (as hralign.atomic does)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(self._tmp, 0o666 & ~mask)
         os.replace(self._tmp, self.path)
         self._closed = True
         return self.path

@@ -22,6 +22,7 @@ import numpy as np
 
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsWriter
+from hralign.pairs.split import DEFAULT_VAL_FRACTION
 from hralign.sim.env import (
     SimEnv,
     check_frame,
@@ -58,7 +59,7 @@ class CollectConfig:
     noise: float = field(default=0.05, metadata={"help": "Std of Gaussian noise added to the expert's actions."})
     max_steps: int = field(default=200, metadata={"help": "Step limit of an episode (MetaWorld allows 500)."})
     tail_steps: int = field(default=5, metadata={"help": "Steps kept after the first success."})
-    val_fraction: float = field(default=0.2, metadata={
+    val_fraction: float = field(default=DEFAULT_VAL_FRACTION, metadata={
         "help": "Share of each task's episodes (its last ones) marked validation in /split: held out from adaptation."})
     max_attempts: int = field(default=3, metadata={
         "help": "Episodes tried per kept episode before giving up (failed expert episodes are dropped)."})

@@ -107,6 +107,7 @@ def plan(root: Path, config: Ego4DConfig) -> ImportPlan:
             if clip is None:
                 out.skipped.append((key, why))
             else:
+                clip.origin = ann
                 out.clips.append(clip)
     if total == 0:
         raise HRAlignError(f"{ann}: holds no narrations in {pass_key} (expected {expected})")

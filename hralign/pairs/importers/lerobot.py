@@ -378,7 +378,7 @@ def _plan_v3(root: Path, info: dict, cam: str, columns: list[str], config: LeRob
             end = max(float(ep[vk + "to_timestamp"]), start + float(times[-1]) + 1.0 / float(info["fps"]))
             prepared[e] = ClipSource(
                 key=key, domain="robot", instruction=instruction, frames=VideoSegment(vpath, start, end),
-                actions=actions, state=state, step_times_s=times, split=splits.get(e))
+                actions=actions, state=state, step_times_s=times, split=splits.get(e), origin=dpath)
     clips = [prepared[k] for k in sorted(prepared)]
     return ImportPlan(clips=clips, skipped=skipped, bad=sorted(bad))
 
@@ -428,5 +428,5 @@ def _plan_v2(root: Path, info: dict, cam: str, columns: list[str], config: LeRob
         if not instruction:
             raise HRAlignError(f"{ep_path}: episode {e} has no tasks")
         clips.append(ClipSource(key=key, domain="robot", instruction=str(instruction), frames=VideoSegment(vpath),
-                                actions=actions, state=state, step_times_s=times, split=splits.get(e)))
+                                actions=actions, state=state, step_times_s=times, split=splits.get(e), origin=dpath))
     return ImportPlan(clips=clips, skipped=skipped, bad=bad)

@@ -18,6 +18,10 @@ writes one pairs file:
   that the killed run left beside ``OUT`` are removed, and
   because the file is assembled from shards in plan order, the result has the same content hash
   (:func:`content_hash`) as an uninterrupted import. The partial folder is removed on success.
+* Just before the rename, the partial folder records the finished file's identity and the report;
+  the JSON report is written after the rename, then the partial folder goes. A run killed after the
+  rename is thus finished by ``resume=True`` (report written, partial folder removed) instead of
+  being rebuilt or refused.
 """
 
 from __future__ import annotations
@@ -32,13 +36,13 @@ import shutil
 import sys
 import zlib
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from hralign.atomic import stale_temporaries
+from hralign.atomic import stale_temporaries, write_text_atomic
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.importers.source import ClipSource, ImportPlan
@@ -50,6 +54,8 @@ RESIZE_MODES = ("crop", "letterbox")
 # (zstd 3, bit shuffle) stores 0.77 of raw bytes and reads ~41k frames/s; lzf 0.89 at ~45k; gzip 0.70 at ~24k.
 DEFAULT_COMPRESSION = "blosc"
 SHARD_FORMAT = 1  # bump when the shard layout changes (old partial folders are then refused on --resume)
+STAMP = "fingerprint.json"  # in the partial folder: what the import is made of (written before any clip)
+FINISHED = "finished.json"  # in the partial folder: the finished file's identity, written just before its rename
 
 
 @dataclass
@@ -113,6 +119,7 @@ class ImportReport:
     unpaired: list[tuple[str, str]] = field(default_factory=list)  # (pair key, reason it gave no pair)
     reused: int = 0  # clips taken from a partial import (--resume)
     notes: list[str] = field(default_factory=list)  # the importer's corrections (ImportPlan.notes)
+    report_error: str | None = None  # why the JSON report (run_import's report_to) could not be written
 
     def lines(self) -> list[str]:
         """The report as printed by ``hralign pairs import``: skipped clips and unpaired keys summarised
@@ -132,6 +139,14 @@ class ImportReport:
                            "reused": self.reused, "notes": self.notes,
                            "skipped": [{"key": k, "reason": r} for k, r in self.skipped],
                            "unpaired": [{"key": k, "reason": r} for k, r in self.unpaired]}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ImportReport":
+        """The report :meth:`to_json` wrote."""
+        d = json.loads(text)
+        return cls(Path(d["out"]), dict(d["clips"]), dict(d["frames"]), int(d["pairs"]),
+                   [(e["key"], e["reason"]) for e in d["skipped"]], [(e["key"], e["reason"]) for e in d["unpaired"]],
+                   int(d["reused"]), list(d["notes"]))
 
 
 REPORT_EXAMPLES = 3  # entries shown per reason; the JSON report lists them all (19,388 lines helped nobody)
@@ -255,7 +270,9 @@ def process_clip(clip: ClipSource, shard: Path, config: ImportConfig) -> int:
     kept = resample_indices(times, config.fps)
     kept_times = np.asarray(times, dtype=np.float64)[kept]
     step_times = None if clip.step_times_s is None else np.asarray(clip.step_times_s, dtype=np.float64)
-    per_frame = {name: _per_frame(name, rows, step_times, kept, kept_times, frames.shape[0])
+    src = clip.origin or getattr(clip.frames, "path", None)  # named by the row checks: the file the rows came from
+    per_frame = {name: _per_frame(name if src is None else f"{src}: {name}", rows, step_times, kept, kept_times,
+                                  frames.shape[0])
                  for name, rows in ((S.ACTIONS, clip.actions), (S.STATE, clip.state))}
     out = resize_frames(frames[kept], config.image_size, config.resize)
     del frames
@@ -355,32 +372,97 @@ def _changed_source(old: object, sources: dict[str, list[int] | None]) -> str | 
     return None
 
 
+def _check_stamp(part: Path, fingerprint: str, sources: dict[str, list[int] | None]) -> None:
+    """Refuse a partial import made from other sources or options (naming the changed file if one did)."""
+    try:
+        recorded = json.loads((part / STAMP).read_text())
+        found = recorded["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded, found = {}, None
+    if found != fingerprint:
+        changed = _changed_source(recorded.get("sources") if isinstance(recorded, dict) else None, sources)
+        raise HRAlignError(changed or f"{part}: partial import was made from other sources or options than "
+                           "this one; rerun with the same ones, or pass --overwrite to start over")
+
+
 def _prepare_partial(out: Path, fingerprint: str, sources: dict[str, list[int] | None], config: ImportConfig) -> Path:
     part = partial_dir(out)
-    stamp = part / "fingerprint.json"
-    if part.exists() and config.resume and stamp.exists():
-        try:
-            recorded = json.loads(stamp.read_text())
-            found = recorded["fingerprint"]
-        except (OSError, ValueError, KeyError, TypeError):
-            recorded, found = {}, None
-        if found != fingerprint:
-            changed = _changed_source(recorded.get("sources") if isinstance(recorded, dict) else None, sources)
-            raise HRAlignError(changed or f"{part}: partial import was made from other sources or options than "
-                               "this one; rerun with the same ones, or pass --overwrite to start over")
+    if part.exists() and config.resume and (part / STAMP).exists():
+        _check_stamp(part, fingerprint, sources)
         return part
     if part.exists():
-        # the stamp is written before any clip, so a partial folder without one (killed right after
-        # creating it) holds nothing to reuse and --resume starts it afresh
+        # a partial folder without a stamp (made by an older version, killed right after creating it)
+        # holds nothing to reuse, and --resume starts it afresh
         if not config.overwrite and not config.resume:
             raise HRAlignError(f"{part}: a partial import of {out.name} exists; pass --resume to continue it "
                                "or --overwrite to start over")
         shutil.rmtree(part)
-    part.mkdir(parents=True)
-    tmp = stamp.with_name(stamp.name + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "sources": sources}))
-    os.replace(tmp, stamp)
+    # made under another name with its stamp, then renamed: the folder never exists without its stamp,
+    # so an empty one can only be the end of a finished import's cleanup (see _finished_import)
+    new = part.with_name(part.name + ".new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    (new / STAMP).write_text(json.dumps({"fingerprint": fingerprint, "sources": sources}))
+    os.rename(new, part)
     return part
+
+
+def _identity(path: Path) -> list[int]:
+    """What tells one file from another on this filesystem: device, inode, size, mtime (kept by a rename)."""
+    st = os.stat(path)
+    return [int(st.st_dev), int(st.st_ino), int(st.st_size), int(st.st_mtime_ns)]
+
+
+def _record_finished(part: Path, tmp: Path, report: ImportReport) -> None:
+    """Record, before the finished file is renamed to OUT, its identity and the import's report."""
+    rec = part / FINISHED
+    staged = rec.with_name(rec.name + ".tmp")
+    staged.write_text(json.dumps({"identity": _identity(tmp), "report": json.loads(report.to_json())}))
+    os.replace(staged, rec)
+
+
+def _remove_partial(part: Path) -> None:
+    """Remove the partial folder, its finished-record last (a cleanup killed midway is then recognised)."""
+    try:
+        for p in part.iterdir():
+            if p.name != FINISHED:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        (part / FINISHED).unlink(missing_ok=True)
+        part.rmdir()
+    except FileNotFoundError:
+        pass
+
+
+def _finished_import(out: Path, fingerprint: str, sources: dict[str, list[int] | None]) -> ImportReport | None:
+    """The report of an import of ``out`` that was killed after renaming ``out`` into place (only its
+    cleanup was left), or None. ``out`` must be the very file that import recorded (same inode, size and
+    mtime), so an older output beside a partial import (of an --overwrite run) is never mistaken for it."""
+    part = partial_dir(out)
+    if not out.is_file() or not part.is_dir():
+        return None
+    rec = part / FINISHED
+    if rec.exists():
+        try:
+            d = json.loads(rec.read_text())
+            same = d["identity"] == _identity(out)
+            report = ImportReport.from_json(json.dumps(d["report"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not same:
+            return None
+        if (part / STAMP).exists():
+            _check_stamp(part, fingerprint, sources)
+        return report
+    if not any(part.iterdir()):  # emptied by that cleanup, killed before its last rmdir
+        try:
+            return ImportReport.from_json(report_path(out).read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            from hralign.pairs.reader import PairsFile
+
+            with PairsFile(out) as f:
+                return ImportReport(out, {d: f.num_clips(d) for d in S.DOMAINS},
+                                    {d: int(f.clip_lengths(d).sum()) for d in S.DOMAINS}, f.num_pairs, [])
+    return None
 
 
 def _shard(part: Path, i: int) -> Path:
@@ -392,7 +474,32 @@ def _skip_marker(part: Path, i: int) -> Path:
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
-def _check_plan(plan: ImportPlan) -> None:
+def _text_problem(text: str) -> str | None:
+    """Why an instruction cannot be stored as HDF5 UTF-8 text (None: it can)."""
+    if "\0" in text:
+        return f"holds a NUL character at position {text.index(chr(0))}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"holds {text[e.start]!r} at position {e.start}, which is not encodable as UTF-8"
+    return None
+
+
+def _check_plan(plan: ImportPlan, skip_bad: bool) -> ImportPlan:
+    """The plan checked before anything is written: its bad clips (the importer's and those whose instruction
+    no pairs file can store) refused, or skipped with ``skip_bad``; a plan an importer built wrongly refused."""
+    unstorable: list[tuple[str, str]] = []
+    for c in plan.clips:
+        why = _text_problem(c.instruction) if isinstance(c.instruction, str) else None
+        if why is not None:
+            origin = c.origin or getattr(c.frames, "path", None)
+            where = f"{origin}: " if origin is not None else ""
+            unstorable.append((c.key, f"{where}instruction {c.instruction!r} {why}, expected text a pairs file "
+                                      "can store (no NUL, valid UTF-8)"))
+    if unstorable:
+        drop = {k for k, _ in unstorable}
+        plan = replace(plan, clips=[c for c in plan.clips if c.key not in drop], bad=[*plan.bad, *unstorable])
+    plan = _bad_clips(plan, skip_bad)
     if not plan.clips:
         skipped = f" ({len(plan.skipped)} skipped, first: {plan.skipped[0][0]}: {plan.skipped[0][1]})" if plan.skipped else ""
         raise HRAlignError(f"the importer found no clips to import{skipped}")
@@ -407,6 +514,7 @@ def _check_plan(plan: ImportPlan) -> None:
         if c.split not in (None, S.SPLIT_TRAIN, S.SPLIT_VAL):
             raise HRAlignError(f"clip {c.key}: split {c.split!r}, expected None, 0 (train) or 1 (validation)")
         seen.add(c.key)
+    return plan
 
 
 def _bad_clips(plan: ImportPlan, skip_bad: bool) -> ImportPlan:
@@ -417,11 +525,12 @@ def _bad_clips(plan: ImportPlan, skip_bad: bool) -> ImportPlan:
         key, reason = plan.bad[0]
         more = f"; {len(plan.bad) - 1} more bad clip{'s' if len(plan.bad) > 2 else ''}" if len(plan.bad) > 1 else ""
         raise HRAlignError(f"clip {key}: {reason} (pass --skip-bad to skip such clips{more})")
-    return ImportPlan(clips=plan.clips, skipped=[*plan.skipped, *plan.bad])
+    return replace(plan, skipped=[*plan.skipped, *plan.bad], bad=[])
 
 
 def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | None = None,
-               progress: bool = True, attrs: dict[str, str] | None = None) -> ImportReport:
+               progress: bool = True, attrs: dict[str, str] | None = None,
+               report_to: str | os.PathLike | None = None) -> ImportReport:
     """Write the clips of ``plan`` to the pairs file ``out`` and return what was imported and skipped.
 
     Parameters
@@ -436,18 +545,30 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
         Show a tqdm bar (only on a terminal).
     attrs : dict, optional
         Provenance stored as root attributes (e.g. the importer and its options).
+    report_to : path, optional
+        Also write the report as JSON there (atomically, after ``out`` is in place and before the partial
+        folder goes, so a killed run's --resume rewrites it); a failure is kept in ``report_error``.
     """
     cfg = config or ImportConfig()
     out = Path(out)
-    plan = _bad_clips(plan, cfg.skip_bad)
-    _check_plan(plan)
-    if out.exists() and not cfg.overwrite:
-        if cfg.resume and partial_dir(out).exists():  # a run killed after renaming OUT into place, while cleaning up
-            raise HRAlignError(f"{out}: output exists beside a partial import of it; pass --overwrite with --resume "
-                               "to rebuild it from the partial import's clips")
-        raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
+    plan = _check_plan(plan, cfg.skip_bad)
     sources = source_files(plan)
-    part = _prepare_partial(out, _fingerprint(plan, cfg, sources), sources, cfg)
+    fingerprint = _fingerprint(plan, cfg, sources)
+    if cfg.resume:  # clean what a killed run of this output left: the writer's and the report's temporary files
+        for stale in [*stale_temporaries(out), *(stale_temporaries(report_to) if report_to is not None else [])]:
+            stale.unlink(missing_ok=True)
+        finished = _finished_import(out, fingerprint, sources)
+        if finished is not None:  # killed after renaming OUT into place: the file is complete, only cleanup was left
+            finished.notes.append(f"{out} was complete (a run killed while cleaning up had written it); "
+                                  "finished its cleanup")
+            return _finish(finished, partial_dir(out), report_to)
+    if out.exists() and not cfg.overwrite:
+        if cfg.resume and partial_dir(out).exists():  # an --overwrite import of an existing OUT, killed
+            raise HRAlignError(f"{out}: output exists beside a partial import of it that did not replace it yet; "
+                               "pass --overwrite with --resume to continue that import")
+        raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
+    part = _prepare_partial(out, fingerprint, sources, cfg)
+    (part / FINISHED).unlink(missing_ok=True)  # killed before its rename: that finished file is a stale temporary
     for stale in stale_temporaries(out):  # what a killed run of this output left (PairsWriter's temporary file)
         stale.unlink(missing_ok=True)
     clips = plan.clips
@@ -477,14 +598,26 @@ def run_import(plan: ImportPlan, out: str | os.PathLike, config: ImportConfig | 
             unpaired = _add_pairs(w, clips, placed, splits)
             counts = {d: w.num_clips(d) for d in S.DOMAINS}
             frames = {d: w.num_frames(d) for d in S.DOMAINS}
-            n_pairs = w.num_pairs
             if not any(counts.values()):
+                shutil.rmtree(part, ignore_errors=True)  # every clip skipped: nothing a --resume could reuse
                 raise HRAlignError(f"no clip could be imported ({len(skipped)} skipped; first: "
                                    f"{skipped[0][0]}: {skipped[0][1]})" if skipped else "no clip could be imported")
+            report = ImportReport(out, counts, frames, w.num_pairs, skipped, unpaired, reused, list(plan.notes))
+            w.close(before_rename=lambda tmp: _record_finished(part, tmp, report))
     finally:
         bar.close()
-    shutil.rmtree(part, ignore_errors=True)
-    return ImportReport(out, counts, frames, n_pairs, skipped, unpaired, reused, list(plan.notes))
+    return _finish(report, part, report_to)
+
+
+def _finish(report: ImportReport, part: Path, report_to: str | os.PathLike | None) -> ImportReport:
+    """After OUT is in place: write the JSON report, then remove the partial folder."""
+    if report_to is not None:
+        try:
+            write_text_atomic(report_to, report.to_json())
+        except OSError as e:
+            report.report_error = str(e)
+    _remove_partial(part)
+    return report
 
 
 def _results(clips: list[ClipSource], part: Path, cfg: ImportConfig):

@@ -293,7 +293,8 @@ def _scene_clips(scene: Path, takes: list[Path], instruction: str, wanted: set[s
             continue
         pair_key = f"{scene.name}/cam_{serial}"
         clips.append(ClipSource(key=key, domain="robot", instruction=instruction, frames=VideoSegment(cam / "color.mp4"),
-                                actions=actions, state=state, step_times_s=None, pair_key=pair_key))
+                                actions=actions, state=state, step_times_s=None, pair_key=pair_key,
+                                origin=scene / "transformed"))
         for h, hcam in human_ok[serial]:
             clips.append(ClipSource(key=f"{h.name}/cam_{serial}", domain="human", instruction=instruction,
                                     frames=VideoSegment(hcam / "color.mp4"), pair_key=pair_key))

@@ -185,5 +185,5 @@ def plan(root: Path, config: RobomimicConfig) -> ImportPlan:
             split = S.SPLIT_VAL if val is not None and d in val else S.SPLIT_TRAIN if train is not None and d in train else None
             clips.append(ClipSource(key=d, domain="robot", instruction=instruction,
                                     frames=H5Frames(path, f"data/{d}/obs/{image}", float(config.source_fps)),
-                                    actions=actions, state=state, split=split))
+                                    actions=actions, state=state, split=split, origin=path))
     return ImportPlan(clips=clips, skipped=skipped, bad=bad_demos)

@@ -76,6 +76,9 @@ class ClipSource:
     split : 0 train, 1 validation, or None (the pipeline's split rule decides).
     pair_key : clips of opposite domains with the same ``pair_key`` are paired (every human clip
         of a key with every robot clip of that key); ``None`` = unpaired.
+    origin : the file the clip's description was read from (an annotation file for its instruction,
+        a data parquet or HDF5 file for its actions/state), named when the pipeline refuses the clip's
+        text or rows; ``None``: the frames' file.
     """
 
     key: str
@@ -87,6 +90,7 @@ class ClipSource:
     step_times_s: np.ndarray | None = None
     split: int | None = None
     pair_key: str | None = None
+    origin: Path | None = None
 
 
 @dataclass

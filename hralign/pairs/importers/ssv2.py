@@ -118,5 +118,5 @@ def plan(root: Path, config: SSv2Config) -> ImportPlan:
                 out.skipped.append((vid, f"video {video} not found"))
                 continue
             out.clips.append(ClipSource(key=vid, domain="human", instruction=text, frames=VideoSegment(video),
-                                        split=SPLIT_FILES[s][1]))
+                                        split=SPLIT_FILES[s][1], origin=path))
     return out
