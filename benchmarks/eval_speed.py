@@ -90,7 +90,7 @@ def child_profile(args: argparse.Namespace) -> dict:
     from hralign.sim.evaluate import SimEvalConfig, evaluate_sim
 
     cfg = SimEvalConfig(protocol="robot", rollouts=args.rollouts, seeds=1, steps=args.steps, max_steps=args.max_steps,
-                        envs=args.envs)
+                        envs=args.envs, precision=args.precision)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = evaluate_sim(args.pairs, tmp, {"random-init": EncoderSource("r3m-resnet18", image_size=args.image_size)},
@@ -107,7 +107,8 @@ def child_speed(args: argparse.Namespace) -> dict:
     from hralign.sim.bench_v2 import run_eval_jobs
 
     rows = {"random-init": EncoderSource("r3m-resnet18", image_size=args.image_size), "proprio-only": None}
-    base = dict(rollouts=args.rollouts, seeds=args.seeds, steps=args.steps, max_steps=args.max_steps, envs=args.envs)
+    base = dict(rollouts=args.rollouts, seeds=args.seeds, steps=args.steps, max_steps=args.max_steps, envs=args.envs,
+                precision=args.precision)
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [{"pairs": str(args.pairs), "out": f"{tmp}/{p}/{v}", "vname": v, "source": src,
                  "cfg": {**base, "protocol": p}, "human_view": False, "latent": None}
@@ -129,10 +130,10 @@ def child_speed(args: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------- driver
 
-def run_child(tree: Path, mode: str, args: argparse.Namespace) -> dict:
+def run_child(tree: Path, mode: str, args: argparse.Namespace, precision: str = "fp32") -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree.resolve()), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
            "PYTHONWARNINGS": "ignore"}
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", mode] + [
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--precision", precision] + [
         a for a in sys.argv[1:] if a not in ("--profile", "--speed")]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=str(tree))
     if out.returncode != 0:
@@ -185,22 +186,23 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--protocols", default="robot,few-shot")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", choices=("profile", "speed"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps((child_profile if args.child == "profile" else child_speed)(args)))
         return
-    trees = {"old": args.old, "new": args.new} if args.old else {"new": args.new}
+    trees = {"old": (args.old, "fp32"), "new": (args.new, "fp32")} if args.old else {"new": (args.new, "fp32")}
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count()}
     if args.profile:
-        prof = {k: run_child(t, "profile", args) for k, t in trees.items()}
+        prof = {k: run_child(t, "profile", args, p) for k, (t, p) in trees.items()}
         out["profile"] = prof
         print(f"## Profile: one job (random-init, robot, 1 seed, {args.rollouts} goals x 2 tasks, {args.envs} envs/task, "
               f"{args.steps} BC steps, max {args.max_steps} steps), one process, one thread\n")
         print(profile_table(prof))
     if args.speed:
-        speed = {k: run_child(t, "speed", args) for k, t in trees.items()}
+        speed = {k: run_child(t, "speed", args, p) for k, (t, p) in trees.items()}
         out["speed"] = speed
         print(f"\n## Speed: rows random-init + proprio-only x protocols {args.protocols}, {args.seeds} seeds x "
               f"{args.rollouts} goals x 2 tasks, {args.workers} worker processes\n")
@@ -210,17 +212,21 @@ def main() -> None:
             ws = sum(c["train_s"] + c["rollout_s"] for c in r["cells"])
             print(f"| {k} | {r['wall_s']:.0f} | {r['rollouts']} | {r['rollouts_per_s']:.3f} | {ws:.0f} | "
                   f"{max(c['rss_mb'] for c in r['cells']):.0f} |")
-        if "old" in speed:
-            o, n = speed["old"], speed["new"]
+        o = speed.get("old")
+        for name, n in speed.items():
+            if o is None or name == "old":
+                continue
             same, total = agreement(o["cells"], n["cells"])
-            out["ratio"] = n["rollouts_per_s"] / o["rollouts_per_s"]
-            out["agreement"] = {"same": same, "total": total}
-            print(f"\nnew / old rollouts per second: {out['ratio']:.2f}x; per-rollout agreement {same}/{total} "
-                  f"= {same / max(total, 1):.3f}")
+            ws_o = sum(c["train_s"] + c["rollout_s"] for c in o["cells"])
+            ws_n = sum(c["train_s"] + c["rollout_s"] for c in n["cells"])
+            out.setdefault("ratio", {})[name] = {"rollouts_per_s": n["rollouts_per_s"] / o["rollouts_per_s"],
+                                                 "worker_s": ws_o / ws_n, "agreement": [same, total]}
+            print(f"\n{name} / old: rollouts per second {n['rollouts_per_s'] / o['rollouts_per_s']:.2f}x, worker-seconds "
+                  f"{ws_o / ws_n:.2f}x fewer; per-rollout agreement {same}/{total} = {same / max(total, 1):.3f}")
             for co, cn in zip(o["cells"], n["cells"]):
                 so = sum(sum(v) for s in co["per_goal"] for v in s.values()) / co["rollouts"]
                 sn = sum(sum(v) for s in cn["per_goal"] for v in s.values()) / cn["rollouts"]
-                print(f"  {co['protocol']:>8} {co['row']:>13}: success old {so:.3f} new {sn:.3f}")
+                print(f"  {co['protocol']:>8} {co['row']:>13}: success old {so:.3f} {name} {sn:.3f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
 

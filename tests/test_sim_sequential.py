@@ -12,6 +12,7 @@ from conftest import run_cli
 from hralign.errors import HRAlignError
 from hralign.sim.env import metaworld_available
 from hralign.sim.sequential import (
+    SPENDING,
     SequentialConfig,
     comparisons_against,
     decide,
@@ -69,13 +70,26 @@ def test_replay_stops_a_large_difference_early_and_runs_a_null_to_the_end():
     assert null["stop"] == "max" and null["rollouts"] == base.size
 
 
-def test_null_simulation_declares_at_most_alpha_even_with_large_seed_effects():
-    """Bonferroni over the looks plus the few-seeds correction: at most alpha of null comparisons declared.
-    (Without the Bonferroni split, six looks at 95% declare ~12% here.)"""
-    cfg = SequentialConfig(round_size=10, target_half_width=0.05)
+def test_spending_schedules_sum_to_alpha():
+    for name in SPENDING:
+        cfg = SequentialConfig(spending=name)
+        shares = [cfg.look_alpha(k, 6) for k in range(1, 7)]
+        assert abs(sum(shares) - 0.05) < 1e-12 and min(shares) >= 0
+    obf, pocock = SequentialConfig(spending="obrien-fleming"), SequentialConfig(spending="pocock")
+    assert obf.look_alpha(1, 6) < 1e-4 < pocock.look_alpha(1, 6) and obf.look_alpha(6, 6) > pocock.look_alpha(6, 6)
+    with pytest.raises(HRAlignError, match="--spending"):
+        SequentialConfig(spending="haybittle")
+
+
+@pytest.mark.parametrize("spending", ["obrien-fleming", "bonferroni"])
+def test_null_simulation_declares_at_most_alpha_even_with_large_seed_effects(spending):
+    """Alpha spent over the looks plus the few-seeds correction: at most alpha of null comparisons declared
+    (six looks each at 95% declare more: the naive schedule below)."""
+    cfg = SequentialConfig(round_size=10, target_half_width=0.05, spending=spending)
     r = simulate_null(300, 4, 2, 30, cfg, np.random.default_rng(2), success=0.4, seed_effect=0.5, samples=500)
     assert r["rate"] <= 0.05
-    naive = SequentialConfig(round_size=10, target_half_width=0.05, alpha=0.05 * cfg.looks(30))  # 95% at each look
+    naive = SequentialConfig(round_size=10, target_half_width=0.05, alpha=0.05 * cfg.looks(30),
+                             spending="bonferroni")  # 95% at each look
     r_naive = simulate_null(300, 4, 2, 30, naive, np.random.default_rng(2), success=0.4, seed_effect=0.5, samples=500)
     assert r_naive["rate"] > r["rate"]
 

@@ -87,7 +87,7 @@ def metaworld(out: str, resume: bool, **options: Any) -> None:
               help="With --report: a second draw of the same configuration (e.g. --collect-seed 1); prints each cell "
                    "per draw, pooled and the gap between draws with CIs, and writes OUT/results_draws.{md,json}.")
 @click.option("--sequential", is_flag=True, help="Roll out in rounds of --round-size and stop each row against frozen "
-              "(and the latent chain against its control) once resolved or precise (Bonferroni over the looks; "
+              "(and the latent chain against its control) once resolved or precise (alpha spent over the looks, --spending; "
               "docs/sim.md); the preset's rollouts are the maximum.")
 @dataclass_options(SequentialConfig)
 def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: str | None, eval_tasks: str | None,

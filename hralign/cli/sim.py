@@ -73,7 +73,7 @@ def collect_cmd(out: str, overwrite: bool, as_json: bool, **options: Any) -> Non
 @click.option("--resume", is_flag=True, help="Skip (variant, seed) results already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
 @click.option("--sequential", is_flag=True, help="Roll out in rounds of --round-size and stop once the encoder row "
-              "minus the proprio-only row is resolved or precise (Bonferroni over the looks; docs/sim.md); "
+              "minus the proprio-only row is resolved or precise (alpha spent over the looks, --spending; docs/sim.md); "
               "--rollouts is the maximum.")
 @dataclass_options(SequentialConfig)
 @gr1_options

@@ -28,7 +28,6 @@ from torch import nn
 
 from hralign.atomic import write_text_atomic
 from hralign.device import DEVICE_HELP, PRECISION_HELP, DeviceConfig, Placement, resolve
-from hralign.encoders.inference import for_inference
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
@@ -208,7 +207,12 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 @dataclass
 class _Encoders:
-    """A variant's encoders, built once and shared by its seeds (inference copies: :mod:`hralign.encoders.inference`)."""
+    """A variant's encoders and demo features, built once and shared by its seeds.
+
+    Not folded or converted for speed: BatchNorm folding and channels-last weights cut the encoder's CPU
+    time by ~15% but change features by ~1e-6, and through BC training that flipped 4% of rollout
+    outcomes (benchmarks/eval_speed.py); the encoder already runs near one core's fp32 peak.
+    """
 
     robot: nn.Module | None = None
     human: nn.Module | None = None
@@ -224,9 +228,7 @@ class _Encoders:
         if int(human.feature_dim) != int(robot.feature_dim):
             raise HRAlignError(f"{vname}: human encoder gives {human.feature_dim}-d features, robot "
                                f"encoder {robot.feature_dim}-d; they must agree")
-        # BatchNorm folded, channels-last copies for demo features and rollouts alike (the same numerics in both)
-        self.robot = for_inference(robot)
-        self.human = for_inference(human) if human is not robot else self.robot
+        self.robot, self.human = robot.eval(), human.eval()
         self.seconds += time.perf_counter() - t0
 
     def encode(self, pairs: PairsFile, need: dict[str, np.ndarray], placement: Placement) -> None:

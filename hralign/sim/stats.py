@@ -48,6 +48,15 @@ def outcome_matrix(row: dict[str, Any], tasks: list[str] | tuple[str, ...]) -> n
     return np.array([[g for t in tasks for g in r["per_goal"][t]] for r in per_seed], np.float64)
 
 
+def bootstrap_replicates(outcomes: dict[str, np.ndarray], samples: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Row -> [samples] replicate mean successes, goals and seeds resampled jointly (one draw for every row)."""
+    arrays = _check(outcomes)
+    n_seeds, n_goals = next(iter(arrays.values())).shape
+    rng = np.random.default_rng(seed)
+    si = rng.integers(0, n_seeds, size=(samples, n_seeds))  # seeds before goals: the draws of every result so far
+    return _replicates(arrays, si, rng.integers(0, n_goals, size=(samples, n_goals)))
+
+
 def paired_bootstrap(outcomes: dict[str, np.ndarray], reference: str | None = None, samples: int = 2000,
                      confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, float]]:
     """Mean success and percentile CI per row, and (with ``reference``) the paired difference to it.
@@ -58,10 +67,7 @@ def paired_bootstrap(outcomes: dict[str, np.ndarray], reference: str | None = No
     arrays = _check(outcomes)
     if reference is not None and reference not in arrays:
         raise HRAlignError(f"paired bootstrap: reference row {reference!r} not among {', '.join(arrays)}")
-    n_seeds, n_goals = next(iter(arrays.values())).shape
-    rng = np.random.default_rng(seed)
-    si = rng.integers(0, n_seeds, size=(samples, n_seeds))  # seeds before goals: the draws of every result so far
-    boot = _replicates(arrays, si, rng.integers(0, n_goals, size=(samples, n_goals)))
+    boot = bootstrap_replicates(arrays, samples, seed)
     q = _percentiles(confidence)
     out: dict[str, dict[str, float]] = {}
     for k, a in arrays.items():
