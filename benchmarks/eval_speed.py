@@ -1,8 +1,8 @@
 """Closed-loop evaluation: where a worker-second goes, and old code vs new code on the same jobs.
 
-Two modes, each run for two source trees in the same call (``--old TREE``: a git worktree of the
-commit to compare against, e.g. ``git worktree add --detach ../old fcde84a``; ``--new TREE``: this
-checkout), every tree in its own Python process (``PYTHONPATH=TREE``):
+Two modes, each run for two source trees in the same call (``--old-commit REV``: the commit to compare
+against, checked out into a temporary git worktree for the run, or ``--old TREE`` for one you made;
+``--new TREE``: this checkout), every tree in its own Python process (``PYTHONPATH=TREE``):
 
 * ``--profile``: one evaluation job (one row, ``robot``, one BC seed) in one process on one thread,
   each worker-second attributed to demo feature extraction, BC fit, env creation, goal sampling, env
@@ -13,7 +13,7 @@ checkout), every tree in its own Python process (``PYTHONPATH=TREE``):
   per-rollout agreement of the outcomes.
 
 Usage (2 cores, MUJOCO_GL=egl):
-    python benchmarks/eval_speed.py --pairs eval.h5 --old ../old --new . --profile --speed --json out.json
+    python benchmarks/eval_speed.py --pairs eval.h5 --old-commit fcde84a --profile --speed --json out.json
 The pairs file comes from ``hralign sim collect --tasks push,sweep-into --episodes 20 --image-size 96``
 (the v2 evaluation file's settings).
 """
@@ -135,6 +135,9 @@ def run_child(tree: Path, mode: str, args: argparse.Namespace, precision: str = 
            "PYTHONWARNINGS": "ignore"}
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--precision", precision] + [
         a for a in sys.argv[1:] if a not in ("--profile", "--speed")]
+    if "--old-commit" in argv:  # the children need no baseline
+        i = argv.index("--old-commit")
+        del argv[i:i + 2]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=str(tree))
     if out.returncode != 0:
         raise SystemExit(f"{tree} {mode} failed:\n{out.stderr[-3000:]}")
@@ -175,6 +178,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=Path, required=True)
     ap.add_argument("--old", type=Path, help="source tree of the baseline (a git worktree)")
+    ap.add_argument("--old-commit", help="commit of the baseline: checked out into a temporary git worktree")
     ap.add_argument("--new", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--speed", action="store_true")
@@ -193,6 +197,20 @@ def main() -> None:
     if args.child:
         print(json.dumps((child_profile if args.child == "profile" else child_speed)(args)))
         return
+    if args.old_commit:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.old = Path(tmp) / "old"
+            subprocess.run(["git", "-C", str(args.new), "worktree", "add", "--detach", str(args.old), args.old_commit],
+                           check=True, capture_output=True)
+            try:
+                compare(args)
+            finally:
+                subprocess.run(["git", "-C", str(args.new), "worktree", "remove", "--force", str(args.old)], check=False)
+        return
+    compare(args)
+
+
+def compare(args: argparse.Namespace) -> None:
     trees = {"old": (args.old, "fp32"), "new": (args.new, "fp32")} if args.old else {"new": (args.new, "fp32")}
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count()}
     if args.profile:

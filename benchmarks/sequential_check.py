@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hralign.sim.bench_v2 import LATENT_CONTROL_ROW, LATENT_ROW, outcome_matrix
-from hralign.sim.sequential import SequentialConfig, replay, simulate_null
+from hralign.sim.sequential import SequentialConfig, describe, null_pair, replay, simulate_null
 from hralign.sim.stats import paired_bootstrap
 
 
@@ -46,26 +46,46 @@ def main() -> None:
     ap.add_argument("--round-size", type=int, default=10)
     ap.add_argument("--target-half-width", type=float, default=0.05)
     ap.add_argument("--null", type=int, default=1000, help="simulated null comparisons per success level")
+    ap.add_argument("--seed-effect", type=float, nargs="+", default=[0.5, 1.0],
+                    help="std of each (row, BC seed) policy's logit shift in the null simulation")
+    ap.add_argument("--spending", default="obrien-fleming")
+    ap.add_argument("--fixed-null", type=int, default=0,
+                    help="also simulate this many null comparisons through the fixed design's own interval (95%% "
+                         "percentile paired bootstrap, one look: the v2 tables' rule)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    cfg = SequentialConfig(round_size=args.round_size, target_half_width=args.target_half_width)
+    cfg = SequentialConfig(round_size=args.round_size, target_half_width=args.target_half_width, spending=args.spending)
     rows, tasks, goals = read_rows(args.run, args.protocol)
     seeds = next(iter(rows.values())).shape[0]
     looks = cfg.looks(goals)
-    print(f"rule: Bonferroni over {looks} looks (alpha {cfg.alpha} -> {cfg.alpha / looks:.4f} per look), "
-          f"round {cfg.round_size} goals/task x {len(tasks)} tasks x {seeds} seeds, target half-width "
-          f"{cfg.target_half_width}")
+    print(f"rule: {describe(cfg, looks)}; round {cfg.round_size} goals/task x {len(tasks)} tasks x {seeds} seeds, "
+          f"target half-width {cfg.target_half_width}")
 
     out: dict = {"config": cfg.to_dict(), "looks": looks, "null": [], "replay": []}
     rng = np.random.default_rng(args.seed)
-    print("\n| simulated null: success | comparisons | declared | rate [95% CI] | mean rollouts / max |")
-    print("|---|---|---|---|---|")
-    for p in (0.1, 0.3, 0.5):
-        r = simulate_null(args.null, seeds, len(tasks), goals, cfg, rng, success=p)
-        out["null"].append({"success": p, **r})
-        print(f"| {p:.1f} | {r['comparisons']} | {r['declared']} | {r['rate']:.3f} [{r['rate_lo']:.3f}, "
-              f"{r['rate_hi']:.3f}] | {r['mean_rollouts']:.0f} / {r['max_rollouts']} |")
+    print("\n| simulated null: success | seed effect (logit std) | comparisons | declared | rate [95% CI] | "
+          "mean rollouts / max |")
+    print("|---|---|---|---|---|---|")
+    for effect in args.seed_effect if args.null else ():
+        for p in (0.1, 0.3, 0.5):
+            r = simulate_null(args.null, seeds, len(tasks), goals, cfg, rng, success=p, seed_effect=effect)
+            out["null"].append(r)
+            print(f"| {p:.1f} | {effect} | {r['comparisons']} | {r['declared']} | {r['rate']:.3f} [{r['rate_lo']:.3f}, "
+                  f"{r['rate_hi']:.3f}] | {r['mean_rollouts']:.0f} / {r['max_rollouts']} |", flush=True)
+
+    if args.fixed_null:
+        print("\n| fixed design (95% percentile paired bootstrap, one look): seed effect | comparisons | declared | rate |")
+        print("|---|---|---|---|")
+        for effect in args.seed_effect:
+            declared = 0
+            for _ in range(args.fixed_null):
+                a, b = null_pair(rng, seeds, len(tasks) * goals, 0.3, effect)
+                r = paired_bootstrap({"a": a, "b": b}, reference="b", samples=1000)["a"]
+                declared += r["diff_lo"] > 0 or r["diff_hi"] < 0
+            out.setdefault("fixed_null", []).append({"seed_effect": effect, "comparisons": args.fixed_null,
+                                                     "declared": declared})
+            print(f"| {effect} | {args.fixed_null} | {declared} | {declared / args.fixed_null:.3f} |", flush=True)
 
     pairs = [(v, "frozen") for v in rows if v != "frozen" and "frozen" in rows]
     if LATENT_ROW in rows and LATENT_CONTROL_ROW in rows:

@@ -16,6 +16,7 @@ from hralign.sim.sequential import (
     SequentialConfig,
     comparisons_against,
     decide,
+    null_pair,
     paired_interval,
     replay,
     run_rounds,
@@ -86,11 +87,11 @@ def test_null_simulation_declares_at_most_alpha_even_with_large_seed_effects(spe
     """Alpha spent over the looks plus the few-seeds correction: at most alpha of null comparisons declared
     (six looks each at 95% declare more: the naive schedule below)."""
     cfg = SequentialConfig(round_size=10, target_half_width=0.05, spending=spending)
-    r = simulate_null(300, 4, 2, 30, cfg, np.random.default_rng(2), success=0.4, seed_effect=0.5, samples=500)
+    r = simulate_null(1000, 4, 2, 30, cfg, np.random.default_rng(2), success=0.4, seed_effect=1.0)
     assert r["rate"] <= 0.05
     naive = SequentialConfig(round_size=10, target_half_width=0.05, alpha=0.05 * cfg.looks(30),
                              spending="bonferroni")  # 95% at each look
-    r_naive = simulate_null(300, 4, 2, 30, naive, np.random.default_rng(2), success=0.4, seed_effect=0.5, samples=500)
+    r_naive = simulate_null(300, 4, 2, 30, naive, np.random.default_rng(2), success=0.4, seed_effect=0.5)
     assert r_naive["rate"] > r["rate"]
 
 
@@ -167,3 +168,10 @@ def test_rounds_reuse_the_saved_policies_and_match_one_shot(tmp_path, monkeypatc
                                                                        else 4)
     saved = json.loads((tmp_path / "seq" / "enc" / "seed1.json").read_text())
     assert len(saved["per_goal"]["push"]) == seq["sequential"]["rollouts"]["enc"] // 2
+
+
+def test_null_pair_draws_two_rows_of_equal_expected_success():
+    a, b = null_pair(np.random.default_rng(4), 400, 300, 0.3, 0.5)
+    assert a.shape == b.shape == (400, 300) and set(np.unique(a)) <= {0.0, 1.0}
+    assert abs(a.mean() - b.mean()) < 0.02 and abs(a.mean() - 0.3) < 0.05
+    assert np.corrcoef(a.mean(0), b.mean(0))[0, 1] > 0.5  # the goals' difficulty is shared: paired outcomes
