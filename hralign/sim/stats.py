@@ -48,7 +48,7 @@ def outcome_matrix(row: dict[str, Any], tasks: list[str] | tuple[str, ...]) -> n
     return np.array([[g for t in tasks for g in r["per_goal"][t]] for r in per_seed], np.float64)
 
 
-def bootstrap_replicates(outcomes: dict[str, np.ndarray], samples: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+def _bootstrap_replicates(outcomes: dict[str, np.ndarray], samples: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
     """Row -> [samples] replicate mean successes, goals and seeds resampled jointly (one draw for every row)."""
     arrays = _check(outcomes)
     n_seeds, n_goals = next(iter(arrays.values())).shape
@@ -67,7 +67,7 @@ def paired_bootstrap(outcomes: dict[str, np.ndarray], reference: str | None = No
     arrays = _check(outcomes)
     if reference is not None and reference not in arrays:
         raise HRAlignError(f"paired bootstrap: reference row {reference!r} not among {', '.join(arrays)}")
-    boot = bootstrap_replicates(arrays, samples, seed)
+    boot = _bootstrap_replicates(arrays, samples, seed)
     q = _percentiles(confidence)
     out: dict[str, dict[str, float]] = {}
     for k, a in arrays.items():
