@@ -338,3 +338,19 @@ def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
     assert seeds(again) == seeds(res)  # every (protocol, row, seed) reused, not rerun
     assert again["timings_s"]["pretrain (corpus)"] == res["timings_s"]["pretrain (corpus)"]
     assert (out / "eval" / "robot" / "frozen" / "frozen" / "seed0.json").read_text() == seed0
+    # sequential rounds on the same run: the finished goals are reused, a third goal per task is rolled out by
+    # each seed's saved policy, and every comparison against frozen says where and why it stopped
+    more = [("rollouts=3" if s == "rollouts=2" else s) for s in sizes]
+    code, stdout, stderr = run_cli("bench", "metaworld-v2", "--out", str(out), *sets, *more, "--resume",
+                                   "--sequential", "--round-size", "1", "--target-half-width", "0.01")
+    assert code == 0, stderr
+    seq = json.loads((out / "results.json").read_text())["sequential"]
+    assert {(c["protocol"], c["row"]) for c in seq["comparisons"]} >= {("robot", "random-init"), ("transfer", "random-init"),
+                                                                      ("robot", "latent chain")}
+    for c in seq["comparisons"]:
+        assert c["stop"] in ("resolved", "precise", "max") and 1 <= c["look"] <= 3 and c["lo"] <= c["hi"]
+    frozen_used = {r["protocol"]: r["rollouts"] for r in seq["rollouts"] if r["row"] == "frozen"}
+    assert all(n in (2, 4, 6) for n in frozen_used.values())  # 2 seeds x 1 task x the goals of its last look
+    assert json.loads(seed0)["per_goal"]["push"] == json.loads(
+        (out / "eval" / "robot" / "frozen" / "frozen" / "seed0.json").read_text())["per_goal"]["push"][:2]
+    assert "Sequential evaluation" in stdout
