@@ -38,12 +38,24 @@ class GR1Config(FromDict):
     gripper_dims: str = field(default="last", metadata={"help": "Action dims trained with BCE (values in [0, 1]): "
                                                                 "'last', 'none' or e.g. '3' / '6,7'; the rest use "
                                                                 "smooth-L1 on standardised values."})
+    normalize_inputs: bool = field(default=True, metadata={"help": "Standardise the image features and the proprio "
+                                                                   "per dim with the training frames' mean/std before "
+                                                                   "their token projections (BC's BatchNorm does the "
+                                                                   "same); off: raw inputs, which a frozen encoder "
+                                                                   "gives at very unequal scales per dim."})
     future_weight: float = field(default=1.0, metadata={"help": "Weight of the future-feature loss beside the action "
                                                                 "loss in stage 2 (stage 1 has only this loss)."})
     future_loss: str = field(default="mse", metadata={"help": "Future-feature loss on standardised features: 'mse' or "
                                                              "'cosine'."})
     ensemble_coeff: float = field(default=0.01, metadata={"help": "ACT's temporal-ensembling m: the prediction made i "
                                                                   "steps after the oldest one weighs exp(-m*i)."})
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "GR1Config":
+        """A saved config; one written before ``normalize_inputs`` existed was trained on raw inputs and keeps them."""
+        if "normalize_inputs" not in data:
+            data = {**data, "normalize_inputs": False}
+        return super().from_dict(data, source)
 
     def __post_init__(self) -> None:
         for name in ("history", "chunk", "future_delta", "dim", "layers", "heads"):
