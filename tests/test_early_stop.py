@@ -100,3 +100,25 @@ def test_bad_early_stop_options_are_one_line_exit_2(tiny_pairs, tmp_path):
         EarlyStopConfig(every=1, min_improvement=1.0)
     with pytest.raises(HRAlignError, match="needs `every` >= 1"):
         EarlyStopping(torch.nn.Linear(1, 1), lambda: 0.0, EarlyStopConfig())
+
+
+def test_sim_gr1_early_stopping_keeps_the_best_held_out_weights(tiny_pairs, tmp_path):
+    from hralign.pairs import PairsFile
+    from hralign.policy.gr1 import GR1Config
+    from hralign.sim.evaluate import heldout_split
+    from hralign.sim.gr1 import clip_data, train_sim_gr1
+    from hralign.policy.gr1.train import evaluate_windows
+
+    pairs = PairsFile(tiny_pairs)
+    clips, held = heldout_split(pairs, {"robot": np.arange(pairs.num_clips("robot"))}, 0.34, seed=0)
+    g = torch.Generator().manual_seed(0)
+    feats = {"robot": {c: torch.randn(int(n), 5, generator=g) for c, n in enumerate(pairs.clip_lengths("robot"))}}
+    cfg = GR1Config(history=3, dim=16, layers=1, heads=2, instruction=False, gripper_dims="none")
+    policy, finals, _ = train_sim_gr1(pairs, feats, clips, cfg, 0, 60, 24, 0, tmp_path / "g", heldout=held,
+                                      early_stop=EarlyStopConfig(every=10, patience=2, min_improvement=0.0))
+    rec = finals["early_stop"]
+    assert [c["step"] for c in rec["curve"]] == list(range(10, rec["steps_run"] + 1, 10))
+    hd = clip_data(pairs, feats, held, actions=True)
+    got = evaluate_windows(policy, hd, np.asarray(sorted(hd.features)), None)["action"]["mse_mean"]
+    assert got == pytest.approx(rec["best_heldout_mse"], rel=1e-6)
+    assert rec["best_heldout_mse"] == min(c["heldout_mse"] for c in rec["curve"])

@@ -29,7 +29,8 @@ class GR1Config(FromDict):
     dim: int = field(default=128, metadata={"help": "Transformer width."})
     layers: int = field(default=2, metadata={"help": "Transformer layers (causal self-attention + MLP)."})
     heads: int = field(default=4, metadata={"help": "Attention heads; must divide `dim`."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout in the transformer (GR-1: 0.1)."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout in the transformer (GR-1: 0.1; 0 here: with tens "
+                                                          "of demos it slowed the fit, docs/policy.md)."})
     proprio: bool = field(default=True, metadata={"help": "Feed the robot state as a token per step when the data "
                                                           "has it (human clips get a learned 'no state' token)."})
     instruction: bool = field(default=True, metadata={"help": "Feed the frozen MiniLM embedding of the task "
@@ -84,7 +85,12 @@ class GR1TrainConfig(PolicyTrainConfig, FromDict):
     steps: int = field(default=1500, metadata={"help": "Stage-2 optimiser steps on robot demos (actions + future)."})
     batch_size: int = field(default=64, metadata={"help": "Windows of H steps per optimiser step, summed over "
                                                           "processes."})
-    lr: float = field(default=3e-4, metadata={"help": "Peak learning rate of AdamW."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
+    lr_schedule: str = field(default="cosine", metadata={"help": "Learning rate over the run (timm scheduler): "
+                                                                 "constant | cosine (to 0 at --steps) | linear. "
+                                                                 "Cosine: the late small steps let the transformer "
+                                                                 "settle into its demos (docs/policy.md)."})
+    warmup: int = field(default=100, metadata={"help": "Linear warm-up steps from 0 to --lr before the schedule."})
     seed: int = field(default=0, metadata={"help": "Seed of init, clip subset, batches and dropout (CPU runs repeat "
                                                    "exactly, resumed or not)."})
     log_every: int = field(default=100, metadata={"help": "Steps between metrics.jsonl lines."})
