@@ -66,7 +66,8 @@ class SimEvalConfig:
     batch_size: int = field(default=256, metadata={"help": "Frames per optimiser step (GR-1: batch_size // history "
                                                             "windows of history frames, each frame a training position)."})
     lr: float | None = field(default=None, metadata={"help": "Peak learning rate of AdamW for BC and GR-1 alike "
-                                                             "(default: each policy's own, BC 1e-3, GR-1 3e-4)."})
+                                                             "(default: each policy's own, BC 1e-3 constant, GR-1 "
+                                                             "1e-3 after 100 warm-up steps, cosine)."})
     max_steps: int = field(default=200, metadata={"help": "Step limit of a rollout."})
     eval_seed: int = field(default=10_000, metadata={"help": "Seed of the rollout goals (same for every variant)."})
     envs: int = field(default=10, metadata={"help": "Envs per task stepped in lockstep (one batched encoder call "
