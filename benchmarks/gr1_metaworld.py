@@ -10,9 +10,12 @@ the policy:
 * ``gr1+stage1``  the same after ``--pretrain-steps`` of stage 1 on every human-view clip of the file
                   (future-feature prediction, actions ignored).
 
-Equal training: every row takes ``--steps`` optimiser steps of AdamW at ``--lr`` (constant) with
-``--batch-size`` frames per step (GR-1: batch_size // history windows of history frames, every frame a
-training position with its own action loss). Stage 1 comes on top, as in GR-1.
+Training: every row takes ``--steps`` optimiser steps of AdamW (``--lr`` for all, default each policy's
+own recipe) with ``--batch-size`` frames per step (GR-1: batch_size // history windows of history frames,
+every frame a training position with its own action loss). With ``--early-stop-every K`` every row
+instead trains to its own held-out fit (``sim eval --early-stop-every``: a seeded 20% of each task's
+demos held out, the best weights by held-out action error kept, ``--steps`` the maximum), so rows
+compare at equal fit rather than equal steps. Stage 1 comes on top, as in GR-1.
 
 Statistics (``hralign.sim.stats``, as the v2 benchmark): a row's outcomes are a [seeds, goals] 0/1
 matrix aligned with every other row's; a paired bootstrap over seeds and goals (the same draws for
@@ -90,7 +93,8 @@ def main() -> None:
     ap.add_argument("--few-shot", type=int, default=3)
     ap.add_argument("--steps", type=int, default=1000, help="optimiser steps of every row (GR-1: stage 2)")
     ap.add_argument("--batch-size", type=int, default=256, help="frames per step of every row")
-    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate of every row (constant)")
+    ap.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate of every row (default: each "
+                    "policy's own recipe, BC 1e-3, GR-1 GR1TrainConfig's)")
     ap.add_argument("--pretrain-steps", type=int, default=1000, help="GR-1 stage-1 steps (gr1+stage1 row)")
     ap.add_argument("--max-steps", type=int, default=120)
     ap.add_argument("--envs", type=int, default=10)
@@ -98,7 +102,10 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--future-delta", type=int, default=3)
     ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--dropout", type=float, default=None, help="GR-1 dropout (default GR1Config's)")
+    ap.add_argument("--early-stop-every", type=int, default=0,
+                    help="train every row to its own held-out fit (sim eval --early-stop-every; --steps the maximum)")
+    ap.add_argument("--early-stop-patience", type=int, default=5)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     ap.add_argument("--resume", action="store_true")
@@ -116,8 +123,8 @@ def main() -> None:
         ap.error(f"--rows: unknown {unknown}; expected some of {', '.join(ROWS)}")  # exit 2
     out = Path(a.out)
     source = EncoderSource(a.encoder, weights=a.weights, adapter=a.adapter, image_size=a.encoder_image_size)
-    gr1 = GR1Config(history=a.history, chunk=a.chunk, future_delta=a.future_delta, dim=a.dim, dropout=a.dropout,
-                    gripper_dims="none")
+    gr1 = GR1Config(history=a.history, chunk=a.chunk, future_delta=a.future_delta, dim=a.dim, gripper_dims="none",
+                    **({"dropout": a.dropout} if a.dropout is not None else {}))
     table: dict[str, dict[str, dict]] = {}
     timings: dict[str, float] = {}
     tasks: list[str] = []
@@ -129,7 +136,8 @@ def main() -> None:
                 is_gr1 = row.startswith("gr1")
                 cfg = SimEvalConfig(protocol=protocol, rollouts=a.rollouts, seeds=a.seeds, few_shot=a.few_shot,
                                     steps=a.steps, batch_size=a.batch_size, lr=a.lr, max_steps=a.max_steps,
-                                    envs=a.envs, policy="gr1" if is_gr1 else "bc")
+                                    envs=a.envs, policy="gr1" if is_gr1 else "bc",
+                                    early_stop_every=a.early_stop_every, early_stop_patience=a.early_stop_patience)
                 variants = {PROPRIO_ROW: None, row: source} if row == "bc" else {row: source}
                 res = evaluate_sim(a.pairs, out / protocol / row.replace("+", "_"), variants, cfg, resume=a.resume,
                                    progress=True, gr1=gr1,
@@ -146,8 +154,10 @@ def main() -> None:
     n = a.rollouts * len(tasks) * a.seeds
     lines = [f"pairs {a.pairs}; encoder {a.encoder} at {a.encoder_image_size} px (frozen{', adapter' if a.adapter else ''}); "
              f"{a.rollouts} goals/task x {a.seeds} seeds = {n} rollouts per cell, {a.max_steps}-step limit; every row "
-             f"{a.steps} steps x {a.batch_size} frames, AdamW lr {a.lr:g}; GR-1 stage 1 {a.pretrain_steps} steps; GR-1 "
-             f"history {a.history}, chunk {a.chunk}, delta {a.future_delta}, dim {a.dim}, dropout {a.dropout:g}; "
+             f"{a.steps} steps x {a.batch_size} frames, AdamW lr {a.lr if a.lr is not None else "each policy's own"}; GR-1 stage 1 {a.pretrain_steps} steps; GR-1 "
+             f"history {a.history}, chunk {a.chunk}, delta {a.future_delta}, dim {a.dim}, dropout {gr1.dropout:g}; "
+             + (f"early stopping every {a.early_stop_every} steps, patience {a.early_stop_patience}; "
+                if a.early_stop_every else "") +
              f"95% CIs: paired bootstrap over seeds and goals ({a.bootstrap} resamples)", ""]
     lines += format_table(table, stats, tasks)
     lines += ["", "wall time (this invocation; resumed rows count only what was left): "

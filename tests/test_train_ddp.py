@@ -137,6 +137,7 @@ def test_gr1_two_processes_match_one_torchrun(tiny_pairs, tmp_path):
     # weights within 1e-5, none more than one lr step (1e-3) apart.
     common = ["policy", "train", "--kind", "gr1", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18",
               "--image-size", "32", "--history", "3", "--dim", "32", "--heads", "2", "--dropout", "0",
-              "--pretrain-steps", "3", "--steps", "4", "--batch-size", "8", "--lr", "1e-3", "--no-progress",
+              "--pretrain-steps", "3", "--steps", "4", "--batch-size", "8", "--lr", "1e-3", "--warmup", "0",
+              "--lr-schedule", "constant", "--no-progress",
               "--device", "cpu"]
     two_vs_one("torchrun", common, tmp_path, share=1e-3, bound=1e-3)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -77,16 +77,20 @@ def _stage_phase(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], 
 
 
 def run_stage(policy: nn.Module, stage: str, table: dict[str, torch.Tensor], instructions: torch.Tensor | None,
-              cfg: TrainConfig, steps: int, out: Path, progress: bool = True) -> dict[str, float]:
+              cfg: TrainConfig, steps: int, out: Path, progress: bool = True,
+              evaluate: Callable[[int], dict[str, Any]] | None = None,
+              stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Train one stage of ``policy`` on a ready feature ``table`` into run directory ``out`` (replaced);
     returns its last logged figures. The MetaWorld evaluation (``hralign.sim``) trains its BC
-    policies with it: the same loop as ``hralign policy train``."""
+    policies with it: the same loop as ``hralign policy train``. ``evaluate(step)`` / ``stop()`` run
+    every ``cfg.eval_every`` steps (held-out early stopping, :mod:`hralign.train.early_stop`)."""
     cfg = dataclasses.replace(cfg, steps=steps, resume=False, overwrite=True)
     session = open_session(cfg, out, "policy-stage", {"stage": stage, "train": cfg.to_dict()},
                            find_unused_parameters=True)
     session.begin()
-    logs = session.run_phase(_stage_phase(policy, stage, table, instructions, cfg, steps, session), STAGES.index(stage),
-                             progress)
+    phase = dataclasses.replace(_stage_phase(policy, stage, table, instructions, cfg, steps, session),
+                                evaluate=evaluate, stop=stop)
+    logs = session.run_phase(phase, STAGES.index(stage), progress)
     session.finish()
     return logs
 

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from hralign.sim.gr1 import gr1_demo_mse, train_sim_gr1
 from hralign.sim.sequential import SequentialConfig, comparisons_against, run_rounds
 from hralign.sim.stats import outcome_matrix
 from hralign.sim.latent import SimLatentConfig, train_sim_latent
+from hralign.train.early_stop import EarlyStopConfig, EarlyStopping
 
 PROTOCOLS = ("transfer", "few-shot", "robot")
 POLICIES = ("bc", "gr1")
@@ -65,7 +66,8 @@ class SimEvalConfig:
     batch_size: int = field(default=256, metadata={"help": "Frames per optimiser step (GR-1: batch_size // history "
                                                             "windows of history frames, each frame a training position)."})
     lr: float | None = field(default=None, metadata={"help": "Peak learning rate of AdamW for BC and GR-1 alike "
-                                                             "(default: each policy's own, BC 1e-3, GR-1 3e-4)."})
+                                                             "(default: each policy's own, BC 1e-3 constant, GR-1 "
+                                                             "1e-3 after 100 warm-up steps, cosine)."})
     max_steps: int = field(default=200, metadata={"help": "Step limit of a rollout."})
     eval_seed: int = field(default=10_000, metadata={"help": "Seed of the rollout goals (same for every variant)."})
     envs: int = field(default=10, metadata={"help": "Envs per task stepped in lockstep (one batched encoder call "
@@ -75,6 +77,18 @@ class SimEvalConfig:
     precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})
     policy: str = field(default="bc", metadata={"help": "Policy of the encoder rows: bc (R3M's MLP) or gr1 (GR-1-style "
                                                         "transformer; the proprio-only floor stays BC)."})
+    early_stop_every: int = field(default=0, metadata={"help": "Train each policy to its own held-out fit: every N "
+                                                               "steps evaluate the action error on held-out demo "
+                                                               "clips, keep the best weights, stop after "
+                                                               "--early-stop-patience evaluations without a new best "
+                                                               "(--steps is then the maximum). 0 = off: every policy "
+                                                               "trains --steps on all the protocol's demos."})
+    early_stop_patience: int = field(default=5, metadata={"help": "Evaluations without a new best held-out error "
+                                                                  "before training stops."})
+    early_stop_heldout: float = field(default=0.2, metadata={"help": "Share of the protocol's demo clips of each task "
+                                                                     "and domain held out for early stopping (seeded "
+                                                                     "by the training seed; at least one stays in "
+                                                                     "training)."})
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -86,12 +100,76 @@ class SimEvalConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
+        self.early_stop  # noqa: B018 - checks every and patience
+        f = self.early_stop_heldout
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
+            raise HRAlignError(f"`early_stop_heldout` should be a number in (0, 1) but the value passed is {f!r}")
         if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or self.lr <= 0):
             raise HRAlignError(f"`lr` should be a positive number but the value passed is {self.lr!r}")
         DeviceConfig(self.device, self.precision)  # names checked here; the hardware by evaluate_sim
 
+    @property
+    def early_stop(self) -> EarlyStopConfig:
+        """The early-stopping rule of every trained row (``every`` 0: off)."""
+        try:
+            return EarlyStopConfig(every=self.early_stop_every, patience=self.early_stop_patience)
+        except HRAlignError as e:
+            raise HRAlignError(str(e).replace("`every`", "`early_stop_every`")
+                               .replace("`patience`", "`early_stop_patience`")) from None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def heldout_split(pairs: PairsFile, clips: dict[str, np.ndarray], fraction: float,
+                  seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(training, held-out) demo clips: ``round(fraction * n)`` of the n clips of every (domain, task), drawn
+    with ``seed``, at least one left for training. Why per task: a task's demos are what its rollouts
+    need, so every task keeps demos on both sides."""
+    train, held = {}, {}
+    for d, cs in clips.items():
+        cs = np.asarray(cs, dtype=np.int64)
+        tasks = pairs.clip_tasks(d)[cs]
+        rng = seed_rng(seed, "heldout", d)
+        out = []
+        for k in np.unique(tasks):
+            mine = cs[tasks == k]
+            n = min(int(round(fraction * len(mine))), len(mine) - 1)
+            out.extend(rng.choice(mine, size=n, replace=False).tolist() if n > 0 else [])
+        held[d] = np.sort(np.asarray(out, dtype=np.int64))
+        train[d] = np.setdiff1d(cs, held[d])
+    return train, {d: v for d, v in held.items() if len(v)}
+
+
+def train_sim_bc(table: dict[str, torch.Tensor], seed: int, steps: int, batch_size: int, run: Path,
+                 lr: float | None = None, heldout: dict[str, torch.Tensor] | None = None,
+                 early_stop: EarlyStopConfig | None = None, train_overrides: dict[str, Any] | None = None,
+                 extra: Callable[[BCPolicy], dict[str, Any]] | None = None) -> tuple[BCPolicy, dict[str, Any]]:
+    """R3M's BC (BatchNorm, 2 x 256, MSE) on a demo ``table``, by hralign.policy's loop; (policy, final logs).
+
+    With ``early_stop`` enabled: the action error on the ``heldout`` table every ``early_stop.every``
+    steps, the best weights kept, the record (curve included) in ``logs["early_stop"]``; ``extra(policy)``
+    adds figures to each evaluation. ``train_overrides``: other :class:`TrainConfig` fields.
+    """
+    torch.manual_seed(seed)
+    policy = BCPolicy(BCConfig(head="bc", proprio=True), int(table["features"].shape[1]), int(table["action"].shape[1]),
+                      int(table["state"].shape[1]))
+    policy.fit_head(table["action"])
+    stopper = None
+    if early_stop is not None and early_stop.enabled:
+        if heldout is None or not len(heldout["action"]):
+            raise HRAlignError("early stopping needs held-out demo clips (none were held out)")
+        stopper = EarlyStopping(policy, lambda: bc_demo_mse(policy, heldout), early_stop,
+                                (lambda: extra(policy)) if extra is not None else None)
+    train = TrainConfig(**{"steps": steps, "batch_size": batch_size, "seed": seed, "log_every": max(1, steps // 10),
+                           "checkpoint_every": steps, "eval_every": early_stop.every if stopper is not None else 0,
+                           **({"lr": float(lr)} if lr is not None else {}), **(train_overrides or {})})
+    final: dict[str, Any] = run_stage(policy, "action", table, None, train, steps, run, progress=False,
+                                      evaluate=stopper.evaluate if stopper is not None else None,
+                                      stop=stopper.stop if stopper is not None else None)
+    if stopper is not None:
+        final = {**final, "early_stop": stopper.finish(steps)}
+    return policy.eval(), final
 
 
 def demo_clips(pairs: PairsFile, protocol: str, few_shot: int, seed: int) -> dict[str, np.ndarray]:
@@ -256,6 +334,10 @@ def _train_seed(pairs: PairsFile, source: EncoderSource | None, encs: _Encoders,
             need["human"] = np.arange(pairs.num_clips("human"))
         encs.load(run.parent.name, source, placement)
         encs.encode(pairs, need, placement)
+    stop = cfg.early_stop if not use_latent else EarlyStopConfig()  # the latent chain trains its fixed steps
+    held: dict[str, np.ndarray] = {}
+    if stop.enabled:
+        clips, held = heldout_split(pairs, clips, cfg.early_stop_heldout, s)
     table = demo_table(pairs, encs.feats if source is not None else None, clips)
     run.mkdir(parents=True, exist_ok=True)
     (run / "metrics.jsonl").unlink(missing_ok=True)
@@ -269,24 +351,20 @@ def _train_seed(pairs: PairsFile, source: EncoderSource | None, encs: _Encoders,
         final = stage_logs["action"]
     elif use_gr1:
         policy, finals, instr = train_sim_gr1(pairs, encs.feats, clips, gr1, pretrain_steps, cfg.steps,
-                                              cfg.batch_size, s, run, lr=cfg.lr)
-        final = finals.get("action", {})
+                                              cfg.batch_size, s, run, lr=cfg.lr, heldout=held, early_stop=stop)
+        final = {**finals.get("action", {}), **({"early_stop": finals["early_stop"]} if "early_stop" in finals else {})}
         fit = gr1_demo_mse(policy, pairs, encs.feats, clips, instr)
     else:
-        fdim = int(table["features"].shape[1])
-        torch.manual_seed(s)
-        policy = BCPolicy(BCConfig(head="bc", proprio=True), fdim, int(table["action"].shape[1]),
-                          int(table["state"].shape[1]))
-        policy.fit_head(table["action"])
-        train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=s,
-                            log_every=max(1, cfg.steps // 10), checkpoint_every=cfg.steps,
-                            **({"lr": float(cfg.lr)} if cfg.lr is not None else {}))
-        final = run_stage(policy, "action", table, None, train, cfg.steps, run, progress=False)
+        policy, final = train_sim_bc(table, s, cfg.steps, cfg.batch_size, run, lr=cfg.lr,
+                                     heldout=demo_table(pairs, encs.feats if source is not None else None, held)
+                                     if held else None, early_stop=stop)
         fit = bc_demo_mse(policy, table)
     policy.eval()
     save_policy(policy, run / POLICY_DIR, {"seed": s})  # later rounds of a sequential evaluation roll it out again
     rec = {"seed": s, "demo_frames": int(table["action"].shape[0]), "demo_clips": {d: len(c) for d, c in clips.items()},
            "final_loss": final.get("action_loss"), "demo_mse": fit, "train_s": time.perf_counter() - t_train,
+           **({"early_stop": final["early_stop"], "heldout_clips": {d: v.tolist() for d, v in held.items()}}
+              if "early_stop" in final else {}),
            **({"latent_final": stage_logs.get("latent")} if use_latent else {}), "rollout_s": 0.0}
     return policy, instr, rec
 

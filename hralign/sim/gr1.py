@@ -10,15 +10,18 @@ the file with its actions ignored (future prediction only, GR-1's video pretrain
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy.gr1.config import GR1Config, GR1TrainConfig
 from hralign.policy.gr1.model import GR1Policy
 from hralign.policy.gr1.train import ClipData, evaluate_windows, instruction_embeddings, run_stages, windows
 from hralign.train import open_session
+from hralign.train.early_stop import EarlyStopConfig, EarlyStopping
 
 
 def clip_data(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips: dict[str, np.ndarray],
@@ -40,10 +43,18 @@ def clip_data(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips
 
 def train_sim_gr1(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips: dict[str, np.ndarray],
                   config: GR1Config, pretrain_steps: int, steps: int, batch_size: int, seed: int,
-                  run: Path, lr: float | None = None) -> tuple[GR1Policy, dict[str, dict[str, float]], torch.Tensor | None]:
+                  run: Path, lr: float | None = None, heldout: dict[str, np.ndarray] | None = None,
+                  early_stop: EarlyStopConfig | None = None, train_overrides: dict[str, Any] | None = None,
+                  extra: Callable[[GR1Policy, torch.Tensor | None], dict[str, Any]] | None = None,
+                  ) -> tuple[GR1Policy, dict[str, dict[str, Any]], torch.Tensor | None]:
     """(trained policy, final logs per stage, instruction embeddings [K, E] or None) for one seed.
 
-    ``lr``: AdamW's peak learning rate in both stages (default GR-1's recipe, :class:`GR1TrainConfig`).
+    ``lr``: AdamW's peak learning rate in both stages (default GR-1's recipe, :class:`GR1TrainConfig`);
+    ``train_overrides``: other :class:`GR1TrainConfig` fields (the fit benchmark's factors). With
+    ``early_stop`` enabled the action stage evaluates the action error on the ``heldout`` demo clips
+    every ``early_stop.every`` steps, stops after ``patience`` evaluations without a new best and
+    keeps the best weights; the record (curve included) is ``finals["early_stop"]``. ``extra(policy,
+    instructions)`` adds figures to each evaluation (the benchmark's training-frame error).
     """
     demos = clip_data(pairs, feats, clips, actions=True)
     keys = np.asarray(sorted(demos.features), dtype=np.int64)
@@ -65,14 +76,30 @@ def train_sim_gr1(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], c
     policy = GR1Policy(config, dims)
     policy.fit_head(torch.cat(list(demos.actions.values())))
     policy.fit_future(torch.cat(fit))
+    policy.fit_inputs(torch.cat([f[:, 0] for f in demos.features.values()]), torch.cat(list(demos.state.values())))
+    stopper = None
+    if early_stop is not None and early_stop.enabled:
+        if not heldout or not sum(len(v) for v in heldout.values()):
+            raise HRAlignError("early stopping needs held-out demo clips (none were held out)")
+        held = clip_data(pairs, feats, heldout, actions=True)
+        held_keys = np.asarray(sorted(held.features), dtype=np.int64)
+        stopper = EarlyStopping(
+            policy, lambda: evaluate_windows(policy, held, held_keys, instructions)["action"]["mse_mean"], early_stop,
+            (lambda: extra(policy, instructions)) if extra is not None else None)
     # the policy's training loop (hralign/train/), on CPU: the rollouts feed it CPU batches
-    train = GR1TrainConfig(pretrain_steps=pretrain_steps, steps=steps, batch_size=max(2, batch_size // config.history),
-                           seed=seed, log_every=max(1, steps // 10), checkpoint_every=0, device="cpu",
-                           overwrite=True, **({"lr": float(lr)} if lr is not None else {}))
+    train = GR1TrainConfig(**{"pretrain_steps": pretrain_steps, "steps": steps,
+                              "batch_size": max(2, batch_size // config.history), "seed": seed,
+                              "log_every": max(1, steps // 10), "checkpoint_every": 0, "device": "cpu",
+                              "overwrite": True, "eval_every": early_stop.every if stopper is not None else 0,
+                              **({"lr": float(lr)} if lr is not None else {}), **(train_overrides or {})})
     session = open_session(train, run, "gr1-sim", {"train": train.to_dict()}, find_unused_parameters=True)
     session.begin()
-    finals = run_stages(policy, plan, train, instructions, session, progress=False)
+    finals: dict[str, dict[str, Any]] = run_stages(
+        policy, plan, train, instructions, session, progress=False,
+        evaluate=stopper.evaluate if stopper is not None else None, stop=stopper.stop if stopper is not None else None)
     session.finish()
+    if stopper is not None:
+        finals["early_stop"] = stopper.finish(steps)
     return policy.cpu().eval(), finals, instructions
 
 

@@ -59,7 +59,9 @@ class Phase:
     runs on every process after the optimiser step (the LAM's dead-code restart); its logs join
     that step's. ``tensors``/``load_tensors`` choose what the checkpoint stores (default: the whole
     ``model.state_dict()``); ``extra_state``/``load_extra_state`` add picklable-free state (tensors,
-    numbers, lists, dicts) such as pretrain's generator.
+    numbers, lists, dicts) such as pretrain's generator. ``stop()``, asked after each evaluation,
+    ends the phase early when True (held-out early stopping, :mod:`hralign.train.early_stop`: the
+    phase then writes its checkpoint at that step and returns; the trainer restores what it keeps).
     """
 
     name: str
@@ -70,6 +72,7 @@ class Phase:
     weight_decay: float = 0.0
     grad_clip: float = 0.0
     evaluate: Callable[[int], dict[str, Any]] | None = None
+    stop: Callable[[], bool] | None = None
     after_step: Callable[[int], dict[str, Any] | None] | None = None
     summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] = mean_logs
     tensors: Callable[[], dict[str, torch.Tensor]] | None = None
@@ -153,6 +156,8 @@ class Session:
     def run_phase(self, phase: Phase, index: int = 0, progress: bool = True) -> dict[str, Any]:
         """Train ``phase`` (the ``index``-th of the run) to ``phase.steps``; returns its last logged figures."""
         acc, cfg = self.accelerator, self.cfg
+        if phase.stop is not None and self.world > 1:  # the evaluation runs on the main process only
+            raise HRAlignError("early stopping runs in one process; train without a launcher")
         start, ck = 0, self.checkpoint
         params = phase.params if phase.params is not None else [p for p in phase.model.parameters() if p.requires_grad]
         optimizer, scheduler = make_optimizer_and_scheduler(params, cfg, phase.steps, phase.weight_decay)
@@ -201,6 +206,11 @@ class Session:
                     figures = phase.evaluate(done) if self.is_main else {}
                     self.log({"step": done, **phase.record, "eval": figures})
                     acc.wait_for_everyone()
+                    if phase.stop is not None and phase.stop():
+                        self.log({"step": done, **phase.record, "stopped": "early"})
+                        self.save(phase, index, done, optimizer, window)
+                        bar.update(1)
+                        break
                 if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == phase.steps:
                     self.save(phase, index, done, optimizer, window)
                 bar.update(1)

@@ -29,7 +29,8 @@ class GR1Config(FromDict):
     dim: int = field(default=128, metadata={"help": "Transformer width."})
     layers: int = field(default=2, metadata={"help": "Transformer layers (causal self-attention + MLP)."})
     heads: int = field(default=4, metadata={"help": "Attention heads; must divide `dim`."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout in the transformer (GR-1: 0.1)."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout in the transformer (GR-1: 0.1; 0 here: with tens "
+                                                          "of demos it slowed the fit, docs/policy.md)."})
     proprio: bool = field(default=True, metadata={"help": "Feed the robot state as a token per step when the data "
                                                           "has it (human clips get a learned 'no state' token)."})
     instruction: bool = field(default=True, metadata={"help": "Feed the frozen MiniLM embedding of the task "
@@ -38,12 +39,24 @@ class GR1Config(FromDict):
     gripper_dims: str = field(default="last", metadata={"help": "Action dims trained with BCE (values in [0, 1]): "
                                                                 "'last', 'none' or e.g. '3' / '6,7'; the rest use "
                                                                 "smooth-L1 on standardised values."})
+    normalize_inputs: bool = field(default=True, metadata={"help": "Standardise the image features and the proprio "
+                                                                   "per dim with the training frames' mean/std before "
+                                                                   "their token projections (BC's BatchNorm does the "
+                                                                   "same); off: raw inputs, which a frozen encoder "
+                                                                   "gives at very unequal scales per dim."})
     future_weight: float = field(default=1.0, metadata={"help": "Weight of the future-feature loss beside the action "
                                                                 "loss in stage 2 (stage 1 has only this loss)."})
     future_loss: str = field(default="mse", metadata={"help": "Future-feature loss on standardised features: 'mse' or "
                                                              "'cosine'."})
     ensemble_coeff: float = field(default=0.01, metadata={"help": "ACT's temporal-ensembling m: the prediction made i "
                                                                   "steps after the oldest one weighs exp(-m*i)."})
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "GR1Config":
+        """A saved config; one written before ``normalize_inputs`` existed was trained on raw inputs and keeps them."""
+        if "normalize_inputs" not in data:
+            data = {**data, "normalize_inputs": False}
+        return super().from_dict(data, source)
 
     def __post_init__(self) -> None:
         for name in ("history", "chunk", "future_delta", "dim", "layers", "heads"):
@@ -72,7 +85,12 @@ class GR1TrainConfig(PolicyTrainConfig, FromDict):
     steps: int = field(default=1500, metadata={"help": "Stage-2 optimiser steps on robot demos (actions + future)."})
     batch_size: int = field(default=64, metadata={"help": "Windows of H steps per optimiser step, summed over "
                                                           "processes."})
-    lr: float = field(default=3e-4, metadata={"help": "Peak learning rate of AdamW."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
+    lr_schedule: str = field(default="cosine", metadata={"help": "Learning rate over the run (timm scheduler): "
+                                                                 "constant | cosine (to 0 at --steps) | linear. "
+                                                                 "Cosine: the late small steps let the transformer "
+                                                                 "settle into its demos (docs/policy.md)."})
+    warmup: int = field(default=100, metadata={"help": "Linear warm-up steps from 0 to --lr before the schedule."})
     seed: int = field(default=0, metadata={"help": "Seed of init, clip subset, batches and dropout (CPU runs repeat "
                                                    "exactly, resumed or not)."})
     log_every: int = field(default=100, metadata={"help": "Steps between metrics.jsonl lines."})

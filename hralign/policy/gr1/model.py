@@ -148,6 +148,11 @@ class GR1Policy(nn.Module):
         self.action_head = ContinuousHead(config.dim, d["action_dim"],
                                           parse_gripper_dims(config.gripper_dims, d["action_dim"]))
         self.future_head = FutureHead(config.dim, d["feature_dim"], config.future_loss)
+        if config.normalize_inputs:  # fitted by fit_inputs; identity until then
+            self.register_buffer("feature_mean", torch.zeros(d["feature_dim"]))
+            self.register_buffer("feature_std", torch.ones(d["feature_dim"]))
+            self.register_buffer("state_mean", torch.zeros(d["state_dim"]))
+            self.register_buffer("state_std", torch.ones(d["state_dim"]))
 
     # ------------------------------------------------------------------ statistics
     def fit_head(self, actions: torch.Tensor) -> None:
@@ -157,6 +162,26 @@ class GR1Policy(nn.Module):
     def fit_future(self, features: torch.Tensor) -> None:
         """Per-dim mean/std of the future-feature targets [N, D]."""
         self.future_head.fit(features)
+
+    @torch.no_grad()
+    def fit_inputs(self, features: torch.Tensor, state: torch.Tensor | None = None) -> None:
+        """Per-dim mean/std of the input features [N, D] (and proprio [N, S]) from the training frames.
+
+        Why: a frozen encoder's features (random-init or pretrained) differ in scale by orders of
+        magnitude between dims and share a large common offset; projected raw, the few large dims
+        dominate the tokens and the rest train slowly. BC standardises its inputs with BatchNorm; a
+        fixed standardisation does the same without batch statistics (windows of one clip are not
+        independent samples) and needs nothing at inference. The std is floored as the future
+        targets' (dead dims stay 0). A no-op when ``normalize_inputs`` is off.
+        """
+        if not self.config.normalize_inputs:
+            return
+        for name, x in (("feature", features), ("state", state)):
+            if x is None or getattr(self, f"{name}_mean").numel() == 0:
+                continue
+            x = x.float().reshape(-1, x.shape[-1])
+            getattr(self, f"{name}_mean").copy_(x.mean(0))
+            getattr(self, f"{name}_std").copy_(x.std(0, unbiased=False).clamp_min(1e-4 * float(x.std()) + 1e-8))
 
     # ------------------------------------------------------------------ inputs
     def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -187,6 +212,10 @@ class GR1Policy(nn.Module):
             if tuple(instr.shape) != (b, d["instruction_dim"]):
                 raise HRAlignError(f"GR-1 batch: 'instruction' should be [{b}, {d['instruction_dim']}] but has shape "
                                    f"{list(instr.shape)}")
+        if self.config.normalize_inputs:
+            f = (f - self.feature_mean) / self.feature_std
+            if state is not None:
+                state = (state - self.state_mean) / self.state_std
         return f, state, instr
 
     def _raw_chunks(self, act_h: torch.Tensor) -> torch.Tensor:

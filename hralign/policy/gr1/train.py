@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -194,16 +194,22 @@ def stage_phase(policy: GR1Policy, stage: str, steps: int, data: ClipData, rows:
 
 
 def run_stages(policy: GR1Policy, plan: list[tuple[str, int, ClipData, np.ndarray]], train: GR1TrainConfig,
-               instructions: torch.Tensor | None, session: Session, progress: bool = True) -> dict[str, dict[str, float]]:
+               instructions: torch.Tensor | None, session: Session, progress: bool = True,
+               evaluate: Callable[[int], dict[str, Any]] | None = None,
+               stop: Callable[[], bool] | None = None) -> dict[str, dict[str, float]]:
     """Train ``policy`` through ``plan`` [(stage, steps, data, windows)] in ``session`` (begun); returns each
-    stage's last logs. A resumed session skips finished stages and continues the current one exactly."""
+    stage's last logs. A resumed session skips finished stages and continues the current one exactly.
+    ``evaluate(step)`` / ``stop()`` run every ``train.eval_every`` steps of the action stage (held-out
+    early stopping, :mod:`hralign.train.early_stop`)."""
     policy.to(session.device)
     finals: dict[str, dict[str, float]] = {}
     for stage, steps, data, rows in plan:
         if steps == 0:
             continue
-        logs = session.run_phase(stage_phase(policy, stage, steps, data, rows, train, instructions, session),
-                                 STAGES.index(stage), progress)
+        phase = stage_phase(policy, stage, steps, data, rows, train, instructions, session)
+        if stage == "action":
+            phase = dataclasses.replace(phase, evaluate=evaluate, stop=stop)
+        logs = session.run_phase(phase, STAGES.index(stage), progress)
         if logs:
             finals[stage] = logs
     return finals
@@ -314,6 +320,8 @@ def train_gr1(pairs_path: str | Path, source: EncoderSource, out: str | Path, co
     policy = GR1Policy(config, dims)
     policy.fit_head(torch.cat(list(robot.actions.values())))
     policy.fit_future(torch.cat(fut_fit))
+    policy.fit_inputs(torch.cat([f[:, 0] for f in robot.features.values()]),
+                      torch.cat(list(robot.state.values())) if robot.state else None)
     finals = run_stages(policy, plan_data, train, instructions, session, progress)
     if not session.is_main:
         session.finish()
