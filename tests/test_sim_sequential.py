@@ -128,6 +128,8 @@ def test_comparisons_must_pair_two_rows_of_the_evaluation():
     (["--target-half-width", "1"], "--target-half-width"),
     (["--rollouts", "4", "--round-size", "5"], "below one round"),
     (["--no-proprio-row"], "paired design"),
+    (["--round-by", "tasks"], "--round-by"),
+    (["--seeds", "2", "--round-by", "seeds", "--round-size", "3"], "--seeds 2: below one round"),
 ])
 def test_sim_eval_sequential_bad_input_one_line_exit_2(tmp_path, extra, match):
     code, _, stderr = run_cli("sim", "eval", "--pairs", str(tmp_path / "none.h5"), "--encoder", "r3m-resnet18",
@@ -168,6 +170,15 @@ def test_rounds_reuse_the_saved_policies_and_match_one_shot(tmp_path, monkeypatc
                                                                        else 4)
     saved = json.loads((tmp_path / "seq" / "enc" / "seed1.json").read_text())
     assert len(saved["per_goal"]["push"]) == seq["sequential"]["rollouts"]["enc"] // 2
+    # rounds that add BC seeds instead: seed k is trained in round k+1 and rolled out on every goal
+    trained.clear()
+    by_seed = ev.evaluate_sequential(path, tmp_path / "seeds", variants, cfg,
+                                     SequentialConfig(round_size=1, round_by="seeds", target_half_width=0.01),
+                                     "proprio-only", progress=False)
+    assert sorted(trained) == [0, 0] + ([1, 1] if by_seed["sequential"]["comparisons"][0]["look"] == 2 else [])
+    for name in variants:
+        for got, want in zip(by_seed["variants"][name]["per_seed"], one["variants"][name]["per_seed"]):
+            assert got["per_goal"] == want["per_goal"]
 
 
 def test_null_pair_draws_two_rows_of_equal_expected_success():

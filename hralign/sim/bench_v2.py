@@ -163,8 +163,12 @@ def _evaluate(jobs: list[dict[str, Any]], workers: int, eval_cfg: SimEvalConfig,
     by_key = {(j["_protocol"], j["vname"]): {k: v for k, v in j.items() if k != "_protocol"} for j in jobs}
     ran, rss = [0], [0.0]
 
+    by_seeds = sequential is not None and sequential.round_by == "seeds"
+
     def run(keys: list, upto: int | None) -> None:
-        done = run_eval_jobs([{**by_key[k], "upto": upto} for k in keys], workers)
+        jobs = [{**by_key[k], "cfg": {**by_key[k]["cfg"], "seeds": upto}, "upto": None} if by_seeds
+                else {**by_key[k], "upto": upto} for k in keys]  # rounds add seeds, or goals
+        done = run_eval_jobs(jobs, workers)
         for k, r in zip(keys, done):
             table[k[0]][k[1]] = r["row"]
             ran[0] += r["row"]["rollouts_run"]
@@ -183,7 +187,7 @@ def _evaluate(jobs: list[dict[str, Any]], workers: int, eval_cfg: SimEvalConfig,
         run(keys, upto)
         return {k: outcome_matrix(table[k[0]][k[1]], eval_tasks) for k in keys}
 
-    seq = run_rounds(run_round, comparisons, sequential, eval_cfg.rollouts)
+    seq = run_rounds(run_round, comparisons, sequential, sequential.maximum(eval_cfg.rollouts, eval_cfg.seeds)[0])
     seq["comparisons"] = [{**c, "protocol": c["row"][0], "row": c["row"][1], "reference": c["reference"][1]}
                           for c in seq["comparisons"]]
     seq["rollouts"] = [{"protocol": k[0], "row": k[1], "rollouts": n} for k, n in seq["rollouts"].items()]
@@ -224,7 +228,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
         raise HRAlignError(f"--protocols: {','.join(protocols)!r}; expected a subset of {', '.join(PROTOCOLS)}")
     tasks.check_known()
     if sequential is not None:
-        sequential.looks(eval_cfg.rollouts)  # a maximum below one round: refused before any stage runs
+        sequential.looks(*sequential.maximum(eval_cfg.rollouts, eval_cfg.seeds))  # before any stage runs
     _check_resume(out, tasks, resume)
     timed = StageTimer(out / "timings.json", resume=True)  # finished stages are reused whatever the flag
     timings = timed.timings
@@ -375,11 +379,13 @@ def _pretrain_curve(run: Path) -> list[dict[str, Any]]:
 def _statistics(table: dict[str, dict[str, Any]], tasks: tuple[str, ...], samples: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for protocol, rows in table.items():
-        # a sequential run stops rows at different rollouts: the joint bootstrap uses the goals every row has
+        # a sequential run stops rows at different rollouts: the joint bootstrap uses the goals (and seeds) every row has
         # (the first n of each task); each comparison at its own stop is in results["sequential"]
         n = min(len(g) for r in rows.values() for rec in r["per_seed"] for g in rec["per_goal"].values())
+        k = min(len(r["per_seed"]) for r in rows.values())  # (rounds that add seeds: the seeds every row has)
         mats = {v: outcome_matrix({"per_seed": [{**rec, "per_goal": {t: rec["per_goal"][t][:n] for t in tasks}}
-                                                for rec in r["per_seed"]]}, tasks) for v, r in rows.items()}
+                                                for rec in sorted(r["per_seed"], key=lambda x: x["seed"])[:k]]}, tasks)
+                for v, r in rows.items()}
         ref = "frozen" if "frozen" in mats else None
         boot = paired_bootstrap(mats, reference=ref, samples=samples)
         power = {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -501,19 +501,22 @@ def evaluate_sequential(pairs_path: str | Path, out: str | Path, variants: dict[
     :mod:`hralign.sim.sequential`; ``results["sequential"]`` says where and why each comparison stopped."""
     rows = list(variants)
     comparisons = comparisons_against(rows, reference)
-    sequential.looks(config.rollouts)  # a maximum below one round: refused before anything runs
+    maximum, option = sequential.maximum(config.rollouts, config.seeds)
+    sequential.looks(maximum, option)  # a maximum below one round: refused before anything runs
     last: dict[str, Any] = {}
     first = [True]
+    by_goals = sequential.round_by == "goals"
 
     def run_round(names: list, upto: int) -> dict:
-        res = evaluate_sim(pairs_path, out, {n: variants[n] for n in names}, config, resume=resume or not first[0],
-                           upto=upto, **kwargs)
+        cfg = config if by_goals else replace(config, seeds=upto)  # seeds 0..upto-1, each on every goal
+        res = evaluate_sim(pairs_path, out, {n: variants[n] for n in names}, cfg, resume=resume or not first[0],
+                           upto=upto if by_goals else None, **kwargs)
         first[0] = False
         last.update(res["variants"])
         last["_meta"] = res
         return {n: outcome_matrix(res["variants"][n], res["collect"]["tasks"]) for n in names}
 
-    decisions = run_rounds(run_round, comparisons, sequential, config.rollouts)
+    decisions = run_rounds(run_round, comparisons, sequential, maximum)
     results = {k: v for k, v in last.pop("_meta").items() if k not in ("variants", "upto")}
     results["variants"] = {n: last[n] for n in rows}
     results["sequential"] = decisions

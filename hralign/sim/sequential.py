@@ -39,6 +39,7 @@ from scipy import stats as sps
 from hralign.errors import HRAlignError
 
 STOP_REASONS = ("resolved", "precise", "max")
+ROUND_BY = ("goals", "seeds")
 
 
 def _obrien_fleming(alpha: float, t: float) -> float:
@@ -62,8 +63,13 @@ SPENDING: dict[str, Callable[[float, float], float]] = {"obrien-fleming": _obrie
 class SequentialConfig:
     """How rollouts are run in rounds and when a comparison stops (see the module docstring)."""
 
-    round_size: int = field(default=10, metadata={"help": "Rollouts per task and seed in each round (the maximum "
-                                                          "is --rollouts; looks = ceil(rollouts / round size))."})
+    round_size: int = field(default=10, metadata={"help": "What each round adds: goals per task (--round-by goals; "
+                                                          "the maximum is --rollouts) or BC seeds (--round-by seeds; "
+                                                          "the maximum is --seeds); looks = ceil(maximum / round size)."})
+    round_by: str = field(default="goals", metadata={
+        "help": "goals: each round rolls every seed's policy out on more goals; seeds: each round trains more BC "
+                "seeds, each rolled out on every goal (where seed-to-seed spread bounds what a cell resolves, "
+                "goals alone cannot stop a comparison early)."})
     target_half_width: float = field(default=0.05, metadata={
         "help": "Stop a comparison whose interval's half-width falls below this (success-rate units, in (0, 1))."})
     alpha: float = field(default=0.05, metadata={"help": "Family-wise error of declaring a difference over all "
@@ -82,21 +88,27 @@ class SequentialConfig:
             raise HRAlignError(f"--alpha: should be in (0, 1) but the value passed is {self.alpha!r}")
         if self.spending not in SPENDING:
             raise HRAlignError(f"--spending: {self.spending!r}; expected one of {', '.join(SPENDING)}")
+        if self.round_by not in ROUND_BY:
+            raise HRAlignError(f"--round-by: {self.round_by!r}; expected one of {', '.join(ROUND_BY)}")
+
+    def maximum(self, rollouts: int, seeds: int) -> tuple[int, str]:
+        """(the most of what rounds add, its option): --rollouts goals per task or --seeds BC seeds."""
+        return (rollouts, "--rollouts") if self.round_by == "goals" else (seeds, "--seeds")
 
     def look_alpha(self, look: int, looks: int) -> float:
         """The alpha tested at look ``look`` of ``looks``: the schedule's increment (they sum to ``alpha``)."""
         spend = SPENDING[self.spending]
         return spend(self.alpha, look / looks) - (spend(self.alpha, (look - 1) / looks) if look > 1 else 0.0)
 
-    def looks(self, maximum: int) -> int:
-        """Number of looks for ``maximum`` rollouts per task and seed; a maximum below one round is refused."""
+    def looks(self, maximum: int, option: str = "--rollouts") -> int:
+        """Number of looks for ``maximum`` goals per task (or seeds); a maximum below one round is refused."""
         if maximum < self.round_size:
-            raise HRAlignError(f"--rollouts {maximum}: below one round of --round-size {self.round_size}; "
+            raise HRAlignError(f"{option} {maximum}: below one round of --round-size {self.round_size}; "
                                "the maximum must hold at least one round")
         return math.ceil(maximum / self.round_size)
 
     def upto(self, look: int, maximum: int) -> int:
-        """Rollouts per task and seed done after look ``look`` (1-based)."""
+        """Goals per task (or seeds) done after look ``look`` (1-based)."""
         return min(look * self.round_size, maximum)
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,5 +270,5 @@ def simulate_null(comparisons: int, seeds: int, tasks: int, goals_per_task: int,
             "seed_effect": seed_effect, "success": success}
 
 
-__all__ = ["SPENDING", "STOP_REASONS", "SequentialConfig", "comparisons_against", "decide", "describe", "null_pair",
+__all__ = ["ROUND_BY", "SPENDING", "STOP_REASONS", "SequentialConfig", "comparisons_against", "decide", "describe", "null_pair",
            "paired_interval", "replay", "run_rounds", "simulate_null"]
