@@ -44,7 +44,7 @@ def main() -> None:
     from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
     from hralign.policy.features import encode_clips
     from hralign.policy.train import run_stage
-    from hralign.sim.alignment import participation_ratio
+    from hralign_bench.alignment import participation_ratio
     from hralign.sim.evaluate import bc_demo_mse, demo_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -1,4 +1,4 @@
-"""Cross-embodiment code agreement of a LAM before and after HR-Align adaptation (issue 7).
+"""Cross-embodiment code agreement of a LAM before and after HR-Align adaptation.
 
 Takes a trained LAM (``hralign lam train``) and its pairs file, trains an HR-Align adapter on the
 LAM's IDM with ``hralign adapt``'s own trainer (robot branch only; frozen human and frozen robot

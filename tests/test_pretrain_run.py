@@ -196,7 +196,7 @@ def test_demo_run_learns_temporal_order_on_human_clips_not_robot(tmp_path):
     assert "instructions standardized" in result.language
     assert fin["tcn_acc_human"] > 1 / 3 + 0.3
     assert fin["tcn_acc_human"] > ini["tcn_acc_human"]
-    # must-show 1: the trained encoder separates tasks on human clips better than its random init
+    # the trained encoder separates tasks on human clips better than its random init
     # (leave-one-out over all 96 human clips: less noisy than the 16 held-out queries). Before the
     # instruction embeddings were standardized this fell below the random init (0.41 vs 0.65).
     assert fin["knn_all_human"] > ini["knn_all_human"]
