@@ -18,6 +18,7 @@ from hralign.sim.collect import CollectConfig
 from hralign.sim.evaluate import SimEvalConfig
 from hralign.sim.sequential import SequentialConfig
 from hralign_bench.draws import compare_draws, format_draws, write_draws
+from hralign_bench.figure import figure_from_run
 from hralign_bench.tasksets import TaskSets
 from hralign_bench.v1 import BenchConfig, format_table, run_bench
 from hralign_bench.v2 import PRESETS, V2Config, format_v2, partial_results, run_bench_v2
@@ -125,8 +126,6 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
     if report:
         click.echo(format_v2(partial_results(out)))
     if figure:
-        from hralign_bench.figure import figure_from_run  # matplotlib only for this flag
-
         click.echo(f"figure: {figure_from_run(out)}")
     if report or figure:
         return
