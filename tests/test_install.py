@@ -31,9 +31,12 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+TOP_PACKAGES = ("hralign", "hralign_bench")  # the library and its benchmark experiments, one wheel
+
+
 def source_packages(root: Path = ROOT) -> set[str]:
-    """Dotted names of every directory under hralign/ that holds Python files."""
-    return {".".join(p.parent.relative_to(root).parts) for p in (root / "hralign").rglob("*.py")
+    """Dotted names of every directory under hralign/ and hralign_bench/ that holds Python files."""
+    return {".".join(p.parent.relative_to(root).parts) for top in TOP_PACKAGES for p in (root / top).rglob("*.py")
             if "__pycache__" not in p.parts}
 
 
@@ -48,7 +51,8 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(wheel file, target directory with the wheel installed)."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
-    shutil.copytree(ROOT / "hralign", src / "hralign", ignore=shutil.ignore_patterns("__pycache__"))
+    for top in TOP_PACKAGES:
+        shutil.copytree(ROOT / top, src / top, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
