@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from hralign.config_checks import check_fraction, check_ints
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsWriter
 from hralign.pairs.split import DEFAULT_VAL_FRACTION
@@ -74,16 +75,12 @@ class CollectConfig:
         self.tasks = _parse_tasks(self.tasks)
         if not self.tasks:
             raise HRAlignError("`tasks` should name at least one MetaWorld task but the value passed is empty")
-        for name in ("episodes", "image_size", "max_steps", "max_attempts"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
+        check_ints(self, ("episodes", "image_size", "max_steps", "max_attempts"), 1)
         if self.image_size < 16:
             raise HRAlignError(f"`image_size` should be >= 16 but the value passed is {self.image_size}")
         if isinstance(self.tail_steps, bool) or not isinstance(self.tail_steps, int) or self.tail_steps < 0:
             raise HRAlignError(f"`tail_steps` should be an integer >= 0 but the value passed is {self.tail_steps!r}")
-        if not 0.0 <= float(self.val_fraction) < 1.0:
-            raise HRAlignError(f"`val_fraction` should lie in [0, 1) but the value passed is {self.val_fraction!r}")
+        check_fraction(self.val_fraction)
         if self.views not in VIEWS:
             raise HRAlignError(f"`views` should be one of {', '.join(VIEWS)} but the value passed is {self.views!r}")
         if not 0.0 <= float(self.noise) <= 1.0:
