@@ -26,6 +26,7 @@ from hralign.pairs.synth import SynthConfig, synthesize
 from hralign.pairs.validate import check_valid, validate
 from hralign.pairs.writer import check_compression
 from hralign.cli.options import dataclass_options, renamed_option
+from hralign.config_checks import check_int
 from hralign.pairs.importers import IMPORTERS, ImporterSpec
 from hralign.pairs.importers.pipeline import ImportConfig, report_path, run_import
 
@@ -122,8 +123,7 @@ def info(file: str, as_json: bool, sample: int) -> None:
     Example:
       hralign pairs info demo.h5 --json
     """
-    if sample < 1:
-        raise HRAlignError(f"--sample should be a positive integer but the value passed is {sample}")
+    check_int(sample, "sample", 1, flag=True)
     summary = pairs_info(file, max_frames=sample)
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
 
