@@ -231,3 +231,11 @@ def test_an_old_spelling_in_the_docs_would_fail():
         with pytest.raises(HRAlignError, match=f"use `{new}`"):
             parse_command(shlex.split(command))
     assert len(doc_commands((ROOT / "README.md").read_text(encoding="utf-8"))) >= 6
+
+
+def test_the_demo_script_commands_parse():
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "scripts" / "demo.sh").read_text(encoding="utf-8"))
+    steps = [shlex.split(m.replace('"$out', '"demo')) for m in re.findall(r"^step \S+\s+(.*)$", text, re.M)]
+    assert len(steps) >= 6
+    for args in steps:
+        parse_command(args)
