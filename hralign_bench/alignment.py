@@ -17,7 +17,7 @@ from hralign.errors import HRAlignError
 from hralign.metrics import action_probe_r2, frame_error, knn_accuracy, retrieval_topk
 from hralign.pairs import PairsFile
 from hralign.policy import EncoderSource
-from hralign.policy.features import encode_clips
+from hralign.policy.features import features_by_clip
 
 
 SUBSETS = ("all", "train", "val")
@@ -44,8 +44,8 @@ def alignment_metrics(pairs_path: str, source: EncoderSource, k: int = 5, subset
         raise HRAlignError(f"{pairs_path}: {len(p)} {subset} pair(s); alignment metrics need at least 2")
     robot_enc = source.robot_encoder()
     human_enc = source.human_encoder(robot_enc) if source.adapter is not None else robot_enc
-    hf = encode_clips(human_enc, pairs, "human", p[:, 0])
-    rf = encode_clips(robot_enc, pairs, "robot", p[:, 1])
+    hf = features_by_clip(human_enc, pairs, "human", p[:, 0])
+    rf = features_by_clip(robot_enc, pairs, "robot", p[:, 1])
     h_frames = [hf[int(c)].numpy() for c in p[:, 0]]  # per pair, in pair order
     r_frames = [rf[int(c)].numpy() for c in p[:, 1]]
     h = np.stack([x.mean(0) for x in h_frames]).astype(np.float32)  # clip descriptors: mean-pooled
@@ -89,7 +89,7 @@ def robot_spread(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str
     if "robot" not in pairs.domains or pairs.num_clips("robot") < 2:
         raise HRAlignError(f"{pairs_path}: the spread needs at least 2 robot clips")
     clips = np.arange(pairs.num_clips("robot"))
-    feats = encode_clips(source.robot_encoder(), pairs, "robot", clips)
+    feats = features_by_clip(source.robot_encoder(), pairs, "robot", clips)
     r = np.stack([feats[int(c)].numpy().mean(0) for c in clips])
     frames = np.concatenate([feats[int(c)].numpy() for c in clips])
     out: dict[str, float | None] = {**spread_figures(r, pairs.clip_tasks("robot")[clips], k),

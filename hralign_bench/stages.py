@@ -57,7 +57,7 @@ def adapt_stage(out: Path, pairs: Path, spec: str, base: str, weights: str | Non
         # 16 pairs per step as the demo, fewer on a small file (adapt wants a full batch of each split)
         batch = min(16, *(len(ids) for ids in split_pairs(str(pairs))))
         cfg = AdaptConfig(pairs=str(pairs), out=str(run), encoder=base, weights=weights, image_size=image_size,
-                          adapter=method, placement=placement or None, steps=steps, lr=rate,
+                          method=method, placement=placement or None, steps=steps, lr=rate,
                           frame_weight=frame_weight if frames else 0.0,
                           batch_size=batch, seed=seed, eval_every=0, checkpoint_every=max(1, steps // 4),
                           cache_dir=str(Path(out) / "cache"), device="cpu", resume=(run / "run.json").is_file())

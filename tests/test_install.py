@@ -100,7 +100,7 @@ def test_adapt_and_lam_train_run_from_the_installed_wheel(installed, tmp_path):
         assert proc.returncode == 0, (args[:2], proc.stderr[-3000:])
         return proc.stdout
 
-    run("pairs", "synth", "--out", "pairs.h5", "--tasks", "3", "--pairs-per-task", "3", "--frames", "8",
+    run("pairs", "synth", "--out", "pairs.h5", "--num-tasks", "3", "--pairs-per-task", "3", "--frames", "8",
         "--image-size", "32")
     run("adapt", "--pairs", "pairs.h5", "--encoder", "r3m-resnet18", "--image-size", "32", "--frames", "2",
         "--batch-size", "2", "--steps", "2", "--device", "cpu", "--cache-dir", "cache", "--out", "adapt")

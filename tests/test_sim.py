@@ -314,7 +314,7 @@ def test_bench_metaworld_tiny_runs_every_stage_and_resumes(tmp_path):
     assert m["val"]["frame_error"] > 0 and "frame error" in md  # frame-aligned pairs: defined
     stamp = (out / "adapt" / "full-fine-tune+frames" / "adapter" / "hralign.json").read_text()
     cfg = json.loads((out / "adapt" / "full-fine-tune+frames" / "run.json").read_text())["config"]
-    assert cfg["frame_weight"] == 1.0 and cfg["adapter"] == "full"
+    assert cfg["frame_weight"] == 1.0 and cfg["method"] == "full"
     code, _, stderr = run_cli(*args, "--resume")  # every stage is found finished and reused
     assert code == 0, stderr
     again = json.loads((out / "results.json").read_text())

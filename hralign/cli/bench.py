@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from hralign.cli.options import config_kwargs, dataclass_options
+from hralign.cli.options import config_kwargs, dataclass_options, parse_value
 from hralign.errors import HRAlignError
 from hralign.sim.collect import CollectConfig
 from hralign.sim.evaluate import SimEvalConfig
@@ -138,12 +138,7 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
         if not eq or key not in v2_keys | ev_keys:
             raise HRAlignError(f"--set {item!r}: expected KEY=VALUE with KEY among {', '.join(sorted(v2_keys | ev_keys))}")
         target = v2 if key in v2_keys else ev
-        kind = type(getattr(V2Config() if key in v2_keys else SimEvalConfig(), key))
-        try:
-            target[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else \
-                value if kind in (str, tuple) else kind(value)
-        except ValueError:
-            raise HRAlignError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+        target[key] = parse_value(V2Config if key in v2_keys else SimEvalConfig, key, value)
     tasks = TaskSets(**{k: v for k, v in (("pretrain", pretrain_tasks), ("pair", pair_tasks), ("eval", eval_tasks))
                         if v is not None})
     cfg = V2Config(**{**v2, "collect_seed": collect_seed, "workers": workers})

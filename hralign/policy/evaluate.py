@@ -22,7 +22,7 @@ from hralign.device import DeviceConfig, resolve
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy.data import action_table, batch_of, check_robot_actions, clip_split, token_table
-from hralign.policy.features import encode_clips
+from hralign.policy.features import features_by_clip
 from hralign.policy.gr1.evaluate import evaluate_gr1
 from hralign.policy.io import EncoderSource, check_feature_dim, load_policy, recorded_source
 from hralign.policy.labels import TokenLabels, load_token_labels
@@ -73,7 +73,7 @@ def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike
     result: dict[str, Any] = {"policy": str(policy_dir), "kind": policy.name,
                               "heldout_clips": {d: len(v) for d, v in held.items()}}
     robot_held = held.get("robot", np.zeros(0, np.int64))
-    robot_feats = (encode_clips(robot_enc, pairs, "robot", robot_held, progress=progress, placement=placement)
+    robot_feats = (features_by_clip(robot_enc, pairs, "robot", robot_held, progress=progress, placement=placement)
                    if len(robot_held) else {})
     if len(robot_held):
         check_robot_actions(pairs, policy.config.head)
@@ -104,7 +104,7 @@ def evaluate_policy(policy_dir: str | os.PathLike, pairs_path: str | os.PathLike
             if d == "robot":
                 feats = robot_feats
             else:
-                feats = encode_clips(source.human_encoder(robot_enc).to(placement.device), pairs, d, np.unique(rows[0]),
+                feats = features_by_clip(source.human_encoder(robot_enc).to(placement.device), pairs, d, np.unique(rows[0]),
                                      progress=progress, placement=placement)
             tab = token_table(pairs, d, feats, rows, k)
             pred = policy.predict_tokens(_to(batch_of(tab, None, instructions), placement.device)).cpu()

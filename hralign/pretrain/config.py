@@ -10,8 +10,9 @@ instruction embeddings are standardized before the scorer sees them (``--lang-no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
+from hralign.config_checks import check_choice, check_int, check_ints, check_number, from_dict
 from hralign.errors import HRAlignError
 from hralign.train.config import TrainConfig
 
@@ -67,31 +68,23 @@ class PretrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("scorer_hidden", "eval_frames", "knn_k"):
-            value = getattr(self, name)
-            if value is None or value <= 0:
-                raise HRAlignError(f"`--{_flag(name)}` should be positive but the value passed is {value}")
-        for name in ("tcn_weight", "lang_weight", "l1_weight", "l2_weight", "num_negatives"):
-            if getattr(self, name) < 0:
-                raise HRAlignError(f"`--{_flag(name)}` should be >= 0 but the value passed is {getattr(self, name)}")
+        check_ints(self, ("scorer_hidden", "eval_frames", "knn_k"), 1, flag=True)
+        check_int(self.num_negatives, "num_negatives", 0, flag=True)
+        for name in ("tcn_weight", "lang_weight", "l1_weight", "l2_weight"):
+            check_number(getattr(self, name), name, 0, flag=True)
         if self.image_size is not None and self.image_size < 0:
             raise HRAlignError(f"`--image-size` should be positive (or 0 for the encoder's default) but the value passed is {self.image_size}")
         if self.image_size == 0:
             self.image_size = None
-        if self.domain not in DOMAIN_CHOICES:
-            raise HRAlignError(f"`--domain` should be one of {', '.join(DOMAIN_CHOICES)} but the value passed is {self.domain!r}")
-        if self.lang_norm not in LANG_NORMS:
-            raise HRAlignError(f"`--lang-norm` should be one of {', '.join(LANG_NORMS)} but the value passed is {self.lang_norm!r}")
-        if self.similarity not in SIMILARITIES:
-            raise HRAlignError(f"`--similarity` should be one of {', '.join(SIMILARITIES)} but the value passed is {self.similarity!r}")
-        if self.temperature is not None and self.temperature <= 0:
-            raise HRAlignError(f"`--temperature` should be positive but the value passed is {self.temperature}")
+        check_choice(self.domain, "domain", DOMAIN_CHOICES, flag=True)
+        check_choice(self.lang_norm, "lang_norm", LANG_NORMS, flag=True)
+        check_choice(self.similarity, "similarity", SIMILARITIES, flag=True)
+        if self.temperature is not None:
+            check_number(self.temperature, "temperature", 0, lo_open=True, flag=True)
         if self.tcn_weight == 0 and self.lang_weight == 0:
             raise HRAlignError("`--tcn-weight` and `--lang-weight` are both 0: nothing would be learned; set one of them > 0")
-        if not 0 <= self.alpha <= 0.5:
-            raise HRAlignError(f"`--alpha` should be in [0, 0.5] but the value passed is {self.alpha}")
-        if not 0 < self.crop_scale <= 1:
-            raise HRAlignError(f"`--crop-scale` should be in (0, 1] but the value passed is {self.crop_scale}")
+        check_number(self.alpha, "alpha", 0, 0.5, flag=True)
+        check_number(self.crop_scale, "crop_scale", 0, 1, lo_open=True, flag=True)
 
     @property
     def logit_temperature(self) -> float:
@@ -101,14 +94,7 @@ class PretrainConfig(TrainConfig):
         return 1.0 if self.similarity == "l2" else 0.1
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PretrainConfig":
+    def from_dict(cls, data: dict, source: str = "pretrain config") -> "PretrainConfig":
         """Rebuild from ``to_dict`` output; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HRAlignError(f"pretrain config: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, source)
 
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")

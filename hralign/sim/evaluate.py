@@ -32,7 +32,7 @@ from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
 from hralign.policy.io import load_policy, save_policy
-from hralign.policy.features import encode_clips
+from hralign.policy.features import features_by_clip
 from hralign.policy.gr1.config import GR1Config
 from hralign.policy.gr1.model import GR1Policy, check_chunk_fits
 from hralign.policy.gr1.train import instruction_embeddings
@@ -316,7 +316,7 @@ class _Encoders:
             have = self.feats.setdefault(d, {})
             missing = [int(c) for c in cs if int(c) not in have]
             if missing:
-                have.update(encode_clips(self.human if d == "human" else self.robot, pairs, d, missing,
+                have.update(features_by_clip(self.human if d == "human" else self.robot, pairs, d, missing,
                                          placement=placement))
         self.seconds += time.perf_counter() - t0
 
