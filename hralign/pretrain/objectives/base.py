@@ -13,7 +13,7 @@ needs the whole batch gathers its embeddings with ``context.gather`` (rows with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from hralign.pretrain.data import PretrainData
 from hralign.train.distributed import Gather
 
 Tensors = dict[str, torch.Tensor]
+T = TypeVar("T")
 
 
 @dataclass
@@ -89,7 +90,7 @@ def check_finite(loss: torch.Tensor, step: int, hint: str = "lower --lr") -> tor
     return loss
 
 
-def seeded(seed: int, build):
+def seeded(seed: int, build: Callable[[], T]) -> T:
     """``build()`` under torch's RNG seeded with ``seed``, leaving the caller's RNG untouched:
     the objective's own modules (scorer, decoder, head) start the same in every run with this seed."""
     with torch.random.fork_rng(devices=[]):
