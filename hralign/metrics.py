@@ -169,3 +169,22 @@ def action_probe_r2(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray
             "action_probe_r2_shuffled_per_column": [float(v) for v in shuffled],
             "rows": int(len(y)), "clips": int(n_groups), "folds": int(cv.get_n_splits()),
             "target_columns": [int(i) for i in np.flatnonzero(keep)]}
+
+
+def participation_ratio(x: np.ndarray) -> float:
+    """Effective number of directions of features [N, D] once each dimension is standardised:
+    (sum of covariance eigenvalues)^2 / sum of their squares (D for isotropic features, 1 for one line).
+
+    Why: R3M's BC head standardises its inputs (BatchNorm), so this is the geometry it trains on; a
+    base whose frame features concentrate in a few directions trains it slowly even when a linear
+    read-out of them (the action probe, solved in closed form) is good. Constant dimensions count
+    as zero variance. Fewer than 2 rows: NaN.
+    """
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2:
+        raise HRAlignError(f"participation ratio: expected features of shape (N, D), got {list(x.shape)}")
+    if len(x) < 2:
+        return float("nan")
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    ev = np.clip(np.linalg.eigvalsh(np.atleast_2d(np.cov(z, rowvar=False))), 0.0, None)
+    return float(ev.sum() ** 2 / max((ev ** 2).sum(), 1e-300))

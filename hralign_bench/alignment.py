@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from hralign.errors import HRAlignError
-from hralign.metrics import action_probe_r2, frame_error, knn_accuracy, retrieval_topk
+from hralign.metrics import action_probe_r2, frame_error, knn_accuracy, participation_ratio, retrieval_topk
 from hralign.pairs import PairsFile
 from hralign.policy import EncoderSource
 from hralign.policy.features import features_by_clip
@@ -103,22 +103,6 @@ def robot_spread(pairs_path: str, source: EncoderSource, k: int = 5) -> dict[str
         out.update({key: probe[key] for key in ("action_probe_r2", "action_probe_r2_proprio",
                                                  "action_probe_r2_with_proprio")})
     return out
-
-
-def participation_ratio(x: np.ndarray) -> float:
-    """Effective number of directions of features [N, D] once each dimension is standardised:
-    (sum of covariance eigenvalues)^2 / sum of their squares (D for isotropic features, 1 for one line).
-
-    Why: R3M's BC head standardises its inputs (BatchNorm), so this is the geometry it trains on; a
-    base whose robot features concentrate in a few directions trains it slowly even when a linear
-    read-out of them (the action probe, solved in closed form) is good.
-    """
-    x = np.asarray(x, np.float64)
-    if len(x) < 2:
-        return float("nan")
-    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
-    ev = np.clip(np.linalg.eigvalsh(np.cov(z, rowvar=False)), 0.0, None)
-    return float(ev.sum() ** 2 / max((ev ** 2).sum(), 1e-300))
 
 
 def spread_figures(descriptors: np.ndarray, tasks: np.ndarray, k: int = 5) -> dict[str, float]:

@@ -16,7 +16,7 @@ Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished o
    the action probe (:func:`hralign.metrics.action_probe_r2` through
    :func:`hralign_bench.alignment.robot_spread`: do the frozen robot features predict the expert's
    action, and how far above the proprio-only floor?) and the frames' effective number of directions
-   (:func:`hralign_bench.alignment.participation_ratio`: what BC's BatchNorm input sees);
+   (:func:`hralign.metrics.participation_ratio`: what BC's BatchNorm input sees);
 4. adapt the robot branch on ``pairs.h5`` once per adapter spec (``OUT/adapt/<name>``);
 5. the latent chain's LAM on the corpus (``OUT/lam``, human view only) and its labels of
    ``eval.h5`` (``OUT/lam_labels.h5``), unless ``lam_steps`` is 0;

@@ -14,6 +14,7 @@ import hralign
 from hralign.encoders.api import RandomInitWarning
 from hralign.pairs import PairsWriter
 from hralign.pretrain.config import PretrainConfig
+from hralign.pretrain.objectives import R3MConfig
 from hralign.pretrain.trainer import pretrain
 
 SMALL = "timm:resnet10t"
@@ -74,7 +75,7 @@ class _Interrupt(Exception):
 def test_resume_after_interruption_gives_identical_weights(tiny_pairs, tmp_path):
     # a small timm ResNet keeps this fast and covers "any registered ResNet" (no R3M model.pt for timm)
     common = dict(pairs=str(tiny_pairs), encoder=SMALL, steps=5, batch_size=4, image_size=32, checkpoint_every=2,
-                  eval_every=0, log_every=1, eval_frames=2, crop_scale=0.5, text_encoder="minilm")
+                  eval_every=0, log_every=1, eval_frames=2, crop_scale=0.5, objective_config=R3MConfig(text_encoder="minilm"))
     full = pretrain(PretrainConfig(out=str(tmp_path / "full"), **common), progress=False, log=lambda s: None)
     assert full.language.startswith("on") and "instructions standardized" in full.language
     assert full.r3m_checkpoint is None and full.notes
