@@ -114,7 +114,7 @@ def test_config_defaults_and_refusals():
     old = {k: v for k, v in PretrainConfig(objective_config=R3MConfig(tcn_weight=0.5)).to_dict().items()
            if k not in LEGACY_FIELDS}
     assert PretrainConfig.from_dict(old).objective_config == R3MConfig(tcn_weight=0.5)
-    with pytest.raises(HRAlignError, match="unknown keys \\['mae_mask_ratio'\\]"):
+    with pytest.raises(HRAlignError, match="unknown PretrainConfig keys \\['mae_mask_ratio'\\]"):
         PretrainConfig.from_dict({**old, "mae_mask_ratio": 0.5})
 
 

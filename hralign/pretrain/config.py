@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from hralign.config_checks import check_choice, check_ints, check_number
+from hralign.config_checks import check_choice, check_ints, check_number, from_dict
 from hralign.errors import HRAlignError
 from hralign.pretrain.objectives import OBJECTIVES, objective_class
 from hralign.train.config import TrainConfig
@@ -87,22 +87,19 @@ class PretrainConfig(TrainConfig):
         return {**shared, **own}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PretrainConfig":
+    def from_dict(cls, data: dict, source: str = "pretrain config") -> "PretrainConfig":
         """Rebuild from ``to_dict`` output (a run.json's config); unknown keys are an error naming them.
 
-        A dict without ``objective`` is an R3M run (written before objectives existed).
+        A dict without ``objective`` is an R3M run (written before objectives existed). The keys of the
+        objective's config go to it, the rest to this class (:func:`hralign.config_checks.from_dict`).
         """
         if not isinstance(data, dict):
-            raise HRAlignError(f"pretrain config: expected an object, found {type(data).__name__}")
-        shared = {f.name for f in fields(cls)} - {"objective_config"}
+            raise HRAlignError(f"{source}: {cls.__name__} should be a JSON object but is {type(data).__name__}")
         config_class = objective_class(data.get("objective", LEGACY_FIELDS["objective"])).config_class
         own = {f.name for f in fields(config_class)}
-        unknown = sorted(set(data) - shared - own)
-        if unknown:
-            raise HRAlignError(f"pretrain config: unknown keys {unknown} for objective "
-                               f"{data.get('objective', 'r3m')!r}; known keys are {sorted(shared | own)}")
-        return cls(**{k: v for k, v in data.items() if k in shared},
-                   objective_config=config_class(**{k: v for k, v in data.items() if k in own}))
+        objective_config = from_dict(config_class, {k: v for k, v in data.items() if k in own}, source)
+        return from_dict(cls, {**{k: v for k, v in data.items() if k not in own}, "objective_config": objective_config},
+                         source)
 
 
 def objective_fields() -> dict[str, list[str]]:
