@@ -186,7 +186,21 @@ def test_adapter_plumbing_and_cli_eval(tiny_pairs, tmp_path):
     code, out, err = run_cli("policy", "eval", "--pairs", str(tiny_pairs), "--policy", str(tmp_path / "p"), "--json")
     assert code == 0, err
     res = json.loads(out)
-    assert res["action"]["frames"] > 0 and res["action"]["mse_mean"] >= 0
+    # the figure is the saved policy's error on the recorded held-out clips through the recorded (adapted) encoder
+    from hralign.pairs import PairsFile
+    from hralign.policy.data import action_table, batch_of
+    from hralign.policy.features import encode_clips
+    from hralign.policy.io import recorded_source
+
+    policy, meta = load_policy(tmp_path / "p")
+    pairs = PairsFile(tiny_pairs)
+    held = np.asarray(meta["data"]["heldout_clips"]["robot"], dtype=np.int64)
+    table = action_table(pairs, encode_clips(recorded_source(meta, None, "t").robot_encoder(), pairs, "robot", held),
+                         held, 1, True)
+    want = ((policy.select_action(batch_of(table, None, None)) - table["action"]) ** 2).mean(0)
+    assert res["action"]["frames"] == len(table["action"]) == 8 * len(held) > 0
+    assert res["action"]["mse"] == pytest.approx(want.tolist(), rel=1e-5)
+    assert res["action"]["mse_mean"] == pytest.approx(float(want.mean()), rel=1e-5)
     meta = json.loads((tmp_path / "p/config.json").read_text())
     assert meta["encoder"]["source"]["adapter"].endswith("adapter")
 

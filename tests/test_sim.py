@@ -269,14 +269,15 @@ def test_eval_tiny_gr1_with_stage1_runs_closed_loop(mw_pairs, tmp_path):
     path, _ = mw_pairs
     out = tmp_path / "gr1"
     code, stdout, stderr = run_cli("sim", "eval", "--pairs", str(path), "--encoder", "r3m-resnet18",
-                                   "--encoder-image-size", "32", "--name", "gr1", "--no-proprio-row", "--policy", "gr1",
+                                   "--encoder-image-size", "32", "--name", "gr1", "--no-proprio-row", "--kind", "gr1",
                                    "--history", "3", "--chunk", "2", "--dim", "32", "--heads", "2",
                                    "--pretrain-steps", "4", "--steps", "4", "--batch-size", "12", "--protocol", "few-shot",
                                    "--few-shot", "1", "--rollouts", "1", "--seeds", "1", "--max-steps", "8",
                                    "--lr", "2e-3", "--out", str(out), "--json")
     assert code == 0, stderr
     row = json.loads(stdout)["variants"]["gr1"]
-    assert row["policy"] == "gr1" and row["pretrain_steps"] == 4 and row["gr1"]["chunk"] == 2
+    assert row["kind"] == "gr1" and row["options"] == {"pretrain_steps": 4} and row["config"]["chunk"] == 2
+    assert row["config"]["gripper_dims"] == "none"  # the kind's closed-loop default: MetaWorld's gripper is in [-1, 1]
     (seed,) = row["per_seed"]
     assert seed["demo_clips"] == {"human": 2, "robot": 1} and 0.0 <= seed["success"] <= 1.0
     assert np.isfinite(seed["demo_mse"]) and seed["demo_mse"] >= 0

@@ -25,13 +25,15 @@ def _click_type(annotation) -> tuple[type, bool]:
 
 
 def dataclass_options(cls, exclude: tuple[str, ...] = (), required: tuple[str, ...] = (),
-                      only: tuple[str, ...] | None = None, rename: dict[str, str] | None = None) -> Callable:
+                      only: tuple[str, ...] | None = None, rename: dict[str, str] | None = None,
+                      none_default: bool = False) -> Callable:
     """Decorator adding one click option per field of ``cls``.
 
     ``exclude`` skips fields, ``only`` keeps just those (in field order); ``rename`` maps a field to
     another option name where a command combines configs that share one (``bench metaworld``'s
     ``--collect-seed`` beside ``--seed``). Tuple defaults are shown and passed comma-separated, the
-    form the configs parse.
+    form the configs parse. ``none_default``: every option defaults to None, meaning "the config's
+    default", for a command that builds one of several configs from the options the user gave.
     """
     rename = rename or {}
 
@@ -43,7 +45,10 @@ def dataclass_options(cls, exclude: tuple[str, ...] = (), required: tuple[str, .
             flag = "--" + dest.replace("_", "-")
             typ, is_bool = _click_type(f.type)
             help_text = f.metadata.get("help", "")
-            if is_bool:
+            if none_default:
+                func = click.option(f"{flag}/--no-{flag[2:]}" if is_bool else flag, dest, default=None,
+                                    type=None if is_bool else typ, help=help_text)(func)
+            elif is_bool:
                 func = click.option(f"{flag}/--no-{flag[2:]}", dest, default=f.default, show_default=True,
                                     help=help_text)(func)
             else:
