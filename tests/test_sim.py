@@ -46,6 +46,16 @@ def test_configs_reject_bad_values():
     with pytest.raises(HRAlignError, match="`lr`"):
         SimEvalConfig(lr=0.0)
     assert CollectConfig(tasks="push, pick-place").tasks == ("push", "pick-place")
+    with pytest.raises(HRAlignError, match="policy kind 'act' unknown; known: bc, latent, gr1"):
+        SimEvalConfig(kind="act")
+
+
+def test_sim_eval_config_reads_results_written_with_the_old_policy_key():
+    old = {**SimEvalConfig().to_dict(), "kind": None}
+    del old["kind"]
+    old["policy"] = "gr1"  # results.json of an evaluation run before `kind` was the name
+    assert SimEvalConfig.from_dict(old).kind == "gr1"
+    assert SimEvalConfig.from_dict(SimEvalConfig(kind="gr1").to_dict()) == SimEvalConfig(kind="gr1")
 
 
 def test_bench_adapter_specs_and_row_names():
