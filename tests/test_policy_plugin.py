@@ -21,6 +21,7 @@ from hralign.policy import POLICY_KINDS, PolicyKind, get_policy_kind, load_polic
 from hralign.policy import registry
 from hralign.sim.env import metaworld_available
 
+pytestmark = pytest.mark.filterwarnings("ignore::hralign.encoders.RandomInitWarning")
 FIXTURES = Path(__file__).parent / "fixtures"
 _MW, _WHY = metaworld_available()
 

@@ -174,7 +174,7 @@ def fit_latent_demos(config: Any, demos: DemoSet, training: DemoTraining) -> tup
     longest = max(steps, latent_steps)
     train = TrainConfig(steps=steps, batch_size=training.batch_size, seed=training.seed,
                         log_every=max(1, longest // 10), checkpoint_every=longest)
-    finals: dict[str, Any] = {}
+    finals: dict[str, Any] = {"latent": None}  # None: the control row, without the latent stage
     if latent_steps:
         human = (demos.feats or {}).get("human", {})
         tokens = token_table(pairs, "human", human, rows, config.context_frames)

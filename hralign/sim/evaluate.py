@@ -1,15 +1,17 @@
-"""``evaluate_sim``: BC on a protocol's demos, executed closed loop in MetaWorld from the robot view.
+"""``evaluate_sim``: a policy on a protocol's demos, executed closed loop in MetaWorld from the robot view.
 
-Protocols (issue 10; HR-Align's downstream evaluation is ``robot``, Zhou et al., 2024):
+Protocols (HR-Align's downstream evaluation is ``robot``, Zhou et al., 2024):
 
 * ``transfer`` - BC trained on *human-view* demos only (features of the frozen base encoder), executed
   from the *robot* view through the (adapted) robot encoder: human->robot transfer as in IGOR.
 * ``few-shot`` - human-view demos plus ``few_shot`` robot-view demos per task.
 * ``robot`` - robot-view demos only (R3M/HR-Align's protocol; a control).
 
-The policy is :class:`hralign.policy.BCPolicy` (R3M's BC head) trained by hralign.policy's own loop;
-this module only builds the per-frame tables and runs the rollouts. Every variant and every training
-seed is evaluated on the same goals (drawn from ``eval_seed``), so differences are the encoder's.
+The encoder rows train a policy of any registered kind (``--kind``; R3M's BC head by default) through
+the policy factory (:func:`hralign.policy.fit_demos` on the cached demo features); the proprio-only
+floor is always BC. This module only picks the demos, caches their features and runs the rollouts.
+Every variant and every training seed is evaluated on the same goals (drawn from ``eval_seed``), so
+differences are the encoder's.
 Success rate is reported per seed, with mean, std and standard error over seeds.
 """
 
