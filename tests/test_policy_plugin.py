@@ -34,7 +34,7 @@ def toy(monkeypatch):
     assert "toy" not in POLICY_KINDS
     yield
     POLICY_KINDS.pop("toy", None)
-    registry._loaded.discard("toy_policy")
+    registry._loaded.clear()
     sys.modules.pop("toy_policy", None)
 
 
@@ -129,3 +129,17 @@ def test_plugin_module_that_cannot_be_imported_is_one_line(monkeypatch):
     monkeypatch.setenv(registry.PLUGINS_ENV, "no_such_hralign_plugin")
     with pytest.raises(HRAlignError, match="HRALIGN_PLUGINS: cannot import no_such_hralign_plugin"):
         registry.load_plugins()
+
+
+def test_entry_point_of_an_installed_distribution_registers_its_kind(toy, monkeypatch):
+    """A pip-installed plug-in declares ``[options.entry_points] hralign.policies = toy = toy_policy``."""
+    from importlib.metadata import EntryPoint
+
+    monkeypatch.delenv(registry.PLUGINS_ENV)
+    ep = EntryPoint(name="toy", value="toy_policy", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else [])
+    assert "toy" not in POLICY_KINDS
+    kind = get_policy_kind("toy")  # an unknown name loads the plug-ins first
+    assert kind.config_class.__name__ == "ToyConfig" and registry.load_plugins() == []  # each loads once
+    policy = make_policy(kind.config_class(toy_scale=2.0), {"feature_dim": 3, "action_dim": 2, "state_dim": 1})
+    assert policy.name == "toy" and policy.linear.in_features == 4

@@ -331,3 +331,15 @@ def test_bench_metaworld_tiny_runs_every_stage_and_resumes(tmp_path):
     for stage in ("pretrain (human views)", "adapt full+frames", "eval robot"):  # what the stages cost when they ran
         assert again["timings_s"][stage] == res["timings_s"][stage]
     assert (out / "adapt" / "full-fine-tune+frames" / "adapter" / "hralign.json").read_text() == stamp
+
+
+def test_sim_eval_kind_inputs_are_checked_before_any_work(tiny_pairs, tmp_path):
+    code, _, err = run_cli("sim", "eval", "--kind", "latent", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "a"))
+    assert code == 2 and "--kind latent trains on LAM labels: pass --labels" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("sim", "eval", "--labels", str(tmp_path / "l.h5"), "--pairs", str(tiny_pairs),
+                           "--out", str(tmp_path / "b"))
+    assert code == 2 and "--labels train --kind latent; drop them for --kind bc" in err
+    code, _, err = run_cli("sim", "eval", "--kind", "bc", "--history", "3", "--pairs", str(tiny_pairs),
+                           "--out", str(tmp_path / "c"))
+    assert code == 2 and "--history only apply to --kind gr1" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

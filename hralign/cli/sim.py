@@ -81,10 +81,12 @@ def make_eval_command() -> click.Command:
                   "docs/sim.md); --rollouts is the maximum.")
     @dataclass_options(SequentialConfig)
     @kind_options(train="own")
+    @click.option("--labels", default=None, type=click.Path(dir_okay=False),
+                  help="labels.h5 of --pairs (`hralign lam label`) for a kind trained on LAM labels (--kind latent).")
     @click.option("--policy", "old_policy", default=None, hidden=True)
     def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None,
                  encoder_image_size: int | None, name: str | None, proprio_row: bool, out: str, resume: bool,
-                 as_json: bool, sequential: bool, old_policy: str | None, **options: Any) -> None:
+                 as_json: bool, sequential: bool, labels: str | None, old_policy: str | None, **options: Any) -> None:
         """Train a policy of --kind on the protocol's demos and execute it closed loop from the robot view.
 
         \b
@@ -99,6 +101,7 @@ def make_eval_command() -> click.Command:
               --pretrain-steps 1000 --protocol robot --out runs/mw_gr1
         """
         from hralign.policy import get_policy_kind
+        from hralign.policy.factory import check_inputs
 
         if old_policy is not None:
             raise HRAlignError(f"--policy {old_policy}: the policy kind is --kind, as in `hralign policy train`; pass "
@@ -107,7 +110,13 @@ def make_eval_command() -> click.Command:
         cfg = SimEvalConfig(**config_kwargs(SimEvalConfig, options))
         rest = {k: v for k, v in options.items() if k not in {f.name for f in dataclasses.fields(SimEvalConfig)}
                 | {f.name for f in dataclasses.fields(SequentialConfig)}}
-        policy_config, train_options = kind_configs(get_policy_kind(cfg.kind), rest, train="own")
+        kind = get_policy_kind(cfg.kind)
+        policy_config, train_options = kind_configs(kind, rest, train="own")
+        if labels is not None:
+            check_inputs(kind, {"labels": labels})
+            train_options["labels"] = labels
+        elif "labels" in kind.inputs:
+            raise HRAlignError(f"--kind {kind.name} trains on LAM labels: pass --labels labels.h5 (`hralign lam label`)")
         variants: dict = {}
         if proprio_row:
             variants[PROPRIO_ROW] = None

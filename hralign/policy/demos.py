@@ -149,18 +149,19 @@ def no_demo_error(policy: nn.Module, demos: DemoSet, instructions: torch.Tensor 
 
 def latent_demo_clips(options: dict[str, Any], pairs: PairsFile, clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The latent policy's ``demo_clips``: the demos, and every human clip when the latent stage runs."""
-    if int(options.get("latent_steps", 0)):
+    if int(options.get("latent_steps", TrainConfig().latent_steps)):
         return {**clips, "human": np.arange(pairs.num_clips("human"))}
     return clips
 
 
 def fit_latent_demos(config: Any, demos: DemoSet, training: DemoTraining) -> tuple[nn.Module, dict[str, Any], None]:
     """LAPA's recipe on demos (Ye et al., 2024): the latent stage on every LAM-labelled human clip of the
-    file (``training.options``: ``labels``, a labels.h5, and ``latent_steps``; 0 = the control without
-    it), then the action stage on the demo frames; the same init with and without the latent stage."""
+    file (``training.options``: ``labels``, a labels.h5, and ``latent_steps``, default
+    :class:`TrainConfig`'s; 0 = the control without it), then the action stage on the demo frames; the same init with and without the latent stage."""
     if "labels" not in training.options:
         raise HRAlignError("the latent policy trains on LAM labels: pass the labels.h5 of the evaluation file")
-    pairs, latent_steps, steps = demos.pairs, int(training.options.get("latent_steps", 0)), training.steps
+    latent_steps = int(training.options.get("latent_steps", TrainConfig().latent_steps))
+    pairs, steps = demos.pairs, training.steps
     table = demos.table()
     labels = load_token_labels(training.options["labels"], pairs)
     rows = labels.select("human", np.arange(pairs.num_clips("human")))

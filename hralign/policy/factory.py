@@ -35,9 +35,13 @@ from hralign.policy.registry import POLICY_KINDS, PolicyKind, get_policy_kind, k
 from hralign.policy.train import train_frame_policy
 
 register_policy(PolicyKind("bc", BCConfig, BCPolicy))
+# In closed loop the latent policy reads one frame and no instruction (what a rollout step feeds) and
+# trains its trunk in the action stage, as LAPA fine-tunes its whole model (hralign.sim.latent).
+LATENT_CLOSED_LOOP = {"head": "continuous", "gripper_dims": "none", "context_frames": 1, "instruction": False,
+                      "proprio": True, "finetune_trunk": True}
 register_policy(PolicyKind("latent", LatentPolicyConfig, LatentPolicy, inputs=("labels", "lam"),
                            fit_demos=fit_latent_demos, demo_error=no_demo_error, demo_clips=latent_demo_clips,
-                           early_stopping=False))
+                           early_stopping=False, closed_loop_defaults=LATENT_CLOSED_LOOP))
 register_policy(PolicyKind("gr1", GR1Config, GR1Policy, train_config_class=GR1TrainConfig, train=train_gr1,
                            evaluate=evaluate_gr1, fit_demos=fit_gr1_demos, demo_error=gr1_demo_error,
                            demo_clips=gr1_demo_clips, closed_loop_defaults={"gripper_dims": "none"}))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hralign.errors import HRAlignError
-from hralign.policy import LatentPolicyConfig
+from hralign.policy import LatentPolicyConfig, get_policy_kind
 
 # The LAM of the benchmark: docs/lam.md measured the conv IDM as the one whose codes carry action
 # information on small frames (probe R^2 0.39 vs 0.26 for the transformer at 64 px).
@@ -47,9 +47,9 @@ class SimLatentConfig:
 
 def policy_config() -> LatentPolicyConfig:
     """The latent policy of the closed loop: one frame, no instruction, proprioception, GR-1's continuous
-    head without gripper BCE (MetaWorld's gripper action is in [-1, 1]), trunk trained in stage 2."""
-    return LatentPolicyConfig(head="continuous", gripper_dims="none", context_frames=1, instruction=False,
-                              proprio=True, finetune_trunk=True)
+    head without gripper BCE (MetaWorld's gripper action is in [-1, 1]), trunk trained in stage 2
+    (the latent kind's closed-loop defaults)."""
+    return LatentPolicyConfig(**get_policy_kind("latent").closed_loop_defaults)
 
 
 def training_options(cfg: SimLatentConfig) -> dict[str, Any]:
