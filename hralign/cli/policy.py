@@ -16,6 +16,10 @@ from hralign.cli.kinds import KindGroup, kind_configs, kind_options
 from hralign.cli.options import dataclass_options, resume_options, saved_options
 from hralign.device import DeviceConfig
 from hralign.errors import HRAlignError
+from hralign.policy import (POLICY_KINDS, EncoderSource, evaluate_policy, get_policy_kind, train_config_class,
+                            train_policy)
+from hralign.policy.factory import check_inputs
+
 
 def _encoder_options(required: bool) -> Callable:
     def deco(func: Callable) -> Callable:
@@ -54,8 +58,6 @@ _INPUTS = ("lam", "labels")  # inputs some kinds take (PolicyKind.inputs): the l
 
 def _default_kind(kind: str | None, inputs: dict[str, Any], options: dict[str, Any], out: str) -> str:
     """--kind given; else the run's with --resume; else the kind that takes the inputs given (latent), else bc."""
-    from hralign.policy import POLICY_KINDS
-
     if kind is not None:
         return kind
     saved = saved_options({"out": out, **options}).get("kind")
@@ -67,8 +69,6 @@ def _default_kind(kind: str | None, inputs: dict[str, Any], options: dict[str, A
 
 def make_train_command() -> click.Command:
     """``policy train`` with one option per field of every registered kind (built after the plug-ins load)."""
-    from hralign.policy import POLICY_KINDS
-
     @click.command("train")
     @click.option("--pairs", "pairs_path", required=True, type=click.Path(dir_okay=False), help="Pairs file (HDF5).")
     @_encoder_options(required=True)
@@ -103,9 +103,6 @@ def make_train_command() -> click.Command:
           hralign policy train --kind gr1 --pairs demo/pairs.h5 --encoder r3m-resnet18 --adapter runs/demo/adapter \\
               --history 4 --chunk 3 --pretrain-steps 1000 --steps 1500 --out runs/gr1
         """
-        from hralign.policy import EncoderSource, get_policy_kind, train_config_class, train_policy
-        from hralign.policy.factory import check_inputs
-
         inputs = {k: v for k, v in (("lam", lam), ("labels", labels)) if v is not None}
         pk = get_policy_kind(_default_kind(kind, inputs, options, out))
         # with --resume, options not given on the command line come from the run (docs/training.md)
@@ -153,8 +150,6 @@ def eval_cmd(pairs_path: str, policy_dir: str, encoder: str | None, weights: str
     Example:
       hralign policy eval --pairs demo/pairs.h5 --policy runs/latent
     """
-    from hralign.policy import EncoderSource, evaluate_policy
-
     source = None
     if encoder is not None or adapter is not None:
         if encoder is None:

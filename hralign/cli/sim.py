@@ -1,8 +1,9 @@
-"""``hralign sim``: MetaWorld paired rollouts (``collect``) and closed-loop BC evaluation (``eval``).
+"""``hralign sim``: MetaWorld paired rollouts (``collect``) and closed-loop policy evaluation (``eval``).
 
 Thin: parse, call :mod:`hralign.sim`, print. Needs the ``[sim]`` extra (mujoco, metaworld,
 gymnasium); without it the commands exit 2 with the install line. Option help comes from the
-config dataclasses.
+config dataclasses; ``eval``'s policy options from every registered policy kind's config
+(:mod:`hralign.cli.kinds`, built when the command runs, after the plug-in kinds load).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import click
 from hralign.cli.kinds import KindGroup, kind_configs, kind_options
 from hralign.cli.options import config_kwargs, dataclass_options
 from hralign.errors import HRAlignError
-from hralign.policy import EncoderSource
+from hralign.policy import EncoderSource, get_policy_kind
+from hralign.policy.factory import check_inputs
 from hralign.sim.collect import CollectConfig, collect
 from hralign.sim.evaluate import PROPRIO_ROW, SimEvalConfig, evaluate_sequential, evaluate_sim, format_results
 from hralign.sim.sequential import SequentialConfig
@@ -100,9 +102,6 @@ def make_eval_command() -> click.Command:
           hralign sim eval --pairs mw.h5 --encoder r3m-resnet18 --kind gr1 --history 4 --chunk 4 \\
               --pretrain-steps 1000 --protocol robot --out runs/mw_gr1
         """
-        from hralign.policy import get_policy_kind
-        from hralign.policy.factory import check_inputs
-
         if old_policy is not None:
             raise HRAlignError(f"--policy {old_policy}: the policy kind is --kind, as in `hralign policy train`; pass "
                                f"--kind {old_policy}")
