@@ -42,9 +42,9 @@ def main() -> None:
     from hralign.pairs import PairsFile
     from hralign.pairs.split import split_pairs
     from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
-    from hralign.policy.features import encode_clips
+    from hralign.policy.features import features_by_clip
     from hralign.policy.train import run_stage
-    from hralign.sim.alignment import participation_ratio
+    from hralign_bench.alignment import participation_ratio
     from hralign.sim.evaluate import bc_demo_mse, demo_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -62,7 +62,7 @@ def main() -> None:
     for item in args.encoder:
         name, _, spec = item.partition("=")
         enc = EncoderSource(spec or name, image_size=size).robot_encoder()
-        feats = {"robot": encode_clips(enc, pf, "robot", np.concatenate([clips["train"]["robot"], clips["val"]["robot"]]))}
+        feats = {"robot": features_by_clip(enc, pf, "robot", np.concatenate([clips["train"]["robot"], clips["val"]["robot"]]))}
         tables = {k: demo_table(pf, feats, c) for k, c in clips.items()}
         variants = {"raw": (tables["train"]["features"], tables["val"]["features"])}
         if args.whiten:

@@ -1,10 +1,10 @@
 """Robot-view action probe and spread of encoders on a pairs file (cheap stand-in for closed-loop BC).
 
 A rollout cell costs minutes and is noisy at a few dozen rollouts; this encodes every robot clip
-once and reports, per encoder, :func:`hralign.sim.alignment.robot_spread`: the clip spread, the
-robot->robot kNN task accuracy, and the held-out action probe R^2 (ridge regression from
-[features, proprio] to the expert action, fit on the file's training clips, scored on its
-validation clips; ``probe_r2_proprio`` is the floor without images). Used to compare pretraining
+once and reports, per encoder, :func:`hralign_bench.alignment.robot_spread`: the clip spread, the
+robot->robot kNN task accuracy, and the action probe R^2 (:func:`hralign.metrics.action_probe_r2`:
+ridge regression from frame features to the expert action, 5 folds grouped by clip;
+``action_probe_r2_proprio`` is the floor without images). Used to compare pretraining
 recipes and checkpoints before spending rollouts on them (docs/sim.md).
 
     python benchmarks/bc_probe.py --pairs eval.h5 --encoder random-init=r3m-resnet18 --encoder base=runs/x/pretrain \
@@ -23,7 +23,7 @@ import time
 def main() -> None:
     from hralign.pairs import PairsFile
     from hralign.policy import EncoderSource
-    from hralign.sim.alignment import robot_spread
+    from hralign_bench.alignment import robot_spread
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", required=True)

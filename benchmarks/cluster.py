@@ -11,7 +11,7 @@ reported as such):
            assigned by faiss; methods ``hralign`` = the size rule ``analyze`` uses,
            ``hralign-faiss`` = faiss Lloyd with greedy k-means++ x3, ``hralign-minibatch`` =
            MiniBatchKMeans) vs scikit-learn KMeans (k-means++, n_init=1, 25 Lloyd iterations,
-           tol=0: the issue's baseline) and MiniBatchKMeans on all points (``minibatch``, batch
+           tol=0: the reference baseline) and MiniBatchKMeans on all points (``minibatch``, batch
            4096); wall time, CPU time, peak RSS, inertia on all points, NMI vs truth; ``--seeds``.
   knn      cross-embodiment kNN metrics on an N-latent synthetic file: the default index (exact up to
            500k references per direction), IVF (nprobe nlist/16 and nlist/8) and exact search on the

@@ -104,7 +104,7 @@ def child_profile(args: argparse.Namespace) -> dict:
 
 def child_speed(args: argparse.Namespace) -> dict:
     from hralign.policy import EncoderSource
-    from hralign.sim.bench_v2 import run_eval_jobs
+    from hralign_bench.v2 import run_eval_jobs
 
     rows = {"random-init": EncoderSource("r3m-resnet18", image_size=args.image_size), "proprio-only": None}
     base = dict(rollouts=args.rollouts, seeds=args.seeds, steps=args.steps, max_steps=args.max_steps, envs=args.envs,

@@ -63,7 +63,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 def load_features(pairs, clips: np.ndarray, encoder: str, size: int, cache: Path) -> dict[int, torch.Tensor]:
     """Frozen features of the robot clips, cached (encoding is the slow part; every run reads the same ones)."""
     from hralign.policy import EncoderSource
-    from hralign.policy.features import encode_clips
+    from hralign.policy.features import features_by_clip
 
     key = {"pairs": str(Path(pairs.path).resolve()), "encoder": encoder, "image_size": size}
     if cache.is_file():
@@ -72,7 +72,7 @@ def load_features(pairs, clips: np.ndarray, encoder: str, size: int, cache: Path
             return saved["features"]
     torch.manual_seed(0)
     enc = EncoderSource(encoder, image_size=size).robot_encoder().eval()
-    feats = encode_clips(enc, pairs, "robot", clips)
+    feats = features_by_clip(enc, pairs, "robot", clips)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"key": key, "features": feats}, cache)
     return feats

@@ -1,6 +1,6 @@
 """MetaWorld closed loop: GR-1-style policy vs R3M's MLP BC, with and without stage-1 human-video pretraining.
 
-Issue 18, "Must show" 1. Every row uses the same frozen encoder, the same demos (the protocol's clips of
+Every row uses the same frozen encoder, the same demos (the protocol's clips of
 one pairs file from ``hralign sim collect``) and the same goals (``--eval-seed``); rows differ only in
 the policy:
 
@@ -44,7 +44,7 @@ ROWS = ("bc", "gr1", "gr1+stage1")
 
 def statistics(rows: dict[str, dict[str, Any]], tasks: list[str], samples: int) -> dict[str, dict[str, float]]:
     """Paired bootstrap per row: success [CI], minus bc [CI], and for gr1+stage1 minus gr1 [CI] (same draws)."""
-    from hralign.sim.bench_v2 import outcome_matrix
+    from hralign.sim.stats import outcome_matrix
     from hralign.sim.stats import paired_bootstrap
 
     mats = {name: outcome_matrix(r, tasks) for name, r in rows.items()}

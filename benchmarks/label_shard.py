@@ -53,7 +53,7 @@ def main() -> None:
                 "--master_port", "29561", "-m", "hralign.cli.main"]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        _run([*cli, "pairs", "synth", "--out", str(d / "p.h5"), "--tasks", str(args.tasks), "--pairs-per-task",
+        _run([*cli, "pairs", "synth", "--out", str(d / "p.h5"), "--num-tasks", str(args.tasks), "--pairs-per-task",
               str(args.pairs_per_task), "--frames", str(args.frames), "--image-size", str(args.image_size),
               "--seed", str(args.seed)], 1)
         _run([*cli, "lam", "train", "--pairs", str(d / "p.h5"), "--out", str(d / "lam"), "--gap", "2", "--steps", "2",

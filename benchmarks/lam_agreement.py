@@ -1,4 +1,4 @@
-"""Cross-embodiment code agreement of a LAM before and after HR-Align adaptation (issue 7).
+"""Cross-embodiment code agreement of a LAM before and after HR-Align adaptation.
 
 Takes a trained LAM (``hralign lam train``) and its pairs file, trains an HR-Align adapter on the
 LAM's IDM with ``hralign adapt``'s own trainer (robot branch only; frozen human and frozen robot
@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     options = {"groups": 1} if args.method == "bottleneck" else {"target": r"^idm\.head\.[13]$", "r": 8}
-    config = AdaptConfig(pairs=args.pairs, out=str(out / "adapt"), encoder=f"lam:{args.lam}", adapter=args.method,
+    config = AdaptConfig(pairs=args.pairs, out=str(out / "adapt"), encoder=f"lam:{args.lam}", method=args.method,
                          adapter_options=json.dumps(options), frames=args.frames, batch_size=args.batch_size,
                          steps=args.steps, lr=args.lr, seed=args.seed, eval_every=0, checkpoint_every=0, device="cpu",
                          overwrite=True)

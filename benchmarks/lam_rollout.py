@@ -1,4 +1,4 @@
-"""Multi-step world-model rollout error versus horizon, against the copy-frame baseline (issue 9).
+"""Multi-step world-model rollout error versus horizon, against the copy-frame baseline.
 
 For every pair of the chosen split, from the robot clip's first frame, four rollouts of S LAM
 steps (each ``gap`` frames) are scored per step against the robot clip's real frames:

@@ -1,4 +1,4 @@
-"""Rollouts/s of the v2 evaluation in one process vs in worker processes (hralign.sim.bench_v2.run_eval_jobs).
+"""Rollouts/s of the v2 evaluation in one process vs in worker processes (hralign_bench.v2.run_eval_jobs).
 
 The same jobs (random-init image rows under two protocols, one BC seed each, the same goals) run
 once with ``--workers 1`` (in this process: the 'before') and once with ``--workers N`` (spawned
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from hralign.policy import EncoderSource
-from hralign.sim.bench_v2 import run_eval_jobs
+from hralign_bench.v2 import run_eval_jobs
 from hralign.sim.collect import read_sim_meta
 from hralign.sim.evaluate import SimEvalConfig
 

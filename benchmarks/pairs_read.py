@@ -3,7 +3,7 @@
 Prints, measured in the same run on the same file and the same sampled frames:
   * frames/s of ``PairsDataset`` through a ``DataLoader`` (collation included),
   * frames/s of a bare h5py loop reading exactly those frames and their actions/state (two
-    strategies: one covering slice per clip, as the issue asks, or one read per frame), and the
+    strategies: one covering slice per clip, or one read per frame), and the
     ratios (goal >= 0.7),
   * peak traced memory (tracemalloc; numpy buffers are traced) while reading the same number of
     items from a file and from one several times larger: it should stay flat.

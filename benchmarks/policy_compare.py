@@ -1,4 +1,4 @@
-"""Held-out action error of policies on the demo data (issue 8, "Must show" 1 and 2). Prints measured figures.
+"""Held-out action error of policies on the demo data. Prints measured figures.
 
 Pipeline (all CPU, random-init r3m-resnet18 since nothing is downloaded):
   1. demo pairs (hralign.pairs.synth defaults) unless --pairs is given;

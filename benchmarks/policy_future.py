@@ -1,4 +1,4 @@
-"""Held-out action error with and without the future-feature auxiliary (issue 9, "Must show" 3).
+"""Held-out action error with and without the future-feature auxiliary.
 
 GR-1 (Wu et al., 2024) trains its policy to predict future frames beside the actions; hralign's
 auxiliary predicts the frozen encoder features of frame t+DELTA (``--future-features DELTA``,

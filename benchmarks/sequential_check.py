@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hralign.sim.bench_v2 import LATENT_CONTROL_ROW, LATENT_ROW, outcome_matrix
 from hralign.sim.sequential import SequentialConfig, describe, null_pair, replay, simulate_null
-from hralign.sim.stats import paired_bootstrap
+from hralign.sim.stats import outcome_matrix, paired_bootstrap
+from hralign_bench.v2 import LATENT_CONTROL_ROW, LATENT_ROW
 
 
 def read_rows(run: Path, protocol: str) -> tuple[dict[str, np.ndarray], list[str], int]:

@@ -33,7 +33,7 @@ def _args(trainer: str, pairs: Path, out: Path, steps: int, seed: int, device: s
               "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "10", "--overwrite"]
     if trainer == "adapt":
         return ["adapt", "--pairs", str(pairs), "--encoder", "r3m-resnet18", "--image-size", "64", "--batch-size", "16",
-                "--adapter", "lora", "--placement", "middle", "--cache-dir", str(out.parent / "cache"), *common]
+                "--method", "lora", "--placement", "middle", "--cache-dir", str(out.parent / "cache"), *common]
     if trainer == "lam":
         return ["lam", "train", "--pairs", str(pairs), "--idm", "conv", "--conv-channels", "32", "--patch-size", "8",
                 "--dim", "64", "--gap", "3", "--batch-size", "32", *common]

@@ -100,8 +100,11 @@ def frame_error(human, robot) -> float:
 
 
 def action_probe_r2(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray, folds: int = 5,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, proprio: np.ndarray | None = None) -> dict:
     """The action probe R² every report uses: how linearly latents carry the actions they stand for.
+
+    The linear probe from latent to true action of LAPA (Ye et al., 2024) and LAOM (Nikulin et al.,
+    2025), scored on held-out groups (episodes/clips), never on rows of a clip it was fitted on.
 
     A ridge probe (``StandardScaler`` + ``RidgeCV``) from latents (n, d) to action targets (n, A)
     is fitted under grouped K-fold cross-validation (``groups``: the clip of each row, so no clip
@@ -112,6 +115,11 @@ def action_probe_r2(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray
     on row-shuffled targets (a control that should sit near or below 0). LAPA/IGOR use such a
     probe to check that latent actions carry the control signal. R² does not change when the
     targets are scaled, so summed and mean actions over a gap give the same number.
+
+    ``proprio`` (n, S), optional: the robot state of each row. With it the result also holds
+    ``action_probe_r2_proprio``, the same probe from proprio alone (the floor images must beat: a
+    policy sees proprio too), and ``action_probe_r2_with_proprio``, from [latents, proprio]; both on
+    the same folds. ``action_probe_r2`` itself always reads the latents only.
     """
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import r2_score
@@ -128,6 +136,11 @@ def action_probe_r2(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray
         raise HRAlignError(f"probe: `groups` should have shape ({x.shape[0]},) but has {list(groups.shape)}")
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise HRAlignError(f"probe: `folds` should be an integer >= 2 but the value passed is {folds!r}")
+    s = None
+    if proprio is not None:
+        s = np.asarray(proprio, dtype=np.float64)
+        if s.ndim != 2 or s.shape[0] != x.shape[0]:
+            raise HRAlignError(f"probe: `proprio` should have shape ({x.shape[0]}, n_state) but has {list(s.shape)}")
     keep = y.std(0) > 1e-9
     if not keep.any():
         raise HRAlignError("probe: every target column is constant; nothing to predict")
@@ -137,18 +150,41 @@ def action_probe_r2(latents: np.ndarray, targets: np.ndarray, groups: np.ndarray
         raise HRAlignError(f"probe: needs rows from at least 2 clips, got {n_groups}")
     cv = GroupKFold(n_splits=min(folds, n_groups))
 
-    def cv_r2(yy: np.ndarray) -> np.ndarray:
+    def cv_r2(xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
         pred = np.zeros_like(yy)
-        for tr, te in cv.split(x, yy, groups):
+        for tr, te in cv.split(xx, yy, groups):
             model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-            model.fit(x[tr], yy[tr])
-            pred[te] = model.predict(x[te]).reshape(len(te), -1)
+            model.fit(xx[tr], yy[tr])
+            pred[te] = model.predict(xx[te]).reshape(len(te), -1)
         return np.asarray(r2_score(yy, pred, multioutput="raw_values"), dtype=np.float64)
 
     rng = np.random.default_rng(seed)
-    real, shuffled = cv_r2(y), cv_r2(y[rng.permutation(len(y))])
-    return {"action_probe_r2": float(real.mean()), "action_probe_r2_shuffled": float(shuffled.mean()),
+    real, shuffled = cv_r2(x, y), cv_r2(x, y[rng.permutation(len(y))])
+    floor = {}
+    if s is not None:
+        floor = {"action_probe_r2_proprio": float(cv_r2(s, y).mean()),
+                 "action_probe_r2_with_proprio": float(cv_r2(np.hstack([x, s]), y).mean())}
+    return {**floor, "action_probe_r2": float(real.mean()), "action_probe_r2_shuffled": float(shuffled.mean()),
             "action_probe_r2_per_column": [float(v) for v in real],
             "action_probe_r2_shuffled_per_column": [float(v) for v in shuffled],
             "rows": int(len(y)), "clips": int(n_groups), "folds": int(cv.get_n_splits()),
             "target_columns": [int(i) for i in np.flatnonzero(keep)]}
+
+
+def participation_ratio(x: np.ndarray) -> float:
+    """Effective number of directions of features [N, D] once each dimension is standardised:
+    (sum of covariance eigenvalues)^2 / sum of their squares (D for isotropic features, 1 for one line).
+
+    Why: R3M's BC head standardises its inputs (BatchNorm), so this is the geometry it trains on; a
+    base whose frame features concentrate in a few directions trains it slowly even when a linear
+    read-out of them (the action probe, solved in closed form) is good. Constant dimensions count
+    as zero variance. Fewer than 2 rows: NaN.
+    """
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2:
+        raise HRAlignError(f"participation ratio: expected features of shape (N, D), got {list(x.shape)}")
+    if len(x) < 2:
+        return float("nan")
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    ev = np.clip(np.linalg.eigvalsh(np.atleast_2d(np.cov(z, rowvar=False))), 0.0, None)
+    return float(ev.sum() ** 2 / max((ev ** 2).sum(), 1e-300))

@@ -8,7 +8,7 @@ hr=.venv/bin/hralign
 mkdir -p "$out"
 step() { local name=$1; shift; local t0=$SECONDS; echo; echo "== $name: hralign $*"; "$hr" "$@"; echo "== $name took $((SECONDS - t0)) s"; }
 
-step synth    pairs synth --out "$out/pairs.h5" --tasks 8 --pairs-per-task 12 --overwrite
+step synth    pairs synth --out "$out/pairs.h5" --num-tasks 8 --pairs-per-task 12 --overwrite
 step validate pairs validate "$out/pairs.h5"
 step info     pairs info "$out/pairs.h5"
 step pretrain pretrain --pairs "$out/pairs.h5" --domain human --encoder r3m-resnet18 --image-size 64 \
@@ -17,7 +17,7 @@ step pretrain pretrain --pairs "$out/pairs.h5" --domain human --encoder r3m-resn
 # about as well here, but leaves the latent actions (feature differences) as mixed-up across
 # embodiments as before; LoRA on layer3 improves both (measured: docs/adapt.md). lr 1e-3 because
 # the demo runs 600 steps, not HR-Align's ~8k at 1e-4.
-step adapt    adapt --pairs "$out/pairs.h5" --encoder "$out/encoder" --adapter lora --placement middle \
+step adapt    adapt --pairs "$out/pairs.h5" --encoder "$out/encoder" --method lora --placement middle \
                     --lr 1e-3 --steps 600 --batch-size 16 --out "$out/adapt" --overwrite
 step analyze  analyze --pairs "$out/pairs.h5" --encoder "$out/encoder" --adapter "$out/adapt/adapter" \
                       --out "$out/report" --overwrite

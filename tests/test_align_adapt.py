@@ -187,7 +187,7 @@ def test_full_finetune_run_changes_the_robot_encoder_only(cached_run, tiny_pairs
     import hralign
 
     root, _ = cached_run
-    run_adapt(_cfg(tiny_pairs, tmp_path / "full", root / "cache", adapter="full", steps=3), progress=False,
+    run_adapt(_cfg(tiny_pairs, tmp_path / "full", root / "cache", method="full", steps=3), progress=False,
               echo=lambda *_: None)
     cfg = json.loads((tmp_path / "full" / "run.json").read_text())
     base = hralign.load_encoder("r3m-resnet18", image_size=32)

@@ -24,7 +24,7 @@ def _metrics(run):
 def test_adapt_a_lam_cached_equals_plain_and_adapter_loads(lam_dir, tiny_pairs, tmp_path):
     import hralign
 
-    common = dict(pairs=str(tiny_pairs), encoder=f"lam:{lam_dir}", adapter="bottleneck",
+    common = dict(pairs=str(tiny_pairs), encoder=f"lam:{lam_dir}", method="bottleneck",
                   adapter_options='{"groups": 1}', frames=3, batch_size=2, steps=4, warmup=1, eval_every=0,
                   checkpoint_every=0, log_every=1, device="cpu", lr=1e-3, cache_dir=str(tmp_path / "cache"))
     run_adapt(AdaptConfig(out=str(tmp_path / "cached"), **common), progress=False, echo=lambda *_: None)

@@ -79,7 +79,7 @@ def test_cli_max_points_zero_and_input_conflicts(tmp_path):
     p = write_synthetic_latents(tmp_path / "l.h5", 200, dim=8, num_clusters=2, num_tasks=2)
     code, _, stderr = run_cli("analyze", "--latents", str(p), "--out", str(tmp_path / "r"), "--max-points", "0")
     assert code == 2 and stderr.strip().count("\n") == 0
-    assert "`--max-points` should be a positive integer but the value passed is 0" in stderr
+    assert "`--max-points` should be an integer >= 1 but the value passed is 0" in stderr
     code, _, stderr = run_cli("analyze", "--latents", str(p), "--out", str(tmp_path / "r"), "--k", "8",
                               "--max-points", "4", "--no-umap")
     assert code == 2 and "--k 8 is larger than --max-points 4" in stderr and stderr.strip().count("\n") == 0

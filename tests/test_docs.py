@@ -14,7 +14,7 @@ OUTSIDE = re.compile(r"DESIGN\.md|STYLE\.md|COMMON\.md|\.\./shared|/work/")
 def outside_references(root: Path = ROOT) -> list[str]:
     """``path:line`` of every line in the package, docs, tests, benchmarks, scripts and README that
     points outside the repository."""
-    files = [root / "README.md"] + [p for d in ("hralign", "docs", "tests", "benchmarks", "scripts")
+    files = [root / "README.md"] + [p for d in ("hralign", "hralign_bench", "docs", "tests", "benchmarks", "scripts")
                                     for p in sorted((root / d).rglob("*")) if p.suffix in (".py", ".md", ".sh")]
     hits = []
     for f in files:

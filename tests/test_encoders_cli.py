@@ -98,7 +98,7 @@ def test_adapter_dir_missing_or_edited_meta(tmp_path, adapter_dir):
 def test_unsupported_method_placement_exit_2(tiny_pairs, tmp_path):
     msg = _one_line_error(
         *run_cli(
-            "adapt", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18", "--adapter", "lora",
+            "adapt", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18", "--method", "lora",
             "--placement", "early", "--batch-size", "4", "--out", str(tmp_path / "run"),
         )[::2]
     )

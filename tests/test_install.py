@@ -31,9 +31,12 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+TOP_PACKAGES = ("hralign", "hralign_bench")  # the library and its benchmark experiments, one wheel
+
+
 def source_packages(root: Path = ROOT) -> set[str]:
-    """Dotted names of every directory under hralign/ that holds Python files."""
-    return {".".join(p.parent.relative_to(root).parts) for p in (root / "hralign").rglob("*.py")
+    """Dotted names of every directory under hralign/ and hralign_bench/ that holds Python files."""
+    return {".".join(p.parent.relative_to(root).parts) for top in TOP_PACKAGES for p in (root / top).rglob("*.py")
             if "__pycache__" not in p.parts}
 
 
@@ -48,7 +51,8 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(wheel file, target directory with the wheel installed)."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
-    shutil.copytree(ROOT / "hralign", src / "hralign", ignore=shutil.ignore_patterns("__pycache__"))
+    for top in TOP_PACKAGES:
+        shutil.copytree(ROOT / top, src / top, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
@@ -96,7 +100,7 @@ def test_adapt_and_lam_train_run_from_the_installed_wheel(installed, tmp_path):
         assert proc.returncode == 0, (args[:2], proc.stderr[-3000:])
         return proc.stdout
 
-    run("pairs", "synth", "--out", "pairs.h5", "--tasks", "3", "--pairs-per-task", "3", "--frames", "8",
+    run("pairs", "synth", "--out", "pairs.h5", "--num-tasks", "3", "--pairs-per-task", "3", "--frames", "8",
         "--image-size", "32")
     run("adapt", "--pairs", "pairs.h5", "--encoder", "r3m-resnet18", "--image-size", "32", "--frames", "2",
         "--batch-size", "2", "--steps", "2", "--device", "cpu", "--cache-dir", "cache", "--out", "adapt")

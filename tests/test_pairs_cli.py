@@ -25,7 +25,7 @@ def test_help_lists_every_command_with_an_example():
 
 def test_synth_validate_info(tmp_path):
     out = tmp_path / "d.h5"
-    code, stdout, err = run_cli("pairs", "synth", "--out", str(out), "--tasks", "3", "--pairs-per-task", "2",
+    code, stdout, err = run_cli("pairs", "synth", "--out", str(out), "--num-tasks", "3", "--pairs-per-task", "2",
                                 "--frames", "4", "--image-size", "16", "--seed", "5")
     assert code == 0, err
     assert "6 pairs" in stdout and out.exists()
@@ -41,14 +41,14 @@ def test_synth_validate_info(tmp_path):
     # refusing to clobber, and bad options, are one-line errors
     code, _, err = run_cli("pairs", "synth", "--out", str(out))
     assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli("pairs", "synth", "--out", str(tmp_path / "x.h5"), "--tasks", "50")
+    code, _, err = run_cli("pairs", "synth", "--out", str(tmp_path / "x.h5"), "--num-tasks", "50")
     assert code == 2 and "`num_tasks`" in err and not (tmp_path / "x.h5").exists()
 
 
 def test_split_writes_a_copy_and_leaves_the_input(tiny_pairs, tmp_path):
     before = tiny_pairs.read_bytes()
     out = tmp_path / "by_task.h5"
-    code, stdout, err = run_cli("pairs", "split", str(tiny_pairs), "--val", "0.25", "--by", "task", "--out", str(out))
+    code, stdout, err = run_cli("pairs", "split", str(tiny_pairs), "--val-fraction", "0.25", "--by", "task", "--out", str(out))
     assert code == 0, err
     assert tiny_pairs.read_bytes() == before
     assert validate(out) == []
@@ -59,7 +59,7 @@ def test_split_writes_a_copy_and_leaves_the_input(tiny_pairs, tmp_path):
     np.testing.assert_array_equal(pf.read_clip("robot", 3), PairsFile(tiny_pairs).read_clip("robot", 3))
     code, _, err = run_cli("pairs", "split", str(tiny_pairs), "--out", str(out))
     assert code == 2 and "exists" in err
-    code, _, err = run_cli("pairs", "split", str(tiny_pairs), "--out", str(out), "--overwrite", "--val", "0.5")
+    code, _, err = run_cli("pairs", "split", str(tiny_pairs), "--out", str(out), "--overwrite", "--val-fraction", "0.5")
     assert code == 0
     split = PairsFile(out).split
     for k in range(4):  # by pair: round(0.5 * 3) = 2 validation pairs in every task, 1 left for training

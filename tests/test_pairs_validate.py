@@ -1,4 +1,4 @@
-"""Bad pairs files (issue 2, "Must show 4"): every one is reported by `validate`, and every command
+"""Bad pairs files: every one is reported by `validate`, and every command
 that reads it exits 2 with ONE line on stderr and leaves no output behind."""
 
 from __future__ import annotations

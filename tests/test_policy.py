@@ -189,13 +189,13 @@ def test_adapter_plumbing_and_cli_eval(tiny_pairs, tmp_path):
     # the figure is the saved policy's error on the recorded held-out clips through the recorded (adapted) encoder
     from hralign.pairs import PairsFile
     from hralign.policy.data import action_table, batch_of
-    from hralign.policy.features import encode_clips
+    from hralign.policy.features import features_by_clip
     from hralign.policy.io import recorded_source
 
     policy, meta = load_policy(tmp_path / "p")
     pairs = PairsFile(tiny_pairs)
     held = np.asarray(meta["data"]["heldout_clips"]["robot"], dtype=np.int64)
-    table = action_table(pairs, encode_clips(recorded_source(meta, None, "t").robot_encoder(), pairs, "robot", held),
+    table = action_table(pairs, features_by_clip(recorded_source(meta, None, "t").robot_encoder(), pairs, "robot", held),
                          held, 1, True)
     want = ((policy.select_action(batch_of(table, None, None)) - table["action"]) ** 2).mean(0)
     assert res["action"]["frames"] == len(table["action"]) == 8 * len(held) > 0

@@ -19,7 +19,7 @@ from hralign.policy import (
     load_policy,
     train_policy,
 )
-from hralign.policy.features import encode_clips
+from hralign.policy.features import features_by_clip
 from hralign.policy.future import FutureHead, future_columns
 
 pytestmark = pytest.mark.filterwarnings("ignore::hralign.encoders.RandomInitWarning")
@@ -72,7 +72,7 @@ def test_bc_future_auxiliary_trains_and_roundtrips(tiny_pairs, tmp_path):
     assert meta["config"]["future_features"] == 2 and policy.future_head is not None
     # the fitted standardisation and the trained head come back from model.safetensors
     pf = PairsFile(tiny_pairs)
-    feats = encode_clips(ENC.robot_encoder(), pf, "robot", [0])[0]
+    feats = features_by_clip(ENC.robot_encoder(), pf, "robot", [0])[0]
     assert not torch.allclose(policy.future_head.mean, torch.zeros_like(policy.future_head.mean))
     h = policy.net.trunk(torch.cat([feats, torch.from_numpy(pf.read_clip("robot", 0, name="state"))], 1))
     pred = policy.future_head(h) * policy.future_head.std + policy.future_head.mean

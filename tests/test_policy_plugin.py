@@ -42,14 +42,14 @@ def _heldout_mse(policy_dir: Path, pairs_path: Path) -> float:
     """The held-out action MSE recomputed by hand from the saved policy, its recorded encoder and split."""
     from hralign.pairs import PairsFile
     from hralign.policy.data import action_table, batch_of
-    from hralign.policy.features import encode_clips
+    from hralign.policy.features import features_by_clip
     from hralign.policy.io import recorded_source
 
     policy, meta = load_policy(policy_dir)
     pairs = PairsFile(pairs_path)
     held = np.asarray(meta["data"]["heldout_clips"]["robot"], dtype=np.int64)
     enc = recorded_source(meta, None, "test").robot_encoder()
-    table = action_table(pairs, encode_clips(enc, pairs, "robot", held), held, 1, True)
+    table = action_table(pairs, features_by_clip(enc, pairs, "robot", held), held, 1, True)
     pred = policy.select_action(batch_of(table, None, None))
     return float(((pred - table["action"]) ** 2).mean())
 
@@ -100,12 +100,12 @@ def test_toy_kind_runs_closed_loop_in_sim_eval(toy, tmp_path):
     # demo_mse is the saved policy's action error on its demo frames (the robot demos under `robot`)
     from hralign.pairs import PairsFile
     from hralign.policy.demos import demo_table
-    from hralign.policy.features import encode_clips
+    from hralign.policy.features import features_by_clip
     from hralign.policy.io import EncoderSource
 
     pf = PairsFile(pairs)
     clips = np.arange(pf.num_clips("robot"))
-    feats = encode_clips(EncoderSource("r3m-resnet18", image_size=32).robot_encoder(), pf, "robot", clips)
+    feats = features_by_clip(EncoderSource("r3m-resnet18", image_size=32).robot_encoder(), pf, "robot", clips)
     table = demo_table(pf, {"robot": feats}, {"robot": clips})
     want = float(((saved.select_action(table) - table["action"]) ** 2).mean())
     assert seed["demo_mse"] == pytest.approx(want, rel=1e-4)

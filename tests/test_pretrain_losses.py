@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hralign.crop import crop_params
 from hralign.errors import HRAlignError
 from hralign.pretrain.config import PretrainConfig
+from hralign.pretrain.objectives import R3MConfig
 from hralign.pretrain.losses import (LanguageScorer, language_loss, lp_penalties, make_similarity, negative_indices,
                                      standardize_instructions, tcn_loss)
 from hralign.pretrain.sampling import crop_frames, sample_frame_indices
@@ -190,17 +191,29 @@ def test_same_crop_across_a_samples_frames():
 
 @pytest.mark.parametrize("kwargs, flag", [
     ({"steps": 0}, "--steps"), ({"batch_size": -1}, "--batch-size"), ({"domain": "dog"}, "--domain"),
-    ({"similarity": "dot"}, "--similarity"), ({"lang_norm": "l2"}, "--lang-norm"), ({"crop_scale": 0.0}, "--crop-scale"), ({"alpha": 0.7}, "--alpha"),
-    ({"tcn_weight": 0.0, "lang_weight": 0.0}, "--tcn-weight"), ({"l1_weight": -1.0}, "--l1-weight"),
+    ({"crop_scale": 0.0}, "--crop-scale"), ({"color_jitter": -0.1}, "--color-jitter"),
+    ({"color_jitter": 3.0}, "--color-jitter"), ({"objective": "simclr"}, "--objective"),
 ])
 def test_config_rejects_bad_values_naming_the_flag(kwargs, flag):
     with pytest.raises(HRAlignError, match=flag):
         PretrainConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"similarity": "dot"}, "--similarity"), ({"lang_norm": "l2"}, "--lang-norm"), ({"alpha": 0.7}, "--alpha"),
+    ({"tcn_weight": 0.0, "lang_weight": 0.0}, "--tcn-weight"), ({"l1_weight": -1.0}, "--l1-weight"),
+    ({"num_negatives": -1}, "--num-negatives"), ({"scorer_hidden": 0}, "--scorer-hidden"),
+    ({"temperature": 0.0}, "--temperature"),
+])
+def test_r3m_config_rejects_bad_values_naming_the_flag(kwargs, flag):
+    with pytest.raises(HRAlignError, match=flag):
+        R3MConfig(**kwargs)
+
+
 def test_config_temperature_defaults_and_resume_mismatch():
-    assert PretrainConfig().logit_temperature == 1.0
-    assert PretrainConfig(similarity="cosine").logit_temperature == 0.1
+    assert R3MConfig().logit_temperature == 1.0
+    assert R3MConfig(similarity="cosine").logit_temperature == 0.1
+    assert R3MConfig(similarity="cosine", temperature=0.5).logit_temperature == 0.5
     # resume compares with the training layer's rule: --steps may change, --lr may not
     from hralign.train import RESUMABLE_FIELDS
     from hralign.train.rundir import config_differences
@@ -208,3 +221,5 @@ def test_config_temperature_defaults_and_resume_mismatch():
     saved = PretrainConfig(steps=10).to_dict()
     assert config_differences(saved, PretrainConfig(steps=20).to_dict(), RESUMABLE_FIELDS) == []
     assert [d[0] for d in config_differences(saved, PretrainConfig(lr=1.0).to_dict(), RESUMABLE_FIELDS)] == ["lr"]
+    other = PretrainConfig(objective_config=R3MConfig(tcn_weight=0.5)).to_dict()
+    assert [d[0] for d in config_differences(saved, other, RESUMABLE_FIELDS)] == ["tcn_weight"]

@@ -14,7 +14,7 @@ from conftest import run_cli
 from hralign.errors import HRAlignError
 from hralign.sim.env import metaworld_available
 from hralign.sim.stats import discordant_share, draw_gap, paired_bootstrap, rollouts_for_difference
-from hralign.sim.tasksets import TaskSets, changes
+from hralign_bench.tasksets import TaskSets, changes
 
 _OK, _WHY = metaworld_available()
 needs_mw = pytest.mark.skipif(not _OK, reason=f"[sim] extra not usable: {_WHY}")
@@ -93,11 +93,11 @@ def test_task_sets_refuse_overlap_and_name_changes():
 
 
 def test_spread_figures_separate_degenerate_from_spread_clips():
-    from hralign.sim.alignment import spread_figures
+    from hralign_bench.alignment import spread_figures
 
     rng = np.random.default_rng(0)
     tasks = np.repeat([0, 1, 2], 6)
-    one_point = np.ones((18, 8)) + 1e-6 * rng.normal(size=(18, 8))  # v1's failure: every clip at one point
+    one_point = np.ones((18, 8)) + 1e-6 * rng.normal(size=(18, 8))  # the degenerate case: every clip at one point
     d = spread_figures(one_point, tasks)
     assert d["robot_cos"] > 0.9999 and d["relative_std"] < 1e-4 and d["chance"] == pytest.approx(1 / 3)
     centres = 5 * np.eye(3, 8)  # three tight task clusters
@@ -108,31 +108,52 @@ def test_spread_figures_separate_degenerate_from_spread_clips():
     assert s["knn_r2r"] < 0.7 and (s["clips"], s["tasks"]) == (18, 3)
 
 
-def test_action_probe_scores_informative_features_above_noise(small_pairs):
-    import torch
-
+def test_action_probe_with_proprio_floor_on_robot_clips(small_pairs):
+    """The one probe (hralign.metrics.action_probe_r2) with the proprio floor, as the spread stage calls it."""
+    from hralign.metrics import action_probe_r2
     from hralign.pairs import PairsFile
-    from hralign.pairs.split import split_pairs
-    from hralign.sim.alignment import action_probe
 
     pf = PairsFile(small_pairs)
-    train, val = split_pairs(pf)
-    tr, va = pf.pairs[train, 1], pf.pairs[val, 1]
+    clips = np.arange(pf.num_clips("robot"))
+    actions = np.concatenate([pf.read_clip("robot", int(c), name="actions") for c in clips])
+    state = np.concatenate([pf.read_clip("robot", int(c), name="state") for c in clips])
+    groups = np.repeat(clips, [len(pf.read_clip("robot", int(c), name="actions")) for c in clips])
     rng = np.random.default_rng(0)
-    clips = np.concatenate([tr, va])
-    # features that carry the action (a fixed random map of it, plus a little noise) vs pure noise
-    mix = rng.normal(size=(pf.read_clip("robot", 0, name="actions").shape[1], 16))
-    told = {int(c): torch.from_numpy(pf.read_clip("robot", int(c), name="actions") @ mix
-                                     + 0.01 * rng.normal(size=(1, 16))).float() for c in clips}
-    noise = {int(c): torch.randn(len(told[int(c)]), 16, generator=torch.Generator().manual_seed(int(c))) for c in clips}
-    good, bad = action_probe(pf, told, tr, va), action_probe(pf, noise, tr, va)
-    assert good["probe_r2"] > 0.95 and good["probe_r2"] > bad["probe_r2"] + 0.1
-    assert good["probe_r2_proprio"] == bad["probe_r2_proprio"]  # the floor does not read the features
-    assert bad["probe_r2"] < bad["probe_r2_proprio"] + 0.05  # noise adds (almost) nothing beyond proprio
+    told = actions @ rng.normal(size=(actions.shape[1], 16)) + 0.01 * rng.normal(size=(len(actions), 16))
+    noise = rng.normal(size=(len(actions), 16))
+    good = action_probe_r2(told, actions, groups, proprio=state)
+    bad = action_probe_r2(noise, actions, groups, proprio=state)
+    shuffled = action_probe_r2(told[rng.permutation(len(told))], actions, groups, proprio=state)
+    assert good["action_probe_r2"] > 0.95 and good["action_probe_r2_with_proprio"] > 0.95
+    assert bad["action_probe_r2"] < 0.1 and shuffled["action_probe_r2"] < 0.1  # latents that do not encode the action
+    assert good["action_probe_r2_proprio"] == bad["action_probe_r2_proprio"]  # the floor does not read the latents
+    assert bad["action_probe_r2_with_proprio"] < bad["action_probe_r2_proprio"] + 0.05  # noise adds (almost) nothing
+    assert "action_probe_r2_proprio" not in action_probe_r2(told, actions, groups)  # the floor only when asked
+    with pytest.raises(HRAlignError, match="proprio"):
+        action_probe_r2(told, actions, groups, proprio=state[:-1])
+
+
+def test_old_results_rows_read_under_their_new_names():
+    from hralign_bench.v2 import EVAL_VIEWS_BASE_ROW, format_v2, rename_rows
+
+    old = "old base (v1: eval tasks' human views)"
+    assert rename_rows({"spread": {old: {"eval": 1}}, "rows": [{old: 2}]}) == {
+        "spread": {EVAL_VIEWS_BASE_ROW: {"eval": 1}}, "rows": [{EVAL_VIEWS_BASE_ROW: 2}]}
+    cell = {"clips": 4, "tasks": 2, "robot_cos": 0.5, "relative_std": 0.1, "knn_r2r": 0.75, "chance": 0.5,
+            "frame_rank": 3.0}
+    results = {"protocols": ["robot"], "tasks": {"pretrain": ["reach"], "pair": ["door-open"], "eval": ["push"]},
+               "eval": {"rollouts": 2, "seeds": 1}, "timings_s": {}, "table": {"robot": {"frozen": {}}},
+               "stats": {"robot": {"bootstrap": {"frozen": {"mean": 0.5, "lo": 0.0, "hi": 1.0}}, "power": {},
+                                   "rollouts_per_cell": 2}},
+               "spread": {old: {"eval": {**cell, "probe_r2": 0.637, "probe_r2_proprio": 0.5}},
+                          "frozen": {"eval": {**cell, "action_probe_r2": 0.8, "action_probe_r2_proprio": 0.4}}}}
+    md = format_v2(results)
+    assert f"| {EVAL_VIEWS_BASE_ROW} | eval |" in md and old not in md
+    assert "| 0.637* (0.500*) |" in md and "| 0.800 (0.400) |" in md and "earlier probe" in md
 
 
 def test_participation_ratio_counts_directions():
-    from hralign.sim.alignment import participation_ratio
+    from hralign_bench.alignment import participation_ratio
 
     rng = np.random.default_rng(0)
     iso = rng.normal(size=(4000, 16))
@@ -143,7 +164,7 @@ def test_participation_ratio_counts_directions():
 
 
 def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
-    from hralign.sim.bench_v2 import finished_cells, partial_results
+    from hralign_bench.v2 import finished_cells, partial_results
 
     with pytest.raises(HRAlignError, match="no tasksets.json"):
         partial_results(tmp_path)
@@ -176,7 +197,7 @@ def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
 
 
 def test_compare_draws_reads_two_runs_and_refuses_other_settings(tmp_path):
-    from hralign.sim.draws import compare_draws
+    from hralign_bench.draws import compare_draws
 
     def run(name, rows, eval_tasks="push", eval_seed=10_000):
         d = tmp_path / name
@@ -213,7 +234,7 @@ def test_compare_draws_reads_two_runs_and_refuses_other_settings(tmp_path):
 
 
 def test_v2_config_refuses_bad_latent_sizes(tmp_path):
-    from hralign.sim.bench_v2 import V2Config
+    from hralign_bench.v2 import V2Config
     from hralign.sim.latent import SimLatentConfig
 
     assert V2Config(lam_steps=0).lam_steps == 0  # 0 = no latent-chain rows
@@ -297,20 +318,25 @@ def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
     latent = [json.loads((out / "eval" / "robot" / d / v / "seed0.json").read_text())
               for d, v in (("latent-chain", "latent chain"),
                            ("latent-policy-without-latent-pretraining", "latent policy without latent pretraining"))]
-    assert 0 <= latent[0]["latent_final"]["token_acc"] <= 1 and latent[1]["latent_final"] is None
+    assert latent[0]["latent_final"]["token_acc"] >= 0 and latent[1]["latent_final"] is None  # the control skips it
     assert latent[0]["final_loss"] != latent[1]["final_loss"]  # same seed and init: only the latent stage differs
     assert latent[0]["demo_frames"] == latent[1]["demo_frames"] == json.loads(
         (out / "eval" / "robot" / "frozen" / "frozen" / "seed0.json").read_text())["demo_frames"]  # BC's demos
     lc = res["stats"]["robot"]["latent_chain"]
     assert lc["diff_lo"] <= lc["diff"] <= lc["diff_hi"] and "latent_chain" not in res["stats"]["transfer"]
     assert res["table"]["robot"]["latent chain"]["policy"] == "latent" and res["lam"]["perplexity"] >= 1
-    # must-show 2: spread and robot->robot kNN of random-init, the corpus base and the old (v1) base
-    assert set(res["spread"]) == {"random-init", "frozen", "old base (v1: eval tasks' human views)"}
+    # the spread stage: random-init, the corpus base and the base pretrained on the eval tasks' human views
+    assert set(res["spread"]) == {"random-init", "frozen", "base pretrained on eval-task human views"}
     for per_file in res["spread"].values():
         assert set(per_file) == {"eval", "pairs"} and per_file["eval"]["clips"] == 8
-        assert -1 <= per_file["eval"]["robot_cos"] <= 1 and 0 <= per_file["eval"]["knn_r2r"] <= 1
-        assert per_file["eval"]["probe_r2"] <= 1 and per_file["eval"]["probe_r2_proprio"] <= 1  # held-out action probe
+        assert per_file["eval"]["tasks"] == 1 and per_file["eval"]["chance"] == 1.0  # one eval task: kNN is trivially 1
+        assert per_file["eval"]["knn_r2r"] == 1.0
+        # the one probe definition, with its proprio floor: the floor is the same for every encoder
+        assert {"action_probe_r2", "action_probe_r2_proprio", "action_probe_r2_with_proprio"} <= set(per_file["eval"])
+        assert "probe_r2" not in per_file["eval"]
         assert 1 <= per_file["eval"]["frame_rank"] <= 512
+    floors = {round(f["eval"]["action_probe_r2_proprio"], 9) for f in res["spread"].values()}
+    assert len(floors) == 1
     boot = res["stats"]["transfer"]["bootstrap"]
     for v, b in boot.items():
         assert b["lo"] <= b["mean"] <= b["hi"] and (v == "frozen" or b["diff_lo"] <= b["diff"] <= b["diff_hi"])
@@ -318,7 +344,7 @@ def test_bench_v2_tiny_runs_every_stage_and_resumes(tmp_path):
     assert {"collect corpus", "collect pairs", "collect eval", "pretrain (corpus)", "eval", "lam (corpus)",
             "lam labels (eval)", "spread (robot clips)"} <= set(res["timings_s"])
     assert res["timings_s"]["eval rollouts/s"] > 0 and res["peak_rss"]["workers_max_mb"] > 0
-    assert res["alignment"]["frozen"]["robot_cos"] <= 1.0 and res["pretrain_curve"]
+    assert res["alignment"]["frozen"]["pairs"] >= 2 and res["pretrain_curve"][-1]["step"] == 2
     md = (out / "results.md").read_text()
     assert "human-view oracle" in md and "[" in md and md in stdout + "\n"
     assert "latent chain - latent policy without latent pretraining" in md and "Robot-clip spread" in md

@@ -106,6 +106,24 @@ def test_run_dir_rule(tmp_path):
         RunDir(tmp_path / "mine", "lam", {}, (), resume=False, overwrite=True, world_size=1, is_main=True)
 
 
+def test_a_run_from_before_a_field_rename_resumes(tmp_path):
+    """`hralign adapt`'s `adapter` (the method) is now `method`: an older run.json still resumes, and
+    `--resume` fills `--method` from it."""
+    from hralign.cli.options import saved_options
+    from hralign.train.rundir import read_run
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"kind": "adapt", "config": {"adapter": "lora", "lr": 1.0}, "world_size": 1}))
+    assert read_run(out)["config"] == {"method": "lora", "lr": 1.0}
+    RunDir(out, "adapt", {"method": "lora", "lr": 1.0}, (), resume=True, overwrite=False, world_size=1, is_main=True)
+    with pytest.raises(HRAlignError, match="was run with --method 'lora', this call passes 'ia3'"):
+        RunDir(out, "adapt", {"method": "ia3", "lr": 1.0}, (), resume=True, overwrite=False, world_size=1, is_main=True)
+    assert saved_options({"resume": True, "out": str(out)})["method"] == "lora"
+    (out / "run.json").write_text(json.dumps({"kind": "policy", "config": {"adapter": "dir"}, "world_size": 1}))
+    assert read_run(out)["config"] == {"adapter": "dir"}  # renames are per trainer: a policy's --adapter DIR stays
+
+
 def test_alone_gathering_and_batchnorm_change_nothing():
     x = torch.randn(4, 3)
     assert gather_with_grad(x)[0] is x and gather_with_grad(x)[1] == 0

@@ -7,7 +7,7 @@ encoder. For r3m-resnet50 (C=2048) one adapter is
 down 2048->512 g8 (131,072 + 512 bias) + mid 512->512 dense (262,144 + 512) + up 512->2048 g8
 (131,072 + 2,048) = 527,360 parameters; three give 1,582,080 (HR-Align's figure).
 
-Initialisation: a fresh adapter must be the identity. The issue text zero-initialises the
+Initialisation: a fresh adapter must be the identity. The original recipe zero-initialises the
 middle layer and the biases; with ReLU that makes the middle layer's output exactly 0, where
 ReLU's derivative is 0 in PyTorch, so no gradient ever reaches down/mid and only ``up.bias``
 would learn. We therefore zero-initialise the LAST projection (``up.weight``) and all biases

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass, field
 
 from hralign.align.pooling import POOLING_METHODS
+from hralign.config_checks import check_choice, check_int, check_number
 from hralign.errors import HRAlignError
+from hralign.pairs.split import SPLIT_BY
 from hralign.train.config import TrainConfig
 
 # Besides the shared ones (hralign.train.config.RESUMABLE_FIELDS): where the feature cache lives.
@@ -33,7 +35,7 @@ class AdaptConfig(TrainConfig):
     weights: str | None = field(default=None, metadata={"help": "Local weights file for the encoder (random init if omitted)."})
     trust_checkpoint: bool = field(default=False, metadata={"help": "Allow full unpickling of --weights (only for files you trust)."})
     image_size: int | None = field(default=None, metadata={"help": "Input size of the encoder (its default unless given)."})
-    adapter: str = field(default="bottleneck", metadata={"help": "Adapter method: bottleneck | lora | loha | lokr | ia3 | full (fine-tune every weight: the baseline)."})
+    method: str = field(default="bottleneck", metadata={"help": "Adapter method: bottleneck | lora | loha | lokr | ia3 | full (fine-tune every weight: the baseline)."})
     placement: str | None = field(default=None, metadata={"help": "Where adapters go (method default if omitted): late | middle | early | all ..."})
     adapter_options: str | None = field(default=None, metadata={"help": "More adapter options as JSON, e.g. '{\"groups\": 1}' or '{\"target\": \"^idm\\\\.head\\\\.[13]$\"}'."})
     rank: int | None = field(default=None, metadata={"help": "Rank r of LoRA-family adapters (method default if omitted)."})
@@ -53,15 +55,12 @@ class AdaptConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("frames", "temperature"):
-            if not getattr(self, name) > 0:
-                raise HRAlignError(f"`--{name}` should be positive but the value passed is {getattr(self, name)}")
-        if self.image_size is not None and self.image_size <= 0:
-            raise HRAlignError(f"`--image-size` should be positive but the value passed is {self.image_size}")
-        if self.pooling not in POOLING_METHODS:
-            raise HRAlignError(f"`--pooling` should be one of {POOLING_METHODS} but the value passed is {self.pooling!r}")
-        if self.split_by not in ("pair", "task"):
-            raise HRAlignError(f"`--split-by` should be pair or task but the value passed is {self.split_by!r}")
+        check_int(self.frames, "frames", 1, flag=True)
+        check_number(self.temperature, "temperature", 0, lo_open=True, flag=True)
+        if self.image_size is not None:
+            check_int(self.image_size, "image_size", 1, flag=True)
+        check_choice(self.pooling, "pooling", POOLING_METHODS, flag=True)
+        check_choice(self.split_by, "split_by", SPLIT_BY, flag=True)
         if self.adapter_options:
             try:
                 opts = json.loads(self.adapter_options)
@@ -69,10 +68,8 @@ class AdaptConfig(TrainConfig):
                 raise HRAlignError(f"`--adapter-options` should be a JSON object but {self.adapter_options!r} is not JSON ({e})") from e
             if not isinstance(opts, dict):
                 raise HRAlignError(f"`--adapter-options` should be a JSON object but the value passed is {self.adapter_options!r}")
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            raise HRAlignError("`--grad-clip` and `--weight-decay` should be >= 0")
-        if not self.frame_weight >= 0:
-            raise HRAlignError(f"`--frame-weight` should be >= 0 but the value passed is {self.frame_weight}")
+        for name in ("grad_clip", "weight_decay", "frame_weight"):
+            check_number(getattr(self, name), name, 0, flag=True)
 
     def adapter_options_dict(self) -> dict:
         """``--adapter-options`` parsed (checked in __post_init__)."""

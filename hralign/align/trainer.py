@@ -196,7 +196,7 @@ def _run(config: AdaptConfig, session: Session, progress: bool, echo) -> dict:
     if gap and config.augment:
         raise HRAlignError("`--augment` is not supported for frame-pair (lam:) encoders: a crop would change the motion")
     data = _load_run_data(config, gap)
-    adapted = attach_adapter(frozen, config.adapter, **_adapter_options(config)).to(device)
+    adapted = attach_adapter(frozen, config.method, **_adapter_options(config)).to(device)
     out = Path(config.out)
     stage = getattr(adapted, "first_adapted_stage", None)
 
@@ -225,7 +225,7 @@ def _run(config: AdaptConfig, session: Session, progress: bool, echo) -> dict:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     session.begin({"resolved": {
         "stage_cut": stage, "path": "cached" if use_cache else "plain", "pooling": config.pooling,
-        "encoder_spec": frozen.spec, "adapter_method": config.adapter,
+        "encoder_spec": frozen.spec, "adapter_method": config.method,
         "trainable_parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "adapter_parameters": trainable_parameters(adapted),
         "train_pairs": int(len(data.train)), "val_pairs": int(len(data.val)), "pairs_sha256": pairs_sha},

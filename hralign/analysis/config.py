@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hralign.device import DEVICE_HELP, PRECISION_HELP, DeviceConfig
+from hralign.config_checks import check_choice, check_int, check_ints
 from hralign.errors import HRAlignError
+from hralign.pairs.split import DEFAULT_VAL_FRACTION
 
 SPLITS = ("all", "val", "train")
 
@@ -30,7 +32,8 @@ class AnalyzeConfig:
     whiten: bool = field(default=False, metadata={"help": "PCA-whiten latents (99% variance) before clustering and metrics."})
     umap: bool = field(default=True, metadata={"help": "2-D map with UMAP (slow first call: numba compile); --no-umap uses PCA."})
     n_neighbors: int = field(default=15, metadata={"help": "UMAP neighbourhood size (FAISS kNN)."})
-    split: str = field(default="all", metadata={"help": "Pairs to analyse: all, val or train (file /split, else a seeded 10% split by pair)."})
+    split: str = field(default="all", metadata={"help": "Pairs to analyse: all, val or train (the file's /split, else a seeded split by pair "
+                                                                   f"holding out {DEFAULT_VAL_FRACTION:.0%})."})
     seed: int = field(default=0, metadata={"help": "Seed of k-means, UMAP, sampling."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing output directory (its cached latents/clusters/UMAP are reused when inputs match)."})
     knn_k: int = field(default=20, metadata={"help": "Neighbours of the cross-embodiment kNN accuracy."})
@@ -43,17 +46,12 @@ class AnalyzeConfig:
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "gap", "k", "nredo", "niter", "n_neighbors", "knn_k", "max_points", "scatter_points",
-                     "gallery_clusters"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise HRAlignError(f"`--{name.replace('_', '-')}` should be a positive integer but the value passed is {v!r}")
-        if self.n_neighbors < 2:
-            raise HRAlignError(f"`--n-neighbors` should be at least 2 but the value passed is {self.n_neighbors}")
-        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 8):
-            raise HRAlignError(f"`--image-size` should be an integer >= 8 but the value passed is {self.image_size!r}")
-        if self.split not in SPLITS:
-            raise HRAlignError(f"`--split` should be one of {', '.join(SPLITS)} but the value passed is {self.split!r}")
+        check_ints(self, ("batch_size", "gap", "k", "nredo", "niter", "knn_k", "max_points", "scatter_points",
+                          "gallery_clusters"), 1, flag=True)
+        check_int(self.n_neighbors, "n_neighbors", 2, flag=True)
+        if self.image_size is not None:
+            check_int(self.image_size, "image_size", 8, flag=True)
+        check_choice(self.split, "split", SPLITS, flag=True)
         DeviceConfig(self.device, self.precision)  # names checked here; the hardware when the run starts
         if self.pairs and self.latents:
             raise HRAlignError("give `--pairs FILE` (encode) or `--latents FILE` (already encoded), not both")

@@ -6,11 +6,12 @@ import click
 
 from hralign.align.config import AdaptConfig
 from hralign.align.trainer import run_adapt
-from hralign.cli.options import dataclass_options, resume_options
+from hralign.cli.options import dataclass_options, renamed_option, resume_options
 
 
 @click.command("adapt")
 @dataclass_options(AdaptConfig, required=("pairs", "out"))
+@renamed_option("--adapter", "--method", note=" (the adapter method; `--adapter DIR` elsewhere is an adapter directory)")
 @click.pass_context
 def adapt(ctx: click.Context, **kwargs) -> None:
     """Train an HR-Align adapter on the robot branch of a frozen encoder.
@@ -25,7 +26,7 @@ def adapt(ctx: click.Context, **kwargs) -> None:
     Example:
       hralign adapt --pairs demo/pairs.h5 --encoder demo/encoder --out runs/demo
       hralign adapt --pairs data.h5 --encoder r3m-resnet50 --weights ~/.r3m/r3m_50/model.pt \\
-                    --adapter lora --placement late --steps 8000 --batch-size 200 --out runs/r3m
+                    --method lora --placement late --steps 8000 --batch-size 200 --out runs/r3m
       torchrun --nproc_per_node 2 -m hralign.cli.main adapt --pairs data.h5 --out runs/ddp
       accelerate launch --multi_gpu --num_processes 2 -m hralign.cli.main adapt --pairs data.h5 --out runs/acc
     """

@@ -1,6 +1,8 @@
 """``hralign bench``: benchmarks run from one command. ``metaworld``: collect + closed-loop table.
 
-Thin: parse, call :func:`hralign.sim.bench.run_bench`, print.
+Thin: parse, call the benchmark package :mod:`hralign_bench` (``run_bench``, ``run_bench_v2``), print.
+This module is the only one of ``hralign`` that imports ``hralign_bench``; ``hralign.cli.main``
+loads it only for ``hralign bench``.
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from typing import Any
 
 import click
 
-from hralign.cli.options import config_kwargs, dataclass_options
+from hralign.cli.options import config_kwargs, dataclass_options, parse_value
 from hralign.errors import HRAlignError
-from hralign.sim.bench import BenchConfig, format_table, run_bench
-from hralign.sim.bench_v2 import PRESETS, V2Config, format_v2, partial_results, run_bench_v2
 from hralign.sim.collect import CollectConfig
-from hralign.sim.draws import compare_draws, format_draws, write_draws
 from hralign.sim.evaluate import SimEvalConfig
 from hralign.sim.sequential import SequentialConfig
-from hralign.sim.tasksets import TaskSets
+from hralign_bench.draws import compare_draws, format_draws, write_draws
+from hralign_bench.figure import figure_from_run
+from hralign_bench.tasksets import TaskSets
+from hralign_bench.v1 import BenchConfig, format_table, run_bench
+from hralign_bench.v2 import PRESETS, V2Config, format_v2, partial_results, run_bench_v2
 
 
 def _help(cls: type, name: str) -> str:
@@ -71,7 +74,7 @@ def metaworld(out: str, resume: bool, **options: Any) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Benchmark dir (corpus.h5, pairs.h5, eval.h5, "
                                                                              "pretrain/, adapt/, eval/, results.*).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
-              help="quick: 16.5 min measured on 2 idle cores; full: the issue's table (~4-5.5 h of compute on 2 cores, measured; docs/sim.md).")
+              help="quick: 16.5 min measured on 2 idle cores; full: the committed v2 table (~4-5.5 h of compute on 2 cores, measured; docs/sim.md).")
 @click.option("--pretrain-tasks", default=None, help=_help(TaskSets, "pretrain") + " Default: docs/sim.md's set.")
 @click.option("--pair-tasks", default=None, help=_help(TaskSets, "pair") + " Default: docs/sim.md's set.")
 @click.option("--eval-tasks", default=None, help=_help(TaskSets, "eval") + " Default: push,sweep-into.")
@@ -86,13 +89,16 @@ def metaworld(out: str, resume: bool, **options: Any) -> None:
 @click.option("--compare", type=click.Path(file_okay=False), default=None,
               help="With --report: a second draw of the same configuration (e.g. --collect-seed 1); prints each cell "
                    "per draw, pooled and the gap between draws with CIs, and writes OUT/results_draws.{md,json}.")
+@click.option("--figure", is_flag=True, help="Run nothing: draw OUT/results.png, success and its 95% interval per row "
+              "and protocol, from OUT/results.json (a finished run) or else OUT/results_partial.json (with --report: "
+              "after writing it).")
 @click.option("--sequential", is_flag=True, help="Roll out in rounds of --round-size and stop each row against frozen "
               "(and the latent chain against its control) once resolved or precise (alpha spent over the looks, --spending; "
               "docs/sim.md); the preset's rollouts are the maximum.")
 @dataclass_options(SequentialConfig)
 def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: str | None, eval_tasks: str | None,
                  protocols: str | None, collect_seed: int, workers: int, overrides: tuple[str, ...], resume: bool,
-                 report: bool, compare: str | None, sequential: bool, **seq_options: Any) -> None:
+                 report: bool, compare: str | None, figure: bool, sequential: bool, **seq_options: Any) -> None:
     """The v2 setting (docs/sim.md): pretrain the base on a human-video corpus of >= 20 other tasks,
     train adapters on pairs of other tasks, evaluate on held-out vision-dependent tasks with 95% CIs.
 
@@ -102,6 +108,7 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
       hralign bench metaworld-v2 --out bench_v2/ --preset quick --resume      # after an interruption
       hralign bench metaworld-v2 --out bench_v2/ --report                     # what has finished so far
       hralign bench metaworld-v2 --out bench_v2/ --report --compare bench_v2_s1/  # two collect seeds side by side
+      hralign bench metaworld-v2 --out bench_v2/ --figure                     # OUT/results.png from the results
     """
     if compare is not None and not report:
         raise HRAlignError(f"--compare {compare}: only with --report (it compares finished runs; it runs nothing)")
@@ -109,6 +116,8 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
     if sequential and report:
         raise HRAlignError("--sequential: runs rollouts in rounds, it does not apply to --report"
                            + (" (two draws are independent samples, not a paired design)" if compare else ""))
+    if figure and (compare is not None or sequential):
+        raise HRAlignError("--figure: draws one run's results; it does not apply to --compare or --sequential")
     if compare is not None:
         res = compare_draws(out, compare)
         write_draws(out, res)
@@ -116,6 +125,9 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
         return
     if report:
         click.echo(format_v2(partial_results(out)))
+    if figure:
+        click.echo(f"figure: {figure_from_run(out)}")
+    if report or figure:
         return
     p = PRESETS[preset]
     v2, ev = dict(p["v2"]), dict(p["eval"])
@@ -126,12 +138,7 @@ def metaworld_v2(out: str, preset: str, pretrain_tasks: str | None, pair_tasks: 
         if not eq or key not in v2_keys | ev_keys:
             raise HRAlignError(f"--set {item!r}: expected KEY=VALUE with KEY among {', '.join(sorted(v2_keys | ev_keys))}")
         target = v2 if key in v2_keys else ev
-        kind = type(getattr(V2Config() if key in v2_keys else SimEvalConfig(), key))
-        try:
-            target[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else \
-                value if kind in (str, tuple) else kind(value)
-        except ValueError:
-            raise HRAlignError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+        target[key] = parse_value(V2Config if key in v2_keys else SimEvalConfig, key, value)
     tasks = TaskSets(**{k: v for k, v in (("pretrain", pretrain_tasks), ("pair", pair_tasks), ("eval", eval_tasks))
                         if v is not None})
     cfg = V2Config(**{**v2, "collect_seed": collect_seed, "workers": workers})

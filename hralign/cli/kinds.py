@@ -50,7 +50,7 @@ def kind_options(train: str = "all", skip: tuple[str, ...] = ()) -> Callable:
             plan.append((cls, only))
         for cls, only in reversed(plan):  # decorators apply bottom-up: keep the kinds' order in --help
             if only:
-                func = dataclass_options(cls, only=only, none_default=True)(func)
+                func = dataclass_options(cls, only=only, default_none=True)(func)
         return func
 
     return decorate

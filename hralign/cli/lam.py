@@ -12,6 +12,7 @@ from hralign.shard import current_shard
 from hralign.hashing import sha256_file
 from hralign.lam.config import LAMConfig
 from hralign.lam.train import LAMTrainConfig
+from hralign.pairs.split import DEFAULT_VAL_FRACTION
 
 # architecture options shown by `lam train` (the rest of LAMConfig is derived)
 _MODEL_EXCLUDE = ("image_size", "target_tokens", "target_token_dim")
@@ -32,7 +33,7 @@ def lam() -> None:
 
 @lam.command("train")
 @dataclass_options(LAMTrainConfig, required=("pairs", "out"))
-@click.option("--image-size", type=int, default=None, help="Frame side the LAM reads (default: the pairs file's).")
+@dataclass_options(LAMConfig, only=("image_size",), default_none="the pairs file's")
 @dataclass_options(LAMConfig, exclude=_MODEL_EXCLUDE)
 @click.pass_context
 def train(ctx: click.Context, **kwargs) -> None:
@@ -122,7 +123,8 @@ def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size:
 @click.option("--pairs", required=True, help="The pairs file the labels were made from.")
 @click.option("--labels", "labels_path", required=True, help="labels.h5 from `hralign lam label`.")
 @click.option("--split", "which", type=click.Choice(["all", "train", "val"]), default="all", show_default=True,
-              help="Pairs whose agreement is measured (the file's /split, else a 10% seeded split).")
+              help="Pairs whose agreement is measured (the file's /split, else the seeded split of "
+                   f"{DEFAULT_VAL_FRACTION:.0%} of the pairs that training holds out).")
 @click.option("--folds", type=int, default=5, show_default=True, help="Grouped (by clip) folds of the action probe.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffled-label control.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")

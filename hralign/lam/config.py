@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from hralign.config_checks import check_choice, check_int, check_ints, from_dict
 from hralign.errors import HRAlignError
 
 LAM_FORMAT = "lam"
@@ -63,25 +64,18 @@ class LAMConfig:
                                                                           "target; pixels: 3*patch*patch)."})
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "gap", "codebook_size", "tokens", "code_dim", "dim",
-                     "idm_depth", "fdm_depth", "heads", "conv_channels", "fdm_channels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise HRAlignError(f"`{name}` should be a positive integer but the value passed is {value!r}")
-        if self.codebook_size < 2:
-            raise HRAlignError(f"`codebook_size` should be at least 2 but the value passed is {self.codebook_size}")
+        check_ints(self, ("image_size", "patch_size", "gap", "tokens", "code_dim", "dim", "idm_depth", "fdm_depth",
+                          "heads", "conv_channels", "fdm_channels"), 1)
+        check_int(self.codebook_size, "codebook_size", 2)
         if self.image_size % self.patch_size:
             raise HRAlignError(f"`patch_size` {self.patch_size} should divide `image_size` {self.image_size}")
         if self.dim % self.heads:
             raise HRAlignError(f"`heads` {self.heads} should divide `dim` {self.dim}")
-        if self.idm not in IDM_KINDS:
-            raise HRAlignError(f"`idm` should be one of {IDM_KINDS} but the value passed is {self.idm!r}")
+        check_choice(self.idm, "idm", IDM_KINDS)
         if self.idm == "conv" and self.image_size < 16:
             raise HRAlignError(f"`image_size` should be at least 16 for the conv IDM but is {self.image_size}")
-        if self.quantizer not in QUANTIZERS:
-            raise HRAlignError(f"`quantizer` should be one of {QUANTIZERS} but the value passed is {self.quantizer!r}")
-        if self.target not in TARGETS:
-            raise HRAlignError(f"`target` should be one of {TARGETS} but the value passed is {self.target!r}")
+        check_choice(self.quantizer, "quantizer", QUANTIZERS)
+        check_choice(self.target, "target", TARGETS)
         if self.target == "features" and not self.target_encoder:
             raise HRAlignError("`target_encoder` is required when `target` is 'features' (e.g. --target-encoder r3m-resnet18)")
         if self.target == "pixels" and self.target_encoder:
@@ -126,10 +120,4 @@ class LAMConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "LAMConfig":
         """Rebuild from :meth:`to_dict`; unknown keys are an error naming ``source``."""
-        if not isinstance(data, dict):
-            raise HRAlignError(f"{source}: LAM config should be a JSON object but is {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HRAlignError(f"{source}: unknown LAM config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, source)

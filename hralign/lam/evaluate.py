@@ -90,10 +90,19 @@ def gap_targets(pairs: PairsFile, domain: str, clips: np.ndarray, ts: np.ndarray
 
 
 def probe_labels(labels: dict[str, Any], pairs: PairsFile, domain: str = "robot", folds: int = 5,
-                 seed: int = 0) -> dict[str, Any]:
-    """:func:`hralign.metrics.action_probe_r2` on the ``domain`` rows of a labels file against that domain's actions."""
+                 seed: int = 0, proprio: bool = False) -> dict[str, Any]:
+    """:func:`hralign.metrics.action_probe_r2` on the ``domain`` rows of a labels file against that domain's actions.
+
+    ``proprio``: also the proprio-only floor and latents + proprio (the state at each row's first frame).
+    """
     if domain not in labels:
         raise HRAlignError(f"labels have no {domain} rows")
     rows = labels[domain]
     y = gap_targets(pairs, domain, rows["clip"], rows["t"], int(labels["attrs"]["gap"]))
-    return action_probe_r2(rows["latents"], y, rows["clip"], folds=folds, seed=seed)
+    state = None
+    if proprio:
+        if not pairs.has(domain, "state"):
+            raise HRAlignError(f"{pairs.path}: /{domain}/state does not exist; the proprio floor of the probe needs it")
+        per_clip = {int(c): np.asarray(pairs.read_clip(domain, int(c), name="state")) for c in np.unique(rows["clip"])}
+        state = np.stack([per_clip[int(c)][int(t)] for c, t in zip(rows["clip"], rows["t"])])  # (N, S)
+    return action_probe_r2(rows["latents"], y, rows["clip"], folds=folds, seed=seed, proprio=state)

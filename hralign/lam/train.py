@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from hralign.encoders import load_encoder
+from hralign.config_checks import check_int, check_ints, check_number
 from hralign.errors import HRAlignError
 from hralign.lam.config import LAMConfig
 from hralign.lam.data import FramePairs, check_frame_size, resolve_domains
@@ -54,14 +55,9 @@ class LAMTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("eval_pairs", "rollout_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise HRAlignError(f"`--{name.replace('_', '-')}` should be a positive integer but the value passed is {v!r}")
-        if self.restart_every < 0:
-            raise HRAlignError(f"`--restart-every` should be >= 0 but the value passed is {self.restart_every}")
-        if self.weight_decay < 0:
-            raise HRAlignError(f"`--weight-decay` should be >= 0 but the value passed is {self.weight_decay}")
+        check_ints(self, ("eval_pairs", "rollout_steps"), 1, flag=True)
+        check_int(self.restart_every, "restart_every", 0, flag=True)
+        check_number(self.weight_decay, "weight_decay", 0, flag=True)
 
 
 # ------------------------------------------------------------------------------------------------

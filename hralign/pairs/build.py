@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
+from hralign.config_checks import check_int, check_number
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.csvtable import read_csv_records
@@ -36,19 +37,16 @@ class BuildConfig:
     fps: float | None = field(default=None, metadata={"help": "Subsample every clip to this frame rate (default: keep all frames)."})
     folder_fps: float = field(default=30.0, metadata={"help": "Frame rate assumed for image folders (for --fps)."})
     max_frames: int | None = field(default=None, metadata={"help": "Keep at most this many frames per clip (after fps)."})
-    compression: str | None = field(default=None, metadata={"help": "HDF5 filter for frames: None, 'gzip' or 'lzf'."})
+    compression: str | None = field(default=None, metadata={"help": "HDF5 filter for frames: none, gzip, lzf or blosc."})
 
     def __post_init__(self) -> None:
-        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
-                                            or self.image_size < 8):
-            raise HRAlignError(f"`image_size` should be an integer >= 8 but the value passed is {self.image_size!r}")
+        if self.image_size is not None:
+            check_int(self.image_size, "image_size", 8)
         for name in ("fps", "folder_fps"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-                raise HRAlignError(f"`{name}` should be a positive number but the value passed is {v!r}")
-        if self.max_frames is not None and (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int)
-                                            or self.max_frames < 1):
-            raise HRAlignError(f"`max_frames` should be a positive integer but the value passed is {self.max_frames!r}")
+            if getattr(self, name) is not None:
+                check_number(getattr(self, name), name, 0, lo_open=True)
+        if self.max_frames is not None:
+            check_int(self.max_frames, "max_frames", 1)
         self.compression = check_compression(self.compression)
 
 

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from hralign.atomic import write_text_atomic
+from hralign.config_checks import check_choice, check_number
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.reader import PairsFile
@@ -50,10 +51,8 @@ class PairingConfig:
     compression: str | None = field(default="lzf", metadata={"help": "HDF5 filter for frames: none, gzip, lzf or blosc."})
 
     def __post_init__(self) -> None:
-        if self.by not in PAIR_BY:
-            raise HRAlignError(f"`by` should be one of {PAIR_BY} but the value passed is {self.by!r}")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or not -1 <= self.threshold <= 1:
-            raise HRAlignError(f"`threshold` should be a cosine similarity in [-1, 1] but the value passed is {self.threshold!r}")
+        check_choice(self.by, "by", PAIR_BY)
+        check_number(self.threshold, "threshold", -1, 1)  # a cosine similarity
         self.compression = check_compression(self.compression)
 
 

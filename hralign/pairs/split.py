@@ -7,9 +7,11 @@ benchmark does) should get the same split in every run and every tool.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from hralign.config_checks import check_choice, check_fraction, check_int
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.reader import PairsFile
@@ -18,6 +20,19 @@ SPLIT_BY = ("pair", "task")
 # The one default validation share: training (adapt, pretrain, LAM, policy), `analyze --split val`,
 # `lam eval`, datasets and `pairs split` all hold out the same pairs of a file without /split.
 DEFAULT_VAL_FRACTION = 0.2
+
+
+@dataclass
+class SplitConfig:
+    """How :func:`make_split` holds pairs out when a file has no ``/split`` (``hralign pairs split``)."""
+
+    val_fraction: float = field(default=DEFAULT_VAL_FRACTION, metadata={
+        "help": "Validation fraction, in [0, 1): of the pairs of every task (--by pair) or of the tasks (--by task)."})
+    by: str = field(default="pair", metadata={"help": "pair: validation pairs in every task; task: whole held-out tasks."})
+    seed: int = field(default=0, metadata={"help": "Seed of the random split."})
+
+    def __post_init__(self) -> None:
+        _check_args(self.val_fraction, self.by, self.seed)
 
 
 def pair_tasks(pairs: PairsFile) -> np.ndarray:
@@ -79,9 +94,6 @@ def split_pairs(pairs_file: PairsFile | str | os.PathLike, val_fraction: float =
 
 
 def _check_args(val_fraction: float, by: str, seed: int) -> None:
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
-        raise HRAlignError(f"`val_fraction` should be a number in [0, 1) but the value passed is {val_fraction!r}")
-    if by not in SPLIT_BY:
-        raise HRAlignError(f"`by` should be one of {SPLIT_BY} but the value passed is {by!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise HRAlignError(f"`seed` should be a non-negative integer but the value passed is {seed!r}")
+    check_fraction(val_fraction)
+    check_choice(by, "by", SPLIT_BY)
+    check_int(seed, "seed", 0)

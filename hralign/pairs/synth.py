@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hralign.config_checks import check_fraction, check_int, check_number
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.split import DEFAULT_VAL_FRACTION, make_split
@@ -70,29 +71,18 @@ class SynthConfig:
     val_fraction: float = field(default=DEFAULT_VAL_FRACTION, metadata={"help": "Fraction of each task's pairs marked validation in /split "
                                                                "(stratified, at least 1 per task when a task has >= 2 pairs); "
                                                                "0 writes no /split."})
-    compression: str | None = field(default=None, metadata={"help": "HDF5 filter for frames: None, 'gzip' or 'lzf'."})
+    compression: str | None = field(default=None, metadata={"help": "HDF5 filter for frames: none, gzip, lzf or blosc."})
 
     def __post_init__(self) -> None:
-        def positive(name: str, lo: int = 1) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise HRAlignError(f"`{name}` should be an integer >= {lo} but the value passed is {v!r}")
-
-        positive("num_tasks")
-        if self.num_tasks > len(SYNTH_TASKS):
-            raise HRAlignError(f"`num_tasks` should be at most {len(SYNTH_TASKS)} (the known motions) "
-                               f"but the value passed is {self.num_tasks}")
-        positive("pairs_per_task")
-        positive("frames", 2)
-        positive("image_size", 16)
+        check_int(self.num_tasks, "num_tasks", 1, len(SYNTH_TASKS))  # at most the known motions
+        check_int(self.pairs_per_task, "pairs_per_task", 1)
+        check_int(self.frames, "frames", 2)
+        check_int(self.image_size, "image_size", 16)
         if self.robot_image_size is not None:
-            positive("robot_image_size", 16)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise HRAlignError(f"`seed` should be a non-negative integer but the value passed is {self.seed!r}")
-        if not (isinstance(self.noise, (int, float)) and 0.0 <= self.noise <= 0.5):
-            raise HRAlignError(f"`noise` should be a number in [0, 0.5] but the value passed is {self.noise!r}")
-        if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
-            raise HRAlignError(f"`val_fraction` should be in [0, 1) but the value passed is {self.val_fraction!r}")
+            check_int(self.robot_image_size, "robot_image_size", 16)
+        check_int(self.seed, "seed", 0)
+        check_number(self.noise, "noise", 0, 0.5)
+        check_fraction(self.val_fraction)
         self.compression = check_compression(self.compression)
 
 

@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hralign.config_checks import check_int, check_number, from_dict
 from hralign.errors import HRAlignError
 from hralign.train.config import TrainConfig as SharedTrainConfig
 
@@ -24,9 +25,7 @@ FUTURE_LOSSES = ("mse", "cosine")
 
 
 def _positive_int(obj: Any, name: str, lo: int = 1) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise HRAlignError(f"`{name}` should be an integer >= {lo} but the value passed is {v!r}")
+    check_int(getattr(obj, name), name, lo)
 
 
 def parse_gripper_dims(spec: str, action_dim: int) -> list[int]:
@@ -67,11 +66,7 @@ class FromDict:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> Any:
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HRAlignError(f"{source}: unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, source)
 
 
 @dataclass
@@ -143,10 +138,7 @@ class LatentPolicyConfig(ActionConfig):
 
 
 def _non_negative(obj: Any, name: str, positive: bool = False) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (positive and v == 0):
-        raise HRAlignError(f"`{name}` should be a {'positive' if positive else 'non-negative'} number but the value "
-                           f"passed is {v!r}")
+    check_number(getattr(obj, name), name, 0, lo_open=positive)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from hralign.device import Placement, resolve
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.policy.data import action_table, batch_of, check_robot_actions, clip_split, token_table
-from hralign.policy.features import encode_clips
+from hralign.policy.features import features_by_clip
 from hralign.policy.io import EncoderSource, check_feature_dim, recorded_source
 from hralign.policy.labels import TokenLabels, load_token_labels
 from hralign.policy.train import instruction_table
@@ -69,7 +69,7 @@ def evaluate_frame_policy(policy: nn.Module, meta: dict[str, Any], policy_dir: s
     result: dict[str, Any] = {"policy": str(policy_dir), "kind": policy.name,
                               "heldout_clips": {d: len(v) for d, v in held.items()}}
     robot_held = held.get("robot", np.zeros(0, np.int64))
-    robot_feats = (encode_clips(robot_enc, pairs, "robot", robot_held, progress=progress, placement=placement)
+    robot_feats = (features_by_clip(robot_enc, pairs, "robot", robot_held, progress=progress, placement=placement)
                    if len(robot_held) else {})
     if len(robot_held):
         result["action"] = _action_result(policy, pairs, robot_feats, robot_held, k, instructions, placement)
@@ -114,7 +114,7 @@ def _token_result(policy: nn.Module, meta: dict[str, Any], pairs: PairsFile, lab
         if d == "robot":
             feats = robot_feats
         else:
-            feats = encode_clips(source.human_encoder(robot_enc).to(placement.device), pairs, d, np.unique(rows[0]),
+            feats = features_by_clip(source.human_encoder(robot_enc).to(placement.device), pairs, d, np.unique(rows[0]),
                                  progress=progress, placement=placement)
         tab = token_table(pairs, d, feats, rows, k)
         pred = policy.predict_tokens(_to(batch_of(tab, None, instructions), placement.device)).cpu()

@@ -14,18 +14,19 @@ import torch
 from torch import nn
 
 from hralign.device import Placement
-from hralign.encoders.clips import encode_clips as shared_encode_clips
+from hralign.encoders.clips import encode_clips
 from hralign.pairs import PairsFile
 
 
-def encode_clips(encoder: nn.Module, pairs: PairsFile, domain: str, clips: Iterable[int], batch_size: int = 64,
-                 progress: bool = False, placement: Placement | None = None) -> dict[int, torch.Tensor]:
-    """``{clip: float32 [T, D]}`` for each distinct clip of ``domain`` (the encoder pass is
-    :func:`hralign.encoders.clips.encode_clips`; ``placement`` gives its device and precision)."""
+def features_by_clip(encoder: nn.Module, pairs: PairsFile, domain: str, clips: Iterable[int], batch_size: int = 64,
+                     progress: bool = False, placement: Placement | None = None) -> dict[int, torch.Tensor]:
+    """``{clip: float32 [T, D]}`` for each distinct clip of ``domain``: a dict keyed by clip id, where
+    :func:`hralign.encoders.clips.encode_clips` (the encoder pass it calls; ``placement`` gives its
+    device and precision) returns a list in the order of the clips asked for."""
     clips = sorted({int(c) for c in clips})
     encoder.eval()
-    feats = shared_encode_clips(encoder, pairs, domain, clips, batch_size=batch_size, placement=placement,
-                                progress=progress, desc=f"features {domain}")
+    feats = encode_clips(encoder, pairs, domain, clips, batch_size=batch_size, placement=placement,
+                         progress=progress, desc=f"features {domain}")
     return dict(zip(clips, feats))
 
 

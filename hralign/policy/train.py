@@ -31,7 +31,7 @@ from hralign.policy.data import (
     pick_fraction,
     token_table,
 )
-from hralign.policy.features import encode_clips
+from hralign.policy.features import features_by_clip
 from hralign.policy.io import EncoderSource, save_policy
 from hralign.policy.labels import TokenLabels, label_with_lam, load_token_labels
 from hralign.policy.registry import kind_of, make_policy
@@ -144,7 +144,7 @@ def train_frame_policy(pairs_path: str | Path, source: EncoderSource, out: str |
     robot_clips = set(action_clips.tolist())
     if token_labels is not None:
         robot_clips |= set(token_labels.select("robot", train_clips["robot"])[0].tolist())
-    robot_feats = encode_clips(robot_enc, pairs, "robot", robot_clips, progress=progress)
+    robot_feats = features_by_clip(robot_enc, pairs, "robot", robot_clips, progress=progress)
     table = action_table(pairs, robot_feats, action_clips, k, bool(getattr(config, "proprio", True)), fut)
     dims = {"feature_dim": int(robot_enc.feature_dim), "action_dim": int(table["action"].shape[1]),
             "state_dim": int(table["state"].shape[1]) if "state" in table else 0,
@@ -232,7 +232,7 @@ def _token_tables(token_labels: TokenLabels, source: EncoderSource, robot_enc: n
         if not len(rows[0]):
             continue
         if feats is None:
-            feats = encode_clips(enc, pairs, d, np.unique(rows[0]), progress=progress)
+            feats = features_by_clip(enc, pairs, d, np.unique(rows[0]), progress=progress)
         tok_tables.append(token_table(pairs, d, feats, rows, k, fut))
         counts[f"token_rows_{d}"] = int(len(rows[0]))
     if not tok_tables:

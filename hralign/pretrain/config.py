@@ -1,32 +1,41 @@
 """Configuration of a pretraining run (`hralign pretrain`); the CLI options are generated from it.
 
-Defaults follow R3M (Nair et al., 2022, "R3M: A Universal Visual Representation for Robot
-Manipulation"; facebookresearch/r3m ``cfgs/config_rep.yaml``: Adam lr 1e-4, tcn 1.0, lang 1.0,
-L1/L2 1e-5, alpha 0.2, 3 negatives) except where a small CPU demo needs otherwise, which the help
-text says (image size, batch size, steps, scorer width, similarity, language weight), and the
-instruction embeddings are standardized before the scorer sees them (``--lang-norm``; why in
-``hralign.pretrain.losses.standardize_instructions`` and docs/pretrain.md).
+:class:`PretrainConfig` holds what every objective shares (data, encoder, augmentations,
+evaluation, the training layer's fields) and ``objective_config``, the chosen objective's own
+config (:mod:`hralign.pretrain.objectives`: ``R3MConfig``, ``MAEConfig``, ...). Defaults follow R3M
+(Nair et al., 2022; facebookresearch/r3m ``cfgs/config_rep.yaml``: Adam lr 1e-4, batch 32) except
+where a small CPU demo needs otherwise, which the help text says (image size, batch size, steps).
+
+``to_dict`` is one flat level (the shared fields, ``objective`` and the objective's fields), which
+is what ``run.json`` records and ``--resume`` compares; an R3M run's keys are those of the runs
+written before objectives existed plus :data:`LEGACY_FIELDS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
+from hralign.config_checks import check_choice, check_ints, check_number
 from hralign.errors import HRAlignError
+from hralign.pretrain.objectives import OBJECTIVES, objective_class
 from hralign.train.config import TrainConfig
 
-SIMILARITIES = ("l2", "cosine")
-LANG_NORMS = ("standardize", "none")
 DOMAIN_CHOICES = ("human", "robot", "both")
+MAX_COLOR_JITTER = 2.5  # the hue shift 0.2 s stays within torchvision's 0.5
+
+# Fields added after runs were first written, with the value those runs had implicitly: a run.json
+# without them is such a run (resume treats it as one, see hralign.pretrain.trainer).
+LEGACY_FIELDS = {"objective": "r3m", "color_jitter": 0.0}
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    """Every flag of `hralign pretrain`; shared training fields from :class:`hralign.train.TrainConfig`."""
+    """Every shared flag of `hralign pretrain`; the objective's own flags live in ``objective_config``."""
 
     steps: int = field(default=250, metadata={"help": "Optimiser steps (R3M: 1.5M on Ego4D; a few hundred for the demo)."})
-    batch_size: int = field(default=8, metadata={"help": "Clips per step, summed over processes; 5 frames are drawn "
-                                                         "from each (R3M: 32)."})
+    batch_size: int = field(default=8, metadata={"help": "Clips per step, summed over processes; each objective draws "
+                                                         "its frames from each (R3M: 5 per clip, batch 32)."})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (R3M: 1e-4; on the demo 1e-3 gave the best held-out "
                                                     "time-contrastive accuracy in a few hundred steps, 1e-4 lowered it)."})
     pairs: str = field(default="", metadata={"help": "Pairs HDF5 file whose clips are the training video."})
@@ -39,76 +48,64 @@ class PretrainConfig(TrainConfig):
     trust_checkpoint: bool = field(default=False, metadata={"help": "Allow full unpickling of --weights (only for files you trust)."})
     image_size: int | None = field(default=64, metadata={"help": "Training/eval input size (R3M: 224; 64 keeps the CPU demo "
                                                                  "to minutes). 0 = the encoder's default."})
-    text_encoder: str = field(default="auto", metadata={"help": "Sentence encoder for the language term: auto (minilm when "
-                                                                "installed, else the term is off), minilm, a local transformers "
-                                                                "directory, or none."})
-    lang_norm: str = field(default="standardize", metadata={"help": "Instruction embeddings fed to the scorer: standardize "
-                                                                   "(centre on the file's instructions, unit variance per "
-                                                                   "dimension: what tells them apart) | none (raw, as R3M)."})
-    tcn_weight: float = field(default=1.0, metadata={"help": "Weight of the time-contrastive loss (R3M: 1.0)."})
-    lang_weight: float = field(default=3.0, metadata={"help": "Weight of the language-alignment loss (R3M: 1.0; 3.0 here: "
-                                                              "the only task-carrying term, and on the demo it raised held-out "
-                                                              "human kNN task accuracy, see docs/pretrain.md)."})
-    l1_weight: float = field(default=1e-5, metadata={"help": "Weight of the L1 penalty on embeddings (R3M: 1e-5)."})
-    l2_weight: float = field(default=1e-5, metadata={"help": "Weight of the L2 penalty on embeddings (R3M: 1e-5)."})
-    similarity: str = field(default="l2", metadata={"help": "Similarity of the time-contrastive loss: l2 = negative L2 "
-                                                           "distance (R3M default) | cosine (divided by --temperature)."})
-    temperature: float | None = field(default=None, metadata={"help": "Logit scale: similarity / temperature (default 1.0 "
-                                                                      "for l2 as R3M, 0.1 for cosine)."})
-    num_negatives: int = field(default=3, metadata={"help": "Negatives from other clips per term (R3M: 3)."})
-    alpha: float = field(default=0.2, metadata={"help": "Language term: the start frame is drawn from the first alpha and "
-                                                        "the goal frame from the last alpha of a clip (R3M: 0.2)."})
-    scorer_hidden: int = field(default=256, metadata={"help": "Width of the language scorer G's 4 hidden layers (R3M: 1024)."})
-    crop_scale: float = field(default=1.0, metadata={"help": "Smallest area share of the random resized crop, the same crop "
-                                                            "across a sample's frames (R3M 'rctraj': 0.2); 1 = no crop "
-                                                            "(R3M's default doaug='none')."})
+    objective: str = field(default="r3m", metadata={"help": "Pretraining objective: " + " | ".join(OBJECTIVES) + " (each "
+                                                            "one's options are prefixed with its name, R3M's are "
+                                                            "unprefixed; docs/pretrain.md)."})
+    crop_scale: float = field(default=1.0, metadata={"help": "Every objective: smallest area share of the random resized "
+                                                            "crop, the same crop across a sample's frames (R3M "
+                                                            "'rctraj': 0.2); 1 = no crop (R3M's default doaug='none')."})
+    color_jitter: float = field(default=0.0, metadata={"help": "Every objective: colour jitter strength s (SimCLR's: "
+                                                               "brightness/contrast/saturation by up to 0.8 s, hue by up "
+                                                               "to 0.2 s; SimCLR uses s = 1), one draw per sample; 0 = "
+                                                               "off."})
     eval_frames: int = field(default=8, metadata={"help": "Frames per clip averaged into the clip embedding for kNN/retrieval."})
     knn_k: int = field(default=5, metadata={"help": "Neighbours of the kNN task-accuracy monitor."})
+    objective_config: Any = field(default=None, metadata={"help": "The objective's config (R3MConfig for r3m, ...); None "
+                                                                  "= its defaults. Not an option: its fields are."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("scorer_hidden", "eval_frames", "knn_k"):
-            value = getattr(self, name)
-            if value is None or value <= 0:
-                raise HRAlignError(f"`--{_flag(name)}` should be positive but the value passed is {value}")
-        for name in ("tcn_weight", "lang_weight", "l1_weight", "l2_weight", "num_negatives"):
-            if getattr(self, name) < 0:
-                raise HRAlignError(f"`--{_flag(name)}` should be >= 0 but the value passed is {getattr(self, name)}")
+        check_ints(self, ("eval_frames", "knn_k"), 1, flag=True)
         if self.image_size is not None and self.image_size < 0:
             raise HRAlignError(f"`--image-size` should be positive (or 0 for the encoder's default) but the value passed is {self.image_size}")
         if self.image_size == 0:
             self.image_size = None
-        if self.domain not in DOMAIN_CHOICES:
-            raise HRAlignError(f"`--domain` should be one of {', '.join(DOMAIN_CHOICES)} but the value passed is {self.domain!r}")
-        if self.lang_norm not in LANG_NORMS:
-            raise HRAlignError(f"`--lang-norm` should be one of {', '.join(LANG_NORMS)} but the value passed is {self.lang_norm!r}")
-        if self.similarity not in SIMILARITIES:
-            raise HRAlignError(f"`--similarity` should be one of {', '.join(SIMILARITIES)} but the value passed is {self.similarity!r}")
-        if self.temperature is not None and self.temperature <= 0:
-            raise HRAlignError(f"`--temperature` should be positive but the value passed is {self.temperature}")
-        if self.tcn_weight == 0 and self.lang_weight == 0:
-            raise HRAlignError("`--tcn-weight` and `--lang-weight` are both 0: nothing would be learned; set one of them > 0")
-        if not 0 <= self.alpha <= 0.5:
-            raise HRAlignError(f"`--alpha` should be in [0, 0.5] but the value passed is {self.alpha}")
-        if not 0 < self.crop_scale <= 1:
-            raise HRAlignError(f"`--crop-scale` should be in (0, 1] but the value passed is {self.crop_scale}")
+        check_choice(self.domain, "domain", DOMAIN_CHOICES, flag=True)
+        check_number(self.crop_scale, "crop_scale", 0, 1, lo_open=True, flag=True)
+        check_number(self.color_jitter, "color_jitter", 0, MAX_COLOR_JITTER, flag=True)
+        expected = objective_class(self.objective).config_class
+        if self.objective_config is None:
+            self.objective_config = expected()
+        elif type(self.objective_config) is not expected:
+            raise HRAlignError(f"`objective_config` should be a {expected.__name__} for --objective {self.objective} but "
+                               f"the value passed is a {type(self.objective_config).__name__}")
 
-    @property
-    def logit_temperature(self) -> float:
-        """The temperature actually used: the explicit one, else 1.0 for l2 (R3M) and 0.1 for cosine."""
-        if self.temperature is not None:
-            return float(self.temperature)
-        return 1.0 if self.similarity == "l2" else 0.1
+    def to_dict(self) -> dict[str, Any]:
+        """One flat level: the shared fields, ``objective`` and the objective's own fields (run.json)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "objective_config"}
+        own = {f.name: getattr(self.objective_config, f.name) for f in fields(self.objective_config)}
+        return {**shared, **own}
 
     @classmethod
     def from_dict(cls, data: dict) -> "PretrainConfig":
-        """Rebuild from ``to_dict`` output; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Rebuild from ``to_dict`` output (a run.json's config); unknown keys are an error naming them.
+
+        A dict without ``objective`` is an R3M run (written before objectives existed).
+        """
+        if not isinstance(data, dict):
+            raise HRAlignError(f"pretrain config: expected an object, found {type(data).__name__}")
+        shared = {f.name for f in fields(cls)} - {"objective_config"}
+        config_class = objective_class(data.get("objective", LEGACY_FIELDS["objective"])).config_class
+        own = {f.name for f in fields(config_class)}
+        unknown = sorted(set(data) - shared - own)
         if unknown:
-            raise HRAlignError(f"pretrain config: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+            raise HRAlignError(f"pretrain config: unknown keys {unknown} for objective "
+                               f"{data.get('objective', 'r3m')!r}; known keys are {sorted(shared | own)}")
+        return cls(**{k: v for k, v in data.items() if k in shared},
+                   objective_config=config_class(**{k: v for k, v in data.items() if k in own}))
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def objective_fields() -> dict[str, list[str]]:
+    """Objective name -> the names of its config's fields (its options), in registry order."""
+    return {name: [f.name for f in fields(cls.config_class)] for name, cls in OBJECTIVES.items()}
+

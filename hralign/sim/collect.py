@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from hralign.config_checks import check_choice, check_fraction, check_int, check_ints, check_number
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsWriter
 from hralign.pairs.split import DEFAULT_VAL_FRACTION
@@ -74,20 +75,12 @@ class CollectConfig:
         self.tasks = _parse_tasks(self.tasks)
         if not self.tasks:
             raise HRAlignError("`tasks` should name at least one MetaWorld task but the value passed is empty")
-        for name in ("episodes", "image_size", "max_steps", "max_attempts"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
-        if self.image_size < 16:
-            raise HRAlignError(f"`image_size` should be >= 16 but the value passed is {self.image_size}")
-        if isinstance(self.tail_steps, bool) or not isinstance(self.tail_steps, int) or self.tail_steps < 0:
-            raise HRAlignError(f"`tail_steps` should be an integer >= 0 but the value passed is {self.tail_steps!r}")
-        if not 0.0 <= float(self.val_fraction) < 1.0:
-            raise HRAlignError(f"`val_fraction` should lie in [0, 1) but the value passed is {self.val_fraction!r}")
-        if self.views not in VIEWS:
-            raise HRAlignError(f"`views` should be one of {', '.join(VIEWS)} but the value passed is {self.views!r}")
-        if not 0.0 <= float(self.noise) <= 1.0:
-            raise HRAlignError(f"`noise` should lie in [0, 1] but the value passed is {self.noise!r}")
+        check_ints(self, ("episodes", "max_steps", "max_attempts"), 1)
+        check_int(self.image_size, "image_size", 16)
+        check_int(self.tail_steps, "tail_steps", 0)
+        check_fraction(self.val_fraction)
+        check_choice(self.views, "views", VIEWS)
+        check_number(self.noise, "noise", 0, 1)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

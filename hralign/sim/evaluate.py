@@ -36,7 +36,7 @@ from hralign.policy import (BCConfig, BCPolicy, DemoSet, DemoTraining, EncoderSo
                             fit_demos, get_policy_kind, load_policy, save_policy)
 from hralign.policy.demos import demo_table, fit_table, table_dims, table_mse  # noqa: F401 - demo_table re-exported
 from hralign.policy.factory import demo_clips as kind_demo_clips
-from hralign.policy.features import encode_clips
+from hralign.policy.features import features_by_clip
 from hralign.policy.gr1.config import GR1Config
 from hralign.policy.gr1.model import check_chunk_fits
 from hralign.policy.train import instruction_table
@@ -287,7 +287,7 @@ class _Encoders:
             have = self.feats.setdefault(d, {})
             missing = [int(c) for c in cs if int(c) not in have]
             if missing:
-                have.update(encode_clips(self.human if d == "human" else self.robot, pairs, d, missing,
+                have.update(features_by_clip(self.human if d == "human" else self.robot, pairs, d, missing,
                                          placement=placement))
         self.seconds += time.perf_counter() - t0
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hralign.device import DEVICE_HELP, DEVICES, PRECISION_HELP, PRECISIONS
+from hralign.config_checks import check_choice, check_fraction, check_ints, check_number
+from hralign.device import DEVICE_HELP, PRECISION_HELP, DeviceConfig
 from hralign.errors import HRAlignError
 from hralign.pairs.split import DEFAULT_VAL_FRACTION
 
@@ -52,32 +53,15 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory."})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
-            _integer(self, name, 1)
-        for name in ("warmup", "eval_every", "checkpoint_every", "seed"):
-            _integer(self, name, 0)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise HRAlignError(f"`--lr` should be a positive number but the value passed is {self.lr!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise HRAlignError(f"`--lr-schedule` should be one of {', '.join(LR_SCHEDULES)} but the value passed is "
-                               f"{self.lr_schedule!r}")
-        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
-                or not 0 < self.val_fraction < 1:
-            raise HRAlignError(f"`--val-fraction` should be in (0, 1) but the value passed is {self.val_fraction!r}")
-        if not isinstance(self.device, str) or not (self.device in DEVICES or self.device.startswith("cuda:")):
-            raise HRAlignError(f"`--device` should be one of {', '.join(DEVICES)} (or cuda:N) but the value passed "
-                               f"is {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise HRAlignError(f"`--precision` should be one of {', '.join(PRECISIONS)} but the value passed is "
-                               f"{self.precision!r}")
+        check_ints(self, ("steps", "batch_size", "log_every", "keep_checkpoints"), 1, flag=True)
+        check_ints(self, ("warmup", "eval_every", "checkpoint_every", "seed"), 0, flag=True)
+        check_number(self.lr, "lr", 0, lo_open=True, flag=True)
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES, flag=True)
+        check_fraction(self.val_fraction, "val_fraction", flag=True)
+        DeviceConfig(self.device, self.precision)  # the names; the hardware is checked when the run starts
         if self.resume and self.overwrite:
             raise HRAlignError("`--resume` and `--overwrite` exclude each other")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def _integer(obj: Any, name: str, lo: int) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise HRAlignError(f"`--{name.replace('_', '-')}` should be an integer >= {lo} but the value passed is {v!r}")

@@ -26,6 +26,9 @@ from hralign.errors import HRAlignError
 from hralign.metafile import read_json
 
 RUN_FILE = "run.json"
+# Config fields renamed since a run.json could have been written, per trainer: old name -> new name.
+# read_run applies them, so a run started before a rename still resumes (and is compared by the new name).
+RENAMED_FIELDS: dict[str, dict[str, str]] = {"adapt": {"adapter": "method"}}
 
 
 def _flag(name: str) -> str:
@@ -53,6 +56,8 @@ def read_run(out: str | Path) -> dict[str, Any]:
     data = read_json(path, f"not found; {out} is not an hralign training run directory")
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or "kind" not in data:
         raise HRAlignError(f"{path}: expected an object with `kind` and `config` (written by an hralign trainer)")
+    renamed = RENAMED_FIELDS.get(data["kind"], {})
+    data["config"] = {renamed.get(k, k): v for k, v in data["config"].items()}
     return data
 
 

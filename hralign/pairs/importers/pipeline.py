@@ -43,6 +43,7 @@ import h5py
 import numpy as np
 
 from hralign.atomic import stale_temporaries, write_text_atomic
+from hralign.config_checks import check_fraction, check_int
 from hralign.errors import HRAlignError
 from hralign.pairs import schema as S
 from hralign.pairs.importers.source import ClipSource, ImportPlan
@@ -94,13 +95,9 @@ class ImportConfig:
             raise HRAlignError(f"`fps` should be a positive number but the value passed is {self.fps!r}")
         if self.resize not in RESIZE_MODES:
             raise HRAlignError(f"`resize` should be one of {RESIZE_MODES} but the value passed is {self.resize!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise HRAlignError(f"`workers` should be a positive integer but the value passed is {self.workers!r}")
-        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
-                or not 0.0 <= self.val_fraction < 1.0:
-            raise HRAlignError(f"`val_fraction` should be a number in [0, 1) but the value passed is {self.val_fraction!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise HRAlignError(f"`seed` should be a non-negative integer but the value passed is {self.seed!r}")
+        check_int(self.workers, "workers", 1)
+        check_fraction(self.val_fraction)
+        check_int(self.seed, "seed", 0)
 
     def content_fields(self) -> dict:
         """The options that change the output's content (they make up the resume fingerprint)."""

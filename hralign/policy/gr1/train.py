@@ -34,7 +34,7 @@ from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
 from hralign.pairs import PairsFile
 from hralign.policy.data import check_robot_actions, clip_split, pick_fraction
-from hralign.policy.features import encode_clips
+from hralign.policy.features import features_by_clip
 from hralign.policy.gr1.config import GR1Config, GR1TrainConfig
 from hralign.policy.gr1.model import GR1Policy
 from hralign.policy.io import EncoderSource, save_policy
@@ -226,7 +226,7 @@ def load_clip_data(pairs: PairsFile, domain: str, encoder: torch.nn.Module, clip
                    state: bool, progress: bool = False, placement: Placement | None = None) -> ClipData:
     """Frozen features (one camera: [T, 1, D]) and, when asked and stored, actions / state of ``clips``
     (``placement``: the encoder pass's device and precision; the encoder must already be there)."""
-    feats = {c: f[:, None, :] for c, f in encode_clips(encoder, pairs, domain, clips, progress=progress,
+    feats = {c: f[:, None, :] for c, f in features_by_clip(encoder, pairs, domain, clips, progress=progress,
                                                         placement=placement).items()}
     data = ClipData(domain, feats, np.asarray(pairs.clip_tasks(domain)))
     for c in feats:

@@ -1,4 +1,4 @@
-"""``run_bench``: the MetaWorld table of issue 10 from one call.
+"""``run_bench``: the MetaWorld closed-loop table (same tasks for pairs and policies) from one call.
 
 Stages, each timed and each skipped on ``resume`` when its output exists (an interrupted benchmark
 continues where it stopped):
@@ -27,11 +27,10 @@ from typing import Any
 from hralign.atomic import atomic_path, write_text_atomic
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
-from hralign.sim.alignment import alignment_metrics
 from hralign.sim.collect import CollectConfig, collect, content_hash
 from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim
-
-FULL_ROW = "full fine-tune"
+from hralign_bench.alignment import alignment_metrics
+from hralign_bench.stages import FULL_ROW, StageTimer, adapt_stage, adapter_row, parse_adapter_spec, stage_done
 
 
 def _split_list(value: tuple[str, ...] | str) -> tuple[str, ...]:
@@ -98,82 +97,18 @@ class BenchConfig:
         return d
 
 
-def parse_adapter_spec(spec: str) -> tuple[str, str, bool | None]:
-    """``method[:placement][+frames]`` -> (method, placement or '', +frames given); None for an unknown suffix."""
-    head, plus, suffix = spec.partition("+")
-    method, _, placement = head.partition(":")
-    if not plus:
-        return method, placement, False
-    return method, placement, True if suffix == "frames" else None
-
-
-def adapter_row(spec: str) -> str:
-    """Row name of an adapter spec: ``full`` -> 'full fine-tune', ``lora:middle+frames`` -> 'adapted:lora-middle+frames'."""
-    method, placement, frames = parse_adapter_spec(spec)
-    row = FULL_ROW if method == "full" else f"adapted:{method}" + (f"-{placement}" if placement else "")
-    return row + ("+frames" if frames else "")
-
-
-def _done(directory: Path) -> bool:
-    return (directory / "hralign.json").is_file()
-
-
-def _pretrain(out: Path, pairs: Path, bench: BenchConfig, image_size: int, progress: bool) -> Path:
+def pretrain_stage(out: Path, pairs: Path, bench: BenchConfig, image_size: int, progress: bool) -> Path:
+    """Pretrain (or reuse) the base on the human views of ``pairs`` with R3M's objective into ``out/pretrain``."""
     from hralign.pretrain import PretrainConfig, pretrain
 
     target = out / "pretrain"
-    if not _done(target):
+    if not stage_done(target):
         cfg = PretrainConfig(pairs=str(pairs), out=str(target), domain="human", encoder=bench.encoder,
                              image_size=image_size, steps=bench.pretrain_steps, seed=bench.seed,
                              resume=(target / "run.json").is_file(), eval_every=0,
                              checkpoint_every=max(1, bench.pretrain_steps // 4))
         pretrain(cfg, progress=progress, log=lambda _msg: None)
     return target
-
-
-def _adapt(out: Path, pairs: Path, spec: str, base: str, weights: str | None, image_size: int,
-           bench: BenchConfig, progress: bool) -> Path:
-    from hralign.align.config import AdaptConfig
-    from hralign.align.trainer import run_adapt
-
-    method, placement, frames = parse_adapter_spec(spec)
-    run = out / "adapt" / adapter_row(spec).replace("adapted:", "").replace(" ", "-")
-    if not _done(run / "adapter"):
-        from hralign.pairs.split import split_pairs
-
-        lr = bench.adapt_lr / 10 if method == "full" else bench.adapt_lr
-        # 16 pairs per step as the demo, fewer on a small file (adapt wants a full batch of each split)
-        batch = min(16, *(len(ids) for ids in split_pairs(str(pairs))))
-        cfg = AdaptConfig(pairs=str(pairs), out=str(run), encoder=base, weights=weights, image_size=image_size,
-                          adapter=method, placement=placement or None, steps=bench.adapt_steps, lr=lr,
-                          frame_weight=bench.adapt_frame_weight if frames else 0.0,
-                          batch_size=batch, seed=bench.seed, eval_every=0, checkpoint_every=max(1, bench.adapt_steps // 4),
-                          cache_dir=str(out / "cache"), device="cpu", resume=(run / "run.json").is_file())
-        run_adapt(cfg, progress=progress, echo=lambda *_a: None)
-    return run / "adapter"
-
-
-class StageTimer:
-    """Wall time of each benchmark stage, written to ``path`` as each stage finishes, so a resumed
-    benchmark still reports what the stages it reuses cost when they ran (a stage killed midway is
-    timed again from its restart). ``timer(stage, fn, *args)`` runs and times ``fn(*args)``."""
-
-    def __init__(self, path: Path, resume: bool) -> None:
-        self.path = path
-        self.timings: dict[str, float] = (json.loads(path.read_text(encoding="utf-8"))
-                                          if resume and path.is_file() else {})
-
-    def __call__(self, stage: str, fn, *args):
-        t = time.perf_counter()
-        value = fn(*args)
-        if stage not in self.timings:
-            self.record({stage: time.perf_counter() - t})
-        return value
-
-    def record(self, values: dict[str, float]) -> None:
-        """Add ``values`` and persist them atomically."""
-        self.timings.update(values)
-        write_text_atomic(self.path, json.dumps(self.timings, indent=2))
 
 
 def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, eval_cfg: SimEvalConfig,
@@ -197,11 +132,12 @@ def run_bench(out: str | Path, collect_cfg: CollectConfig, bench: BenchConfig, e
         PROPRIO_ROW: None, "random-init": EncoderSource(bench.encoder, image_size=image_size)}
     base, weights = bench.encoder, bench.weights
     if weights is None and bench.pretrain_steps > 0:
-        base = str(timed("pretrain (human views)", _pretrain, out, pairs, bench, image_size, progress))
+        base = str(timed("pretrain (human views)", pretrain_stage, out, pairs, bench, image_size, progress))
     if weights is not None or bench.pretrain_steps > 0:
         variants["frozen"] = EncoderSource(base, weights=weights, image_size=image_size)
         for spec in bench.adapters:
-            adapter = timed(f"adapt {spec}", _adapt, out, pairs, spec, base, weights, image_size, bench, progress)
+            adapter = timed(f"adapt {spec}", adapt_stage, out, pairs, spec, base, weights, image_size, bench.adapt_steps,
+                            bench.adapt_lr, bench.adapt_frame_weight, bench.seed, progress)
             variants[adapter_row(spec)] = EncoderSource(base, weights=weights, adapter=str(adapter))
 
     tables: dict[str, Any] = {}
@@ -302,3 +238,7 @@ def plot_table(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
+
+
+__all__ = ["FULL_ROW", "BenchConfig", "adapter_row", "format_table", "paired_difference", "parse_adapter_spec",
+           "plot_table", "pretrain_stage", "run_bench"]

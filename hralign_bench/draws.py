@@ -19,9 +19,9 @@ import numpy as np
 
 from hralign.atomic import write_text_atomic
 from hralign.errors import HRAlignError
-from hralign.sim.bench_v2 import LATENT_CONTROL_ROW, LATENT_ROW, _ci, finished_cells, outcome_matrix
-from hralign.sim.stats import draw_gap, paired_bootstrap
-from hralign.sim.tasksets import changes
+from hralign.sim.stats import draw_gap, outcome_matrix, paired_bootstrap
+from hralign_bench.tasksets import changes
+from hralign_bench.v2 import LATENT_CONTROL_ROW, LATENT_ROW, finished_cells, format_ci, rename_rows
 
 _SAME_EVAL = ("protocol", "rollouts", "seeds", "few_shot", "steps", "batch_size", "lr", "max_steps", "eval_seed", "kind")
 
@@ -44,7 +44,7 @@ def _cells(run: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     if final.is_file():
         res = json.loads(final.read_text(encoding="utf-8"))
         if isinstance(res, dict) and "table" in res and "tasks" in res:
-            return res["tasks"], res["table"]
+            return res["tasks"], rename_rows(res["table"])
     tasks, table, _ = finished_cells(run)
     return tasks, table
 
@@ -109,7 +109,7 @@ def compare_draws(first: str | Path, second: str | Path, samples: int = 2000) ->
 
 
 def _gap(g: dict[str, float], diff: bool = False) -> str:
-    """A :func:`draw_gap` entry as bench_v2's ``_ci`` writes a paired difference."""
+    """A :func:`draw_gap` entry as :func:`hralign_bench.v2.format_ci` writes a paired difference."""
     k = "diff_gap" if diff else "gap"
     lo, hi = (g[f"{k}_lo"], g[f"{k}_hi"]) if diff else (g["lo"], g["hi"])
     return f"{g[k]:+.2f} [{lo:+.2f}, {hi:+.2f}]"
@@ -127,17 +127,17 @@ def format_draws(res: dict[str, Any]) -> str:
         lines += ["", f"## {p} ({e['goals']} goals x {e['seeds'][0]} / {e['seeds'][1]} BC seeds)", "",
                   "| row | draw 1 | draw 2 | pooled | gap |", "|---|---|---|---|---|"]
         for v in e["rows"]:
-            lines.append(f"| {v} | {_ci(d1[v])} | {_ci(d2[v])} | {_ci(pooled[v])} | {_gap(gap[v])} |")
+            lines.append(f"| {v} | {format_ci(d1[v])} | {format_ci(d2[v])} | {format_ci(pooled[v])} | {_gap(gap[v])} |")
         lines += ["", "| row - frozen | draw 1 | draw 2 | pooled | moved between draws |", "|---|---|---|---|---|"]
         for v in e["rows"]:
             if v == "frozen":
                 continue
-            lines.append(f"| {v} | {_ci(d1[v], True)} | {_ci(d2[v], True)} | {_ci(pooled[v], True)} | "
+            lines.append(f"| {v} | {format_ci(d1[v], True)} | {format_ci(d2[v], True)} | {format_ci(pooled[v], True)} | "
                          f"{_gap(gap[v], True)} |")
         if "latent_chain" in e:
             c = e["latent_chain"]
-            lines += ["", f"{LATENT_ROW} - {LATENT_CONTROL_ROW}: draw 1 {_ci(c['draws'][0], True)}; draw 2 "
-                      f"{_ci(c['draws'][1], True)}; pooled {_ci(c['pooled'], True)}; moved {_gap(c['gap'], True)}"]
+            lines += ["", f"{LATENT_ROW} - {LATENT_CONTROL_ROW}: draw 1 {format_ci(c['draws'][0], True)}; draw 2 "
+                      f"{format_ci(c['draws'][1], True)}; pooled {format_ci(c['pooled'], True)}; moved {_gap(c['gap'], True)}"]
         if e["rows"] and res["only_in"].get(p):
             lines.append(f"finished in one draw only (not compared): {', '.join(res['only_in'][p])}")
     return "\n".join(lines) + "\n"

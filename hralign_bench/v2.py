@@ -1,5 +1,5 @@
-"""``run_bench_v2``: the MetaWorld v2 setting (issue 17): corpus-pretrained base, adapters trained on
-other tasks, policies evaluated on held-out tasks, success with paired-bootstrap confidence intervals.
+"""``run_bench_v2``: the MetaWorld v2 setting: corpus-pretrained base, adapters trained on other tasks,
+policies evaluated on held-out tasks, success with paired-bootstrap confidence intervals.
 
 Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished one, down to single
 (protocol, row, seed) results):
@@ -9,13 +9,14 @@ Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished o
    (evaluation tasks, both views);
 2. pretrain the base on the corpus with R3M's objective (``OUT/pretrain``; its held-out TCN accuracy
    and kNN every ``pretrain_eval_every`` steps land in ``OUT/pretrain/metrics.jsonl``);
-3. optionally the old base (pretrained on the evaluation tasks' own human views, the v1 setting),
-   then the spread diagnostic ``OUT/spread.json``: robot-clip feature spread and robot->robot kNN
-   task accuracy of random-init, the corpus base and the old base on the robot clips of ``eval.h5``
-   and ``pairs.h5`` (must-show 2: is the corpus base still degenerate on robot views?), with the
-   held-out action probe (:func:`hralign.sim.alignment.action_probe`: do the frozen robot features
-   predict the expert's action beyond proprio?) and the frames' effective number of directions
-   (:func:`hralign.sim.alignment.participation_ratio`: what BC's BatchNorm input sees);
+3. optionally a base pretrained on the evaluation tasks' own human views (the same-tasks setting of
+   :mod:`hralign_bench.v1`), then the spread diagnostic ``OUT/spread.json``: robot-clip feature
+   spread and robot->robot kNN task accuracy of random-init, the corpus base and that base on the
+   robot clips of ``eval.h5`` and ``pairs.h5`` (is the corpus base degenerate on robot views?), with
+   the action probe (:func:`hralign.metrics.action_probe_r2` through
+   :func:`hralign_bench.alignment.robot_spread`: do the frozen robot features predict the expert's
+   action, and how far above the proprio-only floor?) and the frames' effective number of directions
+   (:func:`hralign.metrics.participation_ratio`: what BC's BatchNorm input sees);
 4. adapt the robot branch on ``pairs.h5`` once per adapter spec (``OUT/adapt/<name>``);
 5. the latent chain's LAM on the corpus (``OUT/lam``, human view only) and its labels of
    ``eval.h5`` (``OUT/lam_labels.h5``), unless ``lam_steps`` is 0;
@@ -48,16 +49,19 @@ import numpy as np
 from hralign.atomic import write_text_atomic
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
-from hralign.sim.bench import BenchConfig, StageTimer, _adapt, adapter_row, parse_adapter_spec
 from hralign.sim.collect import CollectConfig, collect
 from hralign.sim.evaluate import PROPRIO_ROW, PROTOCOLS, SimEvalConfig, evaluate_sim
 from hralign.sim.latent import LAM_OPTIONS, SimLatentConfig
 from hralign.sim.sequential import SequentialConfig, comparisons_against, run_rounds
 from hralign.sim.stats import discordant_share, outcome_matrix, paired_bootstrap, rollouts_for_difference
-from hralign.sim.tasksets import TaskSets, changes
+from hralign_bench.stages import StageTimer, adapt_stage, adapter_row, stage_done
+from hralign_bench.tasksets import TaskSets, changes
+from hralign_bench.v1 import BenchConfig
 
 ORACLE_ROW = "human-view oracle"
-OLD_BASE_ROW = "old base (v1: eval tasks' human views)"
+EVAL_VIEWS_BASE_ROW = "base pretrained on eval-task human views"
+# row names of results files written before the rows were renamed -> today's names (read, never written)
+ROW_ALIASES = {"old base (v1: eval tasks' human views)": EVAL_VIEWS_BASE_ROW}
 LATENT_ROW = "latent chain"
 LATENT_CONTROL_ROW = "latent policy without latent pretraining"
 LATENT_PROTOCOLS = ("robot", "few-shot")  # where the action head trains on robot demos (LAPA's recipe)
@@ -76,7 +80,7 @@ class V2Config:
     pretrain_eval_every: int = field(default=250, metadata={
         "help": "Held-out corpus evaluation every N pretraining steps (the curve the steps are chosen on)."})
     old_base: bool = field(default=False, metadata={
-        "help": "Also pretrain the v1 base (the evaluation tasks' own human views, same steps) for the spread / "
+        "help": "Also pretrain a base on the evaluation tasks' own human views (same steps) for the spread / "
                 "kNN comparison."})
     adapters: tuple[str, ...] | str = field(default=("lora:middle", "lora:middle+frames", "full"), metadata={
         "help": "Adapter specs method[:placement][+frames] trained on the pair tasks."})
@@ -89,7 +93,7 @@ class V2Config:
     bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples of goals and seeds."})
 
     def __post_init__(self) -> None:
-        BenchConfig(adapters=self.adapters)  # the same spec checks as v1
+        BenchConfig(adapters=self.adapters)  # the same adapter-spec checks as the same-tasks benchmark
         if isinstance(self.adapters, str):
             self.adapters = tuple(a.strip() for a in self.adapters.split(",") if a.strip())
         for name in ("corpus_episodes", "pair_episodes", "eval_episodes", "image_size", "pretrain_steps",
@@ -110,7 +114,7 @@ class V2Config:
         return d
 
 
-# quick: sized for < 30 min on 2 idle cores (a target, not verified: docs/sim.md); full: the issue's table.
+# quick: sized for < 30 min on 2 idle cores (16.5 min measured: docs/sim.md); full: the committed v2 table.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"v2": dict(corpus_episodes=3, pair_episodes=6, eval_episodes=20, pretrain_steps=100,
                          pretrain_eval_every=25, adapters=("lora:middle+frames",), adapt_steps=150,
@@ -126,9 +130,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _eval_job(pairs: str, out: str, vname: str, source: EncoderSource | None, cfg: dict[str, Any],
-              human_view: bool, latent: dict[str, Any] | None = None, upto: int | None = None) -> dict[str, Any]:
-    """One (protocol, row) evaluation, run in a worker process (its own envs and GL contexts)."""
+def eval_job(pairs: str, out: str, vname: str, source: EncoderSource | None, cfg: dict[str, Any],
+             human_view: bool, latent: dict[str, Any] | None = None, upto: int | None = None) -> dict[str, Any]:
+    """One (protocol, row) evaluation, run in a worker process (its own envs and GL contexts).
+
+    ``cfg`` is a :class:`SimEvalConfig` as a dict (picklable for spawned workers), ``human_view``
+    rolls the row out in the human view (the oracle), ``latent`` a :class:`SimLatentConfig` dict for
+    the latent rows, ``upto`` the goals per task of a sequential round. Returns the row's result
+    and this process's peak RSS in MB.
+    """
     res = evaluate_sim(pairs, out, {vname: source}, SimEvalConfig(**cfg), resume=True, progress=False,
                        human_view=(vname,) if human_view else (),
                        latent=SimLatentConfig(**latent) if latent is not None else None, upto=upto)
@@ -149,9 +159,9 @@ def run_eval_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, An
     Spawned, not forked: each MetaWorld env owns an EGL context that must not be shared with a parent.
     """
     if workers == 1:
-        return [_eval_job(**j) for j in jobs]
+        return [eval_job(**j) for j in jobs]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-        futures = [pool.submit(_eval_job, **j) for j in jobs]
+        futures = [pool.submit(eval_job, **j) for j in jobs]
         return [f.result() for f in futures]
 
 
@@ -220,7 +230,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
 
     ``sequential``: evaluate in rounds, each row stopped against ``frozen`` (and the latent chain against its
     control) by :mod:`hralign.sim.sequential`'s rule; ``results["sequential"]`` holds the decisions."""
-    from hralign.sim.alignment import alignment_metrics
+    from hralign_bench.alignment import alignment_metrics
 
     out = Path(out)
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -247,27 +257,28 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
             s = timed(f"collect {key}", collect, path, ccfg, False, progress)
             collected[key] = {k: v for k, v in s.items() if k != "out"}
 
-    base = str(timed("pretrain (corpus)", _pretrain, out / "pretrain", files["corpus"][0], cfg, progress))
+    base = str(timed("pretrain (corpus)", pretrain_stage, out / "pretrain", files["corpus"][0], cfg, progress))
     bench = BenchConfig(adapters=cfg.adapters, adapt_steps=cfg.adapt_steps, pretrain_steps=cfg.pretrain_steps,
                         seed=0)
     variants: dict[str, EncoderSource | None] = {
         PROPRIO_ROW: None, "random-init": EncoderSource("r3m-resnet18", image_size=size),
         "frozen": EncoderSource(base, image_size=size)}
-    # must-show 2 right after the base (cheap next to the rollouts; a partial run answers it)
+    # the spread right after the base (cheap next to the rollouts; a partial run answers it)
     spread_sources = {"random-init": variants["random-init"], "frozen": variants["frozen"]}
     if cfg.old_base:
-        old = timed("pretrain (old base: eval tasks' human views)", _pretrain, out / "pretrain_old", files["eval"][0],
+        own = timed("pretrain (eval-task human views)", pretrain_stage, out / "pretrain_old", files["eval"][0],
                     cfg, progress)
-        spread_sources[OLD_BASE_ROW] = EncoderSource(str(old), image_size=size)
-    spread = timed("spread (robot clips)", _spread, out / "spread.json",
+        spread_sources[EVAL_VIEWS_BASE_ROW] = EncoderSource(str(own), image_size=size)
+    spread = timed("spread (robot clips)", spread_stage, out / "spread.json",
                    {"eval": str(files["eval"][0]), "pairs": str(files["pairs"][0])}, spread_sources)
     for spec in cfg.adapters:
-        adapter = timed(f"adapt {spec}", _adapt, out, files["pairs"][0], spec, base, None, size, bench, progress)
+        adapter = timed(f"adapt {spec}", adapt_stage, out, files["pairs"][0], spec, base, None, size, bench.adapt_steps,
+                        bench.adapt_lr, bench.adapt_frame_weight, bench.seed, progress)
         variants[adapter_row(spec)] = EncoderSource(base, adapter=str(adapter))
     labels = None
     if cfg.lam_steps:
-        lam = timed("lam (corpus)", _lam, out / "lam", files["corpus"][0], cfg, progress)
-        labels = str(timed("lam labels (eval)", _lam_labels, out / "lam_labels.h5", files["eval"][0], lam, progress))
+        lam = timed("lam (corpus)", lam_stage, out / "lam", files["corpus"][0], cfg, progress)
+        labels = str(timed("lam labels (eval)", lam_labels_stage, out / "lam_labels.h5", files["eval"][0], lam, progress))
 
 
     jobs = []
@@ -310,7 +321,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     return results
 
 
-def _lam(target: Path, corpus: Path, cfg: V2Config, progress: bool) -> Path:
+def lam_stage(target: Path, corpus: Path, cfg: V2Config, progress: bool) -> Path:
     """The latent chain's LAM on the corpus (``hralign lam train``'s function; resumable)."""
     from hralign.lam.io import META_FILE
     from hralign.lam.train import LAMTrainConfig, config_for_pairs, train_lam
@@ -324,7 +335,7 @@ def _lam(target: Path, corpus: Path, cfg: V2Config, progress: bool) -> Path:
     return target
 
 
-def _lam_labels(target: Path, pairs: Path, lam: Path, progress: bool) -> Path:
+def lam_labels_stage(target: Path, pairs: Path, lam: Path, progress: bool) -> Path:
     """LAM labels of every frame pair of the evaluation file (``hralign lam label``; written atomically)."""
     from hralign.lam.labels import label_pairs
 
@@ -341,24 +352,26 @@ def _lam_summary(run: Path) -> dict[str, Any]:
     return {k: v for k, v in final.items() if isinstance(v, (int, float))}
 
 
-def _spread(target: Path, files: dict[str, str], sources: dict[str, EncoderSource]) -> dict[str, Any]:
-    """Robot-clip spread and robot->robot kNN per encoder and file, each encoder's figures cached in
-    ``target`` as they finish (a resume computes only the missing ones, e.g. an old base added later)."""
-    from hralign.sim.alignment import robot_spread
+def spread_stage(target: Path, files: dict[str, str], sources: dict[str, EncoderSource]) -> dict[str, Any]:
+    """Robot-clip spread, robot->robot kNN and action probe per encoder (``sources``: row -> encoder) and
+    file (``files``: name -> pairs path), each encoder's figures cached in ``target`` as they finish (a
+    resume computes only the missing ones, e.g. a base added later, or figures a cache lacks)."""
+    from hralign_bench.alignment import SPREAD_KEYS, robot_spread
 
-    res = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
+    res = rename_rows(json.loads(target.read_text(encoding="utf-8"))) if target.is_file() else {}
     for v, src in sources.items():
-        if v not in res or any({"probe_r2", "frame_rank"} - set(m) for m in res[v].values()):  # older caches lack them
+        if v not in res or any(set(SPREAD_KEYS) - set(m) for m in res[v].values()):
             res[v] = {name: robot_spread(path, src) for name, path in files.items()}
             write_text_atomic(target, json.dumps(res, indent=2))
     return {v: res[v] for v in sources}
 
 
-def _pretrain(target: Path, pairs: Path, cfg: V2Config, progress: bool) -> Path:
+def pretrain_stage(target: Path, pairs: Path, cfg: V2Config, progress: bool) -> Path:
+    """Pretrain (or reuse) an r3m-resnet18 base on the human views of ``pairs`` with R3M's objective into
+    ``target``, evaluated every ``cfg.pretrain_eval_every`` steps; returns ``target``."""
     from hralign.pretrain import PretrainConfig, pretrain
-    from hralign.sim.bench import _done
 
-    if not _done(target):
+    if not stage_done(target):
         pcfg = PretrainConfig(pairs=str(pairs), out=str(target), domain="human", encoder="r3m-resnet18",
                               image_size=cfg.image_size, steps=cfg.pretrain_steps, seed=0,
                               resume=(target / "run.json").is_file(), eval_every=cfg.pretrain_eval_every,
@@ -405,10 +418,29 @@ def _statistics(table: dict[str, dict[str, Any]], tasks: tuple[str, ...], sample
     return out
 
 
-def _ci(b: dict[str, float], diff: bool = False) -> str:
+def rename_rows(value: Any) -> Any:
+    """``value`` with every dict key found in :data:`ROW_ALIASES` renamed (results written before the rename)."""
+    if isinstance(value, dict):
+        return {ROW_ALIASES.get(k, k): rename_rows(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rename_rows(v) for v in value]
+    return value
+
+
+def format_ci(b: dict[str, float], diff: bool = False) -> str:
+    """A bootstrap entry as ``mean [lo, hi]`` (``diff``: the paired difference, signed)."""
     if diff:
         return f"{b['diff']:+.2f} [{b['diff_lo']:+.2f}, {b['diff_hi']:+.2f}]"
     return f"{b['mean']:.2f} [{b['lo']:.2f}, {b['hi']:.2f}]"
+
+
+def _probe_cell(m: dict[str, Any]) -> tuple[str, str]:
+    """The action-probe cell of a spread entry and its mark ('*' for a file written by the earlier probe)."""
+    if m.get("action_probe_r2") is not None:
+        return f"{m['action_probe_r2']:.3f} ({m['action_probe_r2_proprio']:.3f})", ""
+    if m.get("probe_r2") is not None:  # spread.json files committed before the one probe definition
+        return f"{m['probe_r2']:.3f}* ({m['probe_r2_proprio']:.3f}*)", "*"
+    return "-", ""
 
 
 def format_v2(results: dict[str, Any]) -> str:
@@ -431,7 +463,7 @@ def format_v2(results: dict[str, Any]) -> str:
              "in every row; success [95% CI, paired bootstrap over goals and seeds]", "",
              "| row | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
     for v in rows:
-        lines.append(f"| {v} | " + " | ".join(_ci(st[p]["bootstrap"][v]) if v in st[p]["bootstrap"] else "-"
+        lines.append(f"| {v} | " + " | ".join(format_ci(st[p]["bootstrap"][v]) if v in st[p]["bootstrap"] else "-"
                                               for p in protocols) + " |")
     lines += ["", "Difference to frozen [95% CI, paired]; rollouts per cell a 10-point difference needs (80% power, "
               "from the measured discordance):", "",
@@ -445,28 +477,33 @@ def format_v2(results: dict[str, Any]) -> str:
             if b is None or "diff" not in b:
                 cells.append("-")
                 continue
-            cells.append(f"{_ci(b, True)} (n10 {st[p]['power'][v]['rollouts_for_0.10']})")
+            cells.append(f"{format_ci(b, True)} (n10 {st[p]['power'][v]['rollouts_for_0.10']})")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     chain = {p: st[p]["latent_chain"] for p in protocols if "latent_chain" in st[p]}
     if chain:
         lines += ["", f"{LATENT_ROW} - {LATENT_CONTROL_ROW} [95% CI, paired]: " + "; ".join(
-            f"{p} {_ci(b, True)} (n10 {b['rollouts_for_0.10']})" for p, b in chain.items())]
+            f"{p} {format_ci(b, True)} (n10 {b['rollouts_for_0.10']})" for p, b in chain.items())]
         if results.get("lam"):
             lines.append("LAM on the corpus, held-out corpus frame pairs: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in results["lam"].items()))
     if results.get("spread"):
         lines += ["", "Robot-clip spread (every robot clip, mean-pooled features; cos = mean pairwise cosine, 1 = one "
                   "point; rel std = mean per-dim std / RMS of the mean descriptor) and robot->robot kNN task accuracy "
-                  "(k=5, leave-one-out):", "",
+                  "(k=5, leave-one-out); action probe R^2 from frame features to the expert's action, 5 folds grouped "
+                  "by clip (hralign.metrics.action_probe_r2), with its proprio-only floor:", "",
                   "| encoder | file | clips (tasks) | robot cos | rel std | kNN r->r (chance) | action probe R^2 "
                   "(proprio only) | frame rank |", "|---|---|---|---|---|---|---|---|"]
-        for v, per_file in results["spread"].items():
+        earlier = False
+        for v, per_file in rename_rows(results["spread"]).items():
             for f, m in per_file.items():
-                probe = (f"{m['probe_r2']:.3f} ({m['probe_r2_proprio']:.3f})" if m.get("probe_r2") is not None
-                         else "-")
+                probe, mark = _probe_cell(m)
+                earlier = earlier or bool(mark)
                 lines.append(f"| {v} | {f} | {m['clips']} ({m['tasks']}) | {m['robot_cos']:.4f} | {m['relative_std']:.3f} "
                              f"| {m['knn_r2r']:.2f} ({m['chance']:.2f}) | {probe} | "
                              + (f"{m['frame_rank']:.1f} |" if m.get("frame_rank") is not None else "- |"))
+        if earlier:
+            lines.append("\n* written by an earlier probe (features + proprio vs proprio, one train/validation split of "
+                         "the clips); not comparable with the grouped 5-fold probe of today's runs")
     if "transfer" in protocols and ORACLE_ROW in st["transfer"]["bootstrap"]:
         o = st["transfer"]["bootstrap"][ORACLE_ROW]["mean"]
         lines += ["", f"transfer / human-view oracle ({o:.2f}): " + ", ".join(
@@ -561,7 +598,7 @@ def partial_results(out: str | Path, samples: int = 2000) -> dict[str, Any]:
                "table": table, "stats": _statistics(table, tuple(tasks["eval"]), samples),
                "pretrain_curve": _pretrain_curve(out / "pretrain"),
                "timings_s": json.loads(timings_f.read_text(encoding="utf-8")) if timings_f.is_file() else {},
-               "spread": json.loads(spread_f.read_text(encoding="utf-8")) if spread_f.is_file() else None,
+               "spread": rename_rows(json.loads(spread_f.read_text(encoding="utf-8"))) if spread_f.is_file() else None,
                "peak_rss": None,
                "worker_time": {"rollouts": done_rollouts, "seconds": busy,  # BC training included, per worker process
                                "rollouts_per_s": done_rollouts / busy if busy > 0 else None}}
@@ -576,5 +613,6 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     write_text_atomic(out / "results.md", format_v2(results))
 
 
-__all__ = ["LATENT_CONTROL_ROW", "LATENT_ROW", "OLD_BASE_ROW", "ORACLE_ROW", "PRESETS", "V2Config", "finished_cells", "format_v2",
-           "outcome_matrix", "parse_adapter_spec", "partial_results", "run_bench_v2", "run_eval_jobs"]
+__all__ = ["EVAL_VIEWS_BASE_ROW", "LATENT_CONTROL_ROW", "LATENT_ROW", "ORACLE_ROW", "PRESETS", "ROW_ALIASES", "V2Config",
+           "eval_job", "finished_cells", "format_ci", "format_v2", "lam_labels_stage", "lam_stage", "partial_results",
+           "pretrain_stage", "rename_rows", "run_bench_v2", "run_eval_jobs", "spread_stage"]
