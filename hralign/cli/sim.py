@@ -76,7 +76,8 @@ def make_eval_command() -> click.Command:
                   help="Also evaluate a proprio-only policy (the floor).")
     @dataclass_options(SimEvalConfig)
     @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run dir (results.json, per-seed files).")
-    @click.option("--resume", is_flag=True, help="Skip (variant, seed) results already in --out.")
+    # dest `resume_rows`: not the training configs' `resume` (a run's checkpoint), whose fields the kinds record here
+    @click.option("--resume", "resume_rows", is_flag=True, help="Skip (variant, seed) results already in --out.")
     @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
     @click.option("--sequential", is_flag=True, help="Roll out in rounds of --round-size and stop once the encoder row "
                   "minus the proprio-only row is resolved or precise (alpha spent over the looks, --spending; "
@@ -87,7 +88,7 @@ def make_eval_command() -> click.Command:
                   help="labels.h5 of --pairs (`hralign lam label`) for a kind trained on LAM labels (--kind latent).")
     @click.option("--policy", "old_policy", default=None, hidden=True)
     def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None,
-                 encoder_image_size: int | None, name: str | None, proprio_row: bool, out: str, resume: bool,
+                 encoder_image_size: int | None, name: str | None, proprio_row: bool, out: str, resume_rows: bool,
                  as_json: bool, sequential: bool, labels: str | None, old_policy: str | None, **options: Any) -> None:
         """Train a policy of --kind on the protocol's demos and execute it closed loop from the robot view.
 
@@ -126,7 +127,7 @@ def make_eval_command() -> click.Command:
                 encoder, weights=weights, adapter=adapter, image_size=encoder_image_size)
         if not variants:
             raise HRAlignError("nothing to evaluate: pass --encoder or keep --proprio-row")
-        common = {"resume": resume, "progress": True, "policy_config": policy_config, "train_options": train_options}
+        common = {"resume": resume_rows, "progress": True, "policy_config": policy_config, "train_options": train_options}
         if sequential:
             if len(variants) < 2 or PROPRIO_ROW not in variants:
                 raise HRAlignError("--sequential compares the encoder row with the proprio-only row on the same goals "
