@@ -136,7 +136,7 @@ def main() -> None:
                 is_gr1 = row.startswith("gr1")
                 cfg = SimEvalConfig(protocol=protocol, rollouts=a.rollouts, seeds=a.seeds, few_shot=a.few_shot,
                                     steps=a.steps, batch_size=a.batch_size, lr=a.lr, max_steps=a.max_steps,
-                                    envs=a.envs, policy="gr1" if is_gr1 else "bc",
+                                    envs=a.envs, kind="gr1" if is_gr1 else "bc",
                                     early_stop_every=a.early_stop_every, early_stop_patience=a.early_stop_patience)
                 variants = {PROPRIO_ROW: None, row: source} if row == "bc" else {row: source}
                 res = evaluate_sim(a.pairs, out / protocol / row.replace("+", "_"), variants, cfg, resume=a.resume,

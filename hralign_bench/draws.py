@@ -23,13 +23,18 @@ from hralign.sim.stats import draw_gap, outcome_matrix, paired_bootstrap
 from hralign_bench.tasksets import changes
 from hralign_bench.v2 import LATENT_CONTROL_ROW, LATENT_ROW, finished_cells, format_ci, rename_rows
 
-_SAME_EVAL = ("protocol", "rollouts", "seeds", "few_shot", "steps", "batch_size", "lr", "max_steps", "eval_seed", "policy")
+_SAME_EVAL = ("protocol", "rollouts", "seeds", "few_shot", "steps", "batch_size", "lr", "max_steps", "eval_seed", "kind")
 
 
 def _eval_config(run: Path, protocol: str) -> dict[str, Any] | None:
     """The evaluation config a finished row wrote (``eval/<protocol>/frozen/results.json``), if present."""
     f = run / "eval" / protocol / "frozen" / "results.json"
-    return json.loads(f.read_text(encoding="utf-8")).get("config") if f.is_file() else None
+    if not f.is_file():
+        return None
+    cfg = json.loads(f.read_text(encoding="utf-8")).get("config")
+    if isinstance(cfg, dict) and "policy" in cfg and "kind" not in cfg:  # written before `kind` was the name
+        cfg = {**cfg, "kind": cfg.pop("policy")}
+    return cfg
 
 
 def _cells(run: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

@@ -186,7 +186,21 @@ def test_adapter_plumbing_and_cli_eval(tiny_pairs, tmp_path):
     code, out, err = run_cli("policy", "eval", "--pairs", str(tiny_pairs), "--policy", str(tmp_path / "p"), "--json")
     assert code == 0, err
     res = json.loads(out)
-    assert res["action"]["frames"] > 0 and res["action"]["mse_mean"] >= 0
+    # the figure is the saved policy's error on the recorded held-out clips through the recorded (adapted) encoder
+    from hralign.pairs import PairsFile
+    from hralign.policy.data import action_table, batch_of
+    from hralign.policy.features import features_by_clip
+    from hralign.policy.io import recorded_source
+
+    policy, meta = load_policy(tmp_path / "p")
+    pairs = PairsFile(tiny_pairs)
+    held = np.asarray(meta["data"]["heldout_clips"]["robot"], dtype=np.int64)
+    table = action_table(pairs, features_by_clip(recorded_source(meta, None, "t").robot_encoder(), pairs, "robot", held),
+                         held, 1, True)
+    want = ((policy.select_action(batch_of(table, None, None)) - table["action"]) ** 2).mean(0)
+    assert res["action"]["frames"] == len(table["action"]) == 8 * len(held) > 0
+    assert res["action"]["mse"] == pytest.approx(want.tolist(), rel=1e-5)
+    assert res["action"]["mse_mean"] == pytest.approx(float(want.mean()), rel=1e-5)
     meta = json.loads((tmp_path / "p/config.json").read_text())
     assert meta["encoder"]["source"]["adapter"].endswith("adapter")
 
@@ -247,3 +261,27 @@ def test_policy_train_config_checks_are_shared_by_bc_and_gr1(bad, match):
         with pytest.raises(HRAlignError, match=match):
             cls(**bad)
     assert TrainConfig().weight_decay == 1e-4 and GR1TrainConfig().weight_decay == 1e-2  # each recipe's own default
+
+
+def test_saved_policies_of_every_builtin_kind_load_through_the_registry(tmp_path):
+    """config.json as `policy train` has always written it (kind bc / latent / gr1, config, dims) loads
+    through the registry into the same class with the same weights and the same actions."""
+    from hralign.policy import BCPolicy, LatentPolicy, make_policy, save_policy
+    from hralign.policy.gr1 import GR1Config, GR1Policy
+
+    torch.manual_seed(0)
+    dims = {"feature_dim": 6, "action_dim": 3, "state_dim": 2, "instruction_dim": 0}
+    made = {"bc": make_policy(BCConfig(head="continuous"), dims),
+            "latent": make_policy(LatentPolicyConfig(instruction=False, context_frames=1), {**dims, "num_tokens": 2, "codebook_size": 4}),
+            "gr1": make_policy(GR1Config(history=2, dim=16, heads=2, instruction=False), dims)}
+    assert [type(p) for p in made.values()] == [BCPolicy, LatentPolicy, GR1Policy]
+    x = {"features": torch.randn(5, 6), "state": torch.randn(5, 2)}
+    for kind, policy in made.items():
+        policy.fit_head(torch.rand(20, 3))
+        save_policy(policy.eval(), tmp_path / kind, {})
+        meta = json.loads((tmp_path / kind / "config.json").read_text())
+        assert meta["kind"] == kind and set(meta) >= {"config", "dims", "weights_sha256"}
+        loaded, _ = load_policy(tmp_path / kind)
+        assert type(loaded) is type(policy) and loaded.config == policy.config and loaded.dims == policy.dims
+        batch = {k: v[:, None] for k, v in x.items()} if kind == "gr1" else x  # GR-1 reads windows of steps
+        assert torch.equal(loaded.select_action(batch), policy.select_action(batch))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli
@@ -125,7 +126,19 @@ def test_two_stages_train_and_policy_eval(tiny_pairs, tmp_path):
     assert code == 0, err
     res = json.loads(out)
     assert res["kind"] == "gr1" and res["action"]["frames"] == 8 * res["heldout_clips"]["robot"]
-    assert -1 <= res["future_cosine"]["robot"] <= 1 and -1 <= res["future_cosine"]["human"] <= 1
+    # the robot cosine is GR-1's windowed evaluation of the saved policy on the recorded held-out robot clips
+    from hralign.pairs import PairsFile
+    from hralign.policy.gr1.train import evaluate_windows, load_clip_data
+    from hralign.policy.io import recorded_source
+
+    policy, meta = load_policy(tmp_path / "g")
+    held = np.asarray(meta["data"]["heldout_clips"]["robot"], dtype=np.int64)
+    data = load_clip_data(PairsFile(tiny_pairs), "robot", recorded_source(meta, None, "t").robot_encoder(), held,
+                          actions=True, state=policy.config.proprio)
+    want = evaluate_windows(policy, data, held, None)
+    assert res["future_cosine"]["robot"] == pytest.approx(want["future_cosine"], rel=1e-5)
+    assert res["action"]["mse_mean"] == pytest.approx(want["action"]["mse_mean"], rel=1e-5)
+    assert res["future_cosine"]["human"] != pytest.approx(res["future_cosine"]["robot"])  # other clips, other encoder
 
 
 def test_resume_is_exact_in_both_stages(tiny_pairs, tmp_path, monkeypatch):
@@ -162,9 +175,12 @@ def test_bad_input_is_one_line_exit_2(tiny_pairs, tmp_path):
     code, _, err = run_cli("policy", "train", "--pairs", str(tiny_pairs), "--encoder", "r3m-resnet18",
                            "--chunk", "3", "--out", str(tmp_path / "c"))
     assert code == 2 and "--chunk only apply to --kind gr1" in err
-    code, _, err = run_cli("sim", "eval", "--policy", "gr1", "--chunk", "30", "--max-steps", "20",
+    code, _, err = run_cli("sim", "eval", "--kind", "gr1", "--chunk", "30", "--max-steps", "20",
                            "--pairs", str(tiny_pairs), "--out", str(tmp_path / "s"))
     assert code == 2 and "`chunk` 30 is larger than the rollout limit of 20" in err and len(err.strip().splitlines()) == 1
+    # `sim eval --policy` was the kind's old name: refused, naming --kind (one name in every command)
+    code, _, err = run_cli("sim", "eval", "--policy", "gr1", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "s"))
+    assert code == 2 and "pass --kind gr1" in err and len(err.strip().splitlines()) == 1
     # a policy directory of another kind given to `policy eval`
     other = tmp_path / "act"
     other.mkdir()

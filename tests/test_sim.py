@@ -46,6 +46,16 @@ def test_configs_reject_bad_values():
     with pytest.raises(HRAlignError, match="`lr`"):
         SimEvalConfig(lr=0.0)
     assert CollectConfig(tasks="push, pick-place").tasks == ("push", "pick-place")
+    with pytest.raises(HRAlignError, match="policy kind 'act' unknown; known: bc, latent, gr1"):
+        SimEvalConfig(kind="act")
+
+
+def test_sim_eval_config_reads_results_written_with_the_old_policy_key():
+    old = {**SimEvalConfig().to_dict(), "kind": None}
+    del old["kind"]
+    old["policy"] = "gr1"  # results.json of an evaluation run before `kind` was the name
+    assert SimEvalConfig.from_dict(old).kind == "gr1"
+    assert SimEvalConfig.from_dict(SimEvalConfig(kind="gr1").to_dict()) == SimEvalConfig(kind="gr1")
 
 
 def test_bench_adapter_specs_and_row_names():
@@ -270,14 +280,15 @@ def test_eval_tiny_gr1_with_stage1_runs_closed_loop(mw_pairs, tmp_path):
     path, _ = mw_pairs
     out = tmp_path / "gr1"
     code, stdout, stderr = run_cli("sim", "eval", "--pairs", str(path), "--encoder", "r3m-resnet18",
-                                   "--encoder-image-size", "32", "--name", "gr1", "--no-proprio-row", "--policy", "gr1",
+                                   "--encoder-image-size", "32", "--name", "gr1", "--no-proprio-row", "--kind", "gr1",
                                    "--history", "3", "--chunk", "2", "--dim", "32", "--heads", "2",
                                    "--pretrain-steps", "4", "--steps", "4", "--batch-size", "12", "--protocol", "few-shot",
                                    "--few-shot", "1", "--rollouts", "1", "--seeds", "1", "--max-steps", "8",
                                    "--lr", "2e-3", "--out", str(out), "--json")
     assert code == 0, stderr
     row = json.loads(stdout)["variants"]["gr1"]
-    assert row["policy"] == "gr1" and row["pretrain_steps"] == 4 and row["gr1"]["chunk"] == 2
+    assert row["kind"] == "gr1" and row["options"] == {"pretrain_steps": 4} and row["config"]["chunk"] == 2
+    assert row["config"]["gripper_dims"] == "none"  # the kind's closed-loop default: MetaWorld's gripper is in [-1, 1]
     (seed,) = row["per_seed"]
     assert seed["demo_clips"] == {"human": 2, "robot": 1} and len(seed["per_goal"]["push"]) == 1
     assert seed["success"] == seed["per_goal"]["push"][0] and row["mean"] == pytest.approx(seed["success"])
@@ -322,3 +333,15 @@ def test_bench_metaworld_tiny_runs_every_stage_and_resumes(tmp_path):
     for stage in ("pretrain (human views)", "adapt full+frames", "eval robot"):  # what the stages cost when they ran
         assert again["timings_s"][stage] == res["timings_s"][stage]
     assert (out / "adapt" / "full-fine-tune+frames" / "adapter" / "hralign.json").read_text() == stamp
+
+
+def test_sim_eval_kind_inputs_are_checked_before_any_work(tiny_pairs, tmp_path):
+    code, _, err = run_cli("sim", "eval", "--kind", "latent", "--pairs", str(tiny_pairs), "--out", str(tmp_path / "a"))
+    assert code == 2 and "--kind latent trains on LAM labels: pass --labels" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("sim", "eval", "--labels", str(tmp_path / "l.h5"), "--pairs", str(tiny_pairs),
+                           "--out", str(tmp_path / "b"))
+    assert code == 2 and "--labels train --kind latent; drop them for --kind bc" in err
+    code, _, err = run_cli("sim", "eval", "--kind", "bc", "--history", "3", "--pairs", str(tiny_pairs),
+                           "--out", str(tmp_path / "c"))
+    assert code == 2 and "--history only apply to --kind gr1" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -54,6 +54,12 @@ class BCPolicy(nn.Module):
         self.future_head = (FutureHead(config.hidden_dim, feature_dim, config.future_loss)
                             if config.future_features else None)
 
+    @classmethod
+    def from_dims(cls, config: BCConfig, dims: dict[str, int]) -> "BCPolicy":
+        """The policy for data of ``dims`` (the registry's constructor, :func:`hralign.policy.make_policy`)."""
+        return cls(config, dims["feature_dim"], dims["action_dim"], dims.get("state_dim", 0),
+                   dims.get("instruction_dim", 0))
+
     def _keys(self) -> list[tuple[str, int]]:
         d = self.dims
         return [("features", d["feature_dim"] * self.config.context_frames), ("state", d["state_dim"]),

@@ -2,7 +2,7 @@
 
 Layout of ``hralign policy train --out DIR``::
 
-    DIR/config.json         {"hralign_format": "policy", "hralign_version": 1, "kind": "bc"|"latent"|"gr1",
+    DIR/config.json         {"hralign_format": "policy", "hralign_version": 1, "kind": a registered kind,
                              "config": model config, "dims": {...}, "encoder": {...}, "train": {...},
                              "data": {...}, "weights_sha256": ...}
     DIR/model.safetensors   the policy's state dict (action-head statistics and bins included)
@@ -32,17 +32,12 @@ from hralign.encoders.checkpoint import load_safetensors_checked
 from hralign.errors import HRAlignError
 from hralign.hashing import sha256_file
 from hralign.metafile import read_meta_json
-from hralign.policy.bc import BCPolicy
-from hralign.policy.config import BCConfig, LatentPolicyConfig
-from hralign.policy.gr1.config import GR1Config
-from hralign.policy.gr1.model import GR1Policy
-from hralign.policy.latent import LatentPolicy
+from hralign.policy.registry import get_policy_kind, make_policy
 
 POLICY_FORMAT = "policy"
 POLICY_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-POLICY_KINDS = {"bc": (BCPolicy, BCConfig), "latent": (LatentPolicy, LatentPolicyConfig), "gr1": (GR1Policy, GR1Config)}
 
 
 @dataclass
@@ -104,20 +99,11 @@ def _adapter_base(directory: str) -> nn.Module:
 
 
 def build_policy(kind: str, config: dict[str, Any], dims: dict[str, int], source: str = "config") -> nn.Module:
-    """A fresh policy of ``kind`` ("bc" / "latent" / "gr1") from its config dict and dims."""
-    if kind not in POLICY_KINDS:
-        raise HRAlignError(f"{source}: policy kind {kind!r} unknown; known: {', '.join(POLICY_KINDS)}")
-    cls, cfg_cls = POLICY_KINDS[kind]
-    cfg = cfg_cls.from_dict(config, source)
-    try:
-        if kind == "gr1":
-            return cls(cfg, dims)
-        if kind == "bc":
-            return cls(cfg, dims["feature_dim"], dims["action_dim"], dims.get("state_dim", 0), dims.get("instruction_dim", 0))
-        return cls(cfg, dims["feature_dim"], dims["action_dim"], dims["num_tokens"], dims["codebook_size"],
-                   dims.get("state_dim", 0), dims.get("instruction_dim", 0))
-    except KeyError as e:
-        raise HRAlignError(f"{source}: 'dims' lacks {e}") from e
+    """A fresh policy of the registered ``kind`` from its saved config dict and dims (:mod:`hralign.policy.registry`)."""
+    if not isinstance(kind, str):
+        raise HRAlignError(f"{source}: 'kind' should be a policy kind name but is {kind!r}")
+    cfg = get_policy_kind(kind, source).config_class.from_dict(config, source)
+    return make_policy(cfg, dims, source)
 
 
 def policy_state(policy: nn.Module) -> dict[str, torch.Tensor]:

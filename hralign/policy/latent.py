@@ -50,6 +50,12 @@ class LatentPolicy(nn.Module):
                             if config.future_features else None)
         self._trunk_trainable = True
 
+    @classmethod
+    def from_dims(cls, config: LatentPolicyConfig, dims: dict[str, int]) -> "LatentPolicy":
+        """The policy for data of ``dims`` (the registry's constructor, :func:`hralign.policy.make_policy`)."""
+        return cls(config, dims["feature_dim"], dims["action_dim"], dims["num_tokens"], dims["codebook_size"],
+                   dims.get("state_dim", 0), dims.get("instruction_dim", 0))
+
     # -- stages -------------------------------------------------------------------------------------
     def freeze_trunk(self, frozen: bool = True) -> None:
         """Freeze the latent trunk + token head (stage 2 default): no gradients, BatchNorm stats fixed."""

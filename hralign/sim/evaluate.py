@@ -1,15 +1,17 @@
-"""``evaluate_sim``: BC on a protocol's demos, executed closed loop in MetaWorld from the robot view.
+"""``evaluate_sim``: a policy on a protocol's demos, executed closed loop in MetaWorld from the robot view.
 
-Protocols (issue 10; HR-Align's downstream evaluation is ``robot``, Zhou et al., 2024):
+Protocols (HR-Align's downstream evaluation is ``robot``, Zhou et al., 2024):
 
 * ``transfer`` - BC trained on *human-view* demos only (features of the frozen base encoder), executed
   from the *robot* view through the (adapted) robot encoder: human->robot transfer as in IGOR.
 * ``few-shot`` - human-view demos plus ``few_shot`` robot-view demos per task.
 * ``robot`` - robot-view demos only (R3M/HR-Align's protocol; a control).
 
-The policy is :class:`hralign.policy.BCPolicy` (R3M's BC head) trained by hralign.policy's own loop;
-this module only builds the per-frame tables and runs the rollouts. Every variant and every training
-seed is evaluated on the same goals (drawn from ``eval_seed``), so differences are the encoder's.
+The encoder rows train a policy of any registered kind (``--kind``; R3M's BC head by default) through
+the policy factory (:func:`hralign.policy.fit_demos` on the cached demo features); the proprio-only
+floor is always BC. This module only picks the demos, caches their features and runs the rollouts.
+Every variant and every training seed is evaluated on the same goals (drawn from ``eval_seed``), so
+differences are the encoder's.
 Success rate is reported per seed, with mean, std and standard error over seeds.
 """
 
@@ -30,25 +32,23 @@ from hralign.atomic import write_text_atomic
 from hralign.device import DEVICE_HELP, PRECISION_HELP, DeviceConfig, Placement, resolve
 from hralign.errors import HRAlignError
 from hralign.pairs import PairsFile
-from hralign.policy import BCConfig, BCPolicy, EncoderSource, TrainConfig
-from hralign.policy.io import load_policy, save_policy
+from hralign.policy import (BCConfig, BCPolicy, DemoSet, DemoTraining, EncoderSource, PolicyKind, demo_error,
+                            fit_demos, get_policy_kind, load_policy, save_policy)
+from hralign.policy.demos import demo_table, fit_table, table_dims, table_mse  # noqa: F401 - demo_table re-exported
+from hralign.policy.factory import demo_clips as kind_demo_clips
 from hralign.policy.features import features_by_clip
 from hralign.policy.gr1.config import GR1Config
-from hralign.policy.gr1.model import GR1Policy, check_chunk_fits
-from hralign.policy.gr1.train import instruction_embeddings
-from hralign.policy.train import (
-    run_stage,  # the BC training loop of hralign.policy (no second BC here)
-)
+from hralign.policy.gr1.model import check_chunk_fits
+from hralign.policy.train import instruction_table
 from hralign.sim.collect import read_sim_meta
 from hralign.sim.env import SimEnv, seed_rng
-from hralign.sim.gr1 import gr1_demo_mse, train_sim_gr1
+from hralign.sim.latent import SimLatentConfig, training_options
+from hralign.sim.latent import policy_config as latent_policy_config
 from hralign.sim.sequential import SequentialConfig, comparisons_against, run_rounds
 from hralign.sim.stats import outcome_matrix
-from hralign.sim.latent import SimLatentConfig, train_sim_latent
-from hralign.train.early_stop import EarlyStopConfig, EarlyStopping
+from hralign.train.early_stop import EarlyStopConfig
 
 PROTOCOLS = ("transfer", "few-shot", "robot")
-POLICIES = ("bc", "gr1")
 PROPRIO_ROW = "proprio-only"
 POLICY_DIR = "policy"  # a seed's trained policy, rolled out again by later rounds
 
@@ -75,8 +75,9 @@ class SimEvalConfig:
     device: str = field(default="auto", metadata={"help": DEVICE_HELP + " Runs the encoder (demo features and "
                                                                         "rollout frames); BC and GR-1 stay on CPU."})
     precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})
-    policy: str = field(default="bc", metadata={"help": "Policy of the encoder rows: bc (R3M's MLP) or gr1 (GR-1-style "
-                                                        "transformer; the proprio-only floor stays BC)."})
+    kind: str = field(default="bc", metadata={"help": "Policy kind of the encoder rows, as `policy train --kind`: bc "
+                                                      "(R3M's MLP), gr1 (GR-1-style transformer) or a registered "
+                                                      "plug-in kind; the proprio-only floor stays BC."})
     early_stop_every: int = field(default=0, metadata={"help": "Train each policy to its own held-out fit: every N "
                                                                "steps evaluate the action error on held-out demo "
                                                                "clips, keep the best weights, stop after "
@@ -91,8 +92,7 @@ class SimEvalConfig:
                                                                      "training)."})
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise HRAlignError(f"`policy` should be one of {', '.join(POLICIES)} but the value passed is {self.policy!r}")
+        get_policy_kind(self.kind, "`kind`")  # a registered kind (plug-ins included)
         if self.protocol not in PROTOCOLS:
             raise HRAlignError(f"`protocol` should be one of {', '.join(PROTOCOLS)} but the value passed is "
                                f"{self.protocol!r}")
@@ -119,6 +119,14 @@ class SimEvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SimEvalConfig":
+        """A saved config (results.json's ``config``); one written before ``kind`` existed names it ``policy``."""
+        data = dict(data)
+        if "policy" in data and "kind" not in data:
+            data["kind"] = data.pop("policy")
+        return cls(**data)
 
 
 def heldout_split(pairs: PairsFile, clips: dict[str, np.ndarray], fraction: float,
@@ -147,29 +155,17 @@ def train_sim_bc(table: dict[str, torch.Tensor], seed: int, steps: int, batch_si
                  extra: Callable[[BCPolicy], dict[str, Any]] | None = None) -> tuple[BCPolicy, dict[str, Any]]:
     """R3M's BC (BatchNorm, 2 x 256, MSE) on a demo ``table``, by hralign.policy's loop; (policy, final logs).
 
-    With ``early_stop`` enabled: the action error on the ``heldout`` table every ``early_stop.every``
-    steps, the best weights kept, the record (curve included) in ``logs["early_stop"]``; ``extra(policy)``
-    adds figures to each evaluation. ``train_overrides``: other :class:`TrainConfig` fields.
+    The BC kind's ``fit_demos`` on a ready table (:func:`hralign.policy.demos.fit_table`), kept for the
+    benchmarks that train on their own tables. With ``early_stop`` enabled: the action error on the
+    ``heldout`` table every ``early_stop.every`` steps, the best weights kept, the record (curve
+    included) in ``logs["early_stop"]``; ``extra(policy)`` adds figures to each evaluation.
+    ``train_overrides``: other :class:`hralign.policy.TrainConfig` fields.
     """
     torch.manual_seed(seed)
-    policy = BCPolicy(BCConfig(head="bc", proprio=True), int(table["features"].shape[1]), int(table["action"].shape[1]),
-                      int(table["state"].shape[1]))
-    policy.fit_head(table["action"])
-    stopper = None
-    if early_stop is not None and early_stop.enabled:
-        if heldout is None or not len(heldout["action"]):
-            raise HRAlignError("early stopping needs held-out demo clips (none were held out)")
-        stopper = EarlyStopping(policy, lambda: bc_demo_mse(policy, heldout), early_stop,
-                                (lambda: extra(policy)) if extra is not None else None)
-    train = TrainConfig(**{"steps": steps, "batch_size": batch_size, "seed": seed, "log_every": max(1, steps // 10),
-                           "checkpoint_every": steps, "eval_every": early_stop.every if stopper is not None else 0,
-                           **({"lr": float(lr)} if lr is not None else {}), **(train_overrides or {})})
-    final: dict[str, Any] = run_stage(policy, "action", table, None, train, steps, run, progress=False,
-                                      evaluate=stopper.evaluate if stopper is not None else None,
-                                      stop=stopper.stop if stopper is not None else None)
-    if stopper is not None:
-        final = {**final, "early_stop": stopper.finish(steps)}
-    return policy.eval(), final
+    policy = BCPolicy.from_dims(BCConfig(head="bc", proprio=True), table_dims(table))
+    training = DemoTraining(seed, steps, batch_size, run, lr=lr, early_stop=early_stop,
+                            train_overrides=dict(train_overrides or {}), extra=extra)
+    return fit_table(policy, table, training, heldout)
 
 
 def demo_clips(pairs: PairsFile, protocol: str, few_shot: int, seed: int) -> dict[str, np.ndarray]:
@@ -185,24 +181,6 @@ def demo_clips(pairs: PairsFile, protocol: str, few_shot: int, seed: int) -> dic
     chosen = [np.sort(rng.choice(robot[tasks == k], size=min(few_shot, int((tasks == k).sum())), replace=False))
               for k in np.unique(tasks)]
     return {"human": human, "robot": np.sort(np.concatenate(chosen))}
-
-
-def demo_table(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]] | None,
-               clips: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """One row per demo frame: ``features`` [N, D] (empty when None), ``state`` [N, S], ``action`` [N, A], ``task``."""
-    cols: dict[str, list[torch.Tensor]] = {"features": [], "state": [], "action": [], "task": []}
-    for d, cs in clips.items():
-        for name in ("actions", "state"):
-            if not pairs.has(d, name):
-                raise HRAlignError(f"{pairs.path}: /{d}/{name} does not exist; write the file with `hralign sim collect`")
-        tasks = pairs.clip_tasks(d)
-        for c in cs:
-            act = torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="actions"), np.float32))
-            cols["action"].append(act)
-            cols["state"].append(torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="state"), np.float32)))
-            cols["task"].append(torch.full((len(act),), int(tasks[c]), dtype=torch.long))
-            cols["features"].append(feats[d][int(c)] if feats is not None else torch.zeros(len(act), 0))
-    return {k: torch.cat(v) for k, v in cols.items()}
 
 
 @torch.no_grad()
@@ -262,19 +240,12 @@ def rollout(envs: dict[str, list[SimEnv]], episodes: list[tuple[str, np.ndarray]
     return success
 
 
-@torch.no_grad()
 def bc_demo_mse(policy: BCPolicy, table: dict[str, torch.Tensor]) -> float:
     """Mean squared error of the BC policy's actions (eval mode) on its own demo frames: how well it fits the demos.
 
     The same quantity as :func:`hralign.sim.gr1.gr1_demo_mse`, so the two policies' fits compare in action units.
     """
-    was = policy.training
-    policy.eval()
-    try:
-        pred = policy.select_action({"features": table["features"], "state": table["state"]})
-    finally:
-        policy.train(was)
-    return float(((pred - table["action"]) ** 2).mean())
+    return table_mse(policy, table)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -321,51 +292,69 @@ class _Encoders:
         self.seconds += time.perf_counter() - t0
 
 
+@dataclass
+class RowPolicy:
+    """What a row trains: a registered kind, its config and the kind's own training options."""
+
+    kind: PolicyKind
+    config: Any
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.name, "config": self.config.to_dict(), "options": dict(self.options)}
+
+
+def row_policy(cfg: SimEvalConfig, policy_config: Any | None = None, train_options: dict[str, Any] | None = None,
+               gr1: GR1Config | None = None, pretrain_steps: int = 0,
+               latent: SimLatentConfig | None = None) -> RowPolicy:
+    """The encoder rows' policy: ``cfg.kind`` with ``policy_config`` (default the kind's config with its
+    closed-loop defaults) and ``train_options``. ``gr1`` / ``pretrain_steps`` (GR-1's config and stage 1)
+    and ``latent`` (the latent chain: the latent kind on LAM labels) are the older spellings of the same."""
+    if latent is not None:
+        return RowPolicy(get_policy_kind("latent"), policy_config or latent_policy_config(),
+                         {**training_options(latent), **(train_options or {})})
+    kind = get_policy_kind(cfg.kind, "`kind`")
+    if policy_config is None and isinstance(gr1, kind.config_class):
+        policy_config = gr1
+    if policy_config is None:
+        policy_config = kind.config_class(**kind.closed_loop_defaults)
+    if not isinstance(policy_config, kind.config_class):
+        raise HRAlignError(f"policy config {type(policy_config).__name__} is not a {kind.config_class.__name__}, the "
+                           f"config of --kind {kind.name}")
+    options = {**({"pretrain_steps": int(pretrain_steps)} if pretrain_steps else {}), **(train_options or {})}
+    return RowPolicy(kind, policy_config, options)
+
+
+PROPRIO_POLICY = RowPolicy(get_policy_kind("bc"), BCConfig())  # the floor: R3M's BC on proprioception alone
+
+
 def _train_seed(pairs: PairsFile, source: EncoderSource | None, encs: _Encoders, s: int, cfg: SimEvalConfig,
-                placement: Placement, run: Path, gr1: GR1Config, pretrain_steps: int,
-                latent: SimLatentConfig | None) -> tuple[nn.Module, torch.Tensor | None, dict[str, Any]]:
+                placement: Placement, run: Path, rp: RowPolicy) -> tuple[nn.Module, torch.Tensor | None, dict[str, Any]]:
     """Train seed ``s``'s policy on the protocol's demos; (policy, instruction embeddings or None, its record)."""
     clips = demo_clips(pairs, cfg.protocol, cfg.few_shot, s)
-    use_gr1 = cfg.policy == "gr1" and source is not None and latent is None
-    use_latent = latent is not None and source is not None
     if source is not None:
-        need = dict(clips)
-        if (use_gr1 and pretrain_steps) or (use_latent and latent.latent_steps):  # stage 1 reads every human clip
-            need["human"] = np.arange(pairs.num_clips("human"))
         encs.load(run.parent.name, source, placement)
-        encs.encode(pairs, need, placement)
-    stop = cfg.early_stop if not use_latent else EarlyStopConfig()  # the latent chain trains its fixed steps
+        encs.encode(pairs, kind_demo_clips(rp.kind, rp.options, pairs, clips), placement)  # stage 1 may read more
+    stop = cfg.early_stop if rp.kind.early_stopping else EarlyStopConfig()  # e.g. the latent chain: fixed steps
     held: dict[str, np.ndarray] = {}
     if stop.enabled:
         clips, held = heldout_split(pairs, clips, cfg.early_stop_heldout, s)
-    table = demo_table(pairs, encs.feats if source is not None else None, clips)
+    demos = DemoSet(pairs, encs.feats if source is not None else None, clips, held)
     run.mkdir(parents=True, exist_ok=True)
     (run / "metrics.jsonl").unlink(missing_ok=True)
     t_train = time.perf_counter()
-    instr = None
-    stage_logs: dict[str, Any] = {}
-    fit: float | None = None  # not measured for the latent chain's rows
-    if use_latent:
-        policy, stage_logs = train_sim_latent(pairs, encs.feats.get("human", {}), table, latent, cfg.steps,
-                                              cfg.batch_size, s, run)
-        final = stage_logs["action"]
-    elif use_gr1:
-        policy, finals, instr = train_sim_gr1(pairs, encs.feats, clips, gr1, pretrain_steps, cfg.steps,
-                                              cfg.batch_size, s, run, lr=cfg.lr, heldout=held, early_stop=stop)
-        final = {**finals.get("action", {}), **({"early_stop": finals["early_stop"]} if "early_stop" in finals else {})}
-        fit = gr1_demo_mse(policy, pairs, encs.feats, clips, instr)
-    else:
-        policy, final = train_sim_bc(table, s, cfg.steps, cfg.batch_size, run, lr=cfg.lr,
-                                     heldout=demo_table(pairs, encs.feats if source is not None else None, held)
-                                     if held else None, early_stop=stop)
-        fit = bc_demo_mse(policy, table)
-    policy.eval()
+    policy, finals, instr = fit_demos(rp.config, demos, DemoTraining(s, cfg.steps, cfg.batch_size, run, lr=cfg.lr,
+                                                                     early_stop=stop, options=rp.options))
+    fit = demo_error(policy, demos, instr)  # None where the kind does not measure it
     save_policy(policy, run / POLICY_DIR, {"seed": s})  # later rounds of a sequential evaluation roll it out again
-    rec = {"seed": s, "demo_frames": int(table["action"].shape[0]), "demo_clips": {d: len(c) for d, c in clips.items()},
-           "final_loss": final.get("action_loss"), "demo_mse": fit, "train_s": time.perf_counter() - t_train,
-           **({"early_stop": final["early_stop"], "heldout_clips": {d: v.tolist() for d, v in held.items()}}
-              if "early_stop" in final else {}),
-           **({"latent_final": stage_logs.get("latent")} if use_latent else {}), "rollout_s": 0.0}
+    frames = sum(int(pairs.clip_lengths(d)[np.asarray(c, dtype=np.int64)].sum()) for d, c in clips.items())
+    rec = {"seed": s, "demo_frames": frames, "demo_clips": {d: len(c) for d, c in clips.items()},
+           "final_loss": finals.get("action", {}).get("action_loss"), "demo_mse": fit,
+           "train_s": time.perf_counter() - t_train,
+           **({"early_stop": finals["early_stop"], "heldout_clips": {d: v.tolist() for d, v in held.items()}}
+              if "early_stop" in finals else {}),
+           **{f"{stage}_final": logs for stage, logs in finals.items() if stage not in ("action", "early_stop")},
+           "rollout_s": 0.0}
     return policy, instr, rec
 
 
@@ -388,14 +377,17 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
                  config: SimEvalConfig | None = None, resume: bool = False, progress: bool = True,
                  human_view: tuple[str, ...] = (), gr1: GR1Config | None = None,
                  pretrain_steps: int = 0, latent: SimLatentConfig | None = None,
-                 upto: int | None = None) -> dict[str, Any]:
+                 upto: int | None = None, policy_config: Any | None = None,
+                 train_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and roll out one policy per (variant, seed); ``None`` as a variant = proprio-only (BC).
 
-    With ``config.policy == "gr1"`` the encoder rows train :class:`hralign.policy.gr1.GR1Policy`
-    (``gr1``, default ``GR1Config(gripper_dims="none")``: MetaWorld's gripper action is in [-1, 1])
-    after ``pretrain_steps`` of stage 1 on every human-view clip (:mod:`hralign.sim.gr1`). With
-    ``latent`` the encoder rows train the latent-action policy instead (:mod:`hralign.sim.latent`:
-    latent tokens on the labelled human-view clips, then the protocol's demos).
+    The encoder rows train a policy of ``config.kind`` (any registered kind, :mod:`hralign.policy.registry`)
+    with ``policy_config`` (default the kind's config with its closed-loop defaults, GR-1's
+    ``gripper_dims="none"``: MetaWorld's gripper action is in [-1, 1]) and ``train_options`` (the kind's
+    own, GR-1's ``pretrain_steps`` of stage 1 on every human-view clip). ``gr1`` and ``pretrain_steps``
+    are the older names of GR-1's config and stage 1; with ``latent`` the encoder rows train the latent
+    policy instead (the latent chain, :mod:`hralign.sim.latent`: latent tokens on the labelled human-view
+    clips, then the protocol's demos).
 
     ``upto``: roll out the first ``upto`` goals per task (default ``config.rollouts``, the maximum): a
     sequential evaluation (:mod:`hralign.sim.sequential`) calls again with more, and with ``resume`` each
@@ -412,19 +404,16 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
     upto = cfg.rollouts if upto is None else int(upto)
     if not 1 <= upto <= cfg.rollouts:
         raise HRAlignError(f"upto: {upto} goals per task, expected 1..{cfg.rollouts} (--rollouts)")
-    gr1 = gr1 or GR1Config(gripper_dims="none")
-    if cfg.policy == "gr1":
-        check_chunk_fits(gr1.chunk, cfg.max_steps)  # before any work
+    rp = row_policy(cfg, policy_config, train_options, gr1, pretrain_steps, latent)
+    if hasattr(rp.config, "chunk"):
+        check_chunk_fits(int(rp.config.chunk), cfg.max_steps)  # before any work
     placement = resolve(DeviceConfig(cfg.device, cfg.precision))
     out = Path(out)
     meta = read_sim_meta(pairs_path)
     pairs = PairsFile(pairs_path)
     ccfg = meta["config"]
     tasks = list(ccfg["tasks"])
-    n_envs = min(cfg.envs, cfg.rollouts)  # per task, reused for every variant and seed
-    envs = {t: [SimEnv(t, int(ccfg["image_size"]), ccfg["camera"]) for _ in range(n_envs)] for t in tasks}
-    goals = {t: [envs[t][0].sample_goal(seed_rng(cfg.eval_seed, envs[t][0].name, r, 0)) for r in range(cfg.rollouts)]
-             for t in tasks}
+    envs, goals = _envs_and_goals(cfg, ccfg)
     results: dict[str, Any] = {"pairs": str(pairs_path), "config": cfg.to_dict(), "collect": ccfg, "upto": upto,
                                "variants": {}}
     bar = None
@@ -433,58 +422,14 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
 
         bar = tqdm(total=len(variants) * cfg.seeds * len(tasks) * upto, desc=f"sim eval {cfg.protocol}",
                    unit="rollout", dynamic_ncols=True)
+    loop = _Loop(pairs, cfg, placement, envs, goals, tasks, upto, resume, bar)
     for vname, source in variants.items():
-        vdir = out / vname
-        vdir.mkdir(parents=True, exist_ok=True)
-        encs = _Encoders()
-        per_seed: list[dict[str, Any]] = []
-        resumed_seeds = ran = 0  # seeds read back whole, rollouts run in this call (rates count only these)
-        for s in range(cfg.seeds):
-            done, run = vdir / f"seed{s}.json", vdir / f"seed{s}"
-            prev = json.loads(done.read_text(encoding="utf-8")) if resume and done.is_file() else None
-            have = _goals_done(prev, tasks)
-            if have >= upto:
-                per_seed.append(_upto(prev, upto, tasks))
-                resumed_seeds += 1
-                if bar is not None:
-                    bar.update(len(tasks) * upto)
-                continue
-            instr = None
-            if prev is not None and have and (run / POLICY_DIR).is_dir():  # a later round: the saved policy
-                policy, _ = load_policy(run / POLICY_DIR)
-                rec = prev
-                if source is not None:
-                    encs.load(vname, source, placement)
-                if isinstance(policy, GR1Policy):
-                    instr = instruction_embeddings(pairs.tasks, policy.config.instruction)
-            else:
-                have = have if prev is not None else 0  # (a record without its policy: train the same seed again)
-                policy, instr, rec = _train_seed(pairs, source, encs, s, cfg, placement, run, gr1, pretrain_steps, latent)
-                rec = {**rec, "per_goal": {t: list(prev["per_goal"][t][:have]) for t in tasks} if have else {}}
-            t_roll = time.perf_counter()
-            episodes = [(t, goals[t][r]) for t in tasks for r in range(have, upto)]
-            ok = rollout(envs, episodes, policy, encs.robot, cfg.max_steps, placement,
-                         {t: instr[ti] for ti, t in enumerate(tasks)} if instr is not None else None,
-                         human_view=vname in human_view)
-            per_goal = {t: list(rec.get("per_goal", {}).get(t, []))[:have] +
-                        [int(o) for (task, _), o in zip(episodes, ok) if task == t] for t in tasks}
-            rec = _upto({**rec, "per_goal": per_goal, "rollout_s": rec.get("rollout_s", 0.0) +
-                         time.perf_counter() - t_roll}, upto, tasks)
-            ran += len(episodes)
-            if bar is not None:
-                bar.update(len(tasks) * upto)
-            write_text_atomic(done, json.dumps(rec, indent=2))
-            per_seed.append(rec)
-        row = {"source": source.to_dict() if source is not None else None,
-               "policy": ("latent" if latent is not None else cfg.policy) if source is not None else "bc",
-               **({"latent": latent.to_dict()} if latent is not None and source is not None else {}),
-               **({"gr1": gr1.to_dict(), "pretrain_steps": pretrain_steps}
-                  if cfg.policy == "gr1" and source is not None else {}),
-               "per_seed": per_seed, "resumed_seeds": resumed_seeds, "rollouts_run": ran,
-               "worker_s": encs.seconds + sum(r.get("train_s", 0.0) + r.get("rollout_s", 0.0) for r in per_seed),
-               **_stats([r["success"] for r in per_seed]),
-               "per_task": {t: _stats([r["per_task"][t] for r in per_seed]) for t in tasks}}
-        results["variants"][vname] = row
+        row_rp = rp if source is not None else PROPRIO_POLICY
+        row = loop.variant(out / vname, vname, source, row_rp, human_view=vname in human_view)
+        extra = {"latent": latent.to_dict()} if latent is not None and source is not None else {}
+        results["variants"][vname] = {"source": source.to_dict() if source is not None else None,
+                                      "kind": row_rp.kind.name, "policy": row_rp.kind.name, **row_rp.to_dict(),
+                                      **extra, **row}
     if bar is not None:
         bar.close()
     for task_envs in envs.values():
@@ -492,6 +437,84 @@ def evaluate_sim(pairs_path: str | Path, out: str | Path, variants: dict[str, En
             env.close()
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     return results
+
+
+def _envs_and_goals(cfg: SimEvalConfig, ccfg: dict[str, Any]) -> tuple[dict[str, list[SimEnv]], dict[str, list]]:
+    """Envs per task (reused for every variant and seed) and the goals every row is rolled out on (``eval_seed``)."""
+    n_envs = min(cfg.envs, cfg.rollouts)
+    envs = {t: [SimEnv(t, int(ccfg["image_size"]), ccfg["camera"]) for _ in range(n_envs)] for t in ccfg["tasks"]}
+    goals = {t: [envs[t][0].sample_goal(seed_rng(cfg.eval_seed, envs[t][0].name, r, 0)) for r in range(cfg.rollouts)]
+             for t in ccfg["tasks"]}
+    return envs, goals
+
+
+@dataclass
+class _Loop:
+    """The per-variant and per-seed steps of :func:`evaluate_sim` over shared envs, goals and settings."""
+
+    pairs: PairsFile
+    cfg: SimEvalConfig
+    placement: Placement
+    envs: dict[str, list[SimEnv]]
+    goals: dict[str, list]
+    tasks: list[str]
+    upto: int
+    resume: bool
+    bar: Any
+
+    def variant(self, vdir: Path, vname: str, source: EncoderSource | None, rp: RowPolicy,
+                human_view: bool) -> dict[str, Any]:
+        """Every seed of one row: trained (or read back / continued) and rolled out; its summary over seeds."""
+        vdir.mkdir(parents=True, exist_ok=True)
+        encs = _Encoders()
+        per_seed: list[dict[str, Any]] = []
+        resumed_seeds = ran = 0  # seeds read back whole, rollouts run in this call (rates count only these)
+        for s in range(self.cfg.seeds):
+            rec, n = self.seed(vdir, vname, source, rp, encs, s, human_view)
+            resumed_seeds += n is None
+            ran += n or 0
+            per_seed.append(rec)
+        tasks = self.tasks
+        return {"per_seed": per_seed, "resumed_seeds": resumed_seeds, "rollouts_run": ran,
+                "worker_s": encs.seconds + sum(r.get("train_s", 0.0) + r.get("rollout_s", 0.0) for r in per_seed),
+                **_stats([r["success"] for r in per_seed]),
+                "per_task": {t: _stats([r["per_task"][t] for r in per_seed]) for t in tasks}}
+
+    def seed(self, vdir: Path, vname: str, source: EncoderSource | None, rp: RowPolicy, encs: _Encoders, s: int,
+             human_view: bool) -> tuple[dict[str, Any], int | None]:
+        """One seed: (its record, rollouts run in this call; None when read back whole)."""
+        tasks, upto, placement = self.tasks, self.upto, self.placement
+        done, run = vdir / f"seed{s}.json", vdir / f"seed{s}"
+        prev = json.loads(done.read_text(encoding="utf-8")) if self.resume and done.is_file() else None
+        have = _goals_done(prev, tasks)
+        if have >= upto:
+            if self.bar is not None:
+                self.bar.update(len(tasks) * upto)
+            return _upto(prev, upto, tasks), None
+        instr = None
+        if prev is not None and have and (run / POLICY_DIR).is_dir():  # a later round: the saved policy
+            policy, _ = load_policy(run / POLICY_DIR)
+            rec = prev
+            if source is not None:
+                encs.load(vname, source, placement)
+            instr = instruction_table(self.pairs.tasks, bool(policy.dims.get("instruction_dim", 0)))
+        else:
+            have = have if prev is not None else 0  # (a record without its policy: train the same seed again)
+            policy, instr, rec = _train_seed(self.pairs, source, encs, s, self.cfg, placement, run, rp)
+            rec = {**rec, "per_goal": {t: list(prev["per_goal"][t][:have]) for t in tasks} if have else {}}
+        t_roll = time.perf_counter()
+        episodes = [(t, self.goals[t][r]) for t in tasks for r in range(have, upto)]
+        ok = rollout(self.envs, episodes, policy, encs.robot, self.cfg.max_steps, placement,
+                     {t: instr[ti] for ti, t in enumerate(tasks)} if instr is not None else None,
+                     human_view=human_view)
+        per_goal = {t: list(rec.get("per_goal", {}).get(t, []))[:have] +
+                    [int(o) for (task, _), o in zip(episodes, ok) if task == t] for t in tasks}
+        rec = _upto({**rec, "per_goal": per_goal, "rollout_s": rec.get("rollout_s", 0.0) +
+                     time.perf_counter() - t_roll}, upto, tasks)
+        if self.bar is not None:
+            self.bar.update(len(tasks) * upto)
+        write_text_atomic(done, json.dumps(rec, indent=2))
+        return rec, len(episodes)
 
 
 def evaluate_sequential(pairs_path: str | Path, out: str | Path, variants: dict[str, EncoderSource | None],

@@ -5,9 +5,11 @@ evaluation file; :class:`hralign.policy.LatentPolicy` is pretrained on those lab
 ``latent``: frame features -> latent tokens), then trained end to end on the same robot demos as
 BC (stage ``action``), as LAPA fine-tunes its whole model on robot demos. The control is the same
 policy, same seed and init, with the latent stage skipped. Both stages run through
-:func:`hralign.policy.train.run_stage`, the loop of ``hralign policy train``; nothing here is a
-second trainer. The closed-loop rollout feeds one frame and no instruction per step, so the
-policy reads the current frame's features (+ proprioception) only.
+:func:`hralign.policy.train.run_stage`, the loop of ``hralign policy train``. The closed-loop rollout
+feeds one frame and no instruction per step, so the policy reads the current frame's features
+(+ proprioception) only. The training itself is the latent
+kind's ``fit_demos`` hook (:func:`hralign.policy.demos.fit_latent_demos`); this module says what the
+benchmark's latent rows train (labels, latent steps, the policy's config).
 """
 
 from __future__ import annotations
@@ -16,14 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from hralign.errors import HRAlignError
-from hralign.pairs import PairsFile
-from hralign.policy import LatentPolicy, LatentPolicyConfig, TrainConfig, load_token_labels
-from hralign.policy.data import token_table
-from hralign.policy.train import run_stage
+from hralign.policy import LatentPolicyConfig, get_policy_kind
 
 # The LAM of the benchmark: docs/lam.md measured the conv IDM as the one whose codes carry action
 # information on small frames (probe R^2 0.39 vs 0.26 for the transformer at 64 px).
@@ -51,36 +47,14 @@ class SimLatentConfig:
 
 def policy_config() -> LatentPolicyConfig:
     """The latent policy of the closed loop: one frame, no instruction, proprioception, GR-1's continuous
-    head without gripper BCE (MetaWorld's gripper action is in [-1, 1]), trunk trained in stage 2."""
-    return LatentPolicyConfig(head="continuous", gripper_dims="none", context_frames=1, instruction=False,
-                              proprio=True, finetune_trunk=True)
+    head without gripper BCE (MetaWorld's gripper action is in [-1, 1]), trunk trained in stage 2
+    (the latent kind's closed-loop defaults)."""
+    return LatentPolicyConfig(**get_policy_kind("latent").closed_loop_defaults)
 
 
-def train_sim_latent(pairs: PairsFile, human_feats: dict[int, torch.Tensor], table: dict[str, torch.Tensor],
-                     cfg: SimLatentConfig, steps: int, batch_size: int, seed: int,
-                     run: Path) -> tuple[LatentPolicy, dict[str, dict[str, float]]]:
-    """Latent stage on every labelled human clip of ``pairs`` (features ``human_feats``, frozen base),
-    then the action stage on ``table`` (BC's demo table); returns the policy and each stage's last logs."""
-    labels = load_token_labels(cfg.labels, pairs)
-    rows = labels.select("human", np.arange(pairs.num_clips("human")))
-    if not len(rows[0]):
-        raise HRAlignError(f"{cfg.labels}: no human-view labels for {pairs.path}; the latent stage trains on them")
-    pcfg = policy_config()
-    torch.manual_seed(seed)  # the same init with and without the latent stage
-    policy = LatentPolicy(pcfg, int(table["features"].shape[1]), int(table["action"].shape[1]), labels.num_tokens,
-                          labels.codebook_size, int(table["state"].shape[1]))
-    policy.fit_head(table["action"])
-    longest = max(steps, cfg.latent_steps)
-    train = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, log_every=max(1, longest // 10),
-                        checkpoint_every=longest)
-    finals: dict[str, dict[str, float]] = {}
-    if cfg.latent_steps:
-        tokens = token_table(pairs, "human", human_feats, rows, pcfg.context_frames)
-        finals["latent"] = run_stage(policy, "latent", tokens, None, train, cfg.latent_steps, run / "latent",
-                                     progress=False)
-    policy.freeze_trunk(not pcfg.finetune_trunk)
-    finals["action"] = run_stage(policy, "action", table, None, train, steps, run / "action", progress=False)
-    return policy, finals
+def training_options(cfg: SimLatentConfig) -> dict[str, Any]:
+    """The latent kind's ``fit_demos`` options (:func:`hralign.policy.demos.fit_latent_demos`) of ``cfg``."""
+    return {"labels": cfg.labels, "latent_steps": cfg.latent_steps}
 
 
-__all__ = ["LAM_OPTIONS", "SimLatentConfig", "policy_config", "train_sim_latent"]
+__all__ = ["LAM_OPTIONS", "SimLatentConfig", "policy_config", "training_options"]

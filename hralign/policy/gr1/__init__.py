@@ -3,8 +3,9 @@ stage 1 on human video (future prediction), stage 2 on robot demos; ACT chunks +
 
 Split by job as the anchors do: ``config`` (no torch), ``model`` (the policy, its runner and the
 ensembler), ``train`` (batches, forward, evaluation, the stage loop), ``evaluate`` (offline evaluation
-of a saved policy directory). Only config and model are imported here, so ``hralign.policy.io`` can
-register the kind without an import cycle.
+of a saved policy directory), ``demos`` (training on cached demo features, ``sim eval --kind gr1``).
+The kind is registered with its hooks in :mod:`hralign.policy.factory`; only config and model are
+imported here.
 """
 
 from __future__ import annotations

@@ -26,9 +26,11 @@ def _heldout(meta: dict[str, Any], pairs: PairsFile) -> dict[str, np.ndarray]:
 
 
 def evaluate_gr1(policy: GR1Policy, meta: dict[str, Any], policy_dir: str | os.PathLike, pairs_path: str | os.PathLike,
-                 source: EncoderSource | None = None, progress: bool = False,
+                 source: EncoderSource | None = None, labels: Any = None, progress: bool = False,
                  placement: Placement | None = None) -> dict[str, Any]:
     """Held-out action error (robot clips) and future-feature cosine (robot and human clips) of a loaded policy.
+
+    GR-1's ``evaluate`` hook; ``labels`` (LAM labels, read by the latent policy's evaluation) are not used.
 
     ``placement`` (``--device`` / ``--precision``) runs the encoder pass, the costly part; the small
     transformer stays on CPU (as BC does in ``sim eval``)."""

@@ -154,6 +154,11 @@ class GR1Policy(nn.Module):
             self.register_buffer("state_mean", torch.zeros(d["state_dim"]))
             self.register_buffer("state_std", torch.ones(d["state_dim"]))
 
+    @classmethod
+    def from_dims(cls, config: GR1Config, dims: dict[str, int]) -> "GR1Policy":
+        """The registry's constructor (:func:`hralign.policy.make_policy`): the same as ``GR1Policy(config, dims)``."""
+        return cls(config, dims)
+
     # ------------------------------------------------------------------ statistics
     def fit_head(self, actions: torch.Tensor) -> None:
         """Standardisation of the arm dims (and the [0, 1] check of the gripper dims) from training actions [N, A]."""
