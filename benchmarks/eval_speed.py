@@ -32,9 +32,10 @@ from pathlib import Path
 # ---------------------------------------------------------------- run inside one tree (child process)
 
 LEAVES = {  # category -> (module, attribute path) wrapped; the outermost active wrapper takes the time
-    "demo features": ("hralign.sim.evaluate", "encode_clips"),
-    "BC fit": ("hralign.sim.evaluate", "run_stage"),
-    "BC demo fit check": ("hralign.sim.evaluate", "bc_demo_mse"),
+    # (module, attribute) or "|"-separated alternatives: the first that exists (the code moved between commits)
+    "demo features": ("hralign.sim.evaluate", "features_by_clip|encode_clips"),
+    "BC fit": ("hralign.policy.demos|hralign.sim.evaluate", "run_stage"),
+    "BC demo fit check": ("hralign.sim.evaluate", "demo_error|bc_demo_mse"),
     "env creation": ("hralign.sim.env", "SimEnv.__post_init__"),
     "goal sampling": ("hralign.sim.env", "SimEnv.sample_goal"),
     "env reset": ("hralign.sim.env", "SimEnv.reset"),
@@ -47,6 +48,19 @@ LEAVES = {  # category -> (module, attribute path) wrapped; the outermost active
 }
 
 
+def _first_present(importlib, mod_names: str, attrs: str):
+    """The first (module, attribute) among the "|"-separated alternatives that exists in this tree."""
+    for mod_name in mod_names.split("|"):
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError:
+            continue
+        for attr in attrs.split("|"):
+            if attr.split(".")[0] in mod.__dict__:
+                return mod, attr
+    raise SystemExit(f"eval_speed: none of {attrs} in {mod_names}: update LEAVES for this tree")
+
+
 def _instrument() -> tuple[dict[str, float], dict[str, int]]:
     import functools
     import importlib
@@ -54,8 +68,8 @@ def _instrument() -> tuple[dict[str, float], dict[str, int]]:
     spent = {k: 0.0 for k in LEAVES}
     calls = {k: 0 for k in LEAVES}
     active: list[str] = []
-    for cat, (mod_name, attr) in LEAVES.items():
-        mod = importlib.import_module(mod_name)
+    for cat, (mod_names, attrs) in LEAVES.items():
+        mod, attr = _first_present(importlib, mod_names, attrs)
         owner, name = (mod, attr) if "." not in attr else (getattr(mod, attr.split(".")[0]), attr.split(".")[1])
         fn = owner.__dict__[name]
         is_static = isinstance(fn, staticmethod)
