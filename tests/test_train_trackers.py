@@ -8,13 +8,14 @@ from pathlib import Path
 
 import accelerate.tracking
 import pytest
+import torch
 from conftest import TINY_LAM_ARGS, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hralign.align.config import AdaptConfig
 from hralign.align.trainer import run_adapt
 from hralign.errors import HRAlignError
-from hralign.train import TrainConfig
+from hralign.train import Phase, TrainConfig, open_session
 from hralign.train.config import RESUMABLE_FIELDS, parse_log_with
 from hralign.train.trackers import check_trackers, tracker_config, tracker_init_kwargs, tracker_scalars
 
@@ -106,6 +107,29 @@ def test_adapt_run_logged_with_tensorboard_matches_metrics_jsonl(tiny_pairs, tmp
     board = _tensorboard(tmp_path / "run" / "trackers" / "hralign-adapt")
     assert {"loss", "lr"} <= set(board) and any(t.startswith("eval/") for t in board)
     _assert_same(board, _expected(lines))
+
+
+def test_two_stages_log_under_their_names_at_growing_steps(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    x = torch.randn(8, 2)
+
+    def forward(m, step):
+        return m(x).pow(2).mean(), {"norm": float(m.weight.detach().norm())}
+
+    cfg = TrainConfig(steps=3, batch_size=8, log_every=1, checkpoint_every=0, eval_every=0, device="cpu",
+                      log_with="tensorboard")
+    session = open_session(cfg, tmp_path / "run", "two", {})
+    session.begin()
+    for i, (stage, steps) in enumerate((("latent", 3), ("action", 2))):
+        session.run_phase(Phase(stage, steps, model, forward, record={"stage": stage}), i, progress=False)
+    session.finish()
+    lines = _lines(tmp_path / "run")
+    assert [(ln["stage"], ln["step"]) for ln in lines] == [("latent", 1), ("latent", 2), ("latent", 3),
+                                                             ("action", 1), ("action", 2)]
+    board = _tensorboard(tmp_path / "run" / "trackers" / "hralign-two")
+    assert sorted(board) == ["action/loss", "action/lr", "action/norm", "latent/loss", "latent/lr", "latent/norm"]
+    assert [s for s, _ in board["latent/loss"]] == [1, 2, 3] and [s for s, _ in board["action/loss"]] == [4, 5]
+    assert [v for _, v in board["action/norm"]] == pytest.approx([ln["norm"] for ln in lines[3:]], rel=1e-6)
 
 
 def test_resumed_run_logs_each_step_once(tiny_pairs, tmp_path):
