@@ -27,7 +27,7 @@ from hralign.analysis.latents import (DOMAINS, LatentSet, LatentWhitener, build_
 from hralign.analysis.report import LAM_ONLY, METRIC_ROWS, _fmt, scatter_payload, write_report
 from hralign.analysis.rows import Rows
 from hralign.analysis.sample import stratified_sample
-from hralign.analysis.store import View, cache_key, open_latents, save_latents
+from hralign.analysis.store import LatentsFile, View, cache_key, open_latents, save_latents
 from hralign.atomic import atomic_dir, write_text_atomic
 from hralign.device import DeviceConfig, Placement, resolve
 from hralign.encoders.clips import encode_clips, shard_clips
@@ -246,6 +246,211 @@ def _encode_pairs(config: AnalyzeConfig, frozen, adapted, notes: list[str], cach
     return pairs, latsets, lat_keys, gap, lam, pair_idx, frozen
 
 
+@dataclass
+class _Input:
+    """What stage 1 gives the rest: the latent sets per view and where they came from."""
+
+    latsets: dict[str, LatentSet]
+    lat_keys: dict[str, str]
+    gap: int
+    tasks: list[str]
+    pairs: PairsFile | None = None  # --pairs: frames for galleries and thumbnails
+    source: LatentsFile | None = None  # --latents: the open latents.h5
+    frozen: torch.nn.Module | None = None
+    lam: bool = False
+    pair_idx: np.ndarray | None = None
+
+    def close(self) -> None:
+        for f in (self.pairs, self.source):
+            if f is not None:
+                f.close()
+
+
+@dataclass
+class _ViewResult:
+    """One view's clusters, 2-D map and metrics, with the squared distance of each latent to its centroid."""
+
+    view: View
+    metrics: dict
+    dists: np.ndarray | None
+
+
+def _open_cache(out: Path, config: AnalyzeConfig, log: Callable[[str], None]):
+    """The views of a previous run's latents.h5 in ``out`` (reachable only with --overwrite): (file, views).
+
+    Not when ``out/latents.h5`` is the very ``--latents`` input; an unreadable one is ignored, with a note.
+    """
+    if not (out / "latents.h5").is_file() or (config.latents and Path(config.latents).resolve() == (out / "latents.h5").resolve()):
+        return None, {}
+    try:
+        cache_file = open_latents(out / "latents.h5")
+        return cache_file, cache_file.views
+    except HRAlignError as e:
+        log(f"note: ignoring unreadable cache {out / 'latents.h5'} ({e})")
+        return None, {}
+
+
+def _read_stored_latents(config: AnalyzeConfig, cached: dict[str, View], notes: list[str], reused: list[str]) -> _Input:
+    """Stage 1 with --latents: the stored latent sets (read lazily, in chunks), no encoder."""
+    source = open_latents(config.latents)
+    latsets = {v: view.latents for v, view in source.views.items()}
+    lat_keys = {v: cache_key(latents=_file_fingerprint(source.path), view=v) for v in latsets}
+    if cached and all(v in cached and cached[v].keys.get("latents_key") == k for v, k in lat_keys.items()):
+        reused.append("latents")
+    notes += _domain_notes(next(iter(latsets.values())).domain, source.path.name)
+    return _Input(latsets, lat_keys, source.gap, source.tasks, source=source)
+
+
+def _check_latents(config: AnalyzeConfig, latsets: dict[str, LatentSet]) -> int:
+    """Refuse non-finite or no latents, and a --k above their number; returns the number of latents."""
+    n = len(next(iter(latsets.values())))
+    for vname, ls in latsets.items():
+        where = f"{config.latents}: /views/{vname}/latents" if config.latents else f"{vname} latents of {config.pairs}"
+        check_finite_latents(ls.latents, where)
+    if n == 0:
+        raise HRAlignError(f"{config.latents}: has no latent rows (/views/*/latents is empty); nothing to cluster, "
+                           "analyse a latents.h5 with rows" if config.latents else
+                           f"{config.pairs}: gave no latent actions (every clip shorter than --gap + 1 frames?)")
+    if config.k > n:
+        raise HRAlignError(f"--k {config.k} is larger than the number of latent actions ({n}); use --k <= {n}")
+    return n
+
+
+def _draw_sample(config: AnalyzeConfig, first: LatentSet, n: int, notes: list[str]) -> np.ndarray:
+    """The stratified sample (by embodiment and task) that k-means, the map and kNN fit on, shared by every view."""
+    sample = stratified_sample(first.domain, first.task, config.max_points, config.seed)
+    if config.k > len(sample):
+        raise HRAlignError(f"--k {config.k} is larger than --max-points {config.max_points} (the k-means training "
+                           f"sample); use --max-points >= {config.k}")
+    if len(sample) < n:
+        notes.append(f"{n} latents: k-means trained, the 2-D map fitted and kNN queried on a stratified sample of "
+                     f"{len(sample)} (--max-points); every latent is clustered, mapped and counted.")
+    return sample
+
+
+def _analyse_view(vname: str, ls: LatentSet, lat_key: str, sample: np.ndarray, km_method: str, config: AnalyzeConfig,
+                  old: View | None, with_frames: bool, notes: list[str], reused: list[str],
+                  timings: dict[str, float], rss: dict[str, float]) -> _ViewResult:
+    """Stages 2-4 for one view: its space (whitened or not), clusters, 2-D map and metrics.
+
+    Clusters and map come from ``old`` (the previous run's view) when their cache keys match;
+    ``timings`` and ``rss`` get this view's time and peak memory per stage.
+    """
+    n = len(ls)
+    rows = Rows(ls.latents)
+    space = rows
+    if config.whiten:
+        wh = LatentWhitener(seed=config.seed).fit(rows.take(sample))
+        space = Rows(ls.latents, transform=wh.transform)
+    ckey = cache_key(lat=lat_key, k=config.k, sph=config.spherical, nredo=config.nredo,
+                     niter=config.niter, whiten=config.whiten, max_points=config.max_points, method=km_method, v=3)
+    mkey = cache_key(lat=lat_key, whiten=config.whiten, umap=config.umap, nn=config.n_neighbors,
+                     max_points=config.max_points, v=2)
+    dists = None
+    t0 = time.perf_counter()
+    if old is not None and old.keys.get("cluster_key") == ckey:
+        clusters, centroids = old.clusters, old.centroids
+        reused.append(f"clusters[{vname}]")
+    else:
+        km = FaissKMeans(k=config.k, spherical=config.spherical, nredo=config.nredo, niter=config.niter,
+                         seed=config.seed, method=km_method).fit(space.take(sample))
+        clusters, dists = km.assign(space)
+        centroids = km.cluster_centers_
+    timings["cluster_s"] += time.perf_counter() - t0
+    rss[f"clusters[{vname}]"] = _peak_rss_mb()
+    t0 = time.perf_counter()
+    if old is not None and old.keys.get("map_key") == mkey and old.map2d is not None:
+        map2d, method = old.map2d, old.map_method
+        reused.append(f"map[{vname}]")
+    else:
+        emb = UMAPEmbedding(n_neighbors=config.n_neighbors, seed=config.seed) if config.umap else PCAEmbedding(config.seed)
+        if config.umap and n < 4:
+            emb = PCAEmbedding(config.seed)
+            notes.append(f"only {n} latents: PCA map instead of UMAP")
+        map2d, method = embed_rows(emb, space, sample), emb.method
+    timings["map_s"] += time.perf_counter() - t0
+    rss[f"map[{vname}]"] = _peak_rss_mb()
+    view = View(latents=ls, clusters=clusters, centroids=centroids, map2d=map2d, map_method=method,
+                keys={"latents_key": lat_key, "cluster_key": ckey, "map_key": mkey})
+    t0 = time.perf_counter()
+    metrics = consistency_metrics(space, clusters, ls.domain.astype(np.int64), ls.task, ls.pair, ls.t,
+                                  actions=ls.actions, clip=ls.clip, knn_k=config.knn_k, seed=config.seed, sample=sample)
+    if ls.codes is not None:  # LAM: do matched human/robot frames get the same discrete code?
+        code_id = np.unique(ls.codes.reshape(len(ls), -1), axis=0, return_inverse=True)[1].reshape(-1)
+        metrics["paired_code_agreement"] = paired_agreement(code_id, ls.domain, ls.pair, ls.t)
+        metrics["num_codes_used"] = float(np.unique(code_id).size)
+    if dists is None and with_frames:  # cached clusters: distances for the gallery
+        c = np.asarray(centroids, np.float32)
+        dists = np.concatenate([((ch - c[clusters[a:a + len(ch)]]) ** 2).sum(1) for a, ch in space.chunks()])
+    timings["metrics_s"] += time.perf_counter() - t0
+    rss[f"metrics[{vname}]"] = _peak_rss_mb()
+    return _ViewResult(view, metrics, dists)
+
+
+def _report_info(config: AnalyzeConfig, inp: _Input, first: LatentSet, n: int, sample: np.ndarray, km_method: str,
+                 method: str, knn_index, extra_info: dict | None) -> dict[str, str]:
+    """The report's "what was run" table: input, latent definition, sample, clustering, map, kNN index."""
+    if inp.pairs is not None:
+        info = {
+            "pairs": str(inp.pairs.path), "encoder": str(getattr(inp.frozen, "name", type(inp.frozen).__name__)),
+            "adapter": config.adapter or "none", "split": f"{config.split} ({len(inp.pair_idx)} pairs)",
+            "latent": (f"LAM continuous latent of (x_t, x_t+{inp.gap})" if inp.lam else f"z_t = f(x_t+{inp.gap}) - f(x_t)")
+            + (", PCA-whitened" if config.whiten else ""),
+        }
+    else:
+        info = {"latents": str(inp.source.path), "latent": "as stored" + (", PCA-whitened" if config.whiten else "")}
+    info.update({
+        "latents analysed": f"{n} ({int((first.domain == 0).sum())} human, {int((first.domain == 1).sum())} robot); "
+                            f"stratified sample {len(sample)}",
+        "clusters": (f"k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}, "
+                     + ("scikit-learn MiniBatchKMeans" if km_method == "minibatch" else "FAISS Lloyd, greedy k-means++ init")
+                     + " on the sample (size rule), every latent assigned by FAISS"),
+        "2-D map": ("UMAP (FAISS kNN, n_neighbors=%d, seed %d), fitted on a sample, transform for the rest"
+                    % (config.n_neighbors, config.seed)) if method == "umap" else "PCA (first two components; UMAP off)",
+        "kNN index": str(knn_index or "none"),
+        **(extra_info or {}),
+    })
+    return info
+
+
+def _write_outputs(tmp: Path, config: AnalyzeConfig, inp: _Input, results: dict[str, _ViewResult], first: LatentSet,
+                   n: int, method: str) -> list[tuple[str, Path]]:
+    """latents.h5 and the figures (maps by embodiment, task and cluster; galleries when there are frames)
+    into ``tmp``; returns the figures as (caption, path)."""
+    views = {v: r.view for v, r in results.items()}
+    save_latents(tmp / "latents.h5", views, inp.tasks, attrs={"config": asdict(config)})
+    fig_idx = stratified_sample(first.domain, first.task, FIGURE_POINTS, config.seed)
+    figs = []
+    for what in ("embodiment", "task", "cluster"):
+        p = map_figure(tmp / f"{method}_by_{what}.png", views, what, inp.tasks, idx=fig_idx)
+        cap = f"{method.upper()} of latent actions by {what}" + (" (frozen | adapted)" if len(views) > 1 else "")
+        if len(fig_idx) < n:
+            cap += f" ({len(fig_idx)} of {n} latents, stratified sample)"
+        figs.append((cap, p))
+    if inp.pairs is not None:
+        read_pair = _pair_reader(inp.pairs, inp.gap)
+        for vname, r in results.items():
+            p = gallery_figure(tmp / f"gallery_{vname}.png", r.view, r.dists, read_pair, title=f"{vname} clusters",
+                               max_clusters=config.gallery_clusters)
+            figs.append((f"Cluster gallery ({vname})", p))
+    return figs
+
+
+def _pair_reader(pairs: PairsFile, gap: int) -> Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]:
+    """(domain, clip, t) -> frames (x_t, x_{t+gap}) of ``pairs``, for the cluster galleries."""
+    def read_pair(d: int, clip: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        f = pairs.read_clip(DOMAINS[d], clip, frames=[t, t + gap])
+        return f[0], f[1]
+    return read_pair
+
+
+def _frame_reader(pairs: PairsFile) -> Callable[[int, int, int], np.ndarray]:
+    """(domain, clip, t) -> frame x_t of ``pairs``, for the hover thumbnails."""
+    def read_frame(d: int, clip: int, t: int) -> np.ndarray:
+        return pairs.read_clip(DOMAINS[d], clip, frames=[t])[0]
+    return read_frame
+
+
 def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, adapted: torch.nn.Module | None = None,
                  log: Callable[[str], None] = print, extra_info: dict | None = None) -> AnalysisResult:
     """Run the whole analysis and write ``config.out`` atomically (a crash leaves the old one).
@@ -255,6 +460,11 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     ``torchrun`` / ``accelerate launch`` the encoder pass is sharded over the processes
     (:func:`_encode`); the main process does the rest, the others return after the pass
     (``is_main`` False, no metrics).
+
+    The steps: reuse a previous run's stages (:func:`_open_cache`), 1. latents (the encoder pass,
+    :func:`_encode_pairs`, or :func:`_read_stored_latents`; checked by :func:`_check_latents`),
+    the shared sample (:func:`_draw_sample`), 2-4. per view clusters, 2-D map and metrics
+    (:func:`_analyse_view`), 5. outputs (:func:`_write_outputs`, :func:`_report_info`, the report).
     """
     out = Path(config.out)
     check_output_dir(out, config.overwrite)
@@ -262,29 +472,12 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
     timings: dict[str, float] = {}
     notes: list[str] = []
     reused: list[str] = []
-
-    # -- cache from a previous run in the same directory (only reachable with --overwrite)
-    cached: dict[str, View] = {}
-    cache_file = None
-    if (out / "latents.h5").is_file() and not (config.latents and Path(config.latents).resolve() == (out / "latents.h5").resolve()):
-        try:
-            cache_file = open_latents(out / "latents.h5")
-            cached = cache_file.views
-        except HRAlignError as e:
-            log(f"note: ignoring unreadable cache {out / 'latents.h5'} ({e})")
+    cache_file, cached = _open_cache(out, config, log)
 
     # -- 1. latents
     t0 = time.perf_counter()
-    pairs = source = None
-    lam = False
     if config.latents:
-        source = open_latents(config.latents)
-        latsets = {v: view.latents for v, view in source.views.items()}
-        gap, tasks = source.gap, source.tasks
-        lat_keys = {v: cache_key(latents=_file_fingerprint(source.path), view=v) for v in latsets}
-        if cached and all(v in cached and cached[v].keys.get("latents_key") == k for v, k in lat_keys.items()):
-            reused.append("latents")
-        notes += _domain_notes(next(iter(latsets.values())).domain, source.path.name)
+        inp = _read_stored_latents(config, cached, notes, reused)
     else:
         if frozen is None:
             raise HRAlignError("run_analysis: `frozen` encoder is required with --pairs")
@@ -299,142 +492,40 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
         if shard.world > 1:
             notes.append(f"encoder pass sharded over {shard.world} processes (whole batches each: the latents one "
                          "process computes); clusters, maps and metrics in the main process.")
-        tasks = pairs.tasks
+        inp = _Input(latsets, lat_keys, gap, pairs.tasks, pairs=pairs, frozen=frozen, lam=lam, pair_idx=pair_idx)
     timings["latents_s"] = time.perf_counter() - t0
     rss = {"latents": _peak_rss_mb()}  # peak RSS so far after each stage (MB): which step needs the memory
-    first = next(iter(latsets.values()))
-    n = len(first)
-    for vname, ls in latsets.items():
-        where = f"{config.latents}: /views/{vname}/latents" if config.latents else f"{vname} latents of {config.pairs}"
-        check_finite_latents(ls.latents, where)
-    if n == 0:
-        raise HRAlignError(f"{config.latents}: has no latent rows (/views/*/latents is empty); nothing to cluster, "
-                           "analyse a latents.h5 with rows" if config.latents else
-                           f"{config.pairs}: gave no latent actions (every clip shorter than --gap + 1 frames?)")
-    if config.k > n:
-        raise HRAlignError(f"--k {config.k} is larger than the number of latent actions ({n}); use --k <= {n}")
+    n = _check_latents(config, inp.latsets)
+    first = next(iter(inp.latsets.values()))
 
     # -- sample: stratified by embodiment and task, shared by every view (same metadata)
     t0 = time.perf_counter()
-    sample = stratified_sample(first.domain, first.task, config.max_points, config.seed)
-    if config.k > len(sample):
-        raise HRAlignError(f"--k {config.k} is larger than --max-points {config.max_points} (the k-means training "
-                           f"sample); use --max-points >= {config.k}")
-    if len(sample) < n:
-        notes.append(f"{n} latents: k-means trained, the 2-D map fitted and kNN queried on a stratified sample of "
-                     f"{len(sample)} (--max-points); every latent is clustered, mapped and counted.")
+    sample = _draw_sample(config, first, n, notes)
     timings["sample_s"] = time.perf_counter() - t0
     rss["sample"] = _peak_rss_mb()
 
     # -- 2-4. per view: space, clusters, 2-D map, metrics
-    views: dict[str, View] = {}
-    dists: dict[str, np.ndarray] = {}
-    metrics: dict[str, dict] = {}
     timings.update(cluster_s=0.0, map_s=0.0, metrics_s=0.0)
     use_cache = "latents" in reused
     km_method = choose_method(len(sample), config.k)  # the size rule (cluster.py)
-    for vname, ls in latsets.items():
-        rows = Rows(ls.latents)
-        space = rows
-        if config.whiten:
-            wh = LatentWhitener(seed=config.seed).fit(rows.take(sample))
-            space = Rows(ls.latents, transform=wh.transform)
-        ckey = cache_key(lat=lat_keys[vname], k=config.k, sph=config.spherical, nredo=config.nredo,
-                         niter=config.niter, whiten=config.whiten, max_points=config.max_points, method=km_method, v=3)
-        mkey = cache_key(lat=lat_keys[vname], whiten=config.whiten, umap=config.umap, nn=config.n_neighbors,
-                         max_points=config.max_points, v=2)
-        old = cached.get(vname)
-        t0 = time.perf_counter()
-        km = None
-        if use_cache and old is not None and old.keys.get("cluster_key") == ckey:
-            clusters, centroids = old.clusters, old.centroids
-            reused.append(f"clusters[{vname}]")
-        else:
-            km = FaissKMeans(k=config.k, spherical=config.spherical, nredo=config.nredo, niter=config.niter,
-                             seed=config.seed, method=km_method).fit(space.take(sample))
-            clusters, dists[vname] = km.assign(space)
-            centroids = km.cluster_centers_
-        timings["cluster_s"] += time.perf_counter() - t0
-        rss[f"clusters[{vname}]"] = _peak_rss_mb()
-        t0 = time.perf_counter()
-        if use_cache and old is not None and old.keys.get("map_key") == mkey and old.map2d is not None:
-            map2d, method = old.map2d, old.map_method
-            reused.append(f"map[{vname}]")
-        else:
-            emb = UMAPEmbedding(n_neighbors=config.n_neighbors, seed=config.seed) if config.umap else PCAEmbedding(config.seed)
-            if config.umap and n < 4:
-                emb = PCAEmbedding(config.seed)
-                notes.append(f"only {n} latents: PCA map instead of UMAP")
-            map2d, method = embed_rows(emb, space, sample), emb.method
-        timings["map_s"] += time.perf_counter() - t0
-        rss[f"map[{vname}]"] = _peak_rss_mb()
-        views[vname] = View(latents=ls, clusters=clusters, centroids=centroids, map2d=map2d, map_method=method,
-                            keys={"latents_key": lat_keys[vname], "cluster_key": ckey, "map_key": mkey})
-        t0 = time.perf_counter()
-        metrics[vname] = consistency_metrics(space, clusters, ls.domain.astype(np.int64), ls.task, ls.pair, ls.t,
-                                             actions=ls.actions, clip=ls.clip, knn_k=config.knn_k, seed=config.seed,
-                                             sample=sample)
-        if ls.codes is not None:  # LAM: do matched human/robot frames get the same discrete code?
-            code_id = np.unique(ls.codes.reshape(len(ls), -1), axis=0, return_inverse=True)[1].reshape(-1)
-            metrics[vname]["paired_code_agreement"] = paired_agreement(code_id, ls.domain, ls.pair, ls.t)
-            metrics[vname]["num_codes_used"] = float(np.unique(code_id).size)
-        if vname not in dists and pairs is not None:  # cached clusters: distances for the gallery
-            c = np.asarray(centroids, np.float32)
-            dists[vname] = np.concatenate([((ch - c[clusters[a:a + len(ch)]]) ** 2).sum(1) for a, ch in space.chunks()])
-        timings["metrics_s"] += time.perf_counter() - t0
-        rss[f"metrics[{vname}]"] = _peak_rss_mb()
-    method = next(iter(views.values())).map_method
+    results = {vname: _analyse_view(vname, ls, inp.lat_keys[vname], sample, km_method, config,
+                                    cached.get(vname) if use_cache else None, inp.pairs is not None, notes, reused,
+                                    timings, rss)
+               for vname, ls in inp.latsets.items()}
+    metrics = {v: r.metrics for v, r in results.items()}
+    method = next(iter(results.values())).view.map_method
     knn_index = next(iter(metrics.values())).get("knn_index")
 
     # -- 5. outputs, written to a temporary directory that replaces `out` at the end
     t0 = time.perf_counter()
-    read_pair = read_frame = None
-    if pairs is not None:
-        def read_pair(d: int, clip: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-            f = pairs.read_clip(DOMAINS[d], clip, frames=[t, t + gap])
-            return f[0], f[1]
-
-        def read_frame(d: int, clip: int, t: int) -> np.ndarray:
-            return pairs.read_clip(DOMAINS[d], clip, frames=[t])[0]
-
-    if pairs is not None:
-        info = {
-            "pairs": str(pairs.path), "encoder": str(getattr(frozen, "name", type(frozen).__name__)),
-            "adapter": config.adapter or "none", "split": f"{config.split} ({len(pair_idx)} pairs)",
-            "latent": (f"LAM continuous latent of (x_t, x_t+{gap})" if lam else f"z_t = f(x_t+{gap}) - f(x_t)")
-            + (", PCA-whitened" if config.whiten else ""),
-        }
-    else:
-        info = {"latents": str(source.path), "latent": "as stored" + (", PCA-whitened" if config.whiten else "")}
-    info.update({
-        "latents analysed": f"{n} ({int((first.domain == 0).sum())} human, {int((first.domain == 1).sum())} robot); "
-                            f"stratified sample {len(sample)}",
-        "clusters": (f"k-means, k={config.k}{', spherical' if config.spherical else ''}, nredo={config.nredo}, "
-                     + ("scikit-learn MiniBatchKMeans" if km_method == "minibatch" else "FAISS Lloyd, greedy k-means++ init")
-                     + " on the sample (size rule), every latent assigned by FAISS"),
-        "2-D map": ("UMAP (FAISS kNN, n_neighbors=%d, seed %d), fitted on a sample, transform for the rest"
-                    % (config.n_neighbors, config.seed)) if method == "umap" else "PCA (first two components; UMAP off)",
-        "kNN index": str(knn_index or "none"),
-        **(extra_info or {}),
-    })
-    if pairs is None:
+    info = _report_info(config, inp, first, n, sample, km_method, method, knn_index, extra_info)
+    if inp.pairs is None:
         notes.append("--latents input: no frames, so no cluster galleries or hover thumbnails.")
     with atomic_dir(out) as tmp:
-        save_latents(tmp / "latents.h5", views, tasks, attrs={"config": asdict(config)})
-        fig_idx = stratified_sample(first.domain, first.task, FIGURE_POINTS, config.seed)
-        figs = []
-        for what in ("embodiment", "task", "cluster"):
-            p = map_figure(tmp / f"{method}_by_{what}.png", views, what, tasks, idx=fig_idx)
-            cap = f"{method.upper()} of latent actions by {what}" + (" (frozen | adapted)" if len(views) > 1 else "")
-            if len(fig_idx) < n:
-                cap += f" ({len(fig_idx)} of {n} latents, stratified sample)"
-            figs.append((cap, p))
-        if read_pair is not None:
-            for vname, v in views.items():
-                p = gallery_figure(tmp / f"gallery_{vname}.png", v, dists[vname], read_pair, title=f"{vname} clusters",
-                                   max_clusters=config.gallery_clusters)
-                figs.append((f"Cluster gallery ({vname})", p))
-        scatter = scatter_payload(views, tasks, read_frame, max_points=config.scatter_points, seed=config.seed)
+        figs = _write_outputs(tmp, config, inp, results, first, n, method)
+        read_frame = _frame_reader(inp.pairs) if inp.pairs is not None else None
+        scatter = scatter_payload({v: r.view for v, r in results.items()}, inp.tasks, read_frame,
+                                  max_points=config.scatter_points, seed=config.seed)
         timings["outputs_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - t_start
         summary = {"views": metrics, "notes": notes, "timings": timings, "reused": reused,
@@ -444,10 +535,7 @@ def run_analysis(config: AnalyzeConfig, frozen: torch.nn.Module | None = None, a
         write_text_atomic(tmp / "metrics.json", json.dumps(summary, indent=2))
         write_report(tmp / "report.html", title="hralign latent-action analysis", info=info, notes=notes,
                      metrics=metrics, figures=figs, scatter=scatter)
-    if pairs is not None:
-        pairs.close()
-    if source is not None:
-        source.close()
+    inp.close()
     if cache_file is not None:
         cache_file.close()
     return AnalysisResult(out=out, metrics=metrics, notes=notes, timings=timings, reused=reused)

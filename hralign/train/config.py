@@ -1,8 +1,8 @@
 """The fields every training config shares: same names, same meaning, checked in one place.
 
 Each trainer's config (``AdaptConfig``, ``PretrainConfig``, ``LAMTrainConfig``, the policy's
-``TrainConfig``) subclasses :class:`TrainConfig`. The run mechanics (logging, evaluation,
-checkpoints, device, precision, resume, the validation fraction) have one default everywhere; the
+``TrainConfig``) subclasses :class:`TrainConfig`. The run mechanics (logging, trackers,
+evaluation, checkpoints, device, precision, resume, the validation fraction) have one default everywhere; the
 optimisation recipe (``steps``, ``lr``, ``lr_schedule``, ``warmup``, ``batch_size``) keeps each
 method's published default, which a subclass states by redeclaring the field. No torch import.
 """
@@ -18,11 +18,13 @@ from hralign.errors import HRAlignError
 from hralign.pairs.split import DEFAULT_VAL_FRACTION
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
+# Accelerate's trackers that hralign keeps offline and under the run directory (hralign.train.trackers)
+TRACKERS = ("tensorboard", "wandb")
 
 # The only fields that may differ between an interrupted run and its --resume: how long it runs,
-# how often it reports, and where it runs. Everything else changes the result and is refused.
+# how often and to which trackers it reports, and where it runs. Everything else changes the result and is refused.
 RESUMABLE_FIELDS = ("out", "steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "device",
-                    "precision", "resume", "overwrite")
+                    "precision", "log_with", "resume", "overwrite")
 
 
 @dataclass
@@ -47,9 +49,13 @@ class TrainConfig:
                                                                "pairs file has no /split."})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})
+    log_with: str = field(default="none", metadata={"help": "Also log metrics.jsonl's figures to these experiment "
+                                                            "trackers (Accelerate's): none | tensorboard | wandb, "
+                                                            "comma-separated; they write under OUT/trackers, "
+                                                            "offline (wandb: unless WANDB_MODE is set)."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its last checkpoint "
-                                                          "(only --steps, the *-every options, --device and "
-                                                          "--precision may change)."})
+                                                          "(only --steps, the *-every options, --device, "
+                                                          "--precision and --log-with may change)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory."})
 
     def __post_init__(self) -> None:
@@ -59,9 +65,22 @@ class TrainConfig:
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES, flag=True)
         check_fraction(self.val_fraction, "val_fraction", flag=True)
         DeviceConfig(self.device, self.precision)  # the names; the hardware is checked when the run starts
+        parse_log_with(self.log_with)
         if self.resume and self.overwrite:
             raise HRAlignError("`--resume` and `--overwrite` exclude each other")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_log_with(value: Any) -> tuple[str, ...]:
+    """``--log-with`` as tracker names (``none``: no tracker), checked against :data:`TRACKERS`."""
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(","))) if isinstance(value, str) else (value,)
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise HRAlignError(f"`--log-with` should be none or one or more of {', '.join(TRACKERS)} (comma-separated) "
+                           f"but the value passed is {value!r}")
+    return names
 

@@ -13,8 +13,9 @@ exact), an evaluation, and extra state. The session does the rest:
   trainer passes ``Session.gather`` (rows with gradients) and ``Session.masked_mean`` (a mean over
   the counted positions of the global batch) to its loss;
 * every ``log_every`` steps the mean of the step logs goes to metrics.jsonl (``loss`` averaged over
-  processes), every ``eval_every`` the phase's evaluation (main process), every
-  ``checkpoint_every`` and at the end of a phase a checkpoint (main process; all wait).
+  processes) and to the ``--log-with`` trackers (:mod:`hralign.train.trackers`), every
+  ``eval_every`` the phase's evaluation (main process), every ``checkpoint_every`` and at the end
+  of a phase a checkpoint (main process; all wait).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from tqdm.auto import tqdm
 from hralign.errors import HRAlignError
 from hralign.train.accelerator import make_accelerator
 from hralign.train.checkpoint import Checkpoint, CheckpointSaver
-from hralign.train.config import RESUMABLE_FIELDS, TrainConfig
+from hralign.train.config import RESUMABLE_FIELDS, TrainConfig, parse_log_with
 from hralign.train.distributed import Gather, MaskedMean, gather_with_grad, global_batchnorm, global_mean
 from hralign.train.metrics import MetricsLog
 from hralign.train.optim import make_optimizer_and_scheduler, set_lr_for_step
 from hralign.train.rundir import RunDir
+from hralign.train.trackers import tracker_config, tracker_init_kwargs, tracker_scalars
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -102,7 +104,7 @@ class Session:
     def __init__(self, cfg: TrainConfig, out: str | Path, kind: str, config: dict[str, Any],
                  resumable: tuple[str, ...] = (), find_unused_parameters: bool = False) -> None:
         self.cfg = cfg
-        self.accelerator = make_accelerator(cfg, find_unused_parameters)
+        self.accelerator = make_accelerator(cfg, find_unused_parameters, out)
         acc = self.accelerator
         self.rank, self.world, self.is_main = acc.process_index, acc.num_processes, acc.is_main_process
         self.device = acc.device
@@ -116,6 +118,8 @@ class Session:
         self.metrics = MetricsLog(self.path / METRICS_FILE, enabled=self.is_main)
         self.checkpoint: Checkpoint | None = self.saver.latest() if cfg.resume else None
         self.updates = int(self.checkpoint.state["updates"]) if self.checkpoint else 0
+        self.trackers = parse_log_with(cfg.log_with)
+        self.step_offset = 0  # optimiser updates of the phases before the current one (a tracker's step)
         self.gather: Gather | None = gather_with_grad if self.world > 1 else None
         # masked means (padded / invalid positions) over the global batch; alone the model's own mean
         self.masked_mean: MaskedMean | None = global_mean if self.world > 1 else None
@@ -136,6 +140,9 @@ class Session:
             self.metrics.trim(int(self.checkpoint.state["metrics_lines"]))
         else:
             self.metrics.start()
+        if self.trackers:  # main process only (Accelerate); the run directory exists now
+            acc.init_trackers(f"hralign-{self.run.kind}", config=tracker_config(self.cfg.to_dict()),
+                              init_kwargs=tracker_init_kwargs(self.trackers, self.path, self.resumed_from))
 
     @property
     def local_batch(self) -> int:
@@ -150,8 +157,11 @@ class Session:
         return rows[self.rank * n:(self.rank + 1) * n]
 
     def log(self, record: dict[str, Any]) -> None:
-        """A metrics line (main process writes; every process counts)."""
+        """A metrics line (main process writes; every process counts), copied to the trackers."""
         self.metrics.write(record)
+        if self.trackers:
+            step = self.step_offset + int(record["step"]) if "step" in record else self.updates
+            self.accelerator.log(tracker_scalars(record), step=step)
 
     def run_phase(self, phase: Phase, index: int = 0, progress: bool = True) -> dict[str, Any]:
         """Train ``phase`` (the ``index``-th of the run) to ``phase.steps``; returns its last logged figures."""
@@ -174,6 +184,7 @@ class Session:
                 optimizer.load_state_dict(ck.state["optimizer"])
                 if phase.load_extra_state is not None:
                     phase.load_extra_state(ck.state.get("extra") or {})
+        self.step_offset = self.updates - start
         # the logging window of a checkpoint between two log lines is part of its state
         window: list[dict[str, Any]] = list(ck.state.get("log_window", [])) if start else []
         bn_hooks = global_batchnorm(phase.model, self.gather)  # BatchNorm over the global batch (several processes)
