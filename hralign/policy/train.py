@@ -103,20 +103,8 @@ def train_frame_policy(pairs_path: str | Path, source: EncoderSource, out: str |
     The ``train`` hook of every kind registered without one (:mod:`hralign.policy.registry`); callers use
     :func:`hralign.policy.train_policy`, which picks the kind's hook.
 
-    Parameters
-    ----------
-    pairs_path : path
-        Pairs file; robot clips must have ``/robot/actions``.
-    source : EncoderSource
-        Encoder (+ adapter) whose frozen features the policy reads.
-    out : path
-        Policy directory (config.json, model.safetensors, metrics.jsonl, checkpoints/).
-    config : a registered per-frame config (BCConfig, LatentPolicyConfig, ...)
-        What to train; a latent policy needs ``labels`` (labels.h5 / TokenLabels) or ``lam`` (a LAM dir).
-    train : TrainConfig
-        Steps, learning rate, seed, robot fraction, split, device, resume rule.
-    resume, overwrite : bool
-        Shortcuts for ``train.resume`` / ``train.overwrite`` (the training layer's run-directory rule).
+    The parameters are :func:`hralign.policy.train_policy`'s; ``config`` is a per-frame kind's (a latent
+    policy needs ``labels``, labels.h5 / TokenLabels, or ``lam``, a LAM dir).
 
     Returns a summary dict (clip counts, final losses, output path); ``{}`` on the processes other
     than the main one under a launcher.
