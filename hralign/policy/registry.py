@@ -17,7 +17,8 @@ The interface every policy class implements (:class:`hralign.policy.BCPolicy` is
 
 Saving and loading are the same for every kind (:mod:`hralign.policy.io`: ``config.json`` with the
 kind, its config and dims, and ``model.safetensors``). A kind whose hooks are left ``None`` is a
-per-frame policy trained and evaluated by the shared per-frame code (:mod:`hralign.policy.frames`),
+per-frame policy trained and evaluated by the shared per-frame code (:mod:`hralign.policy.train`,
+:mod:`hralign.policy.evaluate`, :mod:`hralign.policy.demos`),
 so a new kind is one module and one :func:`register_policy` call.
 
 Kinds outside the package register when their module is imported: the modules named in
@@ -43,7 +44,7 @@ ENTRY_POINT_GROUP = "hralign.policies"
 class PolicyKind:
     """One policy kind: what it is (config, policy class), how it trains and how it is evaluated.
 
-    Hooks left ``None`` use the per-frame defaults of :mod:`hralign.policy.frames`.
+    Hooks left ``None`` use the per-frame defaults (:mod:`hralign.policy.factory` names them).
     """
 
     name: str
