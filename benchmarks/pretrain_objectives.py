@@ -5,7 +5,7 @@ of ``hralign pretrain --objective`` runs at the demo's size, what a step costs, 
 encoder it leaves spreads its per-frame features over more or fewer directions than its random
 init (``frame_pr_*``: :func:`hralign.metrics.participation_ratio` of the evaluation's per-frame
 features, the geometry a BC head with BatchNorm trains on). On the demo pairs file (``hralign
-pairs synth --tasks 8 --pairs-per-task 12``: 96 pairs, 16 frames, 64 px), each objective at its
+pairs synth --num-tasks 8 --pairs-per-task 12``: 96 pairs, 16 frames, 64 px), each objective at its
 defaults and the shared demo defaults (batch 8 clips, lr 1e-3, 64 px), one seed:
 
     python benchmarks/pretrain_objectives.py --out /tmp/pretrain_objectives [--steps 150] [--objectives r3m,mae]
@@ -74,7 +74,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pairs = out / "demo.h5"
-    if not pairs.exists():  # the demo's file: `hralign pairs synth --tasks 8 --pairs-per-task 12`
+    if not pairs.exists():  # the demo's file: `hralign pairs synth --num-tasks 8 --pairs-per-task 12`
         synthesize(pairs, SynthConfig(num_tasks=8, pairs_per_task=12))
     wanted = [w.strip() for w in args.rows.split(",") if w.strip()]
     unknown = sorted(set(wanted) - {r[0] for r in ROWS})
