@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _imports import imported_packages
 from conftest import run_cli
 
 from hralign.errors import HRAlignError
@@ -19,13 +20,7 @@ CLI_FRONT = ROOT / "hralign" / "cli" / "bench.py"  # the one module of hralign a
 
 def _imports(path: Path) -> set[str]:
     """Top-level names of every module a file imports (module level or inside functions)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
-    return names
+    return imported_packages(ast.parse(path.read_text(encoding="utf-8")))
 
 
 def test_hralign_never_imports_the_benchmark_package():

@@ -7,6 +7,8 @@ import ast
 import re
 from pathlib import Path
 
+from _imports import imported_packages
+
 ROOT = Path(__file__).resolve().parents[1]
 ROW = re.compile(r"^│\s*(\d+)\s{2}(.+?)\s{2,}")  # "│  7  pretrain · align · lam      the trainers │"
 LAZY_ONLY = ("umap", "metaworld", "mujoco")  # optional extras: imported inside the functions that need them
@@ -74,17 +76,6 @@ def layer_violations(graph: dict[str, dict[str, str]], layers: dict[str, int]) -
     return out
 
 
-def module_level_imports(tree: ast.Module) -> set[str]:
-    """Top-level package names imported at module level (not inside a function or class)."""
-    out = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            out.add(node.module.split(".")[0])
-    return out
-
-
 def test_picture_has_every_room_once_in_order():
     layers = documented_layers()
     assert layers["errors"] == 0 and layers["cli"] == max(layers.values())
@@ -120,6 +111,7 @@ def test_a_wrong_import_is_found(tmp_path):
 
 def test_heavy_optional_packages_and_devices_torch_are_imported_lazily():
     for f in sorted((ROOT / "hralign").rglob("*.py")):
-        eager = module_level_imports(ast.parse(f.read_text(encoding="utf-8")))
+        eager = imported_packages(ast.parse(f.read_text(encoding="utf-8")), module_level_only=True)
         assert not eager & set(LAZY_ONLY), (f, eager & set(LAZY_ONLY))
-    assert "torch" not in module_level_imports(ast.parse((ROOT / "hralign" / "device.py").read_text(encoding="utf-8")))
+    assert "torch" not in imported_packages(ast.parse((ROOT / "hralign" / "device.py").read_text(encoding="utf-8")),
+                                         module_level_only=True)
