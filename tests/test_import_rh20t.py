@@ -140,7 +140,7 @@ def test_config_checks(tmp_path):
 
 
 def test_human_scene_without_robot_is_skipped_and_reported(tmp_path):
-    """Must-show: a `_human` scene with no robot partner -> a skip with its reason (and the CLI exits 2
+    """A `_human` scene with no robot partner -> a skip with its reason (and the CLI exits 2
     with one line when nothing is left to import; nothing is written)."""
     root = tmp_path / "rh20t"
     _human_scene(root, "task_0009_user_0001_scene_0001_cfg_0001_human", n=3)
@@ -164,7 +164,7 @@ def _evil_npy(path: Path, sentinel: Path) -> None:
 
 
 def test_malicious_pickle_refused_nothing_runs(tmp_path):
-    """Must-show: an RH20T .npy whose pickle would run code is refused with one line; nothing runs."""
+    """An RH20T .npy whose pickle would run code is refused with one line; nothing runs."""
     root = tmp_path / "rh20t"
     name = "task_0001_user_0001_scene_0001_cfg_0001"
     scene = _robot_scene(root, name, n=3)
