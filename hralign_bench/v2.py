@@ -76,7 +76,15 @@ class V2Config:
     eval_episodes: int = field(default=20, metadata={"help": "Demos per evaluation task (both views)."})
     image_size: int = field(default=96, metadata={"help": "Render and encoder size in pixels."})
     collect_seed: int = field(default=0, metadata={"help": "Seed of every collect stage (goals, noise, looks)."})
-    pretrain_steps: int = field(default=1500, metadata={"help": "R3M-objective steps on the corpus."})
+    pretrain_steps: int = field(default=1500, metadata={"help": "Pretraining steps of the base on the corpus."})
+    pretrain_objective: str = field(default="r3m", metadata={
+        "help": "Objective the base is pretrained with on the corpus (hralign pretrain --objective)."})
+    base_encoder: str = field(default="r3m-resnet18", metadata={
+        "help": "Architecture of the base and of the random-init row (mae needs a ViT, e.g. "
+                "timm:vit_tiny_patch16_224)."})
+    base: str = field(default="", metadata={
+        "help": "A pretrained encoder directory (hralign pretrain's --out) used as the base instead of "
+                "pretraining one on the corpus (its hralign.json says how it was made)."})
     pretrain_eval_every: int = field(default=250, metadata={
         "help": "Held-out corpus evaluation every N pretraining steps (the curve the steps are chosen on)."})
     old_base: bool = field(default=False, metadata={
@@ -107,6 +115,14 @@ class V2Config:
                 raise HRAlignError(f"`{name}` should be an integer >= 0 but the value passed is {v!r}")
         if self.pair_episodes < 2 or self.eval_episodes < 2:
             raise HRAlignError("`pair_episodes` and `eval_episodes` should be >= 2 (training and held-out pairs)")
+        from hralign.pretrain.objectives import OBJECTIVES  # torch: only when a benchmark is configured
+
+        if self.pretrain_objective not in OBJECTIVES:
+            raise HRAlignError(f"`pretrain_objective` should be one of {', '.join(OBJECTIVES)} but the value passed "
+                               f"is {self.pretrain_objective!r}")
+        if self.base and not (Path(self.base) / "hralign.json").is_file():
+            raise HRAlignError(f"`base` {self.base}: no hralign.json there; expected an encoder directory written by "
+                               "hralign pretrain (its --out)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -257,11 +273,11 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
             s = timed(f"collect {key}", collect, path, ccfg, False, progress)
             collected[key] = {k: v for k, v in s.items() if k != "out"}
 
-    base = str(timed("pretrain (corpus)", pretrain_stage, out / "pretrain", files["corpus"][0], cfg, progress))
+    base = str(timed("pretrain (corpus)", base_stage, out, files["corpus"][0], cfg, progress))
     bench = BenchConfig(adapters=cfg.adapters, adapt_steps=cfg.adapt_steps, pretrain_steps=cfg.pretrain_steps,
                         seed=0)
     variants: dict[str, EncoderSource | None] = {
-        PROPRIO_ROW: None, "random-init": EncoderSource("r3m-resnet18", image_size=size),
+        PROPRIO_ROW: None, "random-init": EncoderSource(cfg.base_encoder, image_size=size),
         "frozen": EncoderSource(base, image_size=size)}
     # the spread right after the base (cheap next to the rollouts; a partial run answers it)
     spread_sources = {"random-init": variants["random-init"], "frozen": variants["frozen"]}
@@ -307,7 +323,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
            "workers_max_mb": rss_workers}
 
     results = {"tasks": tasks.to_dict(), "v2": cfg.to_dict(), "eval": eval_cfg.to_dict(), "protocols": list(protocols),
-               "collect": collected, "pretrain_curve": _pretrain_curve(out / "pretrain"), "timings_s": timings,
+               "collect": collected, "pretrain_curve": _pretrain_curve(Path(base)), "timings_s": timings,
                "peak_rss": rss, "spread": spread, "lam": _lam_summary(out / "lam") if labels is not None else None,
                "table": table, "stats": _statistics(table, tasks.eval, cfg.bootstrap),
                **({"sequential": seq} if seq is not None else {})}
@@ -366,14 +382,33 @@ def spread_stage(target: Path, files: dict[str, str], sources: dict[str, Encoder
     return {v: res[v] for v in sources}
 
 
+def base_stage(out: Path, corpus: Path, cfg: V2Config, progress: bool) -> Path:
+    """The base encoder directory: ``cfg.base`` as given, else one pretrained on the corpus
+    (:func:`pretrain_stage` into ``out/pretrain``). The choice is written to ``out/base.json`` and a
+    resumed run that would change it is refused: its finished rows were built on the first base."""
+    choice = {"base": str(Path(cfg.base).resolve()) if cfg.base else "", "objective": cfg.pretrain_objective,
+              "encoder": cfg.base_encoder}
+    f = out / "base.json"
+    if f.is_file():
+        old = json.loads(f.read_text(encoding="utf-8"))
+        if old != choice:
+            raise HRAlignError(f"--resume {out}: the base changed since the run started (was {old}, now {choice}); "
+                               "start a new --out")
+    else:
+        write_text_atomic(f, json.dumps(choice, indent=2))
+    return Path(cfg.base) if cfg.base else pretrain_stage(out / "pretrain", corpus, cfg, progress)
+
+
 def pretrain_stage(target: Path, pairs: Path, cfg: V2Config, progress: bool) -> Path:
-    """Pretrain (or reuse) an r3m-resnet18 base on the human views of ``pairs`` with R3M's objective into
-    ``target``, evaluated every ``cfg.pretrain_eval_every`` steps; returns ``target``."""
+    """Pretrain (or reuse) a ``cfg.base_encoder`` base on the human views of ``pairs`` with
+    ``cfg.pretrain_objective`` into ``target``, evaluated every ``cfg.pretrain_eval_every`` steps;
+    returns ``target``."""
     from hralign.pretrain import PretrainConfig, pretrain
 
     if not stage_done(target):
-        pcfg = PretrainConfig(pairs=str(pairs), out=str(target), domain="human", encoder="r3m-resnet18",
-                              image_size=cfg.image_size, steps=cfg.pretrain_steps, seed=0,
+        pcfg = PretrainConfig(pairs=str(pairs), out=str(target), domain="human", encoder=cfg.base_encoder,
+                              objective=cfg.pretrain_objective, image_size=cfg.image_size, steps=cfg.pretrain_steps,
+                              seed=0,
                               resume=(target / "run.json").is_file(), eval_every=cfg.pretrain_eval_every,
                               checkpoint_every=cfg.pretrain_eval_every)
         pretrain(pcfg, progress=progress, log=lambda _msg: None)
@@ -615,4 +650,4 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 
 __all__ = ["EVAL_VIEWS_BASE_ROW", "LATENT_CONTROL_ROW", "LATENT_ROW", "ORACLE_ROW", "PRESETS", "ROW_ALIASES", "V2Config",
            "eval_job", "finished_cells", "format_ci", "format_v2", "lam_labels_stage", "lam_stage", "partial_results",
-           "pretrain_stage", "rename_rows", "run_bench_v2", "run_eval_jobs", "spread_stage"]
+           "base_stage", "pretrain_stage", "rename_rows", "run_bench_v2", "run_eval_jobs", "spread_stage"]

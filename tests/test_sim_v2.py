@@ -152,17 +152,6 @@ def test_old_results_rows_read_under_their_new_names():
     assert "| 0.637* (0.500*) |" in md and "| 0.800 (0.400) |" in md and "earlier probe" in md
 
 
-def test_participation_ratio_counts_directions():
-    from hralign_bench.alignment import participation_ratio
-
-    rng = np.random.default_rng(0)
-    iso = rng.normal(size=(4000, 16))
-    assert 14.5 < participation_ratio(iso) <= 16.0
-    line = rng.normal(size=(4000, 1)) @ rng.normal(size=(1, 16)) + 1e-3 * rng.normal(size=(4000, 16))
-    assert participation_ratio(line) < 1.1
-    assert participation_ratio(100.0 * iso) == pytest.approx(participation_ratio(iso))  # scale-free: BatchNorm's view
-
-
 def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
     from hralign_bench.v2 import finished_cells, partial_results
 
@@ -244,6 +233,37 @@ def test_v2_config_refuses_bad_latent_sizes(tmp_path):
         V2Config(latent_steps=1.5)
     with pytest.raises(HRAlignError, match="no such file"):
         SimLatentConfig(labels=str(tmp_path / "labels.h5"))
+
+
+def test_v2_base_by_objective_or_by_path(tmp_path, monkeypatch):
+    """The base is pretrained with the chosen objective and architecture, or taken from a directory; a resume
+    that would change it is refused (its finished rows were built on the first base)."""
+    import hralign_bench.v2 as v2
+
+    with pytest.raises(HRAlignError, match="`pretrain_objective` should be one of r3m, .*'nope'"):
+        v2.V2Config(pretrain_objective="nope")
+    with pytest.raises(HRAlignError, match="`base` .*no hralign.json"):
+        v2.V2Config(base=str(tmp_path))
+    calls = []
+    monkeypatch.setattr(v2, "pretrain_stage", lambda target, corpus, cfg, progress: calls.append(
+        (cfg.pretrain_objective, cfg.base_encoder)) or target)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = v2.V2Config(pretrain_objective="tcn-infonce", base_encoder="timm:vit_tiny_patch16_224")
+    assert v2.base_stage(run, tmp_path / "corpus.h5", cfg, False) == run / "pretrain"
+    assert calls == [("tcn-infonce", "timm:vit_tiny_patch16_224")]
+    with pytest.raises(HRAlignError, match="the base changed since the run started"):
+        v2.base_stage(run, tmp_path / "corpus.h5", v2.V2Config(), False)
+    given = tmp_path / "enc"
+    given.mkdir()
+    (given / "hralign.json").write_text("{}")
+    other = tmp_path / "run2"
+    other.mkdir()
+    assert v2.base_stage(other, tmp_path / "corpus.h5", v2.V2Config(base=str(given)), False) == given
+    assert len(calls) == 1  # nothing pretrained for a given base
+    assert json.loads((other / "base.json").read_text())["base"] == str(given.resolve())
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(tmp_path / "cli"), "--set", "pretrain_objective=nope")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "pretrain_objective" in stderr
 
 
 @needs_mw
