@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hralign.atomic import atomic_path, write_text_atomic
+from hralign.config_checks import check_int
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
 from hralign.sim.collect import CollectConfig, collect, content_hash
@@ -79,11 +80,8 @@ class BenchConfig:
                                    f"{', '.join(sorted(METHODS))}")
         if len(set(self.adapters)) != len(self.adapters):
             raise HRAlignError(f"`adapters`: {','.join(self.adapters)!r} lists an adapter twice")
-        for name in ("pretrain_steps", "adapt_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "pretrain_steps" else 1):
-                raise HRAlignError(f"`{name}` should be an integer >= {0 if name == 'pretrain_steps' else 1} but the "
-                                   f"value passed is {v!r}")
+        check_int(self.pretrain_steps, "pretrain_steps", 0)
+        check_int(self.adapt_steps, "adapt_steps", 1)
         if not float(self.adapt_lr) > 0:
             raise HRAlignError(f"`adapt_lr` should be positive but the value passed is {self.adapt_lr!r}")
         if not float(self.adapt_frame_weight) > 0:

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from hralign.atomic import write_text_atomic
+from hralign.config_checks import check_choice, check_ints
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource
 from hralign.sim.collect import CollectConfig, collect
@@ -101,25 +102,17 @@ class V2Config:
     bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples of goals and seeds."})
 
     def __post_init__(self) -> None:
+        from hralign.pretrain.objectives import OBJECTIVES  # torch: only when a benchmark is configured
+
         BenchConfig(adapters=self.adapters)  # the same adapter-spec checks as the same-tasks benchmark
         if isinstance(self.adapters, str):
             self.adapters = tuple(a.strip() for a in self.adapters.split(",") if a.strip())
-        for name in ("corpus_episodes", "pair_episodes", "eval_episodes", "image_size", "pretrain_steps",
-                     "pretrain_eval_every", "adapt_steps", "workers", "bootstrap"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise HRAlignError(f"`{name}` should be an integer >= 1 but the value passed is {v!r}")
-        for name in ("lam_steps", "latent_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise HRAlignError(f"`{name}` should be an integer >= 0 but the value passed is {v!r}")
+        check_ints(self, ("corpus_episodes", "pair_episodes", "eval_episodes", "image_size", "pretrain_steps",
+                          "pretrain_eval_every", "adapt_steps", "workers", "bootstrap"), 1)
+        check_ints(self, ("lam_steps", "latent_steps"), 0)
+        check_choice(self.pretrain_objective, "pretrain_objective", OBJECTIVES)
         if self.pair_episodes < 2 or self.eval_episodes < 2:
             raise HRAlignError("`pair_episodes` and `eval_episodes` should be >= 2 (training and held-out pairs)")
-        from hralign.pretrain.objectives import OBJECTIVES  # torch: only when a benchmark is configured
-
-        if self.pretrain_objective not in OBJECTIVES:
-            raise HRAlignError(f"`pretrain_objective` should be one of {', '.join(OBJECTIVES)} but the value passed "
-                               f"is {self.pretrain_objective!r}")
         if self.base and not (Path(self.base) / "hralign.json").is_file():
             raise HRAlignError(f"`base` {self.base}: no hralign.json there; expected an encoder directory written by "
                                "hralign pretrain (its --out)")
