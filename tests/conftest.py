@@ -31,6 +31,16 @@ def small_pairs(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def push_demos(tmp_path_factory):
+    """Two MetaWorld push expert episodes at 32x32 (the [sim] extra; a test using it skips without it)."""
+    from hralign.sim.collect import CollectConfig, collect
+
+    path = tmp_path_factory.mktemp("mw") / "push.h5"
+    collect(path, CollectConfig(tasks=("push",), episodes=2, image_size=32, max_steps=150), progress=False)
+    return path
+
+
 # A latent action model small enough to train in seconds (conv IDM, 8 channels, 32-d tokens).
 TINY_LAM_ARGS = ["--idm", "conv", "--conv-channels", "8", "--patch-size", "8", "--dim", "32", "--heads", "2",
                  "--idm-depth", "1", "--fdm-depth", "1", "--code-dim", "8", "--batch-size", "8", "--log-every", "5",

@@ -80,11 +80,8 @@ def test_toy_kind_trains_and_evaluates_through_policy_train_and_eval(toy, tiny_p
 
 
 @pytest.mark.skipif(not _MW, reason=f"[sim] extra not usable: {_WHY}")
-def test_toy_kind_runs_closed_loop_in_sim_eval(toy, tmp_path):
-    pairs = tmp_path / "mw.h5"
-    code, _, err = run_cli("sim", "collect", "--tasks", "push", "--episodes", "2", "--image-size", "32",
-                           "--max-steps", "150", "--out", str(pairs))
-    assert code == 0, err
+def test_toy_kind_runs_closed_loop_in_sim_eval(toy, tmp_path, push_demos):
+    pairs = push_demos
     out = tmp_path / "ev"
     code, stdout, err = run_cli("sim", "eval", "--pairs", str(pairs), "--encoder", "r3m-resnet18",
                                 "--encoder-image-size", "32", "--name", "toy", "--no-proprio-row", "--kind", "toy",

@@ -144,15 +144,12 @@ def test_bench_sequential_refuses_the_unpaired_draws_comparison(tmp_path):
 
 
 @pytest.mark.skipif(not _OK, reason=f"[sim] extra not usable: {_WHY}")
-def test_rounds_reuse_the_saved_policies_and_match_one_shot(tmp_path, monkeypatch):
+def test_rounds_reuse_the_saved_policies_and_match_one_shot(tmp_path, monkeypatch, push_demos):
     """A sequential evaluation trains each (row, seed) once, and its outcomes equal a one-shot evaluation's."""
     import hralign.sim.evaluate as ev
     from hralign.policy import EncoderSource
 
-    path = tmp_path / "mw.h5"
-    code, _, stderr = run_cli("sim", "collect", "--tasks", "push", "--episodes", "2", "--image-size", "32",
-                              "--max-steps", "150", "--out", str(path))
-    assert code == 0, stderr
+    path = push_demos
     cfg = ev.SimEvalConfig(protocol="robot", rollouts=4, seeds=2, steps=20, batch_size=32, max_steps=12, envs=2)
     variants = {"proprio-only": None, "enc": EncoderSource("r3m-resnet18", image_size=32)}
     one = ev.evaluate_sim(path, tmp_path / "one", variants, cfg, progress=False)
