@@ -171,7 +171,8 @@ def test_a_renamed_option_is_refused_naming_the_new_one():
 
     assert CliRunner().invoke(cmd, ["--val-fraction", "0.3"]).output.strip() == "0.3"
     r = CliRunner().invoke(cmd, ["--val", "0.3"])
-    assert isinstance(r.exception, HRAlignError) and str(r.exception) == "`--val` was renamed: use `--val-fraction`"
+    assert isinstance(r.exception, HRAlignError) and str(r.exception) == ("`--val` was renamed: use `--val-fraction`; "
+                                                                    "pass --val-fraction 0.3")
     assert "--val " not in CliRunner().invoke(cmd, ["--help"]).output  # hidden
     for args, new in ((["pairs", "split", "x.h5", "--val", "0.3", "--out", "y.h5"], "--val-fraction"),
                       (["pairs", "synth", "--out", "y.h5", "--tasks", "3"], "--num-tasks"),

@@ -135,7 +135,8 @@ def renamed_option(old: str, new: str, is_flag: bool = False, note: str = "") ->
 
     def refuse(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         if value not in (None, False):
-            raise HRAlignError(f"`{old}` was renamed: use `{new}`{note}")
+            again = "" if is_flag else f"; pass {new} {value}"
+            raise HRAlignError(f"`{old}` was renamed: use `{new}`{note}{again}")
 
     return click.option(old, "_renamed_" + old.lstrip("-").replace("-", "_"), is_flag=is_flag, default=None,
                         hidden=True, expose_value=False, callback=refuse)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from hralign.cli.kinds import KindGroup, kind_configs, kind_options
-from hralign.cli.options import config_kwargs, dataclass_options
+from hralign.cli.options import config_kwargs, dataclass_options, renamed_option
 from hralign.errors import HRAlignError
 from hralign.policy import EncoderSource, get_policy_kind
 from hralign.policy.factory import check_inputs
@@ -86,10 +86,10 @@ def make_eval_command() -> click.Command:
     @kind_options(train="own")
     @click.option("--labels", default=None, type=click.Path(dir_okay=False),
                   help="labels.h5 of --pairs (`hralign lam label`) for a kind trained on LAM labels (--kind latent).")
-    @click.option("--policy", "old_policy", default=None, hidden=True)
+    @renamed_option("--policy", "--kind", note=" (the policy kind, as in `hralign policy train`)")
     def eval_cmd(pairs_path: str, encoder: str | None, weights: str | None, adapter: str | None,
                  encoder_image_size: int | None, name: str | None, proprio_row: bool, out: str, resume_rows: bool,
-                 as_json: bool, sequential: bool, labels: str | None, old_policy: str | None, **options: Any) -> None:
+                 as_json: bool, sequential: bool, labels: str | None, **options: Any) -> None:
         """Train a policy of --kind on the protocol's demos and execute it closed loop from the robot view.
 
         \b
@@ -103,9 +103,6 @@ def make_eval_command() -> click.Command:
           hralign sim eval --pairs mw.h5 --encoder r3m-resnet18 --kind gr1 --history 4 --chunk 4 \\
               --pretrain-steps 1000 --protocol robot --out runs/mw_gr1
         """
-        if old_policy is not None:
-            raise HRAlignError(f"--policy {old_policy}: the policy kind is --kind, as in `hralign policy train`; pass "
-                               f"--kind {old_policy}")
         seq = SequentialConfig(**config_kwargs(SequentialConfig, options))
         cfg = SimEvalConfig(**config_kwargs(SimEvalConfig, options))
         rest = {k: v for k, v in options.items() if k not in {f.name for f in dataclasses.fields(SimEvalConfig)}
