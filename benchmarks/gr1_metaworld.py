@@ -152,9 +152,10 @@ def main() -> None:
 
     stats = {p: statistics(r, tasks, a.bootstrap) for p, r in table.items()}
     n = a.rollouts * len(tasks) * a.seeds
+    lr_text = a.lr if a.lr is not None else "each policy's own"
     lines = [f"pairs {a.pairs}; encoder {a.encoder} at {a.encoder_image_size} px (frozen{', adapter' if a.adapter else ''}); "
              f"{a.rollouts} goals/task x {a.seeds} seeds = {n} rollouts per cell, {a.max_steps}-step limit; every row "
-             f"{a.steps} steps x {a.batch_size} frames, AdamW lr {a.lr if a.lr is not None else "each policy's own"}; GR-1 stage 1 {a.pretrain_steps} steps; GR-1 "
+             f"{a.steps} steps x {a.batch_size} frames, AdamW lr {lr_text}; GR-1 stage 1 {a.pretrain_steps} steps; GR-1 "
              f"history {a.history}, chunk {a.chunk}, delta {a.future_delta}, dim {a.dim}, dropout {gr1.dropout:g}; "
              + (f"early stopping every {a.early_stop_every} steps, patience {a.early_stop_patience}; "
                 if a.early_stop_every else "") +
