@@ -79,9 +79,96 @@ def format_table(table: dict[str, dict[str, Any]], stats: dict[str, Any], tasks:
     return lines
 
 
+COMPARISONS = (("gr1", "bc"), ("gr1+stage1", "gr1"), ("gr1+stage1", "bc"), ("bc", "proprio-only"))
+
+
+def read_finished(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{protocol: {row: {"per_seed": [...]}}} of every row of a run directory whose seed files 0..n-1 are all
+    written (a run in progress reports what it has finished; the seed files are `evaluate_sim`'s own)."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for vdir in sorted(p for p in out.glob("*/*/*") if p.is_dir()):
+        seeds = sorted(vdir.glob("seed*.json"), key=lambda f: int(f.stem[4:]))
+        if not seeds or [int(f.stem[4:]) for f in seeds] != list(range(len(seeds))):
+            continue
+        protocol = vdir.parent.parent.name
+        table.setdefault(protocol, {})[vdir.name] = {
+            "per_seed": [json.loads(f.read_text(encoding="utf-8")) for f in seeds]}
+    return table
+
+
+def differences(mats: dict[str, np.ndarray], samples: int) -> list[dict[str, Any]]:
+    """Each comparison present in ``mats``: the paired bootstrap over seeds and goals (the v2 tables' interval)
+    and the two-way random-effects t interval of `--sequential` (which holds its level when seeds differ;
+    with 3 seeds it is the wider and the one to read)."""
+    from hralign.sim.sequential import paired_interval
+    from hralign.sim.stats import paired_bootstrap
+
+    out = []
+    for a, b in COMPARISONS:
+        if a in mats and b in mats and mats[a].shape == mats[b].shape:
+            boot = paired_bootstrap({b: mats[b], a: mats[a]}, reference=b, samples=samples)[a]
+            t = paired_interval(mats[a], mats[b], 0.95)
+            out.append({"a": a, "b": b, "diff": t["diff"], "boot_lo": boot["diff_lo"], "boot_hi": boot["diff_hi"],
+                        "t_lo": t["lo"], "t_hi": t["hi"], "df": t["df"], "rollouts": int(mats[a].size)})
+    return out
+
+
+def report(dirs: list[Path], samples: int) -> str:
+    """Markdown of the finished rows of one or more run directories (collect seeds of the same evaluation: same
+    goals, same seeds) and, for two or more, the draws pooled (their seeds stacked on the same goals)."""
+    from hralign.sim.stats import outcome_matrix, paired_bootstrap
+
+    tables = {str(d): read_finished(d) for d in dirs}
+    lines = []
+    pooled: dict[str, dict[str, list[np.ndarray]]] = {}
+    for name, table in tables.items():
+        for protocol, rows in table.items():
+            tasks = list(next(iter(rows.values()))["per_seed"][0]["per_goal"])
+            full = max(len(v["per_seed"]) for v in rows.values())  # rows with fewer seeds are still running
+            partial = {r: len(v["per_seed"]) for r, v in rows.items() if len(v["per_seed"]) < full}
+            rows = {r: v for r, v in rows.items() if r not in partial}
+            mats = {r: outcome_matrix(v, tasks) for r, v in rows.items()}
+            shapes = {m.shape for m in mats.values()}
+            if len(shapes) > 1:
+                raise SystemExit(f"error: {name}/{protocol}: rows with different [seeds, goals] {sorted(shapes)}")
+            boot = paired_bootstrap(mats, samples=samples)
+            lines += [f"### {name}: {protocol} ({', '.join(tasks)}; {next(iter(shapes))[0]} seeds x "
+                      f"{next(iter(shapes))[1]} goals per row)", "",
+                      "| row | success per seed | success [95% CI] | chosen step per seed (held-out MSE) | "
+                      "demo MSE per seed |", "|---|---|---|---|---|"]
+            for r, v in rows.items():
+                per = sorted(v["per_seed"], key=lambda x: x["seed"])
+                chosen = " / ".join(f"{x['early_stop']['best_step']} ({x['early_stop']['best_heldout_mse']:.4f})"
+                                    if x.get("early_stop") else "-" for x in per)
+                mse = " / ".join(f"{x['demo_mse']:.4f}" if x.get("demo_mse") is not None else "-" for x in per)
+                success = " / ".join(format(x["success"], ".2f") for x in per)
+                lines.append(f"| {r} | {success} | "
+                             f"{boot[r]['mean']:.2f} [{boot[r]['lo']:.2f}, {boot[r]['hi']:.2f}] | {chosen} | {mse} |")
+                pooled.setdefault(protocol, {}).setdefault(r, []).append(mats[r])
+            if partial:
+                lines.append("| " + "; ".join(f"{r}: {n} seed(s) finished so far" for r, n in partial.items())
+                             + " | | | | |")
+            lines += _difference_lines(differences(mats, samples))
+    if len(dirs) > 1:
+        for protocol, rows in pooled.items():
+            mats = {r: np.vstack(m) for r, m in rows.items() if len(m) == len(dirs)}
+            lines += [f"### pooled over {len(dirs)} draws: {protocol} (seeds stacked on the same goals)", "",
+                      "| row | success |", "|---|---|"]
+            lines += [f"| {r} | {m.mean():.2f} |" for r, m in mats.items()]
+            lines += _difference_lines(differences(mats, samples))
+    return "\n".join(lines)
+
+
+def _difference_lines(diffs: list[dict[str, Any]]) -> list[str]:
+    return ["", "| difference | mean | paired bootstrap 95% | random-effects t 95% (df) | rollouts per row |",
+            "|---|---|---|---|---|"] + [
+        f"| {d['a']} - {d['b']} | {d['diff']:+.2f} | [{d['boot_lo']:+.2f}, {d['boot_hi']:+.2f}] | "
+        f"[{d['t_lo']:+.2f}, {d['t_hi']:+.2f}] ({d['df']:.0f}) | {d['rollouts']} |" for d in diffs] + [""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", required=True, help="pairs file from `hralign sim collect`")
+    ap.add_argument("--pairs", help="pairs file from `hralign sim collect` (required unless --report)")
     ap.add_argument("--out", default="runs/gr1_mw")
     ap.add_argument("--encoder", default="r3m-resnet18")
     ap.add_argument("--weights", default=None)
@@ -109,7 +196,17 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--report", nargs="+", metavar="OUT", help="only report the finished rows of these run "
+                    "directories (collect seeds of one evaluation) and, for several, the draws pooled")
     a = ap.parse_args()
+    if a.report:
+        missing = [d for d in a.report if not Path(d).is_dir()]
+        if missing:
+            ap.error(f"--report: not a directory: {', '.join(missing)}")  # exit 2
+        print(report([Path(d) for d in a.report], a.bootstrap))
+        return
+    if not a.pairs:
+        ap.error("--pairs is required unless --report")
     warnings.filterwarnings("ignore", message=".*randomly initialised.*")
 
     from hralign.errors import HRAlignError
