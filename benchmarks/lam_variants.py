@@ -35,6 +35,7 @@ from hralign.sim.latent import LAM_OPTIONS
 
 # name -> (LAMConfig options over the v2 stage's, LAMTrainConfig options, what it tests)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "init": ({}, {"steps": 1}, "the baseline after 1 step (a random-init IDM: what the architecture gives untrained)"),
     "baseline": ({}, {}, "the v2 stage's LAM (pixels, gap 3, VQ nsvq 8 x 4)"),
     "gap1": ({"gap": 1}, {}, "frame gap 1"),
     "gap6": ({"gap": 6}, {}, "frame gap 6"),
@@ -65,18 +66,20 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return json.loads(done.read_text())
     if "action_weight" in train_opts:
         train_opts = {**train_opts, "action_pairs": args.action_pairs}
+    steps = int(train_opts.get("steps", args.steps))
+    train_opts = {k: v for k, v in train_opts.items() if k != "steps"}
     load_before = uptime()
     t0 = time.perf_counter()
-    cfg = LAMTrainConfig(pairs=args.corpus, out=str(out / "lam"), domain="human", steps=args.steps,
+    cfg = LAMTrainConfig(pairs=args.corpus, out=str(out / "lam"), domain="human", steps=steps,
                          batch_size=args.batch_size, seed=args.seed, eval_every=0, checkpoint_every=0,
-                         log_every=max(1, args.steps // 4), eval_pairs=256, overwrite=True, device="cpu", **train_opts)
+                         log_every=max(1, steps // 4), eval_pairs=256, overwrite=True, device="cpu", **train_opts)
     final = train_lam(config_for_pairs(args.corpus, "human", **{**LAM_OPTIONS, **model_opts}), cfg, progress=False)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     labels = label_pairs(args.eval, out / "lam", out / "labels.h5", overwrite=True)
     measures = measure_lam(labels, args.eval, out / "lam", seed=args.seed)
     rec = {"variant": name, "what": what, "model_options": {**LAM_OPTIONS, **model_opts}, "train_options": train_opts,
-           "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "train_s": train_s,
+           "steps": steps, "batch_size": args.batch_size, "seed": args.seed, "train_s": train_s,
            "measure_s": time.perf_counter() - t1, "corpus_eval": final, "eval": measures,
            "uptime_before": load_before, "uptime_after": uptime()}
     write_text_atomic(done, json.dumps(rec, indent=1) + "\n")
@@ -88,7 +91,7 @@ def _f(x: float, nd: int = 3) -> str:
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
-    head = ("| variant | train s | probe R² robot (shuffled) | proprio floor | latents+proprio | probe R² human view | "
+    head = ("| variant | steps | train s | probe R² robot (shuffled) | proprio floor | latents+proprio | probe R² human view | "
             "recon / copy / shuffled MSE, robot view (explained vs copy) | perplexity (of 8) | kNN h→r task (shuf) | "
             "kNN h→r phase (shuf) | kNN r→h task | kNN r→h phase | kNN r→r task / phase | NMI robot (codes shuffled) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -104,7 +107,7 @@ def table(records: list[dict[str, Any]]) -> list[str]:
                  f"({_f(rec['explained_vs_copy'])})") if "psnr" in rec else \
             f"features: {rec['recon_mse']:.4f} / {rec['copy_mse']:.4f} / {rec['shuffled_action_mse']:.4f} ({_f(rec['explained_vs_copy'])})"
         lines.append(
-            f"| {r['variant']} | {r['train_s']:.0f} | {_f(p['action_probe_r2'])} ({_f(p['action_probe_r2_shuffled'])}) "
+            f"| {r['variant']} | {r['steps']} | {r['train_s']:.0f} | {_f(p['action_probe_r2'])} ({_f(p['action_probe_r2_shuffled'])}) "
             f"| {_f(p['action_probe_r2_proprio'])} | {_f(p['action_probe_r2_with_proprio'])} | {_f(ph['action_probe_r2'])} "
             f"| {recon} | {rec['perplexity']:.2f} | {_f(hr['task'], 2)} ({_f(hr['task_shuffled'], 2)}) "
             f"| {_f(hr['phase'], 2)} ({_f(hr['phase_shuffled'], 2)}) | {_f(rh['task'], 2)} | {_f(rh['phase'], 2)} "
@@ -119,7 +122,7 @@ def main() -> None:
     ap.add_argument("--action-pairs", default="", help="pairs file whose robot clips label the action2.5 variants")
     ap.add_argument("--out", required=True, help="run directory (LAMs, labels, per-variant measures.json)")
     ap.add_argument("--results", default="", help="where results.json and results.md go (default --out)")
-    ap.add_argument("--variants", default="baseline,gap1,gap6,motion,continuous,features,action2.5")
+    ap.add_argument("--variants", default="baseline,action2.5,continuous,motion,gap1,gap6,init,features")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
@@ -138,7 +141,7 @@ def main() -> None:
     results = Path(args.results or args.out)
     results.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "command": args.command, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+            "command": args.command, "steps": steps, "batch_size": args.batch_size, "seed": args.seed,
             "variants": {n: VARIANTS[n][2] for n in names}}
     write_text_atomic(results / "results.json", json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
     lines = ["# LAM variants: probe table", "", f"Command: `{args.command}`", "",
