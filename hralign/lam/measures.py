@@ -119,46 +119,77 @@ def _halves(pairs: PairsFile, seed: int) -> dict[str, tuple[np.ndarray, np.ndarr
 
 def cross_embodiment_knn(labels: dict[str, Any], pairs: PairsFile, k: int = 10, phase_bins: int = 4,
                          seed: int = 0) -> dict[str, Any]:
-    """kNN accuracy of task and motion phase between embodiments, on disjoint episodes.
-
-    For each direction ``human->robot``, ``robot->human`` and the within-embodiment references
-    ``robot->robot`` / ``human->human``: queries are the latents of one half of the episodes,
-    references the other embodiment's latents of the other half (then the halves swap; the two
-    accuracies are averaged), cosine-weighted vote of ``k`` neighbours (:func:`hralign.metrics.knn_accuracy`).
-    ``*_shuffled``: the same vote with the reference labels permuted (chance as the vote sees it).
-    """
+    """kNN accuracy of task and motion phase between embodiments, on disjoint episodes, for a labels
+    file made from ``pairs`` (:func:`knn_consistency` on its rows; halves from :func:`_halves`)."""
     k = _check_positive(k, "knn_k", 1)
     gap = int(labels["attrs"]["gap"])
     present = [d for d in DOMAINS if d in labels and d in pairs.domains]
     if not present:
         raise HRAlignError("cross-embodiment kNN: the labels have no human or robot rows")
     halves = _halves(pairs, seed)
-    rows: dict[str, dict[str, np.ndarray]] = {}
+    cols: dict[str, list[np.ndarray]] = {"latents": [], "domain": [], "task": [], "phase": [], "half": []}
     for d in present:
         r = labels[d]
         clips = np.asarray(r["clip"])
-        rows[d] = {"latents": np.asarray(r["latents"], np.float32), "clip": clips,
-                   "task": np.asarray(pairs.clip_tasks(d))[clips],
-                   "phase": phase_labels(clips, r["t"], pairs.clip_lengths(d), gap, phase_bins)}
+        cols["latents"].append(np.asarray(r["latents"], np.float32))
+        cols["domain"].append(np.full(len(clips), DOMAINS.index(d)))
+        cols["task"].append(np.asarray(pairs.clip_tasks(d))[clips])
+        cols["phase"].append(phase_labels(clips, r["t"], pairs.clip_lengths(d), gap, phase_bins))
+        cols["half"].append(np.isin(clips, halves[d][1]).astype(np.int64))
+    res = knn_consistency(*(np.concatenate(cols[c]) for c in ("latents", "domain", "task", "phase", "half")),
+                          k=k, seed=seed)
+    return {"k": k, "phase_bins": phase_bins, "tasks": int(pairs.num_tasks), **res}
+
+
+def knn_consistency(latents: np.ndarray, domain: np.ndarray, task: np.ndarray, phase: np.ndarray, half: np.ndarray,
+                    k: int = 10, seed: int = 0) -> dict[str, dict[str, float]]:
+    """The cross-embodiment kNN on rows (latents, domain 0 human / 1 robot, task, phase, half 0/1).
+
+    For each direction ``q->r`` of the domains present (``human->robot``, ``robot->human`` and the
+    within-embodiment references ``human->human``, ``robot->robot``): queries are domain q's rows of
+    one half, references domain r's rows of the other half (then the halves swap; the accuracies
+    are averaged), cosine-weighted vote of ``k`` neighbours (:func:`hralign.metrics.knn_accuracy`).
+    The halves split episodes (a pair's two clips in one half), so a query never meets its
+    frame-aligned partner. ``*_shuffled``: the same vote with the reference labels permuted.
+    """
+    k = _check_positive(k, "knn_k", 1)
+    latents = np.asarray(latents, np.float32)
+    domain, half = np.asarray(domain), np.asarray(half)
+    labels = {"task": np.asarray(task), "phase": np.asarray(phase)}
     rng = np.random.default_rng([seed, 19])
-    res: dict[str, Any] = {"k": k, "phase_bins": phase_bins, "tasks": int(pairs.num_tasks)}
-    directions = [(q, r) for q in present for r in present]
-    for q, r in directions:
-        scores: dict[str, list[float]] = {}
-        for qa, rb in ((0, 1), (1, 0)):
-            qm = np.isin(rows[q]["clip"], halves[q][qa])
-            rm = np.isin(rows[r]["clip"], halves[r][rb])
-            if not qm.any() or not rm.any():
-                continue
-            for what in ("task", "phase"):
-                ref_labels = rows[r][what][rm]
-                args = (rows[q]["latents"][qm], rows[q][what][qm], rows[r]["latents"][rm])
-                scores.setdefault(what, []).append(knn_accuracy(*args, ref_labels, k=k))
-                scores.setdefault(f"{what}_shuffled", []).append(
-                    knn_accuracy(*args, ref_labels[rng.permutation(len(ref_labels))], k=k))
-        if scores:
-            res[f"{q}->{r}"] = {key: float(np.mean(v)) for key, v in scores.items()}
+    res: dict[str, dict[str, float]] = {}
+    present = [i for i in range(len(DOMAINS)) if (domain == i).any()]
+    for q in present:
+        for r in present:
+            scores: dict[str, list[float]] = {}
+            for qa, rb in ((0, 1), (1, 0)):
+                qm, rm = (domain == q) & (half == qa), (domain == r) & (half == rb)
+                if not qm.any() or not rm.any():
+                    continue
+                for what, lab in labels.items():
+                    ref = lab[rm]
+                    args = (latents[qm], lab[qm], latents[rm])
+                    scores.setdefault(what, []).append(knn_accuracy(*args, ref, k=k))
+                    scores.setdefault(f"{what}_shuffled", []).append(knn_accuracy(*args, ref[rng.permutation(len(ref))], k=k))
+            if scores:
+                res[f"{DOMAINS[q]}->{DOMAINS[r]}"] = {key: float(np.mean(v)) for key, v in scores.items()}
     return res
+
+
+def halves_of_rows(pair: np.ndarray, domain: np.ndarray, clip: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Half (0/1) of each row from its pair index (-1: in no pair; then its own clip decides), by
+    ``seed``: the rows of one pair share a half, as :func:`_halves` does for a pairs file."""
+    pair, domain, clip = (np.asarray(a, np.int64) for a in (pair, domain, clip))
+    rng = np.random.default_rng([seed, 17])
+    pairs = np.unique(pair[pair >= 0])
+    side = dict(zip(pairs.tolist(), (rng.permutation(len(pairs)) >= len(pairs) // 2).astype(np.int64).tolist()))
+    half = np.array([side.get(p, -1) for p in pair.tolist()], np.int64)
+    loose = half < 0
+    if loose.any():
+        units = np.unique(np.stack([domain[loose], clip[loose]], 1), axis=0)
+        flip = dict(zip(map(tuple, units.tolist()), (rng.permutation(len(units)) % 2).tolist()))
+        half[loose] = [flip[(d, c)] for d, c in zip(domain[loose].tolist(), clip[loose].tolist())]
+    return half
 
 
 # ------------------------------------------------------------------------------------------------
