@@ -136,12 +136,14 @@ def main() -> None:
     records = []
     for name in names:
         rec = run_variant(name, args)
+        if rec["train_options"].get("action_pairs"):  # the file's name only: results never point outside the repo
+            rec["train_options"] = {**rec["train_options"], "action_pairs": Path(rec["train_options"]["action_pairs"]).name}
         records.append(rec)
         print(f"{name}: " + table([rec])[-1], flush=True)
     results = Path(args.results or args.out)
     results.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "command": args.command, "steps": steps, "batch_size": args.batch_size, "seed": args.seed,
+            "command": args.command, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
             "variants": {n: VARIANTS[n][2] for n in names}}
     write_text_atomic(results / "results.json", json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
     lines = ["# LAM variants: probe table", "", f"Command: `{args.command}`", "",
