@@ -36,6 +36,7 @@ from hralign.sim.latent import LAM_OPTIONS
 # name -> (LAMConfig options over the v2 stage's, LAMTrainConfig options, what it tests)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "init": ({}, {"steps": 1}, "the baseline after 1 step (a random-init IDM: what the architecture gives untrained)"),
+    "init-gap6": ({"gap": 6}, {"steps": 1}, "gap 6 after 1 step (the untrained control of gap6)"),
     "baseline": ({}, {}, "the v2 stage's LAM (pixels, gap 3, VQ nsvq 8 x 4)"),
     "gap1": ({"gap": 1}, {}, "frame gap 1"),
     "gap6": ({"gap": 6}, {}, "frame gap 6"),
