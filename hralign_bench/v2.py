@@ -18,8 +18,10 @@ Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished o
    action, and how far above the proprio-only floor?) and the frames' effective number of directions
    (:func:`hralign.metrics.participation_ratio`: what BC's BatchNorm input sees);
 4. adapt the robot branch on ``pairs.h5`` once per adapter spec (``OUT/adapt/<name>``);
-5. the latent chain's LAM on the corpus (``OUT/lam``, human view only) and its labels of
-   ``eval.h5`` (``OUT/lam_labels.h5``), unless ``lam_steps`` is 0;
+5. the latent chain's LAM on the corpus (``OUT/lam``, human view only), its labels of
+   ``eval.h5`` (``OUT/lam_labels.h5``) and its measures there (``OUT/lam_measures.json``,
+   :mod:`hralign.lam.measures`: action probe with the proprio floor, reconstruction vs copy and
+   shuffled latents, perplexity, cross-embodiment kNN, code NMI), unless ``lam_steps`` is 0;
 6. evaluate every row on the evaluation tasks under each protocol, (protocol, row) jobs spread over
    ``workers`` processes: proprio-only, random-init, frozen, adapters, full fine-tune, under
    ``robot`` / ``few-shot`` the latent chain and the same latent policy without latent pretraining
@@ -284,10 +286,12 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
         adapter = timed(f"adapt {spec}", adapt_stage, out, files["pairs"][0], spec, base, None, size, bench.adapt_steps,
                         bench.adapt_lr, bench.adapt_frame_weight, bench.seed, progress)
         variants[adapter_row(spec)] = EncoderSource(base, adapter=str(adapter))
-    labels = None
+    labels, lam_eval = None, None
     if cfg.lam_steps:
         lam = timed("lam (corpus)", lam_stage, out / "lam", files["corpus"][0], cfg, progress)
         labels = str(timed("lam labels (eval)", lam_labels_stage, out / "lam_labels.h5", files["eval"][0], lam, progress))
+        lam_eval = timed("lam measures (eval)", lam_measures_stage, out / "lam_measures.json", files["eval"][0],
+                         Path(labels), lam)
 
 
     jobs = []
@@ -318,6 +322,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
     results = {"tasks": tasks.to_dict(), "v2": cfg.to_dict(), "eval": eval_cfg.to_dict(), "protocols": list(protocols),
                "collect": collected, "pretrain_curve": _pretrain_curve(Path(base)), "timings_s": timings,
                "peak_rss": rss, "spread": spread, "lam": _lam_summary(out / "lam") if labels is not None else None,
+               "lam_eval": lam_eval,
                "table": table, "stats": _statistics(table, tasks.eval, cfg.bootstrap),
                **({"sequential": seq} if seq is not None else {})}
     _write(out, results)
@@ -351,6 +356,18 @@ def lam_labels_stage(target: Path, pairs: Path, lam: Path, progress: bool) -> Pa
     if not target.is_file():
         label_pairs(pairs, lam, target, progress=progress)
     return target
+
+
+def lam_measures_stage(target: Path, pairs: Path, labels: Path, lam: Path) -> dict[str, Any]:
+    """:func:`hralign.lam.measures.measure_lam` of the LAM on the evaluation file (tasks it never saw),
+    cached in ``target``: what `hralign lam eval --lam` and benchmarks/lam_variants.py report."""
+    from hralign.lam.measures import measure_lam
+
+    if target.is_file():
+        return json.loads(target.read_text(encoding="utf-8"))
+    res = measure_lam(labels, pairs, lam, eval_pairs=256)
+    write_text_atomic(target, json.dumps(res, indent=2))
+    return res
 
 
 def _lam_summary(run: Path) -> dict[str, Any]:
@@ -514,6 +531,11 @@ def format_v2(results: dict[str, Any]) -> str:
         if results.get("lam"):
             lines.append("LAM on the corpus, held-out corpus frame pairs: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in results["lam"].items()))
+        if results.get("lam_eval"):
+            from hralign.lam.measures import format_measures
+
+            lines += ["", "LAM on the evaluation file (tasks it never saw; hralign.lam.measures, as `hralign lam "
+                      "eval --lam`):", ""] + [f"- {line}" for line in format_measures(results["lam_eval"])]
     if results.get("spread"):
         lines += ["", "Robot-clip spread (every robot clip, mean-pooled features; cos = mean pairwise cosine, 1 = one "
                   "point; rel std = mean per-dim std / RMS of the mean descriptor) and robot->robot kNN task accuracy "
@@ -642,5 +664,6 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 
 
 __all__ = ["EVAL_VIEWS_BASE_ROW", "LATENT_CONTROL_ROW", "LATENT_ROW", "ORACLE_ROW", "PRESETS", "ROW_ALIASES", "V2Config",
-           "eval_job", "finished_cells", "format_ci", "format_v2", "lam_labels_stage", "lam_stage", "partial_results",
+           "eval_job", "finished_cells", "format_ci", "format_v2", "lam_labels_stage", "lam_measures_stage", "lam_stage",
+           "partial_results",
            "base_stage", "pretrain_stage", "rename_rows", "run_bench_v2", "run_eval_jobs", "spread_stage"]

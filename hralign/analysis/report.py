@@ -46,6 +46,14 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("ari_robot", "ARI (robot)", ""),
     ("paired_code_agreement", "Paired code agreement (LAM)", "share of frame-aligned human/robot latents with the same discrete code"),
     ("num_codes_used", "# distinct codes (LAM)", ""),
+    ("lam_knn_task_human_to_robot", "LAM kNN task h \u2192 r, disjoint episodes", "human latents vote on robot latents of the other half of the episodes (hralign.lam.measures, k=10; no frame-aligned partner can be found)"),
+    ("lam_knn_task_human_to_robot_shuffled", "  same, reference labels shuffled", "the chance it beats"),
+    ("lam_knn_phase_human_to_robot", "LAM kNN motion phase h \u2192 r", "phase = which of 4 time bins of its clip a latent falls in"),
+    ("lam_knn_phase_human_to_robot_shuffled", "  same, reference labels shuffled", ""),
+    ("lam_knn_task_robot_to_human", "LAM kNN task r \u2192 h, disjoint episodes", ""),
+    ("lam_knn_phase_robot_to_human", "LAM kNN motion phase r \u2192 h", ""),
+    ("lam_code_nmi_actions", "LAM code NMI vs robot actions", "codes (token tuple) vs actions cut into 3 equal-frequency bins per column"),
+    ("lam_code_nmi_actions_shuffled", "  same, codes shuffled", "the bias of many codes"),
     ("action_probe_r2", "Action probe R\u00b2 \u2192 robot actions", "ridge probe, 5-fold cross-validated by robot clip"),
     ("silhouette", "Silhouette (sample)", "cluster separation in latent space"),
     ("num_human", "# human latents", ""),
@@ -55,7 +63,9 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-LAM_ONLY = ("paired_code_agreement", "num_codes_used")
+LAM_ONLY = ("paired_code_agreement", "num_codes_used", "lam_knn_task_human_to_robot", "lam_knn_task_human_to_robot_shuffled",
+            "lam_knn_phase_human_to_robot", "lam_knn_phase_human_to_robot_shuffled", "lam_knn_task_robot_to_human",
+            "lam_knn_phase_robot_to_human", "lam_code_nmi_actions", "lam_code_nmi_actions_shuffled")
 
 
 def _fmt(v) -> str:

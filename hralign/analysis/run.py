@@ -328,6 +328,37 @@ def _draw_sample(config: AnalyzeConfig, first: LatentSet, n: int, notes: list[st
     return sample
 
 
+def lam_consistency(ls: LatentSet, sample: np.ndarray, seed: int = 0) -> dict[str, float | None]:
+    """The LAM measures of `hralign lam eval` that hold without frame alignment (hralign.lam.measures),
+    on the sampled rows: kNN of task and motion phase across embodiments on disjoint episodes, and
+    NMI of the codes against discretised robot actions."""
+    from hralign.lam.measures import code_nmi, discretize_actions, halves_of_rows, knn_consistency
+
+    out: dict[str, float | None] = {}
+    s = np.asarray(sample, np.int64)
+    dom, clip, t = ls.domain[s].astype(np.int64), ls.clip[s], ls.t[s]
+    # phase: which of 4 time bins of its clip's analysed frames (t = 0 .. last t) a row falls in
+    unit = ls.domain.astype(np.int64) * (int(ls.clip.max(initial=0)) + 1) + ls.clip
+    last = np.zeros(int(unit.max(initial=0)) + 1, np.int64)
+    np.maximum.at(last, unit, ls.t.astype(np.int64))
+    phase = np.minimum(t * 4 // (last[unit[s]] + 1), 3)
+    knn = knn_consistency(np.asarray(ls.latents[s], np.float32), dom, ls.task[s], phase,
+                          halves_of_rows(ls.pair[s], dom, clip, seed), seed=seed)
+    for key, name in (("human->robot", "human_to_robot"), ("robot->human", "robot_to_human")):
+        for what in ("task", "phase"):
+            v = knn.get(key, {})
+            out[f"lam_knn_{what}_{name}"] = v.get(what)
+            if name == "human_to_robot":
+                out[f"lam_knn_{what}_{name}_shuffled"] = v.get(f"{what}_shuffled")
+    if ls.actions is not None and ls.codes is not None:
+        r = (dom == 1) & np.isfinite(ls.actions[s]).all(1)
+        if r.sum() >= 4:
+            res = code_nmi(ls.codes[s][r].reshape(int(r.sum()), -1), discretize_actions(ls.actions[s][r]),
+                           int(ls.codes.max()) + 1, seed=seed)
+            out["lam_code_nmi_actions"], out["lam_code_nmi_actions_shuffled"] = res["nmi"], res["nmi_shuffled"]
+    return out
+
+
 def _analyse_view(vname: str, ls: LatentSet, lat_key: str, sample: np.ndarray, km_method: str, config: AnalyzeConfig,
                   old: View | None, with_frames: bool, notes: list[str], reused: list[str],
                   timings: dict[str, float], rss: dict[str, float]) -> _ViewResult:
@@ -379,6 +410,7 @@ def _analyse_view(vname: str, ls: LatentSet, lat_key: str, sample: np.ndarray, k
         code_id = np.unique(ls.codes.reshape(len(ls), -1), axis=0, return_inverse=True)[1].reshape(-1)
         metrics["paired_code_agreement"] = paired_agreement(code_id, ls.domain, ls.pair, ls.t)
         metrics["num_codes_used"] = float(np.unique(code_id).size)
+        metrics.update(lam_consistency(ls, sample, config.seed))
     if dists is None and with_frames:  # cached clusters: distances for the gallery
         c = np.asarray(centroids, np.float32)
         dists = np.concatenate([((ch - c[clusters[a:a + len(ch)]]) ** 2).sum(1) for a, ch in space.chunks()])

@@ -122,30 +122,51 @@ def label(pairs: str, lam_dir: str, out: str, robot_lam: str | None, batch_size:
 @lam.command("eval")
 @click.option("--pairs", required=True, help="The pairs file the labels were made from.")
 @click.option("--labels", "labels_path", required=True, help="labels.h5 from `hralign lam label`.")
+@click.option("--lam", "lam_dir", default=None, help="The LAM directory: also its reconstruction on --pairs' frame "
+              "pairs against copying x_t and against shuffled latents, and its codebook perplexity.")
 @click.option("--split", "which", type=click.Choice(["all", "train", "val"]), default="all", show_default=True,
-              help="Pairs whose agreement is measured (the file's /split, else the seeded split of "
-                   f"{DEFAULT_VAL_FRACTION:.0%} of the pairs that training holds out).")
+              help="Pairs whose code agreement is measured (the file's /split, else the seeded split of "
+                   f"{DEFAULT_VAL_FRACTION:.0%} of the pairs that training holds out); the other measures use every clip.")
 @click.option("--folds", type=int, default=5, show_default=True, help="Grouped (by clip) folds of the action probe.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffled-label control.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the controls (shuffles) and the kNN halves.")
+@click.option("--knn-k", type=int, default=10, show_default=True, help="Neighbours of the cross-embodiment kNN vote.")
+@click.option("--phase-bins", type=int, default=4, show_default=True, help="Time bins per clip: the motion-phase labels of the kNN.")
+@click.option("--action-bins", type=int, default=3, show_default=True, help="Equal-frequency bins per action column: "
+              "the action classes of the code NMI.")
+@click.option("--eval-pairs", type=int, default=512, show_default=True, help="Frame pairs per domain of the reconstruction (with --lam).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def evaluate(pairs: str, labels_path: str, which: str, folds: int, seed: int, as_json: bool) -> None:
-    """Cross-embodiment code agreement on frame-aligned pairs and a linear probe latents -> robot actions.
+def evaluate(pairs: str, labels_path: str, lam_dir: str | None, which: str, folds: int, seed: int, knn_k: int,
+             phase_bins: int, action_bins: int, eval_pairs: int, as_json: bool) -> None:
+    """How much action the LAM's latents carry, and whether both embodiments mean the same by them.
 
-    Agreement compares the human and robot code at the same pair and frame t (meaningful when the
-    pairs are frame-aligned, as synthetic data is); chance is the product of the two code
-    histograms. The probe is ridge regression, cross-validated across clips, against the robot
-    actions summed over the gap, next to the same probe on shuffled labels.
+    \b
+    - action probe: ridge from latents to each domain's actions over the gap, cross-validated
+      across clips, next to shuffled labels, the proprio-only floor and latents + proprio;
+    - code NMI against discretised actions (next to shuffled codes);
+    - cross-embodiment kNN accuracy of task and motion phase on disjoint episodes (no frame
+      alignment needed), next to shuffled reference labels;
+    - code agreement at matched (pair, t) when the pairs are frame-aligned (synthetic data);
+      chance is the product of the two code histograms;
+    - with --lam: reconstruction against copying x_t and shuffled latents, perplexity.
+    The measures are hralign.lam.measures (the same as the v2 benchmark and benchmarks/lam_variants.py).
 
     \b
     Example:
       hralign lam eval --pairs demo.h5 --labels runs/lam/labels.h5
+      hralign lam eval --pairs demo.h5 --labels runs/lam/labels.h5 --lam runs/lam --json
       hralign lam eval --pairs demo.h5 --labels runs/adapt_lam/labels.h5 --split val
     """
+    from hralign.config_checks import check_int
     from hralign.errors import HRAlignError
-    from hralign.lam.evaluate import code_agreement, probe_labels
+    from hralign.lam.evaluate import code_agreement
     from hralign.lam.labels import read_labels
+    from hralign.lam.measures import format_measures, measure_labels, reconstruction
     from hralign.pairs import PairsFile
 
+    check_int(folds, "folds", 2, flag=True)
+    for value, name, lo in ((knn_k, "knn_k", 1), (phase_bins, "phase_bins", 1), (action_bins, "action_bins", 2),
+                            (eval_pairs, "eval_pairs", 1)):
+        check_int(value, name, lo, flag=True)
     lab = read_labels(labels_path)
     if lab["attrs"].get("pairs_sha256") and lab["attrs"]["pairs_sha256"] != sha256_file(pairs):
         raise HRAlignError(f"--labels {labels_path}: made from another pairs file (sha256 differs from {pairs})")
@@ -155,20 +176,28 @@ def evaluate(pairs: str, labels_path: str, which: str, folds: int, seed: int, as
         from hralign.pairs.split import split_pairs
 
         indices = split_pairs(pf)[0 if which == "train" else 1]
-    res = {"split": which, "agreement": code_agreement(lab, pf, indices)}
-    if "robot" in lab and pf.has("robot", "actions"):
-        res["probe"] = probe_labels(lab, pf, "robot", folds=folds, seed=seed)
+    res: dict = {"split": which}
+    if pf.num_pairs and "human" in lab and "robot" in lab:
+        res["agreement"] = code_agreement(lab, pf, indices)
+    measures = measure_labels(lab, pf, folds=folds, seed=seed, knn_k=knn_k, phase_bins=phase_bins,
+                              action_bins=action_bins)
+    if lam_dir is not None:
+        measures["reconstruction"] = reconstruction(_lam_dir(lam_dir), pairs, eval_pairs=eval_pairs, seed=seed)
+    res["measures"] = measures
+    if "robot" in measures["probe"]:
+        res["probe"] = measures["probe"]["robot"]
     if as_json:
         click.echo(json.dumps(res))
         return
-    a = res["agreement"]
-    click.echo(f"code agreement human vs robot at matched (pair, t), {which} pairs, {a['matched']} rows: "
-               f"{a['agreement_mean']:.3f} per token (chance {a['chance_mean']:.3f}); "
-               f"all {len(a['agreement_per_token'])} tokens equal {a['agreement_all']:.3f}")
-    click.echo(f"  per token: {', '.join(f'{x:.3f}' for x in a['agreement_per_token'])}  "
-               f"chance: {', '.join(f'{x:.3f}' for x in a['chance_per_token'])}")
-    click.echo(f"  latent retrieval human->robot top1 {a['latent_retrieval']['top1']:.3f} "
-               f"top5 {a['latent_retrieval']['top5']:.3f} (chance {1 / max(a['matched'], 1):.4f})")
+    if "agreement" in res:
+        a = res["agreement"]
+        click.echo(f"code agreement human vs robot at matched (pair, t), {which} pairs, {a['matched']} rows: "
+                   f"{a['agreement_mean']:.3f} per token (chance {a['chance_mean']:.3f}); "
+                   f"all {len(a['agreement_per_token'])} tokens equal {a['agreement_all']:.3f}")
+        click.echo(f"  per token: {', '.join(f'{x:.3f}' for x in a['agreement_per_token'])}  "
+                   f"chance: {', '.join(f'{x:.3f}' for x in a['chance_per_token'])}")
+        click.echo(f"  latent retrieval human->robot top1 {a['latent_retrieval']['top1']:.3f} "
+                   f"top5 {a['latent_retrieval']['top5']:.3f} (chance {1 / max(a['matched'], 1):.4f})")
     if "probe" in res:
         p = res["probe"]
         click.echo(f"action probe R^2 (latents -> robot actions over the gap, ridge, {p['folds']}-fold by clip): "
@@ -178,6 +207,8 @@ def evaluate(pairs: str, labels_path: str, which: str, folds: int, seed: int, as
                          zip(p["target_columns"], p["action_probe_r2_per_column"],
                              p["action_probe_r2_shuffled_per_column"]))
         click.echo(f"  per action column R^2 (shuffled): {cols}")
+    for line in format_measures(measures):
+        click.echo(line)
 
 
 def _lam_dir(spec: str) -> str:

@@ -11,14 +11,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from hralign.config_checks import check_choice, check_int, check_ints, from_dict
+from hralign.config_checks import check_choice, check_int, check_ints, check_number, from_dict
 from hralign.errors import HRAlignError
 
 LAM_FORMAT = "lam"
 LAM_FORMAT_VERSION = 1
 
 IDM_KINDS = ("transformer", "conv")
-QUANTIZERS = ("nsvq", "ste")
+QUANTIZERS = ("nsvq", "ste", "none")
 TARGETS = ("pixels", "features")
 FDM_DECODERS = ("linear", "conv")
 
@@ -42,7 +42,12 @@ class LAMConfig:
     heads: int = field(default=4, metadata={"help": "Attention heads."})
     conv_channels: int = field(default=64, metadata={"help": "Base channel count of the conv IDM."})
     quantizer: str = field(default="nsvq", metadata={"help": "Gradient through the quantiser: 'nsvq' (noise "
-                                                              "substitution, LAPA) or 'ste' (straight-through, VQ-VAE)."})
+                                                              "substitution, LAPA), 'ste' (straight-through, VQ-VAE) "
+                                                              "or 'none' (continuous latents: the FDM reads the IDM's "
+                                                              "output; the codebook only clusters it for labels)."})
+    latent_noise: float = field(default=0.0, metadata={"help": "Std of Gaussian noise added to the continuous latent "
+                                                                "while training (quantizer 'none' only; a bottleneck "
+                                                                "in place of the codebook)."})
     commitment: float = field(default=0.25, metadata={"help": "Commitment weight beta (only for 'ste')."})
     dead_code_threshold: float = field(default=0.1, metadata={"help": "A code is dead when it gets less than this "
                                                                        "fraction of its uniform share of assignments."})
@@ -54,10 +59,17 @@ class LAMConfig:
                                                              "(doubling per level, at most 4x)."})
     edge_weight: float = field(default=0.0, metadata={"help": "Weight of an image-gradient (edge) MSE term added to "
                                                                "the FDM's pixel loss (0: plain MSE)."})
+    motion_weight: float = field(default=0.0, metadata={"help": "Weight the pixel loss by the frame difference: "
+                                                                 "each value's squared error counts 1 + W * "
+                                                                 "|x_{t+H} - x_t| / mean|x_{t+H} - x_t| (0: plain MSE; "
+                                                                 "pixel targets)."})
     target: str = field(default="pixels", metadata={"help": "What the FDM rebuilds at t+H: 'pixels' (LAPA) or "
                                                              "'features' of a frozen encoder (UniVLA)."})
     target_encoder: str | None = field(default=None, metadata={"help": "Encoder spec for target='features' "
                                                                         "(anything hralign.encoders.load_encoder takes)."})
+    target_image_size: int | None = field(default=None, metadata={"help": "Side the target encoder reads "
+                                                                           "(target='features'; default the "
+                                                                           "encoder's own, e.g. 224 for R3M)."})
     target_tokens: int | None = field(default=None, metadata={"help": "Number of FDM tokens (set from the target; "
                                                                        "pixels: patches per frame)."})
     target_token_dim: int | None = field(default=None, metadata={"help": "Size of each FDM token (set from the "
@@ -95,6 +107,17 @@ class LAMConfig:
             raise HRAlignError(f"`edge_weight` should be a number >= 0 but the value passed is {self.edge_weight!r}")
         if self.edge_weight and self.target != "pixels":
             raise HRAlignError("`edge_weight` applies to pixel targets only; pass 0 with target='features'")
+        check_number(self.latent_noise, "latent_noise", 0)
+        if self.latent_noise and self.quantizer != "none":
+            raise HRAlignError(f"`latent_noise` {self.latent_noise} is for continuous latents; pass quantizer='none' "
+                               f"(the quantizer passed is {self.quantizer!r}) or drop it")
+        check_number(self.motion_weight, "motion_weight", 0)
+        if self.motion_weight and self.target != "pixels":
+            raise HRAlignError("`motion_weight` weights the pixel loss; pass 0 with target='features'")
+        if self.target_image_size is not None:
+            check_int(self.target_image_size, "target_image_size", 16)
+            if self.target != "features":
+                raise HRAlignError(f"`target_image_size` {self.target_image_size} is only used with target='features'")
         if self.commitment < 0:
             raise HRAlignError(f"`commitment` should be >= 0 but the value passed is {self.commitment}")
         if self.target == "pixels":

@@ -8,6 +8,12 @@ Two ways to pass gradients through the nearest-code lookup:
 - ``ste``: straight-through estimator with codebook and commitment losses (van den Oord et al.,
   2017, VQ-VAE): ``q = z + sg(c - z)``, ``loss = ||sg(z) - c||^2 + beta ||z - sg(c)||^2``.
 
+``none`` bypasses quantisation (continuous latent actions, as LAOM, Nikulin et al. 2025, found to
+carry more action): the FDM reads ``z`` (plus Gaussian noise of std ``noise`` while training, a
+bottleneck in place of the codebook). The codebook still learns, by its VQ-VAE codebook loss
+``||sg(z) - c||^2`` alone (online k-means that sends no gradient to the encoder), so labels,
+perplexity and code NMI keep meaning "the nearest of K clusters of latents".
+
 Codebook collapse (one code used, reported by LAPA's users) is fought twice: the codebook is
 initialised from the first batch of encoder outputs (as vector-quantize-pytorch's ``kmeans_init``
 does, without the k-means), and :meth:`VectorQuantizer.restart_dead_codes` replaces codes that got
@@ -51,18 +57,22 @@ class VectorQuantizer(nn.Module):
         K, number of codes.
     dim : int
         D, size of each code.
-    mode : {"nsvq", "ste"}
-        Gradient estimator (see module docstring).
+    mode : {"nsvq", "ste", "none"}
+        Gradient estimator, or no quantisation (see module docstring).
     commitment : float
         beta of the VQ-VAE commitment loss (``ste`` only).
+    noise : float
+        Std of the training noise on continuous latents (``none`` only).
     """
 
-    def __init__(self, codebook_size: int, dim: int, mode: str = "nsvq", commitment: float = 0.25) -> None:
+    def __init__(self, codebook_size: int, dim: int, mode: str = "nsvq", commitment: float = 0.25,
+                 noise: float = 0.0) -> None:
         super().__init__()
         self.codebook_size = codebook_size
         self.dim = dim
         self.mode = mode
         self.commitment = commitment
+        self.noise = noise
         self.codebook = nn.Parameter(torch.randn(codebook_size, dim))
         # Assignments per code since the last restart; persistent so --resume keeps the window.
         self.register_buffer("usage", torch.zeros(codebook_size, dtype=torch.float64))
@@ -89,7 +99,7 @@ class VectorQuantizer(nn.Module):
         hard = F.embedding(codes, self.codebook)  # (B, T, D)
         zero = z.new_zeros(())
         if not self.training:
-            return QuantOut(hard, codes, zero, hard)
+            return QuantOut(z if self.mode == "none" else hard, codes, zero, hard)
         with torch.no_grad():
             every_z, offset = self._global(z.detach())  # (B_global, T, D)
             every_code = self._global(codes)[0]
@@ -100,6 +110,9 @@ class VectorQuantizer(nn.Module):
             err = (z - hard).norm(dim=-1, keepdim=True)
             q = z + err / noise.norm(dim=-1, keepdim=True).clamp(min=1e-12) * noise
             return QuantOut(q, codes, zero, hard)
+        if self.mode == "none":
+            q = z + self.noise * torch.randn_like(z) if self.noise else z
+            return QuantOut(q, codes, F.mse_loss(hard, z.detach()), hard)
         loss = F.mse_loss(hard, z.detach()) + self.commitment * F.mse_loss(z, hard.detach())
         return QuantOut(z + (hard - z).detach(), codes, loss, hard)
 

@@ -12,6 +12,7 @@ Run directory: see :mod:`hralign.lam.io`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,11 +29,13 @@ from hralign.lam.data import FramePairs, check_frame_size, resolve_domains
 from hralign.lam.io import META_FILE, save_lam
 from hralign.lam.model import LatentActionModel, psnr
 from hralign.lam.quantizer import perplexity
+from hralign.lam.supervision import ActionSupervision
 from hralign.pairs import PairsFile
 from hralign.train import Phase, TrainConfig, open_session
 
 # Derived from the target encoder (not options): not compared on --resume.
 RESUMABLE_FIELDS = ("target_tokens", "target_token_dim")
+HEAD_PREFIX = "action_head."  # checkpoint keys of the action-supervision head (not part of the saved LAM)
 
 
 @dataclass
@@ -52,12 +55,26 @@ class LAMTrainConfig(TrainConfig):
                                                                "(pixel targets; costs ~K times a step)."})
     restart_every: int = field(default=100, metadata={"help": "Restart dead codes every N steps (0: never)."})
     eval_pairs: int = field(default=512, metadata={"help": "Frame pairs in the fixed evaluation set."})
+    action_pairs: str = field(default="", metadata={"help": "Pairs file whose robot clips (with /robot/actions) give "
+                                                             "the labelled frame pairs of action supervision (LAOM; "
+                                                             "with --action-weight)."})
+    action_fraction: float = field(default=0.025, metadata={"help": "Share of --action-pairs' robot frame pairs "
+                                                                     "that are labelled (LAOM: 2.5%)."})
+    action_weight: float = field(default=0.0, metadata={"help": "Weight of the linear action head's loss on the "
+                                                                 "labelled pairs (0: no action supervision)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ints(self, ("eval_pairs", "rollout_steps"), 1, flag=True)
         check_int(self.restart_every, "restart_every", 0, flag=True)
         check_number(self.weight_decay, "weight_decay", 0, flag=True)
+        check_number(self.action_fraction, "action_fraction", 0, 1, lo_open=True, flag=True)
+        check_number(self.action_weight, "action_weight", 0, flag=True)
+        if self.action_weight and not self.action_pairs:
+            raise HRAlignError(f"`--action-weight` {self.action_weight} needs `--action-pairs` (a pairs file with "
+                               "robot actions)")
+        if self.action_pairs and not self.action_weight:
+            raise HRAlignError(f"`--action-pairs` {self.action_pairs} is unused without `--action-weight` > 0")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -71,8 +88,8 @@ class FeatureTarget:
     vector, the pooled feature (B, D) is one token.
     """
 
-    def __init__(self, spec: str) -> None:
-        self.encoder = load_encoder(spec)
+    def __init__(self, spec: str, image_size: int | None = None) -> None:
+        self.encoder = load_encoder(spec, image_size=image_size)
 
     @torch.no_grad()
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
@@ -90,7 +107,7 @@ def build_lam(config: LAMConfig, sample_frame: np.ndarray | None = None) -> tupl
     """Model + feature target (None for pixels); sets ``target_tokens``/``target_token_dim`` for features."""
     target = None
     if config.target == "features":
-        target = FeatureTarget(str(config.target_encoder))
+        target = FeatureTarget(str(config.target_encoder), config.target_image_size)
         if sample_frame is None:
             sample_frame = np.zeros((1, config.image_size, config.image_size, 3), np.uint8)
         tokens = target(sample_frame)
@@ -136,7 +153,7 @@ def evaluate_lam(model: LatentActionModel, data: FramePairs, rows: np.ndarray, t
         b = x.shape[0]
         cur = model.pixel_tokens(x[:, 0] * 0.5 + 0.5) if cur is None else cur
         tgt = model.pixel_tokens(x[:, 1] * 0.5 + 0.5) if tgt is None else tgt
-        q = model.quantizer.codebook[out.codes]
+        q = model.quantize(out.latents).quantized  # eval mode: the codes' vectors (continuous: the latents)
         perm = torch.randperm(b, generator=g)
         shuffled = model.fdm(cur, q[perm])
         sums["recon"] += float(out.recon_mse) * b
@@ -171,16 +188,24 @@ def config_for_pairs(pairs_path: str, domain: str, **model_options: Any) -> LAMC
 # The loop
 # ------------------------------------------------------------------------------------------------
 class _Step(nn.Module):
-    """One training forward of the LAM on uint8 frames, as a module so DDP sees it (plain or unrolled)."""
+    """One training forward of the LAM on uint8 frames, as a module so DDP sees it (plain or unrolled),
+    plus the action head's loss on labelled robot pairs when ``supervision`` is given."""
 
-    def __init__(self, model: LatentActionModel, target: FeatureTarget | None, unrolled: bool) -> None:
+    def __init__(self, model: LatentActionModel, target: FeatureTarget | None, unrolled: bool,
+                 supervision: ActionSupervision | None = None, action_weight: float = 0.0) -> None:
         super().__init__()
         self.model, self.target, self.unrolled = model, target, unrolled
+        self.supervision, self.action_weight = supervision, action_weight
 
-    def forward(self, frames: np.ndarray):
+    def forward(self, frames: np.ndarray, labelled: tuple[np.ndarray, torch.Tensor] | None = None):
         if self.unrolled:
-            return self.model.forward_unrolled(_sequences(self.model, frames))
-        return self.model(*_batch(self.model, self.target, frames))
+            out = self.model.forward_unrolled(_sequences(self.model, frames))
+        else:
+            out = self.model(*_batch(self.model, self.target, frames))
+        if self.supervision is None or labelled is None:
+            return out, None
+        action = self.supervision.loss(self.model, *labelled)
+        return dataclasses.replace(out, loss=out.loss + self.action_weight * action), action.detach()
 
 
 def _summarize(window: list[dict[str, Any]], config: LAMConfig) -> dict[str, Any]:
@@ -193,6 +218,8 @@ def _summarize(window: list[dict[str, Any]], config: LAMConfig) -> dict[str, Any
            "perplexity_per_token": [perplexity(codes[:, j], k) for j in range(codes.shape[1])],
            "usage_per_token": [int(torch.unique(codes[:, j]).numel()) for j in range(codes.shape[1])],
            "lr": window[-1]["lr"]}
+    if "action_loss" in window[-1]:
+        rec["action_loss"] = float(np.mean([e["action_loss"] for e in window]))
     if config.target == "pixels":
         rec.update(psnr=psnr(rec["recon_mse"]), copy_psnr=psnr(rec["copy_mse"]))
     restarted = [e["restarted_codes"] for e in window if "restarted_codes" in e]
@@ -231,28 +258,59 @@ def train_lam(model_config: LAMConfig, cfg: LAMTrainConfig, progress: bool = Tru
     session.begin()
     eval_rows = np.sort(np.random.default_rng([cfg.seed, 7]).permutation(len(data))[:cfg.eval_pairs])
 
+    supervision = None
+    if cfg.action_weight:
+        supervision = ActionSupervision(cfg.action_pairs, cfg.action_fraction, model_config.gap,
+                                        model_config.image_size, model_config.latent_dim, cfg.seed).to(session.device)
+        if log is not None:
+            log(f"action supervision: {len(supervision)} of {supervision.total} robot frame pairs of "
+                f"{cfg.action_pairs} labelled ({supervision.clips} clips)")
+
     def forward(step_module: nn.Module, step: int):
         rows = np.random.default_rng([cfg.seed, step]).integers(0, len(train_data), cfg.batch_size)  # global batch
-        outp = step_module(train_data.get(session.local_rows(rows)))
-        return outp.loss, {"recon_mse": float(outp.recon_mse), "copy_mse": float(outp.copy_mse), "codes": outp.codes}
+        labelled = None
+        if supervision is not None:
+            frames, targets = supervision.batch(cfg.batch_size, cfg.seed, step)
+            local = session.local_rows(np.arange(cfg.batch_size))
+            labelled = (frames[local], targets[local])
+        outp, action = step_module(train_data.get(session.local_rows(rows)), labelled)
+        logs = {"recon_mse": float(outp.recon_mse), "copy_mse": float(outp.copy_mse), "codes": outp.codes}
+        if action is not None:
+            logs["action_loss"] = float(action)
+        return outp.loss, logs
 
     def restart(step: int) -> dict[str, Any] | None:
         if cfg.restart_every and step % cfg.restart_every == 0:
             return {"restarted_codes": model.quantizer.restart_dead_codes(model_config.dead_code_threshold)}
         return None
 
+    def tensors() -> dict[str, torch.Tensor]:
+        extra = {} if supervision is None else {f"{HEAD_PREFIX}{k}": v for k, v in supervision.head.state_dict().items()}
+        return {**model.state_dict(), **extra}
+
+    def load_tensors(state: dict[str, torch.Tensor]) -> None:
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)})
+        if supervision is not None:
+            supervision.head.load_state_dict({k[len(HEAD_PREFIX):]: v for k, v in state.items()
+                                              if k.startswith(HEAD_PREFIX)})
+
     session.run_phase(Phase(
-        "train", cfg.steps, _Step(model, target, cfg.rollout_steps > 1), forward, weight_decay=cfg.weight_decay,
+        "train", cfg.steps, _Step(model, target, cfg.rollout_steps > 1, supervision, cfg.action_weight), forward,
+        weight_decay=cfg.weight_decay,
         evaluate=lambda step: evaluate_lam(model, data, eval_rows, target, seed=cfg.seed), after_step=restart,
-        summarize=lambda window: _summarize(window, model_config), tensors=model.state_dict,
-        load_tensors=model.load_state_dict), progress=progress)
+        summarize=lambda window: _summarize(window, model_config), tensors=tensors,
+        load_tensors=load_tensors), progress=progress)
 
     result: dict[str, Any] = {}
     if session.is_main:
         result = evaluate_lam(model, data, eval_rows, target, seed=cfg.seed)
         session.log({"step": cfg.steps, "eval": result})
-        save_lam(model, session.path, train={"pairs": str(cfg.pairs), "domain": cfg.domain, "steps": cfg.steps,
-                                             "final_eval": result})
+        train_meta = {"pairs": str(cfg.pairs), "domain": cfg.domain, "steps": cfg.steps, "final_eval": result}
+        if supervision is not None:
+            train_meta["action_supervision"] = {"pairs": cfg.action_pairs, "weight": cfg.action_weight,
+                                                "labelled_pairs": len(supervision), "of_pairs": supervision.total,
+                                                "clips": supervision.clips}
+        save_lam(model, session.path, train=train_meta)
         if log is not None:
             log(f"wrote {session.path / META_FILE}")
     session.finish()
