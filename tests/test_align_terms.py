@@ -167,6 +167,8 @@ def test_adapt_trains_logs_and_resumes_exactly_with_the_term(name, tiny_pairs, t
     with pytest.raises(RuntimeError, match="interrupted"):
         run_adapt(cfg("resumed"), progress=False, echo=lambda *_: None)
     monkeypatch.setattr(trainer, "term_losses", real)
+    saved = sorted(c.name for c in (tmp_path / "resumed" / "checkpoints").glob("step_*"))
+    assert saved == ["step_00000003"] and not (tmp_path / "resumed" / "adapter").exists()
     run_adapt(cfg("resumed", resume=True), progress=False, echo=lambda *_: None)
     a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
