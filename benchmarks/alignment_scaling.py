@@ -45,6 +45,7 @@ from hralign_bench.stages import stage_done
 OBJECTIVES = {
     "hralign": {},
     "hralign+frames": {"frame_weight": 1.0},
+    "hralign+frames10": {"frame_weight": 10.0},  # the frame term at mmd's weight (is mmd's lead its weight?)
     "hralign+softdtw": {"terms": "softdtw=1"},
     "hralign+sinkhorn": {"terms": "sinkhorn=1"},
     "hralign+mmd": {"terms": "mmd=10"},
