@@ -117,6 +117,7 @@ def test_parse_terms_and_options():
 
 @pytest.mark.parametrize("terms,options,message", [
     ("mmd=-1", None, "non-negative weight"),
+    ("mmd=inf", None, "finite"),
     ("ot=1", None, "among softdtw, sinkhorn, mmd"),
     ("mmd", None, "NAME=WEIGHT"),
     ("mmd=1,mmd=2", None, "twice"),

@@ -17,6 +17,7 @@ then see the local batch only); the gradients are averaged as usual.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,16 +31,15 @@ class AlignTerm:
 
     loss: Callable[..., Any]
     options: dict[str, Any] = field(default_factory=dict)  # name -> default (type = the default's)
-    help: str = ""
 
 
 ALIGN_TERMS: dict[str, AlignTerm] = {
-    "softdtw": AlignTerm(soft_dtw_divergence, {"gamma": 0.1},
-                         "soft-DTW divergence per pair over its T frames (temporal alignment)"),
-    "sinkhorn": AlignTerm(sinkhorn_divergence, {"epsilon": 0.05, "iterations": 50},
-                          "debiased Sinkhorn divergence between the batch's robot and human frame sets"),
-    "mmd": AlignTerm(mmd_rbf, {"bandwidths": [0.25, 0.5, 1.0, 2.0, 4.0]},
-                     "RBF MMD^2 (bandwidths x median squared distance) between the batch's frame sets"),
+    # soft-DTW divergence per pair over its T frames (temporal alignment)
+    "softdtw": AlignTerm(soft_dtw_divergence, {"gamma": 0.1}),
+    # debiased Sinkhorn divergence between the batch's robot and human frame sets
+    "sinkhorn": AlignTerm(sinkhorn_divergence, {"epsilon": 0.05, "iterations": 50}),
+    # RBF MMD^2 (bandwidths x median squared distance of the human frames) between the same sets
+    "mmd": AlignTerm(mmd_rbf, {"bandwidths": [0.25, 0.5, 1.0, 2.0, 4.0]}),
 }
 
 
@@ -59,8 +59,8 @@ def parse_terms(spec: str, flag: str = "--terms") -> dict[str, float]:
             w = float(weight) if sep else float("nan")
         except ValueError:
             w = float("nan")
-        if not w >= 0:
-            raise HRAlignError(f"`{flag}` should give each term a non-negative weight as NAME=WEIGHT but {item!r} "
+        if not (w >= 0 and math.isfinite(w)):
+            raise HRAlignError(f"`{flag}` should give each term a finite non-negative weight as NAME=WEIGHT but {item!r} "
                                f"does not (in {spec!r})")
         if name in out:
             raise HRAlignError(f"`{flag}` names {name} twice (in {spec!r})")
@@ -87,10 +87,9 @@ def parse_term_options(text: str | None, terms: dict[str, float], flag: str = "-
     if unused:
         raise HRAlignError(f"`{flag}` sets options of {', '.join(unused)}, which `--terms` does not name "
                            f"(terms: {', '.join(terms) or 'none'})")
-    registry = ALIGN_TERMS
     out = {}
     for name in terms:
-        defaults = registry[name].options
+        defaults = ALIGN_TERMS[name].options
         opts = dict(defaults)
         for key, value in given.get(name, {}).items():
             if key not in defaults:
@@ -115,12 +114,11 @@ def _number(v: Any) -> bool:
 
 def term_losses(terms: dict[str, float], options: dict[str, dict], human_frames, adapted_frames) -> dict[str, Any]:
     """{name: unweighted loss} of every term with a positive weight on one batch's frame features."""
-    registry = ALIGN_TERMS
     out = {}
     for name, weight in terms.items():
         if weight > 0:
             opts = {k: tuple(v) if isinstance(v, list) else v for k, v in options[name].items()}
-            out[name] = registry[name].loss(human_frames, adapted_frames, **opts)
+            out[name] = ALIGN_TERMS[name].loss(human_frames, adapted_frames, **opts)
     return out
 
 
