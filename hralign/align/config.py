@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 
 from hralign.align.pooling import POOLING_METHODS
+from hralign.align.terms import parse_term_options, parse_terms
 from hralign.config_checks import check_choice, check_int, check_number
 from hralign.errors import HRAlignError
 from hralign.pairs.split import SPLIT_BY
@@ -46,6 +47,8 @@ class AdaptConfig(TrainConfig):
     frozen_negative: bool = field(default=True, metadata={"help": "Use the frozen robot feature as an extra negative (HR-Align)."})
     symmetric: bool = field(default=True, metadata={"help": "Average the human->robot and robot->human terms."})
     frame_weight: float = field(default=0.0, metadata={"help": "Weight of an extra per-frame term pulling each adapted robot frame onto its human partner frame (relative squared error; for frame-aligned pairs such as `sim collect`'s; 0 = HR-Align's loss only)."})
+    terms: str = field(default="", metadata={"help": "Extra objectives beside HR-Align's loss and --frame-weight, as NAME=WEIGHT, comma-separated: softdtw (per-pair temporal alignment, for pairs that are not frame-synchronised), sinkhorn or mmd (distribution-level: the batch's adapted-robot vs human frame sets); e.g. 'mmd=1' (docs/adapt.md)."})
+    term_options: str | None = field(default=None, metadata={"help": "Options of the --terms as JSON, e.g. '{\"softdtw\": {\"gamma\": 0.1}}' (defaults in docs/adapt.md)."})
     pooling: str = field(default="mean", metadata={"help": "Frame pooling: mean | attention (instruction query, needs a text encoder)."})
     text_encoder: str = field(default="minilm", metadata={"help": "Text encoder for attention pooling: minilm or a local transformers dir."})
     augment: bool = field(default=False, metadata={"help": "Random resized crop per clip (turns the feature cache off)."})
@@ -70,6 +73,15 @@ class AdaptConfig(TrainConfig):
                 raise HRAlignError(f"`--adapter-options` should be a JSON object but the value passed is {self.adapter_options!r}")
         for name in ("grad_clip", "weight_decay", "frame_weight"):
             check_number(getattr(self, name), name, 0, flag=True)
+        self.term_options_dict()  # checks --terms and --term-options
+
+    def terms_dict(self) -> dict[str, float]:
+        """``--terms`` parsed: {term name: weight}."""
+        return parse_terms(self.terms or "")
+
+    def term_options_dict(self) -> dict[str, dict]:
+        """Each ``--terms`` term's options (its defaults updated by ``--term-options``)."""
+        return parse_term_options(self.term_options, self.terms_dict())
 
     def adapter_options_dict(self) -> dict:
         """``--adapter-options`` parsed (checked in __post_init__)."""

@@ -31,6 +31,7 @@ from hralign.align.features import (AlignModel, FeatureCache, build_feature_cach
 from hralign.align.loss import frame_matching_loss, hralign_loss
 from hralign.align.pooling import FramePooling, PoolingConfig
 from hralign.align.sampling import positions_to_indices, relative_positions, step_batch, step_positions
+from hralign.align.terms import term_losses
 from hralign.atomic import atomic_dir, atomic_path, write_text_atomic
 from hralign.crop import random_resized_crop
 from hralign.device import Placement
@@ -233,18 +234,25 @@ def _run(config: AdaptConfig, session: Session, progress: bool, echo) -> dict:
     if session.resumed_from is not None and session.is_main:
         echo(f"resuming {out} from step {session.resumed_from}")
 
+    terms, term_options = config.terms_dict(), config.term_options_dict()
+    with_frames = config.frame_weight > 0 or any(w > 0 for w in terms.values())
+
     def forward(runner, step: int):
         ids = step_batch(data.train, config.batch_size, config.seed, step)  # the global batch: f(seed, step)
         pos = step_positions(len(ids), config.frames, config.seed, step)
         rows = session.local_rows(np.arange(len(ids)))
         rngs = [np.random.default_rng([config.seed, 3, step, int(i)]) for i in rows] if config.augment else None
-        h, r, a, *frames = runner(batches(ids[rows], pos[rows], rngs), with_frames=config.frame_weight > 0)
+        h, r, a, *frames = runner(batches(ids[rows], pos[rows], rngs), with_frames=with_frames)
         loss = hralign_loss(h, r, a, config.temperature, config.frozen_negative, config.symmetric, gather=session.gather)
         logs = {}
-        if frames:
+        if config.frame_weight > 0:
             frame_loss = frame_matching_loss(frames[0], frames[2])
             loss = loss + config.frame_weight * frame_loss
             logs["frame_loss"] = frame_loss.item()
+        extra = term_losses(terms, term_options, frames[0], frames[2]) if frames else {}
+        for name, value in extra.items():  # --terms, each weighted (hralign.align.terms)
+            loss = loss + terms[name] * value
+            logs[f"{name}_loss"] = value.item()
         return loss, logs
 
     def load_tensors(saved: dict[str, torch.Tensor]) -> None:

@@ -27,6 +27,7 @@ def adapt(ctx: click.Context, **kwargs) -> None:
       hralign adapt --pairs demo/pairs.h5 --encoder demo/encoder --out runs/demo
       hralign adapt --pairs data.h5 --encoder r3m-resnet50 --weights ~/.r3m/r3m_50/model.pt \\
                     --method lora --placement late --steps 8000 --batch-size 200 --out runs/r3m
+      hralign adapt --pairs data.h5 --method lora --placement middle --frame-weight 1 --terms mmd=10 --out runs/mmd
       torchrun --nproc_per_node 2 -m hralign.cli.main adapt --pairs data.h5 --out runs/ddp
       accelerate launch --multi_gpu --num_processes 2 -m hralign.cli.main adapt --pairs data.h5 --out runs/acc
     """
