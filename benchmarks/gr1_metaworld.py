@@ -152,6 +152,8 @@ def report(dirs: list[Path], samples: int) -> str:
     if len(dirs) > 1:
         for protocol, rows in pooled.items():
             mats = {r: np.vstack(m) for r, m in rows.items() if len(m) == len(dirs)}
+            if not mats:  # no row finished in every draw yet
+                continue
             lines += [f"### pooled over {len(dirs)} draws: {protocol} (seeds stacked on the same goals)", "",
                       "| row | success |", "|---|---|"]
             lines += [f"| {r} | {m.mean():.2f} |" for r, m in mats.items()]
