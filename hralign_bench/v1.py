@@ -54,9 +54,10 @@ class BenchConfig:
     pretrain_steps: int = field(default=1000, metadata={
         "help": "R3M-objective steps on the human views (the frozen base when no --weights; 0 = no frozen row)."})
     adapters: tuple[str, ...] | str = field(default=("bottleneck:late", "lora:middle", "full", "lora:middle+frames"), metadata={
-        "help": "Adapters trained on the training pairs, comma-separated method[:placement][+frames]; 'full' = "
-                "fine-tune every weight (the strongest baseline); '+frames' adds the per-frame matching term "
-                "(weight --adapt-frame-weight) to HR-Align's loss; empty = none."})
+        "help": "Adapters trained on the training pairs, comma-separated "
+                "method[:placement][+frames][+TERM[=WEIGHT]]...; 'full' = fine-tune every weight (the strongest "
+                "baseline); '+frames' adds the per-frame matching term (weight --adapt-frame-weight) to HR-Align's "
+                "loss, '+mmd=10' (softdtw, sinkhorn, mmd) an `hralign adapt --terms` objective; empty = none."})
     adapt_steps: int = field(default=600, metadata={"help": "HR-Align optimiser steps per adapter."})
     adapt_lr: float = field(default=1e-3, metadata={
         "help": "Adapter learning rate ('full' uses a tenth of it: all weights move)."})
@@ -76,7 +77,8 @@ class BenchConfig:
         for spec in self.adapters:
             method, _, frames = parse_adapter_spec(spec)
             if method not in METHODS or frames is None:
-                raise HRAlignError(f"`adapters`: {spec!r} should be method[:placement][+frames] with a method among "
+                raise HRAlignError(f"`adapters`: {spec!r} should be method[:placement][+frames][+TERM[=WEIGHT]]... "
+                                   f"(TERM: an `hralign adapt --terms` name) with a method among "
                                    f"{', '.join(sorted(METHODS))}")
         if len(set(self.adapters)) != len(self.adapters):
             raise HRAlignError(f"`adapters`: {','.join(self.adapters)!r} lists an adapter twice")

@@ -94,7 +94,7 @@ class V2Config:
         "help": "Also pretrain a base on the evaluation tasks' own human views (same steps) for the spread / "
                 "kNN comparison."})
     adapters: tuple[str, ...] | str = field(default=("lora:middle", "lora:middle+frames", "full"), metadata={
-        "help": "Adapter specs method[:placement][+frames] trained on the pair tasks."})
+        "help": "Adapter specs method[:placement][+frames][+TERM[=WEIGHT]]... trained on the pair tasks (TERM: an `hralign adapt --terms` objective, e.g. lora:middle+frames+mmd=10)."})
     adapt_steps: int = field(default=400, metadata={"help": "HR-Align optimiser steps per adapter."})
     lam_steps: int = field(default=1000, metadata={
         "help": "Steps of the latent chain's LAM on the corpus (conv IDM, human view; 0 = no latent-chain rows)."})

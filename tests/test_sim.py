@@ -63,11 +63,28 @@ def test_bench_adapter_specs_and_row_names():
 
     assert [adapter_row(s) for s in ("full", "lora:middle", "bottleneck:late+frames", "full+frames")] == [
         "full fine-tune", "adapted:lora-middle", "adapted:bottleneck-late+frames", "full fine-tune+frames"]
-    for bad in ("lora:middle+pixels", "nonsense:late", "lora+frames,lora+frames"):
+    for bad in ("lora:middle+pixels", "nonsense:late", "lora+frames,lora+frames", "lora+mmd=-1", "lora++frames",
+                "lora+frames+frames", "lora+mmd=x"):
         with pytest.raises(HRAlignError, match="adapters"):
             BenchConfig(adapters=bad)
     with pytest.raises(HRAlignError, match="adapt_frame_weight"):
         BenchConfig(adapt_frame_weight=0.0)
+
+
+def test_adapter_spec_terms_reach_hralign_adapt(tiny_pairs, tmp_path, monkeypatch):
+    """``+TERM[=WEIGHT]`` suffixes become `hralign adapt --terms` (weight 1 when none is given)."""
+    import hralign.align.trainer as trainer
+    from hralign_bench.stages import adapt_stage, adapter_row, adapter_terms
+
+    assert adapter_row("lora:middle+frames+mmd=10") == "adapted:lora-middle+frames+mmd=10"
+    assert adapter_terms("lora:middle+frames+mmd=10+softdtw") == "mmd=10,softdtw=1"
+    assert adapter_terms("full+frames") == ""
+    seen = []
+    monkeypatch.setattr(trainer, "run_adapt", lambda cfg, **_kw: seen.append(cfg))
+    run = adapt_stage(tmp_path, tiny_pairs, "lora:middle+sinkhorn=0.5", "r3m-resnet18", None, 64, 2, 1e-3, 1.0, 0,
+                      False)
+    assert run == tmp_path / "adapt" / "lora-middle+sinkhorn=0.5" / "adapter"
+    assert (seen[0].terms, seen[0].frame_weight, seen[0].method) == ("sinkhorn=0.5", 0.0, "lora")
 
 
 def test_frame_error_is_zero_for_identical_frames_and_skips_unaligned_pairs():
