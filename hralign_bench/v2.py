@@ -21,7 +21,8 @@ Stages (each timed into ``OUT/timings.json``; ``resume`` reuses every finished o
 5. the latent chain's LAM on the corpus (``OUT/lam``, human view only), its labels of
    ``eval.h5`` (``OUT/lam_labels.h5``) and its measures there (``OUT/lam_measures.json``,
    :mod:`hralign.lam.measures`: action probe with the proprio floor, reconstruction vs copy and
-   shuffled latents, perplexity, cross-embodiment kNN, code NMI), unless ``lam_steps`` is 0;
+   shuffled latents, perplexity, cross-embodiment kNN, code NMI), unless ``lam_steps`` is 0 (``lam``
+   gives a LAM trained elsewhere, e.g. a variant of docs/lam.md's probe table, instead of training one);
 6. evaluate every row on the evaluation tasks under each protocol, (protocol, row) jobs spread over
    ``workers`` processes: proprio-only, random-init, frozen, adapters, full fine-tune, under
    ``robot`` / ``few-shot`` the latent chain and the same latent policy without latent pretraining
@@ -98,6 +99,9 @@ class V2Config:
     adapt_steps: int = field(default=400, metadata={"help": "HR-Align optimiser steps per adapter."})
     lam_steps: int = field(default=1000, metadata={
         "help": "Steps of the latent chain's LAM on the corpus (conv IDM, human view; 0 = no latent-chain rows)."})
+    lam: str = field(default="", metadata={
+        "help": "A LAM run directory (hralign lam train's --out) that labels the latent chain's clips instead of "
+                "training one on the corpus, e.g. the best variant by action probe (docs/lam.md)."})
     latent_steps: int = field(default=1000, metadata={
         "help": "Latent-token steps of the latent policy on the LAM-labelled human-view clips of the evaluation tasks."})
     workers: int = field(default=2, metadata={"help": "Processes the (protocol, row) evaluation jobs run in."})
@@ -118,6 +122,12 @@ class V2Config:
         if self.base and not (Path(self.base) / "hralign.json").is_file():
             raise HRAlignError(f"`base` {self.base}: no hralign.json there; expected an encoder directory written by "
                                "hralign pretrain (its --out)")
+        if self.lam:
+            from hralign.lam.io import META_FILE
+
+            if not (Path(self.lam) / META_FILE).is_file():
+                raise HRAlignError(f"`lam` {self.lam}: no {META_FILE} there; expected a LAM run directory written by "
+                                   "hralign lam train (its --out)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -288,7 +298,9 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
         variants[adapter_row(spec)] = EncoderSource(base, adapter=str(adapter))
     labels, lam_eval = None, None
     if cfg.lam_steps:
-        lam = timed("lam (corpus)", lam_stage, out / "lam", files["corpus"][0], cfg, progress)
+        record_choice(out / "lam_choice.json", {"lam": str(Path(cfg.lam).resolve()) if cfg.lam else ""}, "the LAM")
+        lam = timed("lam (corpus)", lam_stage, out / "lam", files["corpus"][0], cfg, progress) if not cfg.lam \
+            else Path(cfg.lam)
         labels = str(timed("lam labels (eval)", lam_labels_stage, out / "lam_labels.h5", files["eval"][0], lam, progress))
         lam_eval = timed("lam measures (eval)", lam_measures_stage, out / "lam_measures.json", files["eval"][0],
                          Path(labels), lam)
@@ -321,7 +333,7 @@ def run_bench_v2(out: str | Path, tasks: TaskSets, cfg: V2Config, eval_cfg: SimE
 
     results = {"tasks": tasks.to_dict(), "v2": cfg.to_dict(), "eval": eval_cfg.to_dict(), "protocols": list(protocols),
                "collect": collected, "pretrain_curve": _pretrain_curve(Path(base)), "timings_s": timings,
-               "peak_rss": rss, "spread": spread, "lam": _lam_summary(out / "lam") if labels is not None else None,
+               "peak_rss": rss, "spread": spread, "lam": _lam_summary(lam) if labels is not None else None,
                "lam_eval": lam_eval,
                "table": table, "stats": _statistics(table, tasks.eval, cfg.bootstrap),
                **({"sequential": seq} if seq is not None else {})}
@@ -398,15 +410,20 @@ def base_stage(out: Path, corpus: Path, cfg: V2Config, progress: bool) -> Path:
     resumed run that would change it is refused: its finished rows were built on the first base."""
     choice = {"base": str(Path(cfg.base).resolve()) if cfg.base else "", "objective": cfg.pretrain_objective,
               "encoder": cfg.base_encoder}
-    f = out / "base.json"
+    record_choice(out / "base.json", choice, "the base")
+    return Path(cfg.base) if cfg.base else pretrain_stage(out / "pretrain", corpus, cfg, progress)
+
+
+def record_choice(f: Path, choice: dict[str, Any], what: str) -> None:
+    """Write ``choice`` to ``f`` on a new run; on a resumed one, refuse a different choice (the rows
+    finished so far were built on the first one)."""
     if f.is_file():
         old = json.loads(f.read_text(encoding="utf-8"))
         if old != choice:
-            raise HRAlignError(f"--resume {out}: the base changed since the run started (was {old}, now {choice}); "
+            raise HRAlignError(f"--resume {f.parent}: {what} changed since the run started (was {old}, now {choice}); "
                                "start a new --out")
     else:
         write_text_atomic(f, json.dumps(choice, indent=2))
-    return Path(cfg.base) if cfg.base else pretrain_stage(out / "pretrain", corpus, cfg, progress)
 
 
 def pretrain_stage(target: Path, pairs: Path, cfg: V2Config, progress: bool) -> Path:

@@ -266,6 +266,23 @@ def test_v2_base_by_objective_or_by_path(tmp_path, monkeypatch):
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and "pretrain_objective" in stderr
 
 
+def test_v2_lam_given_by_path_is_checked_and_recorded(tmp_path):
+    """``lam`` names a LAM run directory instead of training one; a directory without lam.json is
+    refused in one line, and a resume with another LAM is refused (labels and rows were built on the first)."""
+    import hralign_bench.v2 as v2
+
+    with pytest.raises(HRAlignError, match="`lam` .*no lam.json"):
+        v2.V2Config(lam=str(tmp_path))
+    code, _, stderr = run_cli("bench", "metaworld-v2", "--out", str(tmp_path / "cli"), "--set", f"lam={tmp_path}")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "lam" in stderr
+    (tmp_path / "lam.json").write_text("{}")
+    assert v2.V2Config(lam=str(tmp_path)).lam == str(tmp_path)
+    v2.record_choice(tmp_path / "lam_choice.json", {"lam": "a"}, "the LAM")
+    v2.record_choice(tmp_path / "lam_choice.json", {"lam": "a"}, "the LAM")  # same choice: resumes
+    with pytest.raises(HRAlignError, match="the LAM changed since the run started"):
+        v2.record_choice(tmp_path / "lam_choice.json", {"lam": "b"}, "the LAM")
+
+
 @needs_mw
 def test_unknown_task_lists_the_valid_ones(tmp_path):
     with pytest.raises(HRAlignError, match="eval-tasks.*pushh.*sweep-into"):
