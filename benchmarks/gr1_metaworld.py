@@ -7,8 +7,9 @@ the policy:
 * ``proprio-only`` BC on proprio (the floor);
 * ``bc``          R3M's BC (BatchNorm, 2 x 256, MSE), features + proprio of one frame;
 * ``gr1``         the GR-1-style transformer (``hralign.policy.gr1``), stage 2 only;
-* ``gr1+stage1``  the same after ``--pretrain-steps`` of stage 1 on every human-view clip of the file
-                  (future-feature prediction, actions ignored).
+* ``gr1+stage1``  the same after ``--pretrain-steps`` of stage 1 on every human-view clip of the file,
+                  or of ``--pretrain-pairs`` (e.g. the v2 corpus of other tasks, as GR-1 pretrains on
+                  Ego4D) (future-feature prediction, actions ignored).
 
 Training: every row takes ``--steps`` optimiser steps of AdamW (``--lr`` for all, default each policy's
 own recipe) with ``--batch-size`` frames per step (GR-1: batch_size // history windows of history frames,
@@ -185,6 +186,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate of every row (default: each "
                     "policy's own recipe, BC 1e-3, GR-1 GR1TrainConfig's)")
     ap.add_argument("--pretrain-steps", type=int, default=1000, help="GR-1 stage-1 steps (gr1+stage1 row)")
+    ap.add_argument("--pretrain-pairs", default=None, help="file whose human clips the gr1+stage1 row's stage 1 reads "
+                    "(all of them; e.g. the v2 corpus of other tasks) instead of --pairs'")
     ap.add_argument("--max-steps", type=int, default=120)
     ap.add_argument("--envs", type=int, default=10)
     ap.add_argument("--history", type=int, default=4)
@@ -238,9 +241,11 @@ def main() -> None:
                                     envs=a.envs, kind="gr1" if is_gr1 else "bc",
                                     early_stop_every=a.early_stop_every, early_stop_patience=a.early_stop_patience)
                 variants = {PROPRIO_ROW: None, row: source} if row == "bc" else {row: source}
+                stage1 = row == "gr1+stage1" and a.pretrain_steps > 0
                 res = evaluate_sim(a.pairs, out / protocol / row.replace("+", "_"), variants, cfg, resume=a.resume,
-                                   progress=True, gr1=gr1,
-                                   pretrain_steps=a.pretrain_steps if row == "gr1+stage1" else 0)
+                                   progress=True, gr1=gr1, pretrain_steps=a.pretrain_steps if stage1 else 0,
+                                   train_options={"pretrain_pairs": a.pretrain_pairs} if stage1 and a.pretrain_pairs
+                                   else None)
                 tasks = list(res["collect"]["tasks"])
                 table[protocol].update(res["variants"])
                 timings[f"{protocol}/{row}"] = time.perf_counter() - t0
@@ -254,7 +259,8 @@ def main() -> None:
     lr_text = a.lr if a.lr is not None else "each policy's own"
     lines = [f"pairs {a.pairs}; encoder {a.encoder} at {a.encoder_image_size} px (frozen{', adapter' if a.adapter else ''}); "
              f"{a.rollouts} goals/task x {a.seeds} seeds = {n} rollouts per cell, {a.max_steps}-step limit; every row "
-             f"{a.steps} steps x {a.batch_size} frames, AdamW lr {lr_text}; GR-1 stage 1 {a.pretrain_steps} steps; GR-1 "
+             f"{a.steps} steps x {a.batch_size} frames, AdamW lr {lr_text}; GR-1 stage 1 {a.pretrain_steps} steps on "
+             f"{a.pretrain_pairs or 'the file'}'s human clips; GR-1 "
              f"history {a.history}, chunk {a.chunk}, delta {a.future_delta}, dim {a.dim}, dropout {gr1.dropout:g}; "
              + (f"early stopping every {a.early_stop_every} steps, patience {a.early_stop_patience}; "
                 if a.early_stop_every else "") +

@@ -101,6 +101,25 @@ def _train(pairs, out, cfg=None, tcfg=None, **kw):
     return gr1_train.train_gr1(pairs, ENC, out, cfg, tcfg, progress=False, **kw)
 
 
+def test_stage1_reads_another_files_human_clips(tiny_pairs, small_pairs, tmp_path):
+    """--pretrain-pairs: stage 1 reads every human clip of that file (GR-1's video corpus), stage 2 --pairs' robot
+    demos; its tasks follow --pairs' in the instruction table; a missing file or stage 1 off is one line."""
+    from hralign.pairs import PairsFile
+
+    video = PairsFile(small_pairs)
+    tcfg = GR1TrainConfig(pretrain_steps=4, steps=4, batch_size=8, log_every=2, checkpoint_every=2,
+                          pretrain_pairs=str(small_pairs))
+    summary = _train(tiny_pairs, tmp_path / "g", tcfg=tcfg)
+    assert summary["human_pretrain_clips"] == video.num_clips("human") != PairsFile(tiny_pairs).num_clips("human")
+    run = json.loads((tmp_path / "g" / "run.json").read_text())
+    assert run["config"]["pretrain_pairs_sha256"] and run["config"]["train"]["pretrain_pairs"] == str(small_pairs)
+    assert gr1_train.stage_tasks(PairsFile(tiny_pairs), video) == list(PairsFile(tiny_pairs).tasks) + list(video.tasks)
+    with pytest.raises(HRAlignError, match="--pretrain-pairs .*nope.h5: no such file"):
+        GR1TrainConfig(pretrain_steps=4, pretrain_pairs=str(tmp_path / "nope.h5"))
+    with pytest.raises(HRAlignError, match="--pretrain-steps 0 skips"):
+        GR1TrainConfig(pretrain_pairs=str(small_pairs))
+
+
 def test_save_load_round_trip_gives_identical_actions(tmp_path):
     p = _policy(chunk=2, gripper_dims="last")
     with torch.no_grad():

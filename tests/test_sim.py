@@ -293,6 +293,28 @@ def test_eval_tiny_transfer_and_resume(mw_pairs, tmp_path):
     assert "frozen" in stdout and "+-" in stdout
 
 
+def test_eval_gr1_stage1_on_another_files_video(mw_pairs, tiny_pairs, tmp_path):
+    """sim eval --kind gr1 --pretrain-pairs: stage 1 on that file's human clips (none of --pairs' are encoded for
+    it), stage 2 on the protocol's robot demos; a bad --pretrain-pairs is one line, exit 2, before any work."""
+    path, _ = mw_pairs
+    args = ["sim", "eval", "--pairs", str(path), "--encoder", "r3m-resnet18", "--encoder-image-size", "32", "--name",
+            "gr1", "--no-proprio-row", "--kind", "gr1", "--history", "3", "--chunk", "2", "--dim", "32", "--heads", "2",
+            "--steps", "4", "--batch-size", "12", "--protocol", "robot", "--rollouts", "1", "--seeds", "1",
+            "--max-steps", "8"]
+    code, stdout, stderr = run_cli(*args, "--pretrain-steps", "4", "--pretrain-pairs", str(tiny_pairs),
+                                   "--out", str(tmp_path / "g"), "--json")
+    assert code == 0, stderr
+    row = json.loads(stdout)["variants"]["gr1"]
+    assert row["options"] == {"pretrain_steps": 4, "pretrain_pairs": str(tiny_pairs)}
+    (seed,) = row["per_seed"]
+    assert set(seed["demo_clips"]) == {"robot"} and seed["pretrain_final"]["future_loss"] > 0
+    for bad, want in ((["--pretrain-steps", "4", "--pretrain-pairs", str(tmp_path / "nope.h5")], "no such file"),
+                      (["--pretrain-pairs", str(tiny_pairs)], "--pretrain-steps 0 skips")):
+        code, _, stderr = run_cli(*args, *bad, "--out", str(tmp_path / "bad"))
+        assert code == 2 and want in stderr and len(stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
+
+
 def test_eval_tiny_gr1_with_stage1_runs_closed_loop(mw_pairs, tmp_path):
     path, _ = mw_pairs
     out = tmp_path / "gr1"

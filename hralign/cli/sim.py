@@ -17,7 +17,7 @@ import click
 from hralign.cli.kinds import KindGroup, kind_configs, kind_options
 from hralign.cli.options import config_kwargs, dataclass_options, renamed_option
 from hralign.errors import HRAlignError
-from hralign.policy import EncoderSource, get_policy_kind
+from hralign.policy import EncoderSource, get_policy_kind, train_config_class
 from hralign.policy.factory import check_inputs
 from hralign.sim.collect import CollectConfig, collect
 from hralign.sim.evaluate import PROPRIO_ROW, SimEvalConfig, evaluate_sequential, evaluate_sim, format_results
@@ -109,6 +109,7 @@ def make_eval_command() -> click.Command:
                 | {f.name for f in dataclasses.fields(SequentialConfig)}}
         kind = get_policy_kind(cfg.kind)
         policy_config, train_options = kind_configs(kind, rest, train="own")
+        train_config_class(kind)(**train_options)  # the kind's own training options checked before any work
         if labels is not None:
             check_inputs(kind, {"labels": labels})
             train_options["labels"] = labels

@@ -38,6 +38,9 @@ class DemoSet:
     feats: dict[str, dict[int, torch.Tensor]] | None
     clips: dict[str, np.ndarray]
     heldout: dict[str, np.ndarray] = field(default_factory=dict)
+    # human video of another file for a kind's video stage (GR-1's ``pretrain_pairs``): the file and the
+    # cached features of its human clips
+    video: tuple[PairsFile, dict[int, torch.Tensor]] | None = None
 
     def table(self, heldout: bool = False) -> dict[str, torch.Tensor]:
         """One row per frame of the training (or held-out) clips: features, state, action, task."""

@@ -266,6 +266,7 @@ class _Encoders:
     robot: nn.Module | None = None
     human: nn.Module | None = None
     feats: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    video: dict[str, tuple[PairsFile, dict[int, torch.Tensor]]] = field(default_factory=dict)  # by file
     seconds: float = 0.0  # building them and encoding demo clips, this call
 
     def load(self, vname: str, source: EncoderSource, placement: Placement) -> None:
@@ -290,6 +291,18 @@ class _Encoders:
                 have.update(features_by_clip(self.human if d == "human" else self.robot, pairs, d, missing,
                                          placement=placement))
         self.seconds += time.perf_counter() - t0
+
+    def encode_video(self, path: str, placement: Placement) -> tuple[PairsFile, dict[int, torch.Tensor]]:
+        """Features of every human clip of another file (a kind's video stage), through the frozen base; cached."""
+        if path not in self.video:
+            t0 = time.perf_counter()
+            video = PairsFile(path)
+            if "human" not in video.domains:
+                raise HRAlignError(f"{path}: no human clips; the video stage reads a file's human clips")
+            self.video[path] = (video, features_by_clip(self.human, video, "human", range(video.num_clips("human")),
+                                                        placement=placement))
+            self.seconds += time.perf_counter() - t0
+        return self.video[path]
 
 
 @dataclass
@@ -339,7 +352,9 @@ def _train_seed(pairs: PairsFile, source: EncoderSource | None, encs: _Encoders,
     held: dict[str, np.ndarray] = {}
     if stop.enabled:
         clips, held = heldout_split(pairs, clips, cfg.early_stop_heldout, s)
-    demos = DemoSet(pairs, encs.feats if source is not None else None, clips, held)
+    video = rp.options.get("pretrain_pairs")  # GR-1's stage 1 on another file's human clips
+    demos = DemoSet(pairs, encs.feats if source is not None else None, clips, held,
+                    encs.encode_video(str(video), placement) if video and source is not None else None)
     run.mkdir(parents=True, exist_ok=True)
     (run / "metrics.jsonl").unlink(missing_ok=True)
     t_train = time.perf_counter()

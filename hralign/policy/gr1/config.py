@@ -10,6 +10,7 @@ alone, stage 2 fine-tunes on robot demos with both losses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hralign.errors import HRAlignError
 from hralign.policy.config import (FUTURE_LOSSES, FromDict, PolicyTrainConfig, _check_gripper_spec, _non_negative,
@@ -98,6 +99,10 @@ class GR1TrainConfig(PolicyTrainConfig, FromDict):
                                                                  "(0 = only at the end of each stage)."})
     pretrain_steps: int = field(default=0, metadata={"help": "Stage-1 optimiser steps on human-view clips without "
                                                              "actions (future prediction only); 0 skips stage 1."})
+    pretrain_pairs: str = field(default="", metadata={"help": "Pairs file whose human clips (all of them) stage 1 "
+                                                              "reads instead of --pairs' training human clips: a video "
+                                                              "corpus of other tasks, as GR-1 pretrains on Ego4D (their "
+                                                              "task names are the instructions)."})
     weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay."})
     robot_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training robot clips whose actions "
                                                                  "stage 2 uses."})
@@ -105,3 +110,9 @@ class GR1TrainConfig(PolicyTrainConfig, FromDict):
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive_int(self, "pretrain_steps", 0)
+        if self.pretrain_pairs and not Path(self.pretrain_pairs).is_file():
+            raise HRAlignError(f"--pretrain-pairs {self.pretrain_pairs}: no such file; expected a pairs file with "
+                               "human clips (the video stage 1 reads)")
+        if self.pretrain_pairs and not self.pretrain_steps:
+            raise HRAlignError(f"--pretrain-pairs {self.pretrain_pairs} is read by stage 1, which --pretrain-steps 0 "
+                               "skips; pass --pretrain-steps N > 0")

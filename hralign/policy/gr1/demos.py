@@ -3,7 +3,8 @@
 GR-1's ``fit_demos`` trains :class:`hralign.policy.gr1.GR1Policy` where a per-frame kind trains on
 demo frames, on the same cached features, demos and goals: stage 2 on exactly the protocol's demo
 clips (actions + future), and, with ``pretrain_steps`` > 0, stage 1 before it on *every* human-view
-clip of the file with its actions ignored (future prediction only, GR-1's video pretraining).
+clip of the file with its actions ignored (future prediction only, GR-1's video pretraining), or of
+another file (``pretrain_pairs``: a video corpus of other tasks, as GR-1 pretrains on Ego4D).
 Batches hold ``batch_size // history`` windows, so a step sees about as many frames as a BC step.
 """
 
@@ -20,13 +21,14 @@ from hralign.pairs import PairsFile
 from hralign.policy.demos import DemoSet, DemoTraining
 from hralign.policy.gr1.config import GR1Config, GR1TrainConfig
 from hralign.policy.gr1.model import GR1Policy
-from hralign.policy.gr1.train import ClipData, evaluate_windows, instruction_embeddings, run_stages, windows
+from hralign.policy.gr1.train import (ClipData, evaluate_windows, instruction_embeddings, run_stages, stage_tasks,
+                                      video_human_clips, windows)
 from hralign.train import open_session
 from hralign.train.early_stop import EarlyStopConfig, EarlyStopping
 
 
 def clip_data(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips: dict[str, np.ndarray],
-              actions: bool) -> ClipData:
+              actions: bool, state: bool = True) -> ClipData:
     """One :class:`ClipData` over the clips of several domains (robot clips re-keyed after the human ones)."""
     n_h = pairs.num_clips("human") if "human" in pairs.domains else 0
     tasks = np.concatenate([pairs.clip_tasks(d) for d in ("human", "robot") if d in pairs.domains])
@@ -36,7 +38,8 @@ def clip_data(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], clips
         for c in cs:
             key = int(c) + off
             data.features[key] = feats[d][int(c)][:, None, :]  # one camera
-            data.state[key] = torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="state"), np.float32))
+            if state:
+                data.state[key] = torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="state"), np.float32))
             if actions:
                 data.actions[key] = torch.from_numpy(np.asarray(pairs.read_clip(d, int(c), name="actions"), np.float32))
     return data
@@ -47,6 +50,7 @@ def train_sim_gr1(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], c
                   run: Path, lr: float | None = None, heldout: dict[str, np.ndarray] | None = None,
                   early_stop: EarlyStopConfig | None = None, train_overrides: dict[str, Any] | None = None,
                   extra: Callable[[GR1Policy, torch.Tensor | None], dict[str, Any]] | None = None,
+                  video: tuple[PairsFile, dict[int, torch.Tensor]] | None = None,
                   ) -> tuple[GR1Policy, dict[str, dict[str, Any]], torch.Tensor | None]:
     """(trained policy, final logs per stage, instruction embeddings [K, E] or None) for one seed.
 
@@ -55,20 +59,25 @@ def train_sim_gr1(pairs: PairsFile, feats: dict[str, dict[int, torch.Tensor]], c
     ``early_stop`` enabled the action stage evaluates the action error on the ``heldout`` demo clips
     every ``early_stop.every`` steps, stops after ``patience`` evaluations without a new best and
     keeps the best weights; the record (curve included) is ``finals["early_stop"]``. ``extra(policy,
-    instructions)`` adds figures to each evaluation (the benchmark's training-frame error).
+    instructions)`` adds figures to each evaluation (the benchmark's training-frame error). ``video``
+    (a file and its human clips' features) is what stage 1 reads instead of ``pairs``' human clips; its
+    tasks' instructions follow ``pairs``' (:func:`~hralign.policy.gr1.train.stage_tasks`).
     """
     demos = clip_data(pairs, feats, clips, actions=True)
     keys = np.asarray(sorted(demos.features), dtype=np.int64)
     plan = []
     fit = [f[:, 0] for f in demos.features.values()]
+    vpairs, vhuman = video if video is not None else (pairs, feats.get("human", {}))
     if pretrain_steps:
-        human_all = {"human": np.arange(pairs.num_clips("human"))}
-        video = clip_data(pairs, feats, human_all, actions=False)
-        video.state = {}  # human video: no proprio (the learned "no state" token)
-        plan.append(("pretrain", pretrain_steps, video, windows(video, human_all["human"], config.history)))
-        fit += [f[:, 0] for f in video.features.values()]
+        human_all = {"human": video_human_clips(vpairs)}
+        # human video: no proprio (the learned "no state" token)
+        vdata = clip_data(vpairs, {"human": vhuman}, human_all, actions=False, state=False)
+        if video is not None:  # its tasks follow pairs' in the instruction table
+            vdata.tasks = vdata.tasks + len(pairs.tasks)
+        plan.append(("pretrain", pretrain_steps, vdata, windows(vdata, human_all["human"], config.history)))
+        fit += [f[:, 0] for f in vdata.features.values()]
     plan.append(("action", steps, demos, windows(demos, keys, config.history)))
-    instructions = instruction_embeddings(pairs.tasks, config.instruction)
+    instructions = instruction_embeddings(stage_tasks(pairs, vpairs), config.instruction)
     a = next(iter(demos.actions.values()))
     dims = {"feature_dim": int(fit[0].shape[1]), "cameras": 1, "action_dim": int(a.shape[1]),
             "state_dim": int(next(iter(demos.state.values())).shape[1]),
@@ -115,8 +124,8 @@ def gr1_demo_mse(policy: GR1Policy, pairs: PairsFile, feats: dict[str, dict[int,
 
 
 def gr1_demo_clips(options: dict[str, Any], pairs: PairsFile, clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """GR-1's ``demo_clips``: the demos, and every human clip when stage 1 runs (it reads them all)."""
-    if int(options.get("pretrain_steps", 0)):
+    """GR-1's ``demo_clips``: the demos, and every human clip when stage 1 runs on this file (it reads them all)."""
+    if int(options.get("pretrain_steps", 0)) and not options.get("pretrain_pairs"):
         return {**clips, "human": np.arange(pairs.num_clips("human"))}
     return clips
 
@@ -124,16 +133,19 @@ def gr1_demo_clips(options: dict[str, Any], pairs: PairsFile, clips: dict[str, n
 def fit_gr1_demos(config: GR1Config, demos: DemoSet,
                   training: DemoTraining) -> tuple[GR1Policy, dict[str, Any], torch.Tensor | None]:
     """GR-1's ``fit_demos``: :func:`train_sim_gr1` on a :class:`~hralign.policy.demos.DemoSet`
-    (``training.options``: ``pretrain_steps``, stage 1's length, default 0)."""
+    (``training.options``: ``pretrain_steps``, stage 1's length, default 0; ``pretrain_pairs``, the file
+    whose human clips stage 1 reads, encoded into ``demos.video``)."""
     if demos.feats is None:
         raise HRAlignError("GR-1 reads image features; the proprio-only row is a per-frame kind")
     steps = int(training.options.get("pretrain_steps", 0))
     if steps < 0:
         raise HRAlignError(f"--pretrain-steps should be >= 0 but the value passed is {steps}")
+    if training.options.get("pretrain_pairs") and demos.video is None:
+        raise HRAlignError(f"--pretrain-pairs {training.options['pretrain_pairs']}: its human clips were not encoded")
     return train_sim_gr1(demos.pairs, demos.feats, demos.clips, config, steps, training.steps,
                          training.batch_size, training.seed, training.run, lr=training.lr, heldout=demos.heldout,
                          early_stop=training.early_stop, train_overrides=training.train_overrides or None,
-                         extra=training.extra)
+                         extra=training.extra, video=demos.video)
 
 
 def gr1_demo_error(policy: GR1Policy, demos: DemoSet, instructions: torch.Tensor | None) -> float:

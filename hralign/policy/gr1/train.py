@@ -66,6 +66,17 @@ def instruction_embeddings(tasks: list[str], enabled: bool) -> torch.Tensor | No
     return load_text_encoder().encode(list(tasks)).float()
 
 
+def video_human_clips(video: PairsFile) -> np.ndarray:
+    """Every human clip of stage 1's video file (``--pretrain-pairs``: all of it is pretraining video)."""
+    return np.arange(video.num_clips("human"), dtype=np.int64)
+
+
+def stage_tasks(pairs: PairsFile, video: PairsFile) -> list[str]:
+    """Task names the instruction table embeds: ``pairs``' tasks (the ids the policy acts with), then those
+    of a separate stage-1 video file, whose clips' task ids are shifted past ``pairs``'."""
+    return list(pairs.tasks) + (list(video.tasks) if video is not pairs else [])
+
+
 def windows(data: ClipData, clips: np.ndarray, history: int) -> np.ndarray:
     """Every (clip, start) of a full window of ``history`` frames: int64 [N, 2].
 
@@ -270,18 +281,23 @@ def train_gr1(pairs_path: str | Path, source: EncoderSource, out: str | Path, co
     check_robot_actions(pairs, "gr1")
     run = {"pairs": str(Path(pairs_path).resolve()), "pairs_sha256": sha256_file(pairs_path),
            "encoder": source.to_dict(), "kind": "gr1", "config": config.to_dict(), "train": train.to_dict()}
-    if train.pretrain_steps and "human" not in pairs.domains:
-        raise HRAlignError(f"--pretrain-steps {train.pretrain_steps}: {pairs.path} has no human clips for stage 1")
+    video = PairsFile(train.pretrain_pairs) if train.pretrain_pairs else pairs  # stage 1's human clips
+    if train.pretrain_pairs:
+        run["pretrain_pairs_sha256"] = sha256_file(train.pretrain_pairs)
+    if train.pretrain_steps and "human" not in video.domains:
+        raise HRAlignError(f"--pretrain-steps {train.pretrain_steps}: {video.path} has no human clips for stage 1")
     train_clips, held = clip_split(pairs, train.val_fraction, train.split_by, train.seed)
     if not len(train_clips.get("robot", [])):
         raise HRAlignError(f"{pairs.path}: no training robot clips after the split")
     action_clips = pick_fraction(train_clips["robot"], train.robot_fraction, train.seed)
+    video_clips = (video_human_clips(video) if train.pretrain_pairs else train_clips.get("human", [])) \
+        if train.pretrain_steps else []
     # check every clip's length before any encoding (a bad --history fails in a second, not after features)
-    for d, cs in (("robot", action_clips), ("human", train_clips.get("human", []) if train.pretrain_steps else [])):
-        lengths = pairs.clip_lengths(d)
+    for d, cs, f in (("robot", action_clips, pairs), ("human", video_clips, video)):
+        lengths = f.clip_lengths(d) if len(cs) else np.zeros(0)
         short = [int(c) for c in cs if lengths[int(c)] < config.history]
         if short:
-            raise HRAlignError(f"--history {config.history}: {d} clip {short[0]} has only {int(lengths[short[0]])} "
+            raise HRAlignError(f"--history {config.history}: {f.path} {d} clip {short[0]} has only {int(lengths[short[0]])} "
                                f"frames; the history must not be longer than any training clip (use --history "
                                f"{int(lengths[list(cs)].min())} or less)")
     session = open_session(train, out, "gr1", run, RESUMABLE, find_unused_parameters=True)
@@ -301,17 +317,19 @@ def train_gr1(pairs_path: str | Path, source: EncoderSource, out: str | Path, co
         if int(human_enc.feature_dim) != int(robot_enc.feature_dim):
             raise HRAlignError(f"human encoder gives {human_enc.feature_dim}-d features, robot encoder "
                                f"{robot_enc.feature_dim}-d; they must agree")
-        human = load_clip_data(pairs, "human", human_enc, train_clips["human"], actions=False, state=False,
+        human = load_clip_data(video, "human", human_enc, video_clips, actions=False, state=False,
                                progress=progress)
-        hrows = windows(human, train_clips["human"], config.history)
+        if video is not pairs:  # its tasks follow --pairs' in the instruction table
+            human.tasks = human.tasks + len(pairs.tasks)
+        hrows = windows(human, video_clips, config.history)
         plan_data.append(("pretrain", train.pretrain_steps, human, hrows))
-        counts["human_pretrain_clips"], counts["human_pretrain_windows"] = len(train_clips["human"]), len(hrows)
+        counts["human_pretrain_clips"], counts["human_pretrain_windows"] = len(video_clips), len(hrows)
         fut_fit += [f[:, 0] for f in human.features.values()]
     rrows = windows(robot, action_clips, config.history)
     plan_data.append(("action", train.steps, robot, rrows))
     counts["robot_windows"] = len(rrows)
 
-    instructions = instruction_embeddings(pairs.tasks, config.instruction)
+    instructions = instruction_embeddings(stage_tasks(pairs, video), config.instruction)
     some = next(iter(robot.actions.values()))
     dims = {"feature_dim": int(robot_enc.feature_dim), "cameras": 1, "action_dim": int(some.shape[1]),
             "state_dim": int(next(iter(robot.state.values())).shape[1]) if robot.state else 0,
