@@ -505,6 +505,28 @@ def _probe_cell(m: dict[str, Any]) -> tuple[str, str]:
     return "-", ""
 
 
+def alignment_predicts_transfer(alignment: dict[str, dict[str, float]],
+                                 transfer: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Spearman's rho (with its bootstrap interval over rows, :func:`hralign.metrics.rank_correlation`)
+    between each held-out alignment measure of the rows and their `transfer` success: whether the cheap
+    offline measure predicts the closed-loop one. Empty with fewer than 3 rows having both."""
+    from hralign.metrics import rank_correlation
+
+    rows = [v for v in alignment if v in transfer]
+    if len(rows) < 3:
+        return {}
+    success = [transfer[v]["mean"] for v in rows]
+    return {k: rank_correlation([alignment[v][k] for v in rows], success)
+            for k in ("frame_error", "r2h_top1", "knn_r2h")}
+
+
+def _rho_text(r: dict[str, Any]) -> str:
+    if r["rho"] is None:
+        return f"- ({r['note']})"
+    ci = f" [{r['lo']:+.2f}, {r['hi']:+.2f}]" if r["lo"] is not None else ""
+    return f"{r['rho']:+.2f}{ci} (n {r['n']})"
+
+
 def format_v2(results: dict[str, Any]) -> str:
     """Markdown: success [95% CI] per row and protocol, differences to frozen, power, alignment, times."""
     protocols = results["protocols"]
@@ -583,6 +605,12 @@ def format_v2(results: dict[str, Any]) -> str:
         for v, m in results["alignment"].items():
             lines.append(f"| {v} | {m['r2h_top1']:.2f} | {m['knn_r2r']:.2f} | {m['knn_r2h']:.2f} | "
                          f"{m['frame_error']:.2f} | {m['robot_cos']:.4f} | {m['human_cos']:.4f} |")
+        if "transfer" in protocols:
+            pred = alignment_predicts_transfer(results["alignment"], st["transfer"]["bootstrap"])
+            if pred:
+                lines += ["", "Does held-out alignment rank the rows as `transfer` does? Spearman over the rows with "
+                          "both, 95% bootstrap interval over rows (a useful frame error has rho < 0, r->h top-1 rho > 0): "
+                          + "; ".join(f"{k} rho {_rho_text(r)}" for k, r in pred.items())]
     if results.get("pretrain_curve"):
         lines += ["", "Pretraining on the corpus, held-out corpus clips: " + "; ".join(
             f"step {r.get('step')}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()
@@ -682,5 +710,5 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 
 __all__ = ["EVAL_VIEWS_BASE_ROW", "LATENT_CONTROL_ROW", "LATENT_ROW", "ORACLE_ROW", "PRESETS", "ROW_ALIASES", "V2Config",
            "eval_job", "finished_cells", "format_ci", "format_v2", "lam_labels_stage", "lam_measures_stage", "lam_stage",
-           "partial_results",
+           "partial_results", "alignment_predicts_transfer", "record_choice",
            "base_stage", "pretrain_stage", "rename_rows", "run_bench_v2", "run_eval_jobs", "spread_stage"]

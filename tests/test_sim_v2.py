@@ -152,6 +152,19 @@ def test_old_results_rows_read_under_their_new_names():
     assert "| 0.637* (0.500*) |" in md and "| 0.800 (0.400) |" in md and "earlier probe" in md
 
 
+def test_alignment_predicts_transfer_ranks_rows():
+    """Frame error that falls as transfer rises gives rho -1 (and r->h top-1 that rises with it +1); under 3 rows
+    with both there is nothing to rank."""
+    from hralign_bench.v2 import alignment_predicts_transfer
+
+    align = {f"r{i}": {"frame_error": 1.0 - 0.2 * i, "r2h_top1": 0.1 * i, "knn_r2h": 0.5} for i in range(4)}
+    transfer = {f"r{i}": {"mean": 0.1 * i} for i in range(4)}
+    got = alignment_predicts_transfer(align, {**transfer, "human-view oracle": {"mean": 0.9}})
+    assert got["frame_error"]["rho"] == pytest.approx(-1.0) and got["r2h_top1"]["rho"] == pytest.approx(1.0)
+    assert got["frame_error"]["n"] == 4 and got["knn_r2h"]["rho"] is None  # constant: no rank correlation
+    assert alignment_predicts_transfer(align, {"r0": {"mean": 0.0}, "r1": {"mean": 0.1}}) == {}
+
+
 def test_partial_results_compare_rows_on_the_seeds_frozen_finished(tmp_path):
     from hralign_bench.v2 import finished_cells, partial_results
 
